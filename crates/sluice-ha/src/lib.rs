@@ -1,0 +1,2 @@
+//! VRRP and connection-state sync between sluice peers.
+#![forbid(unsafe_code)]

@@ -1,0 +1,7 @@
+//! One module per subcommand. Each exposes `Args` (or a subcommand enum) and
+//! `run(..) -> anyhow::Result<ExitCode>`.
+
+pub(crate) mod bench;
+pub(crate) mod check;
+pub(crate) mod lab;
+pub(crate) mod realserver;

@@ -1,0 +1,48 @@
+//! The `sluice` command: L4 (XDP) and L7 load balancer, config checker,
+//! namespace lab, benchmark tools. This crate only wires the library crates
+//! together; algorithms live below it (see docs/ARCHITECTURE.md).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// sluice: one binary for an XDP L4 fast path and an L7/TCP proxy.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file and exit (like `haproxy -c`).
+    Check(cmd::check::Args),
+    /// Build, inspect and tear down the network-namespace lab.
+    #[command(subcommand)]
+    Lab(cmd::lab::LabCommand),
+    /// HTTP load generator (ab- and wrk-style).
+    Bench(cmd::bench::Args),
+    /// Real-server side helpers (the lab's web server; VIP set-up for DSR).
+    #[command(subcommand)]
+    Realserver(cmd::realserver::RealserverCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => cmd::check::run(args),
+        Command::Lab(c) => cmd::lab::run(c),
+        Command::Realserver(c) => cmd::realserver::run(c),
+        Command::Bench(args) => cmd::bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sluice: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
