@@ -1,10 +1,15 @@
 //! sluice's L4 plane in userspace: loads the XDP object built from
-//! `sluice-ebpf`, attaches it to an interface, and reads its maps.
+//! `sluice-ebpf`, attaches it, and reads and writes its maps.
 //!
 //! The object is embedded at build time (see `build.rs`), so the `sluice`
-//! binary is self-contained.
+//! binary is self-contained. Everything that needs the kernel needs root
+//! (CAP_BPF + CAP_NET_ADMIN).
 #![forbid(unsafe_code)]
 
 mod loader;
 
-pub use loader::{AttachMode, Error, PROGRAM_NAME, XdpHandle, object_bytes};
+pub use loader::{
+    AttachMode, Dataplane, DataplaneParams, Error, MAX_SESSION_CAPACITY, MIN_SESSION_CAPACITY,
+    PROGRAM_NAME, TestRunOutput, object_bytes, verdict,
+};
+pub use sluice_wire::maps as wire_maps;

@@ -1,17 +1,35 @@
-//! Loading and attaching `sluice_xdp`.
+//! Loading `sluice_xdp`, attaching it, and typed access to its maps.
+//!
+//! [`Dataplane`] is the only owner of the loaded object. It exposes map
+//! writes as whole-record operations (a service, a real slot, a ring), so
+//! the control plane above never handles raw map handles.
+
+use std::time::Duration;
 
 use aya::{
-    Ebpf,
-    maps::PerCpuArray,
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use sluice_wire::maps::{Counter, MAP_STATS};
+use sluice_wire::maps::{
+    AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAP_CFG, MAP_REAL_CONNS, MAP_REAL_STATS,
+    MAP_REALS, MAP_RING, MAP_RR, MAP_SESSIONS, MAP_STATS, MAP_VIP_ADDRS, MAP_VIP_REALS,
+    MAP_VIP_STATS, MAP_VIPS, MAX_REALS, MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIPS, RealDef,
+    TrafficStats, VipKey, VipMeta,
+};
 
 /// The eBPF object built from `sluice-ebpf` by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-xdp"));
 
 /// Name of the XDP program inside the object.
 pub const PROGRAM_NAME: &str = "sluice_xdp";
+
+/// Smallest session-table capacity accepted (entries).
+pub const MIN_SESSION_CAPACITY: u32 = 1024;
+/// Largest session-table capacity accepted (entries).
+pub const MAX_SESSION_CAPACITY: u32 = 16 * 1024 * 1024;
+/// Headroom added to a test frame's output buffer for encapsulation (bytes).
+const TEST_RUN_HEADROOM: usize = 64;
 
 /// Returns the embedded eBPF object (an ELF relocatable file).
 pub fn object_bytes() -> &'static [u8] {
@@ -30,7 +48,7 @@ pub enum Error {
     /// A map is missing from the object (a build problem).
     #[error("map {0} not found in the eBPF object")]
     MissingMap(&'static str),
-    /// Verifier or attach failure.
+    /// Verifier, attach or test-run failure.
     #[error("{context}: {source}")]
     Program {
         /// What was being done, naming the interface where there is one.
@@ -48,6 +66,22 @@ pub enum Error {
         #[source]
         source: aya::maps::MapError,
     },
+    /// A value is outside what the maps can hold.
+    #[error("{what} is {value}, the limit is {limit} ({constant})")]
+    Limit {
+        /// What overflowed.
+        what: &'static str,
+        /// The requested value.
+        value: u64,
+        /// The limit.
+        limit: u64,
+        /// Name of the constant that sets the limit.
+        constant: &'static str,
+    },
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+    move |source| Error::Map { map, source }
 }
 
 /// How the XDP program is attached.
@@ -55,7 +89,7 @@ pub enum Error {
 pub enum AttachMode {
     /// In the driver (native XDP). The default: generic mode only when configured.
     Native,
-    /// Generic (SKB) mode, works on every interface, slower on real NICs.
+    /// Generic (SKB) mode: works on every interface, slower on real NICs.
     Generic,
 }
 
@@ -68,23 +102,102 @@ impl AttachMode {
     }
 }
 
-/// A loaded and attached `sluice_xdp`. Dropping it detaches the program and
-/// frees the maps.
-#[derive(Debug)]
-pub struct XdpHandle {
-    ebpf: Ebpf,
-    iface: String,
-    link: Option<XdpLinkId>,
+/// Load-time parameters (map sizes are fixed when the object is loaded).
+#[derive(Clone, Debug)]
+pub struct DataplaneParams {
+    /// Ring entries per service (prime for Maglev, ≤ [`MAX_RING_SIZE`]).
+    pub ring_size: u32,
+    /// Session-table capacity (entries; the kernel splits it over the CPUs'
+    /// LRU lists).
+    pub session_capacity: u32,
+    /// Session timeout after a SYN only.
+    pub tcp_syn_timeout: Duration,
+    /// Session timeout for established TCP.
+    pub tcp_established_timeout: Duration,
+    /// Session timeout after FIN/RST.
+    pub tcp_closing_timeout: Duration,
+    /// Session timeout for UDP.
+    pub udp_timeout: Duration,
 }
 
-impl XdpHandle {
-    /// Loads the embedded object and attaches `sluice_xdp` to `iface`.
+impl Default for DataplaneParams {
+    /// IPVS's defaults: established 900 s, SYN 60 s (IPVS: SYN_RECV 60 s),
+    /// FIN/RST 120 s (FIN_WAIT/TIME_WAIT), UDP 300 s.
+    fn default() -> Self {
+        Self {
+            ring_size: MAX_RING_SIZE,
+            session_capacity: sluice_wire::maps::DEFAULT_SESSION_CAPACITY,
+            tcp_syn_timeout: Duration::from_secs(60),
+            tcp_established_timeout: Duration::from_secs(900),
+            tcp_closing_timeout: Duration::from_secs(120),
+            udp_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Result of one `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRunOutput {
+    /// XDP verdict (`XDP_DROP` = 1, `XDP_PASS` = 2, `XDP_TX` = 3, ...).
+    pub verdict: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Mean run time per repetition reported by the kernel.
+    pub duration: Duration,
+}
+
+/// XDP verdict numbers (uapi `enum xdp_action`).
+pub mod verdict {
+    /// `XDP_ABORTED`.
+    pub const ABORTED: u32 = 0;
+    /// `XDP_DROP`.
+    pub const DROP: u32 = 1;
+    /// `XDP_PASS`.
+    pub const PASS: u32 = 2;
+    /// `XDP_TX`.
+    pub const TX: u32 = 3;
+    /// `XDP_REDIRECT`.
+    pub const REDIRECT: u32 = 4;
+}
+
+/// The loaded `sluice_xdp` object and, once attached, its link. Dropping it
+/// detaches the program and frees the maps.
+#[derive(Debug)]
+pub struct Dataplane {
+    ebpf: Ebpf,
+    params: DataplaneParams,
+    attached: Option<(String, XdpLinkId)>,
+}
+
+impl Dataplane {
+    /// Loads and verifies the embedded object with the given map sizes and
+    /// writes the global settings (`iface_mac` is the source MAC of
+    /// forwarded frames).
     ///
     /// # Errors
-    /// [`Error::Program`] naming the interface when it does not exist, does
-    /// not support the requested mode, or the verifier refuses the program.
-    pub fn load_and_attach(iface: &str, mode: AttachMode) -> Result<Self, Error> {
-        let mut ebpf = Ebpf::load(OBJECT)?;
+    /// [`Error::Limit`] for out-of-range sizes; [`Error::Program`] when the
+    /// verifier refuses the program (needs root / CAP_BPF).
+    pub fn load(params: DataplaneParams, iface_mac: [u8; 6]) -> Result<Self, Error> {
+        if params.ring_size == 0 || params.ring_size > MAX_RING_SIZE {
+            return Err(Error::Limit {
+                what: "ring size",
+                value: params.ring_size.into(),
+                limit: MAX_RING_SIZE.into(),
+                constant: "MAX_RING_SIZE",
+            });
+        }
+        if !(MIN_SESSION_CAPACITY..=MAX_SESSION_CAPACITY).contains(&params.session_capacity) {
+            return Err(Error::Limit {
+                what: "session capacity",
+                value: params.session_capacity.into(),
+                limit: MAX_SESSION_CAPACITY.into(),
+                constant: "MAX_SESSION_CAPACITY",
+            });
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_RING, MAX_VIPS * params.ring_size)
+            .map_max_entries(MAP_SESSIONS, params.session_capacity)
+            .load(OBJECT)?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(Error::MissingProgram(PROGRAM_NAME))?
@@ -97,63 +210,321 @@ impl XdpHandle {
             context: format!("verifying {PROGRAM_NAME}"),
             source,
         })?;
+        let mut dp = Self {
+            ebpf,
+            params,
+            attached: None,
+        };
+        dp.set_iface_mac(iface_mac)?;
+        Ok(dp)
+    }
+
+    /// The load-time parameters.
+    pub fn params(&self) -> &DataplaneParams {
+        &self.params
+    }
+
+    /// Rewrites the global settings with a new interface MAC.
+    pub fn set_iface_mac(&mut self, iface_mac: [u8; 6]) -> Result<(), Error> {
+        let p = &self.params;
+        let cfg = GlobalCfg {
+            iface_mac,
+            ring_size: p.ring_size,
+            tcp_syn_ns: p.tcp_syn_timeout.as_nanos() as u64,
+            tcp_established_ns: p.tcp_established_timeout.as_nanos() as u64,
+            tcp_closing_ns: p.tcp_closing_timeout.as_nanos() as u64,
+            udp_ns: p.udp_timeout.as_nanos() as u64,
+            ..Default::default()
+        };
+        let mut a: Array<_, GlobalCfg> = self.array(MAP_CFG)?;
+        a.set(0, cfg, 0).map_err(map_err(MAP_CFG))
+    }
+
+    /// Attaches to `iface` (resolved in the calling thread's network
+    /// namespace).
+    ///
+    /// # Errors
+    /// [`Error::Program`] naming the interface when it does not exist or
+    /// does not support the mode.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<(), Error> {
+        self.detach()?;
+        let prog = self.program()?;
         let link = prog
             .attach(iface, mode.to_aya())
             .map_err(|source| Error::Program {
                 context: format!(
                     "attaching {PROGRAM_NAME} to interface {iface:?} in {mode:?} mode \
-                     (does the interface exist in this namespace? for drivers without \
-                     native XDP configure generic mode)"
+                     (does the interface exist in this network namespace? for a driver \
+                     without native XDP set xdp_mode = \"generic\")"
                 ),
                 source,
             })?;
-        Ok(Self {
-            ebpf,
-            iface: iface.to_owned(),
-            link: Some(link),
-        })
+        self.attached = Some((iface.to_owned(), link));
+        Ok(())
     }
 
-    /// The interface the program is attached to.
-    pub fn iface(&self) -> &str {
-        &self.iface
-    }
-
-    /// Reads one counter, summed over all CPUs.
-    pub fn counter(&self, c: Counter) -> Result<u64, Error> {
-        let map = self
-            .ebpf
-            .map(MAP_STATS)
-            .ok_or(Error::MissingMap(MAP_STATS))?;
-        let arr: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|source| Error::Map {
-                map: MAP_STATS,
-                source,
-            })?;
-        let values = arr.get(&(c as u32), 0).map_err(|source| Error::Map {
-            map: MAP_STATS,
-            source,
-        })?;
-        Ok(values.iter().sum())
-    }
-
-    /// Detaches the program now (also done on drop).
+    /// Detaches the program if attached (also done on drop).
     pub fn detach(&mut self) -> Result<(), Error> {
-        if let Some(link) = self.link.take() {
-            let prog: &mut Xdp = self
-                .ebpf
-                .program_mut(PROGRAM_NAME)
-                .ok_or(Error::MissingProgram(PROGRAM_NAME))?
-                .try_into()
-                .map_err(|source| Error::Program {
-                    context: "detach".to_owned(),
-                    source,
-                })?;
+        if let Some((iface, link)) = self.attached.take() {
+            let prog = self.program()?;
             prog.detach(link).map_err(|source| Error::Program {
-                context: format!("detaching from {}", self.iface),
+                context: format!("detaching from {iface}"),
                 source,
             })?;
         }
         Ok(())
     }
+
+    /// The interface the program is attached to, if any.
+    pub fn attached_iface(&self) -> Option<&str> {
+        self.attached.as_ref().map(|(i, _)| i.as_str())
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, Error> {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
+            .try_into()
+            .map_err(|source| Error::Program {
+                context: format!("program {PROGRAM_NAME} is not XDP"),
+                source,
+            })
+    }
+
+    fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {
+        let m = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
+        Array::try_from(m).map_err(map_err(name))
+    }
+
+    fn hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<&mut MapData, K, V>, Error> {
+        let m = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
+        HashMap::try_from(m).map_err(map_err(name))
+    }
+
+    fn percpu<V: aya::Pod>(&self, name: &'static str) -> Result<PerCpuArray<&MapData, V>, Error> {
+        let m = self.ebpf.map(name).ok_or(Error::MissingMap(name))?;
+        PerCpuArray::try_from(m).map_err(map_err(name))
+    }
+
+    // === writes ===
+
+    /// Writes one real-server slot.
+    pub fn set_real(&mut self, slot: u32, def: RealDef) -> Result<(), Error> {
+        check_index("real slot", slot, MAX_REALS, "MAX_REALS")?;
+        let mut a: Array<_, RealDef> = self.array(MAP_REALS)?;
+        a.set(slot, def, 0).map_err(map_err(MAP_REALS))
+    }
+
+    /// Writes a service's ring (`entries.len()` ≤ ring size) starting at
+    /// slot 0 of its region.
+    pub fn set_ring(&mut self, vip_index: u32, entries: &[u32]) -> Result<(), Error> {
+        check_index("service index", vip_index, MAX_VIPS, "MAX_VIPS")?;
+        let size = self.params.ring_size;
+        if entries.len() as u64 > u64::from(size) {
+            return Err(Error::Limit {
+                what: "ring entries",
+                value: entries.len() as u64,
+                limit: size.into(),
+                constant: "ring_size",
+            });
+        }
+        let mut a: Array<_, u32> = self.array(MAP_RING)?;
+        let base = vip_index * size;
+        for (i, e) in entries.iter().enumerate() {
+            a.set(base + i as u32, *e, 0).map_err(map_err(MAP_RING))?;
+        }
+        Ok(())
+    }
+
+    /// Writes a service's real list (for the connection-count schedulers).
+    pub fn set_vip_reals(&mut self, vip_index: u32, slots: &[u32]) -> Result<(), Error> {
+        check_index("service index", vip_index, MAX_VIPS, "MAX_VIPS")?;
+        if slots.len() as u64 > u64::from(MAX_REALS_PER_VIP) {
+            return Err(Error::Limit {
+                what: "reals in one service",
+                value: slots.len() as u64,
+                limit: MAX_REALS_PER_VIP.into(),
+                constant: "MAX_REALS_PER_VIP",
+            });
+        }
+        let mut a: Array<_, u32> = self.array(MAP_VIP_REALS)?;
+        let base = vip_index * MAX_REALS_PER_VIP;
+        for (i, s) in slots.iter().enumerate() {
+            a.set(base + i as u32, *s, 0)
+                .map_err(map_err(MAP_VIP_REALS))?;
+        }
+        Ok(())
+    }
+
+    /// Inserts or replaces a service. Write its reals and ring first, so the
+    /// kernel never sees a service pointing at unwritten slots.
+    pub fn set_service(&mut self, key: VipKey, meta: VipMeta) -> Result<(), Error> {
+        check_index("service index", meta.vip_index, MAX_VIPS, "MAX_VIPS")?;
+        let mut addrs: HashMap<_, AddrKey, u32> = self.hash(MAP_VIP_ADDRS)?;
+        let ak = AddrKey {
+            addr: key.addr,
+            family: key.family,
+            _pad: [0; 3],
+        };
+        addrs.insert(ak, 1, 0).map_err(map_err(MAP_VIP_ADDRS))?;
+        let mut vips: HashMap<_, VipKey, VipMeta> = self.hash(MAP_VIPS)?;
+        vips.insert(key, meta, 0).map_err(map_err(MAP_VIPS))
+    }
+
+    /// Removes a service; the VIP address stays known while another service
+    /// uses it (`addr_still_used`).
+    pub fn remove_service(&mut self, key: VipKey, addr_still_used: bool) -> Result<(), Error> {
+        let mut vips: HashMap<_, VipKey, VipMeta> = self.hash(MAP_VIPS)?;
+        // Removing an absent key is not an error for an idempotent remove.
+        let _ = vips.remove(&key);
+        if !addr_still_used {
+            let mut addrs: HashMap<_, AddrKey, u32> = self.hash(MAP_VIP_ADDRS)?;
+            let _ = addrs.remove(&AddrKey {
+                addr: key.addr,
+                family: key.family,
+                _pad: [0; 3],
+            });
+        }
+        Ok(())
+    }
+
+    /// Overwrites a real's connection counter (reconciliation).
+    pub fn set_real_conns(&mut self, slot: u32, conns: u64) -> Result<(), Error> {
+        check_index("real slot", slot, MAX_REALS, "MAX_REALS")?;
+        let mut a: Array<_, u64> = self.array(MAP_REAL_CONNS)?;
+        a.set(slot, conns, 0).map_err(map_err(MAP_REAL_CONNS))
+    }
+
+    /// Resets the round-robin cursors of a service on every CPU (after its
+    /// cycle changed length).
+    pub fn reset_cursor(&mut self, vip_index: u32) -> Result<(), Error> {
+        check_index("service index", vip_index, MAX_VIPS, "MAX_VIPS")?;
+        let ncpu = aya::util::nr_cpus().map_err(|(_, e)| Error::Map {
+            map: MAP_RR,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            }),
+        })?;
+        let m = self.ebpf.map_mut(MAP_RR).ok_or(Error::MissingMap(MAP_RR))?;
+        let mut a: PerCpuArray<_, u32> = PerCpuArray::try_from(m).map_err(map_err(MAP_RR))?;
+        let zeros = PerCpuValues::try_from(vec![0u32; ncpu]).map_err(|e| Error::Map {
+            map: MAP_RR,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "per-cpu values",
+                io_error: e,
+            }),
+        })?;
+        a.set(vip_index, zeros, 0).map_err(map_err(MAP_RR))
+    }
+
+    // === reads ===
+
+    /// Reads one global counter, summed over all CPUs.
+    pub fn counter(&self, c: Counter) -> Result<u64, Error> {
+        let a: PerCpuArray<_, u64> = self.percpu(MAP_STATS)?;
+        let v = a.get(&(c as u32), 0).map_err(map_err(MAP_STATS))?;
+        Ok(v.iter().sum())
+    }
+
+    /// Every global counter, summed over CPUs, in slot order.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, Error> {
+        Counter::ALL
+            .iter()
+            .map(|c| Ok((*c, self.counter(*c)?)))
+            .collect()
+    }
+
+    /// Traffic of a service, summed over CPUs.
+    pub fn vip_stats(&self, vip_index: u32) -> Result<TrafficStats, Error> {
+        self.traffic(MAP_VIP_STATS, vip_index)
+    }
+
+    /// Traffic of a real slot, summed over CPUs.
+    pub fn real_stats(&self, slot: u32) -> Result<TrafficStats, Error> {
+        self.traffic(MAP_REAL_STATS, slot)
+    }
+
+    fn traffic(&self, map: &'static str, idx: u32) -> Result<TrafficStats, Error> {
+        let a: PerCpuArray<_, TrafficStats> = self.percpu(map)?;
+        let v = a.get(&idx, 0).map_err(map_err(map))?;
+        Ok(v.iter()
+            .fold(TrafficStats::default(), |acc, s| TrafficStats {
+                packets: acc.packets + s.packets,
+                bytes: acc.bytes + s.bytes,
+                sessions: acc.sessions + s.sessions,
+            }))
+    }
+
+    /// A snapshot of the session table (entries whose read raced with an
+    /// eviction are skipped).
+    pub fn sessions(&self) -> Result<Vec<(FlowKey, FlowVal)>, Error> {
+        let m = self
+            .ebpf
+            .map(MAP_SESSIONS)
+            .ok_or(Error::MissingMap(MAP_SESSIONS))?;
+        // aya's HashMap also handles BPF_MAP_TYPE_LRU_HASH.
+        let h: HashMap<_, FlowKey, FlowVal> =
+            HashMap::try_from(m).map_err(map_err(MAP_SESSIONS))?;
+        Ok(h.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Runs the program once per repetition on `frame` with
+    /// `BPF_PROG_TEST_RUN` (no interface needed; maps are the live ones).
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
+            .try_into()
+            .map_err(|source| Error::Program {
+                context: format!("program {PROGRAM_NAME} is not XDP"),
+                source,
+            })?;
+        let mut out = vec![0u8; frame.len() + TEST_RUN_HEADROOM];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: repeat.max(1),
+            ..Default::default()
+        };
+        let r = prog.test_run(opts).map_err(|source| Error::Program {
+            context: "BPF_PROG_TEST_RUN".to_owned(),
+            source,
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestRunOutput {
+            verdict: r.return_value,
+            frame: out,
+            duration: r.duration,
+        })
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach() {
+            tracing::warn!(error = %e, "detaching the XDP program on drop failed");
+        }
+    }
+}
+
+fn check_index(
+    what: &'static str,
+    v: u32,
+    limit: u32,
+    constant: &'static str,
+) -> Result<(), Error> {
+    if v >= limit {
+        return Err(Error::Limit {
+            what,
+            value: v.into(),
+            limit: limit.into(),
+            constant,
+        });
+    }
+    Ok(())
 }

@@ -90,7 +90,7 @@ mod tests {
         let new_w = u16::from_be_bytes([h[8], h[9]]);
         let c1 = update16(0xb861, old_w, new_w);
         let old_a = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
-        let new_a = 0x0a00_0005;
+        let new_a: u32 = 0x0a00_0005;
         h[16..20].copy_from_slice(&new_a.to_be_bytes());
         let c2 = update32(c1, old_a, new_a);
         h[10..12].copy_from_slice(&[0, 0]);

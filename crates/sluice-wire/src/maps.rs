@@ -24,8 +24,9 @@ pub enum Counter {
     PassNonIp = 3,
     /// Frames dropped because they end inside a header they claim to have.
     DropTruncated = 4,
-    /// VIP packets that are IP fragments (passed to the kernel; see docs/L4.md).
-    PassFragment = 5,
+    /// VIP packets that are IP fragments (dropped, like Katran: a non-first
+    /// fragment carries no ports, so it cannot be balanced consistently).
+    DropFragment = 5,
     /// VIP packets with IPv4 options or IPv6 extension headers (dropped).
     DropIpOptions = 6,
     /// VIP packets forwarded to a real server.
@@ -44,11 +45,15 @@ pub enum Counter {
     DropMalformed = 13,
     /// VIP packets dropped because the next-hop MAC of the real is unknown.
     DropNoNeighbour = 14,
+    /// Packets to a VIP address on a port/protocol with no service (passed).
+    PassNoService = 15,
+    /// ICMP to a VIP that is not a "too big" error (passed to the kernel).
+    PassIcmp = 16,
 }
 
 impl Counter {
     /// Number of slots in [`MAP_STATS`].
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 17;
 
     /// Every counter, in slot order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -57,7 +62,7 @@ impl Counter {
         Counter::PassNonVip,
         Counter::PassNonIp,
         Counter::DropTruncated,
-        Counter::PassFragment,
+        Counter::DropFragment,
         Counter::DropIpOptions,
         Counter::TxForwarded,
         Counter::DropNoReal,
@@ -67,6 +72,8 @@ impl Counter {
         Counter::DropEncapFailed,
         Counter::DropMalformed,
         Counter::DropNoNeighbour,
+        Counter::PassNoService,
+        Counter::PassIcmp,
     ];
 
     /// Stable snake_case name, used by `sluice ctl` and metrics.
@@ -77,7 +84,7 @@ impl Counter {
             Counter::PassNonVip => "pass_non_vip",
             Counter::PassNonIp => "pass_non_ip",
             Counter::DropTruncated => "drop_truncated",
-            Counter::PassFragment => "pass_fragment",
+            Counter::DropFragment => "drop_fragment",
             Counter::DropIpOptions => "drop_ip_options",
             Counter::TxForwarded => "tx_forwarded",
             Counter::DropNoReal => "drop_no_real",
@@ -87,9 +94,324 @@ impl Counter {
             Counter::DropEncapFailed => "drop_encap_failed",
             Counter::DropMalformed => "drop_malformed",
             Counter::DropNoNeighbour => "drop_no_neighbour",
+            Counter::PassNoService => "pass_no_service",
+            Counter::PassIcmp => "pass_icmp",
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Capacities. Each is a compile-time bound of a BPF map; a config that needs
+// more is rejected by the loader with the constant's name.
+// ---------------------------------------------------------------------------
+
+/// Maximum number of L4 virtual services (VIP, port, protocol) per LB.
+pub const MAX_VIPS: u32 = 64;
+/// Maximum number of distinct VIP addresses.
+pub const MAX_VIP_ADDRS: u32 = 64;
+/// Maximum number of real servers over all services (slots in [`MAP_REALS`]).
+pub const MAX_REALS: u32 = 4096;
+/// Maximum number of real servers in one service (bounds the in-kernel loop
+/// of the connection-count schedulers).
+pub const MAX_REALS_PER_VIP: u32 = 64;
+/// Largest lookup-ring size per service (entries). 65537 is Katran's default
+/// Maglev table size, a prime ≥ 100 × 655 reals.
+pub const MAX_RING_SIZE: u32 = 65537;
+/// Default session-table capacity (entries, split over CPUs' LRU lists).
+pub const DEFAULT_SESSION_CAPACITY: u32 = 65536;
+/// Default persistence-table capacity (entries).
+pub const PERSIST_CAPACITY: u32 = 65536;
+/// Sentinel for "no real" in rings and lookups.
+pub const NO_REAL: u32 = u32::MAX;
+
+// ---------------------------------------------------------------------------
+// Map names (the loader looks them up by these strings).
+// ---------------------------------------------------------------------------
+
+/// `Array<GlobalCfg>`, one entry.
+pub const MAP_CFG: &str = "SLUICE_CFG";
+/// `HashMap<AddrKey, u32>`: every VIP address (value: number of services on it).
+pub const MAP_VIP_ADDRS: &str = "SLUICE_VIP_ADDRS";
+/// `HashMap<VipKey, VipMeta>`: the services.
+pub const MAP_VIPS: &str = "SLUICE_VIPS";
+/// `Array<RealDef>`, [`MAX_REALS`] entries.
+pub const MAP_REALS: &str = "SLUICE_REALS";
+/// `Array<u32>`: per-service lookup rings, `vip_index * ring_size + slot`.
+pub const MAP_RING: &str = "SLUICE_RING";
+/// `Array<u32>`: per-service real lists, `vip_index * MAX_REALS_PER_VIP + i`.
+pub const MAP_VIP_REALS: &str = "SLUICE_VIP_REALS";
+/// `PerCpuArray<u32>`: round-robin cursor per service and CPU.
+pub const MAP_RR: &str = "SLUICE_RR";
+/// `LruHashMap<FlowKey, FlowVal>` with per-CPU LRU lists: the session table.
+pub const MAP_SESSIONS: &str = "SLUICE_SESSIONS";
+/// `LruHashMap<PersistKey, PersistVal>`: client-IP persistence.
+pub const MAP_PERSIST: &str = "SLUICE_PERSIST";
+/// `Array<u64>`: approximate active connections per real (atomic adds in
+/// the kernel, reconciled from the session table by userspace).
+pub const MAP_REAL_CONNS: &str = "SLUICE_REAL_CONNS";
+/// `PerCpuArray<TrafficStats>` per service.
+pub const MAP_VIP_STATS: &str = "SLUICE_VIP_STATS";
+/// `PerCpuArray<TrafficStats>` per real.
+pub const MAP_REAL_STATS: &str = "SLUICE_REAL_STATS";
+
+// ---------------------------------------------------------------------------
+// Enumerations stored as bytes in the maps.
+// ---------------------------------------------------------------------------
+
+/// Address family byte.
+pub mod family {
+    /// IPv4.
+    pub const V4: u8 = 4;
+    /// IPv6.
+    pub const V6: u8 = 6;
+}
+
+/// Forwarding method byte of [`VipMeta::method`].
+pub mod method {
+    /// L2 direct routing: rewrite the destination MAC.
+    pub const DR: u8 = 0;
+    /// L3 DSR: IPIP / IP6IP6 encapsulation.
+    pub const TUN: u8 = 1;
+    /// Destination NAT (not in the XDP program yet).
+    pub const NAT: u8 = 2;
+    /// Full NAT (not in the XDP program yet).
+    pub const FULLNAT: u8 = 3;
+}
+
+/// Scheduler byte of [`VipMeta::sched`].
+pub mod sched {
+    /// Ring lookup by flow hash (Maglev table in the ring).
+    pub const HASH_FLOW: u8 = 0;
+    /// Ring lookup by source-address hash (`sh`).
+    pub const HASH_SRC: u8 = 1;
+    /// Ring lookup by destination-address hash (`dh`).
+    pub const HASH_DST: u8 = 2;
+    /// Ring walked by a per-CPU cursor (`rr`, `wrr`: the ring holds the
+    /// interleaved weighted cycle).
+    pub const CURSOR: u8 = 3;
+    /// Least connections (`lc`), in kernel over the service's real list.
+    pub const LC: u8 = 4;
+    /// Weighted least connections (`wlc`).
+    pub const WLC: u8 = 5;
+    /// Shortest expected delay (`sed`).
+    pub const SED: u8 = 6;
+    /// Never queue (`nq`).
+    pub const NQ: u8 = 7;
+}
+
+/// Session states of [`FlowVal::state`]; each has its own timeout in
+/// [`GlobalCfg`].
+pub mod state {
+    /// TCP: only a SYN seen so far.
+    pub const TCP_SYN: u8 = 0;
+    /// TCP: a non-SYN packet seen (the handshake completed, as far as a DSR
+    /// balancer can tell from the client's side only).
+    pub const TCP_ESTABLISHED: u8 = 1;
+    /// TCP: FIN or RST seen from the client.
+    pub const TCP_CLOSING: u8 = 2;
+    /// UDP (no states).
+    pub const UDP: u8 = 3;
+}
+
+/// Bits of [`VipMeta::flags`].
+pub mod vip_flags {
+    /// Vary the outer IPv4 source's low 16 bits (IPv6: low 32 bits) by flow
+    /// hash, so real servers' RSS spreads tunnelled flows (Katran does this).
+    pub const TUN_VARY_SOURCE: u8 = 1;
+    /// Client-IP persistence is on (timeout in [`super::VipMeta::persist_ns`]).
+    pub const PERSIST: u8 = 2;
+}
+
+/// Bits of [`RealDef::flags`].
+pub mod real_flags {
+    /// Slot holds a live real. Sessions to a slot without it are rescheduled.
+    pub const PRESENT: u8 = 1;
+    /// The next-hop MAC is known.
+    pub const HAS_MAC: u8 = 2;
+}
+
+// ---------------------------------------------------------------------------
+// Keys and values.
+// ---------------------------------------------------------------------------
+
+/// Global settings, one entry in [`MAP_CFG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalCfg {
+    /// MAC of the interface the program is attached to (source MAC of
+    /// forwarded frames).
+    pub iface_mac: [u8; 6],
+    /// Padding, zero.
+    pub _pad: [u8; 2],
+    /// Entries per service in [`MAP_RING`] (a prime ≤ [`MAX_RING_SIZE`]).
+    pub ring_size: u32,
+    /// Padding, zero.
+    pub _pad2: u32,
+    /// Session timeout after a SYN only (ns).
+    pub tcp_syn_ns: u64,
+    /// Session timeout for established TCP (ns).
+    pub tcp_established_ns: u64,
+    /// Session timeout after FIN/RST (ns).
+    pub tcp_closing_ns: u64,
+    /// Session timeout for UDP (ns).
+    pub udp_ns: u64,
+}
+
+/// Key of [`MAP_VIP_ADDRS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddrKey {
+    /// Address, network order; IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    /// [`family`] byte.
+    pub family: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 3],
+}
+
+/// Key of [`MAP_VIPS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// VIP address, network order; IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    /// Destination port in host order; 0 = every port.
+    pub port: u16,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// [`family`] byte.
+    pub family: u8,
+}
+
+/// Value of [`MAP_VIPS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipMeta {
+    /// Index of this service in the per-service maps (< [`MAX_VIPS`]).
+    pub vip_index: u32,
+    /// [`method`] byte.
+    pub method: u8,
+    /// [`sched`] byte.
+    pub sched: u8,
+    /// [`vip_flags`] bits.
+    pub flags: u8,
+    /// [`family`] byte.
+    pub family: u8,
+    /// Used ring entries: the cycle length for cursor schedulers, the ring
+    /// size for hash schedulers. 0 = the service has no usable real.
+    pub ring_len: u32,
+    /// Number of reals in [`MAP_VIP_REALS`] for this service.
+    pub reals_len: u32,
+    /// Persistence timeout (ns) when [`vip_flags::PERSIST`] is set.
+    pub persist_ns: u64,
+    /// Outer source address for `tun`, network order.
+    pub tun_src: [u8; 16],
+}
+
+/// Value of [`MAP_REALS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RealDef {
+    /// Real server address, network order; IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    /// MAC of the next hop toward the real (the real itself for `dr`).
+    pub mac: [u8; 6],
+    /// [`family`] byte.
+    pub family: u8,
+    /// [`real_flags`] bits.
+    pub flags: u8,
+    /// Scheduling weight (0 = drain: existing sessions only).
+    pub weight: u32,
+    /// Real port (host order; NAT methods only, 0 otherwise).
+    pub port: u16,
+    /// Padding, zero.
+    pub _pad: u16,
+}
+
+/// Key of [`MAP_SESSIONS`]: the client→VIP 5-tuple.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Client address, network order.
+    pub src: [u8; 16],
+    /// VIP address, network order.
+    pub dst: [u8; 16],
+    /// Client port, host order (0 for ICMP).
+    pub sport: u16,
+    /// VIP port, host order.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// [`family`] byte.
+    pub family: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`MAP_SESSIONS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowVal {
+    /// Slot in [`MAP_REALS`].
+    pub real: u32,
+    /// [`state`] byte.
+    pub state: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 3],
+    /// `bpf_ktime_get_ns()` of the last packet.
+    pub last_seen_ns: u64,
+}
+
+/// Bytes of key plus value of one session entry (the kernel adds its own
+/// hash-table element header on top; see docs/L4.md).
+pub const SESSION_ENTRY_BYTES: usize =
+    core::mem::size_of::<FlowKey>() + core::mem::size_of::<FlowVal>();
+
+/// Key of [`MAP_PERSIST`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PersistKey {
+    /// Client address, network order.
+    pub src: [u8; 16],
+    /// Service index.
+    pub vip_index: u32,
+}
+
+/// Value of [`MAP_PERSIST`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistVal {
+    /// Slot in [`MAP_REALS`].
+    pub real: u32,
+    /// Padding, zero.
+    pub _pad: u32,
+    /// Last use (ns).
+    pub last_seen_ns: u64,
+}
+
+/// Packet and byte counters (per CPU; summed by userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficStats {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (whole frames as received).
+    pub bytes: u64,
+    /// New sessions created.
+    pub sessions: u64,
+}
+
+// Layout guards: a change here must be deliberate (both sides rebuild).
+const _: () = assert!(core::mem::size_of::<GlobalCfg>() == 48);
+const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+const _: () = assert!(core::mem::size_of::<VipMeta>() == 40);
+const _: () = assert!(core::mem::size_of::<RealDef>() == 32);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowVal>() == 16);
+const _: () = assert!(SESSION_ENTRY_BYTES <= 64);
+const _: () = assert!(core::mem::size_of::<PersistKey>() == 20);
+const _: () = assert!(core::mem::size_of::<TrafficStats>() == 24);
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,1010 @@
+//! Golden packet table for `sluice_xdp`, run in the kernel with
+//! `BPF_PROG_TEST_RUN`: {description, input frame, expected verdict,
+//! expected output frame}. Needs root (CAP_BPF); without it the test fails
+//! with a message saying so.
+//!
+//! The cases run in order against one loaded program, so session-table
+//! state carries over on purpose (a miss, then hits of the same flow).
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use sluice_l4::{Dataplane, DataplaneParams, verdict};
+use sluice_wire::{
+    checksum,
+    hash::{addr_hash, flow_hash},
+    maps::{Counter, RealDef, VipKey, VipMeta, family, method, real_flags, sched, vip_flags},
+};
+
+const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const RING: u32 = 13;
+
+fn mac(i: u32) -> [u8; 6] {
+    [0x02, 0xaa, 0, 0, 0, i as u8]
+}
+fn a4(a: [u8; 4]) -> [u8; 16] {
+    let mut o = [0; 16];
+    o[..4].copy_from_slice(&a);
+    o
+}
+fn a6(last: u8, sub: u8) -> [u8; 16] {
+    [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, sub, last]
+}
+const VIP6: [u8; 16] = [0xfd, 0x99, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const VIP6_TUN: [u8; 16] = [0xfd, 0x99, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+// === frame builders (we own these bytes) ===
+
+fn eth(dst: [u8; 6], src: [u8; 6], ty: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ty.to_be_bytes());
+    f
+}
+
+fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    t.extend_from_slice(b"GET / HTTP/1.1\r\n");
+    t
+}
+
+fn udp(sport: u16, dport: u16) -> Vec<u8> {
+    let mut u = vec![0u8; 8];
+    u[0..2].copy_from_slice(&sport.to_be_bytes());
+    u[2..4].copy_from_slice(&dport.to_be_bytes());
+    u[4..6].copy_from_slice(&(8u16 + 4).to_be_bytes());
+    u.extend_from_slice(b"ping");
+    u
+}
+
+fn ipv4_hdr(src: [u8; 4], dst: [u8; 4], proto: u8, payload_len: usize, frag: u16) -> Vec<u8> {
+    let mut h = vec![0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+    h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+    h[6..8].copy_from_slice(&frag.to_be_bytes());
+    h[8] = 64;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&src);
+    h[16..20].copy_from_slice(&dst);
+    let c = checksum::finish(checksum::sum(&h, 0));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h
+}
+
+fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = eth(LB_MAC, CLIENT_MAC, 0x0800);
+    f.extend(ipv4_hdr(src, dst, proto, l4.len(), 0x4000));
+    f.extend_from_slice(l4);
+    f
+}
+
+fn v6(src: [u8; 16], dst: [u8; 16], next: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = eth(LB_MAC, CLIENT_MAC, 0x86dd);
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+    h[6] = next;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src);
+    h[24..40].copy_from_slice(&dst);
+    f.extend(h);
+    f.extend_from_slice(l4);
+    f
+}
+
+const CLIENT: [u8; 4] = [10, 99, 0, 2];
+const CLIENT6: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const VIP_DR: [u8; 4] = [10, 99, 255, 1];
+const VIP_TUN: [u8; 4] = [10, 99, 255, 2];
+const VIP_RR: [u8; 4] = [10, 99, 255, 3];
+const VIP_WLC: [u8; 4] = [10, 99, 255, 4];
+const VIP_EMPTY: [u8; 4] = [10, 99, 255, 5];
+const VIP_NOMAC: [u8; 4] = [10, 99, 255, 6];
+const VIP_SH: [u8; 4] = [10, 99, 255, 7];
+const VIP_PERSIST: [u8; 4] = [10, 99, 255, 8];
+const TUN_SRC: [u8; 4] = [10, 99, 0, 1];
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN_ACK: u8 = 0x11;
+const RST: u8 = 0x04;
+
+// === the expected rewrites ===
+
+fn dr_out(input: &[u8], real_mac: [u8; 6]) -> Vec<u8> {
+    let mut o = input.to_vec();
+    o[..6].copy_from_slice(&real_mac);
+    o[6..12].copy_from_slice(&LB_MAC);
+    o
+}
+
+fn ipip_out(input: &[u8], real: [u8; 4], real_mac: [u8; 6], src: [u8; 4]) -> Vec<u8> {
+    let inner = &input[14..];
+    let mut o = eth(real_mac, LB_MAC, 0x0800);
+    let mut h = vec![0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&((20 + inner.len()) as u16).to_be_bytes());
+    h[8] = 64;
+    h[9] = 4;
+    h[12..16].copy_from_slice(&src);
+    h[16..20].copy_from_slice(&real);
+    let c = checksum::finish(checksum::sum(&h, 0));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    o.extend(h);
+    o.extend_from_slice(inner);
+    o
+}
+
+fn ip6ip6_out(
+    input: &[u8],
+    real: [u8; 16],
+    real_mac: [u8; 6],
+    src: [u8; 16],
+    hash: u32,
+) -> Vec<u8> {
+    let inner = &input[14..];
+    let mut o = eth(real_mac, LB_MAC, 0x86dd);
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[1] = ((hash >> 16) & 0x0f) as u8;
+    h[2..4].copy_from_slice(&(hash as u16).to_be_bytes());
+    h[4..6].copy_from_slice(&(inner.len() as u16).to_be_bytes());
+    h[6] = 41;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src);
+    h[24..40].copy_from_slice(&real);
+    o.extend(h);
+    o.extend_from_slice(inner);
+    o
+}
+
+// === the fixture ===
+
+struct Fixture {
+    dp: Dataplane,
+    rings: std::collections::HashMap<u32, Vec<u32>>,
+}
+
+/// Real slots: 0-2 dr v4, 3-4 tun v4, 5-6 dr v6, 7 tun v6, 8-9 rr, 10-11
+/// wlc, 12 no MAC, 13-14 sh, 15-16 persistence.
+fn real_v4(i: u32, addr: [u8; 4], weight: u32, has_mac: bool) -> RealDef {
+    RealDef {
+        addr: a4(addr),
+        mac: mac(i),
+        family: family::V4,
+        flags: real_flags::PRESENT | if has_mac { real_flags::HAS_MAC } else { 0 },
+        weight,
+        ..Default::default()
+    }
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dp = match Dataplane::load(
+            DataplaneParams {
+                ring_size: RING,
+                ..Default::default()
+            },
+            LB_MAC,
+        ) {
+            Ok(dp) => dp,
+            Err(e) => panic!(
+                "loading the XDP program failed: {e}\n\
+                 these tests need root (CAP_BPF + CAP_NET_ADMIN); run the README's test command as root"
+            ),
+        };
+        let mut f = Self {
+            dp,
+            rings: Default::default(),
+        };
+        for i in 0..3 {
+            f.dp.set_real(i, real_v4(i, [10, 99, 0, 11 + i as u8], 1, true))
+                .unwrap();
+        }
+        for i in 3..5 {
+            f.dp.set_real(i, real_v4(i, [10, 98, 0, 18 + i as u8], 1, true))
+                .unwrap();
+        }
+        for i in 5..7 {
+            let r = RealDef {
+                addr: a6(0x10 + i as u8, 0),
+                mac: mac(i),
+                family: family::V6,
+                flags: real_flags::PRESENT | real_flags::HAS_MAC,
+                weight: 1,
+                ..Default::default()
+            };
+            f.dp.set_real(i, r).unwrap();
+        }
+        let r7 = RealDef {
+            addr: a6(0x17, 1),
+            mac: mac(7),
+            family: family::V6,
+            flags: real_flags::PRESENT | real_flags::HAS_MAC,
+            weight: 1,
+            ..Default::default()
+        };
+        f.dp.set_real(7, r7).unwrap();
+        for i in 8..12 {
+            let w = if i == 11 { 3 } else { 1 };
+            f.dp.set_real(i, real_v4(i, [10, 99, 0, 20 + i as u8], w, true))
+                .unwrap();
+        }
+        f.dp.set_real(12, real_v4(12, [10, 99, 0, 40], 1, false))
+            .unwrap();
+        for i in 13..17 {
+            f.dp.set_real(i, real_v4(i, [10, 99, 0, 40 + i as u8], 1, true))
+                .unwrap();
+        }
+
+        let hash_ring = |slots: &[u32]| -> Vec<u32> {
+            (0..RING as usize).map(|i| slots[i % slots.len()]).collect()
+        };
+        f.service(
+            0,
+            VIP_DR,
+            80,
+            6,
+            method::DR,
+            sched::HASH_FLOW,
+            0,
+            hash_ring(&[0, 1, 2]),
+        );
+        f.service(
+            1,
+            VIP_DR,
+            53,
+            17,
+            method::DR,
+            sched::HASH_FLOW,
+            0,
+            hash_ring(&[0, 1, 2]),
+        );
+        f.service(
+            2,
+            VIP_TUN,
+            0,
+            6,
+            method::TUN,
+            sched::HASH_FLOW,
+            0,
+            hash_ring(&[3, 4]),
+        );
+        f.service(3, VIP_RR, 80, 6, method::DR, sched::CURSOR, 0, vec![8, 9]);
+        f.service(4, VIP_WLC, 80, 6, method::DR, sched::WLC, 0, vec![]);
+        f.dp.set_vip_reals(4, &[10, 11]).unwrap();
+        f.service(5, VIP_EMPTY, 80, 6, method::DR, sched::HASH_FLOW, 0, vec![]);
+        f.service(
+            6,
+            VIP_NOMAC,
+            80,
+            6,
+            method::DR,
+            sched::HASH_FLOW,
+            0,
+            hash_ring(&[12]),
+        );
+        f.service(
+            7,
+            VIP_SH,
+            80,
+            6,
+            method::DR,
+            sched::HASH_SRC,
+            0,
+            hash_ring(&[13, 14]),
+        );
+        f.service(
+            8,
+            VIP_PERSIST,
+            80,
+            6,
+            method::DR,
+            sched::HASH_FLOW,
+            vip_flags::PERSIST,
+            hash_ring(&[15, 16]),
+        );
+        // IPv6 services.
+        let ring6 = hash_ring(&[5, 6]);
+        f.dp.set_ring(9, &ring6).unwrap();
+        f.rings.insert(9, ring6);
+        f.dp.set_service(
+            VipKey {
+                addr: VIP6,
+                port: 80,
+                proto: 6,
+                family: family::V6,
+            },
+            VipMeta {
+                vip_index: 9,
+                method: method::DR,
+                sched: sched::HASH_FLOW,
+                family: family::V6,
+                ring_len: RING,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let ring7 = hash_ring(&[7]);
+        f.dp.set_ring(10, &ring7).unwrap();
+        f.rings.insert(10, ring7);
+        f.dp.set_service(
+            VipKey {
+                addr: VIP6_TUN,
+                port: 80,
+                proto: 6,
+                family: family::V6,
+            },
+            VipMeta {
+                vip_index: 10,
+                method: method::TUN,
+                sched: sched::HASH_FLOW,
+                family: family::V6,
+                ring_len: RING,
+                tun_src: a6(1, 0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        f
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn service(
+        &mut self,
+        idx: u32,
+        vip: [u8; 4],
+        port: u16,
+        proto: u8,
+        meth: u8,
+        sch: u8,
+        flags: u8,
+        ring: Vec<u32>,
+    ) {
+        self.dp.set_ring(idx, &ring).unwrap();
+        let ring_len = if sch == sched::CURSOR || ring.is_empty() {
+            ring.len() as u32
+        } else {
+            RING
+        };
+        self.rings.insert(idx, ring);
+        self.dp
+            .set_service(
+                VipKey {
+                    addr: a4(vip),
+                    port,
+                    proto,
+                    family: family::V4,
+                },
+                VipMeta {
+                    vip_index: idx,
+                    method: meth,
+                    sched: sch,
+                    flags,
+                    family: family::V4,
+                    ring_len,
+                    reals_len: if sch >= sched::LC { 2 } else { 0 },
+                    persist_ns: 300_000_000_000,
+                    tun_src: a4(TUN_SRC),
+                },
+            )
+            .unwrap();
+    }
+
+    /// The real the kernel's flow-hash scheduler must pick.
+    fn by_flow(&self, idx: u32, src: [u8; 16], sport: u16, dport: u16, proto: u8) -> u32 {
+        let ring = &self.rings[&idx];
+        ring[(flow_hash(&src, sport, dport, proto, 0) % RING) as usize]
+    }
+}
+
+fn real_ip4(slot: u32) -> [u8; 4] {
+    match slot {
+        0..=2 => [10, 99, 0, 11 + slot as u8],
+        3..=4 => [10, 98, 0, 18 + slot as u8],
+        _ => unreachable!(),
+    }
+}
+
+struct Case {
+    desc: &'static str,
+    input: Vec<u8>,
+    verdict: u32,
+    /// `None`: the frame must come back unchanged.
+    output: Option<Vec<u8>>,
+    /// A counter that must have grown by one.
+    counter: Option<Counter>,
+}
+
+fn case(desc: &'static str, input: Vec<u8>, v: u32, output: Option<Vec<u8>>, c: Counter) -> Case {
+    Case {
+        desc,
+        input,
+        verdict: v,
+        output,
+        counter: Some(c),
+    }
+}
+
+fn pin_to_one_cpu() {
+    // The round-robin cursor is per CPU: pin so consecutive runs share it.
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+}
+
+#[test]
+fn golden_packet_table() {
+    pin_to_one_cpu();
+    let mut fx = Fixture::new();
+    let mut cases = Vec::new();
+
+    // --- not for us: untouched ---
+    cases.push(case(
+        "non-VIP IPv4 TCP passes",
+        v4(CLIENT, [10, 99, 0, 50], 6, &tcp(1000, 80, SYN)),
+        verdict::PASS,
+        None,
+        Counter::PassNonVip,
+    ));
+    cases.push(case(
+        "non-VIP IPv6 TCP passes",
+        v6(CLIENT6, a6(0x50, 0), 6, &tcp(1000, 80, SYN)),
+        verdict::PASS,
+        None,
+        Counter::PassNonVip,
+    ));
+    let mut arp = eth([0xff; 6], CLIENT_MAC, 0x0806);
+    arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&[0u8; 20]);
+    cases.push(case(
+        "ARP passes",
+        arp,
+        verdict::PASS,
+        None,
+        Counter::PassNonIp,
+    ));
+    let mut vlan = eth(LB_MAC, CLIENT_MAC, 0x8100);
+    vlan.extend_from_slice(&[0, 10, 8, 0]);
+    cases.push(case(
+        "802.1Q frame passes (no VLAN parsing)",
+        vlan,
+        verdict::PASS,
+        None,
+        Counter::PassNonIp,
+    ));
+    cases.push(case(
+        "non-VIP IPv4 with options passes",
+        {
+            let mut f = v4(CLIENT, [10, 99, 0, 50], 6, &tcp(1, 2, SYN));
+            f[14] = 0x46;
+            f
+        },
+        verdict::PASS,
+        None,
+        Counter::PassNonVip,
+    ));
+
+    // --- truncated and garbage ---
+    // (BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, and
+    // so does every driver, so the shortest frame tested is a bare header.)
+    cases.push(case(
+        "bare Ethernet header claiming IPv4",
+        eth(LB_MAC, CLIENT_MAC, 0x0800),
+        verdict::DROP,
+        None,
+        Counter::DropTruncated,
+    ));
+    cases.push(case(
+        "bare Ethernet header claiming IPv6",
+        eth(LB_MAC, CLIENT_MAC, 0x86dd),
+        verdict::DROP,
+        None,
+        Counter::DropTruncated,
+    ));
+    cases.push(case(
+        "IPv4 header cut short",
+        {
+            let mut f = eth(LB_MAC, CLIENT_MAC, 0x0800);
+            f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6]);
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropTruncated,
+    ));
+    cases.push(case(
+        "IPv6 header cut short",
+        {
+            let mut f = eth(LB_MAC, CLIENT_MAC, 0x86dd);
+            f.extend_from_slice(&[0x60; 30]);
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropTruncated,
+    ));
+    cases.push(case(
+        "VIP IPv4 total length beyond the frame",
+        {
+            let mut f = v4(CLIENT, VIP_DR, 6, &tcp(1000, 80, SYN));
+            f[16..18].copy_from_slice(&1400u16.to_be_bytes());
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropTruncated,
+    ));
+    cases.push(case(
+        "VIP TCP header cut short",
+        {
+            let mut f = v4(CLIENT, VIP_DR, 6, &tcp(1000, 80, SYN));
+            f.truncate(14 + 20 + 10);
+            f[16..18].copy_from_slice(&30u16.to_be_bytes());
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropTruncated,
+    ));
+    cases.push(case(
+        "VIP UDP header cut short",
+        {
+            let mut f = v4(CLIENT, VIP_DR, 17, &udp(5000, 53));
+            f.truncate(14 + 20 + 4);
+            f[16..18].copy_from_slice(&24u16.to_be_bytes());
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropTruncated,
+    ));
+    cases.push(case(
+        "VIP IPv4 with version 5 (garbage)",
+        {
+            let mut f = v4(CLIENT, VIP_DR, 6, &tcp(1000, 80, SYN));
+            f[14] = 0x55;
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropMalformed,
+    ));
+    cases.push(case(
+        "VIP IPv4 with IHL 3 (garbage)",
+        {
+            let mut f = v4(CLIENT, VIP_DR, 6, &tcp(1000, 80, SYN));
+            f[14] = 0x43;
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropMalformed,
+    ));
+    cases.push(case(
+        "VIP IPv6 with version 4 in the header (garbage)",
+        {
+            let mut f = v6(CLIENT6, VIP6, 6, &tcp(1000, 80, SYN));
+            f[14] = 0x40;
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropMalformed,
+    ));
+
+    // --- options and fragments ---
+    cases.push(case(
+        "VIP IPv4 with options",
+        {
+            let l4 = tcp(1000, 80, SYN);
+            let mut f = eth(LB_MAC, CLIENT_MAC, 0x0800);
+            let mut h = ipv4_hdr(CLIENT, VIP_DR, 6, l4.len() + 4, 0x4000);
+            h[0] = 0x46;
+            f.extend(h);
+            f.extend_from_slice(&[1, 1, 1, 0]);
+            f.extend(l4);
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropIpOptions,
+    ));
+    cases.push(case(
+        "VIP IPv4 first fragment (MF set)",
+        {
+            let mut f = v4(CLIENT, VIP_DR, 6, &tcp(1000, 80, ACK));
+            f[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropFragment,
+    ));
+    cases.push(case(
+        "VIP IPv4 non-first fragment",
+        {
+            let mut f = v4(CLIENT, VIP_DR, 6, &tcp(1000, 80, ACK));
+            f[20..22].copy_from_slice(&0x00b9u16.to_be_bytes());
+            f
+        },
+        verdict::DROP,
+        None,
+        Counter::DropFragment,
+    ));
+    cases.push(case(
+        "VIP IPv6 fragment header",
+        v6(CLIENT6, VIP6, 44, &[6, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0]),
+        verdict::DROP,
+        None,
+        Counter::DropFragment,
+    ));
+    cases.push(case(
+        "VIP IPv6 hop-by-hop header",
+        v6(CLIENT6, VIP6, 0, &[6, 0, 1, 4, 0, 0, 0, 0]),
+        verdict::DROP,
+        None,
+        Counter::DropIpOptions,
+    ));
+
+    // --- VIP address, no service ---
+    cases.push(case(
+        "VIP address, port without a service",
+        v4(CLIENT, VIP_DR, 6, &tcp(1000, 81, SYN)),
+        verdict::PASS,
+        None,
+        Counter::PassNoService,
+    ));
+    cases.push(case(
+        "VIP address, GRE",
+        v4(CLIENT, VIP_DR, 47, &[0u8; 8]),
+        verdict::PASS,
+        None,
+        Counter::PassNoService,
+    ));
+    cases.push(case(
+        "ICMP echo to a VIP passes",
+        v4(CLIENT, VIP_DR, 1, &[8, 0, 0, 0, 0, 1, 0, 1]),
+        verdict::PASS,
+        None,
+        Counter::PassIcmp,
+    ));
+    cases.push(case(
+        "ICMPv6 echo to a VIP passes",
+        v6(CLIENT6, VIP6, 58, &[128, 0, 0, 0, 0, 1, 0, 1]),
+        verdict::PASS,
+        None,
+        Counter::PassIcmp,
+    ));
+
+    // --- dr: session miss, then hits ---
+    let syn = v4(CLIENT, VIP_DR, 6, &tcp(40000, 80, SYN));
+    let r = fx.by_flow(0, a4(CLIENT), 40000, 80, 6);
+    cases.push(case(
+        "dr IPv4 TCP SYN: session miss, MACs rewritten",
+        syn.clone(),
+        verdict::TX,
+        Some(dr_out(&syn, mac(r))),
+        Counter::SessionMiss,
+    ));
+    let ack = v4(CLIENT, VIP_DR, 6, &tcp(40000, 80, ACK));
+    cases.push(case(
+        "dr IPv4 TCP ACK: session hit, same real",
+        ack.clone(),
+        verdict::TX,
+        Some(dr_out(&ack, mac(r))),
+        Counter::SessionHit,
+    ));
+    let r2 = fx.by_flow(0, a4(CLIENT), 40001, 80, 6);
+    let mid = v4(CLIENT, VIP_DR, 6, &tcp(40001, 80, ACK));
+    cases.push(case(
+        "dr IPv4 mid-flow ACK without a session is scheduled like a SYN",
+        mid.clone(),
+        verdict::TX,
+        Some(dr_out(&mid, mac(r2))),
+        Counter::SessionMiss,
+    ));
+    let fin = v4(CLIENT, VIP_DR, 6, &tcp(40000, 80, FIN_ACK));
+    cases.push(case(
+        "dr IPv4 FIN: session hit",
+        fin.clone(),
+        verdict::TX,
+        Some(dr_out(&fin, mac(r))),
+        Counter::SessionHit,
+    ));
+    let rst = v4(CLIENT, VIP_DR, 6, &tcp(40000, 80, RST));
+    cases.push(case(
+        "dr IPv4 RST after FIN: still the same real",
+        rst.clone(),
+        verdict::TX,
+        Some(dr_out(&rst, mac(r))),
+        Counter::SessionHit,
+    ));
+    let u = v4(CLIENT, VIP_DR, 17, &udp(5353, 53));
+    let ru = fx.by_flow(1, a4(CLIENT), 5353, 53, 17);
+    cases.push(case(
+        "dr IPv4 UDP",
+        u.clone(),
+        verdict::TX,
+        Some(dr_out(&u, mac(ru))),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "dr IPv4 UDP again: session hit",
+        u.clone(),
+        verdict::TX,
+        Some(dr_out(&u, mac(ru))),
+        Counter::SessionHit,
+    ));
+
+    // --- ICMP too big for a VIP flow goes to the flow's real ---
+    let quoted = {
+        // The real's reply VIP:80 -> client:40000, as a router quotes it.
+        let mut q = ipv4_hdr(VIP_DR, CLIENT, 6, 20, 0x4000);
+        q.extend_from_slice(&tcp(80, 40000, ACK)[..8]);
+        q
+    };
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+    icmp.extend_from_slice(&quoted);
+    let fneed = v4([10, 99, 0, 254], VIP_DR, 1, &icmp);
+    cases.push(case(
+        "ICMP frag-needed quoting a VIP flow goes to its real",
+        fneed.clone(),
+        verdict::TX,
+        Some(dr_out(&fneed, mac(r))),
+        Counter::IcmpForwarded,
+    ));
+
+    // --- IPv6 dr ---
+    let s6 = v6(CLIENT6, VIP6, 6, &tcp(41000, 80, SYN));
+    let r6 = fx.by_flow(9, CLIENT6, 41000, 80, 6);
+    cases.push(case(
+        "dr IPv6 TCP SYN",
+        s6.clone(),
+        verdict::TX,
+        Some(dr_out(&s6, mac(r6))),
+        Counter::SessionMiss,
+    ));
+    let a6p = v6(CLIENT6, VIP6, 6, &tcp(41000, 80, ACK));
+    cases.push(case(
+        "dr IPv6 TCP ACK: session hit",
+        a6p.clone(),
+        verdict::TX,
+        Some(dr_out(&a6p, mac(r6))),
+        Counter::SessionHit,
+    ));
+    let mut icmp6 = vec![2, 0, 0, 0, 0, 0, 0x05, 0x00];
+    {
+        let mut q = vec![0u8; 40];
+        q[0] = 0x60;
+        q[4..6].copy_from_slice(&1400u16.to_be_bytes());
+        q[6] = 6;
+        q[7] = 64;
+        q[8..24].copy_from_slice(&VIP6);
+        q[24..40].copy_from_slice(&CLIENT6);
+        icmp6.extend(q);
+        icmp6.extend_from_slice(&tcp(80, 41000, ACK)[..8]);
+    }
+    let ptb = v6(a6(0xfe, 0), VIP6, 58, &icmp6);
+    cases.push(case(
+        "ICMPv6 packet-too-big quoting a VIP flow goes to its real",
+        ptb.clone(),
+        verdict::TX,
+        Some(dr_out(&ptb, mac(r6))),
+        Counter::IcmpForwarded,
+    ));
+
+    // --- tun ---
+    let t = v4(CLIENT, VIP_TUN, 6, &tcp(42000, 8443, SYN));
+    let rt = fx.by_flow(2, a4(CLIENT), 42000, 8443, 6);
+    cases.push(case(
+        "tun IPv4 (all-ports service): IPIP to the real",
+        t.clone(),
+        verdict::TX,
+        Some(ipip_out(&t, real_ip4(rt), mac(rt), TUN_SRC)),
+        Counter::SessionMiss,
+    ));
+    let t2 = v4(CLIENT, VIP_TUN, 6, &tcp(42000, 8443, ACK));
+    cases.push(case(
+        "tun IPv4: session hit",
+        t2.clone(),
+        verdict::TX,
+        Some(ipip_out(&t2, real_ip4(rt), mac(rt), TUN_SRC)),
+        Counter::SessionHit,
+    ));
+    let t6 = v6(CLIENT6, VIP6_TUN, 6, &tcp(43000, 80, SYN));
+    let h6 = flow_hash(&CLIENT6, 43000, 80, 6, 0);
+    cases.push(case(
+        "tun IPv6: IP6IP6 to the real",
+        t6.clone(),
+        verdict::TX,
+        Some(ip6ip6_out(&t6, a6(0x17, 1), mac(7), a6(1, 0), h6)),
+        Counter::SessionMiss,
+    ));
+
+    // --- schedulers ---
+    let rr1 = v4(CLIENT, VIP_RR, 6, &tcp(44000, 80, SYN));
+    let rr2 = v4(CLIENT, VIP_RR, 6, &tcp(44001, 80, SYN));
+    let rr3 = v4(CLIENT, VIP_RR, 6, &tcp(44002, 80, SYN));
+    cases.push(case(
+        "rr: first new flow to the first real",
+        rr1.clone(),
+        verdict::TX,
+        Some(dr_out(&rr1, mac(8))),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "rr: second new flow to the second real",
+        rr2.clone(),
+        verdict::TX,
+        Some(dr_out(&rr2, mac(9))),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "rr: third new flow wraps around",
+        rr3.clone(),
+        verdict::TX,
+        Some(dr_out(&rr3, mac(8))),
+        Counter::SessionMiss,
+    ));
+    let w1 = v4(CLIENT, VIP_WLC, 6, &tcp(45000, 80, SYN));
+    cases.push(case(
+        "wlc: 0/1 vs 5/3 active: the idle real",
+        w1.clone(),
+        verdict::TX,
+        Some(dr_out(&w1, mac(10))),
+        Counter::SessionMiss,
+    ));
+    let w2 = v4(CLIENT, VIP_WLC, 6, &tcp(45001, 80, SYN));
+    cases.push(case(
+        "wlc: 1/1 < 5/3 active per weight: still the weight-1 real",
+        w2.clone(),
+        verdict::TX,
+        Some(dr_out(&w2, mac(10))),
+        Counter::SessionMiss,
+    ));
+    let w3 = v4(CLIENT, VIP_WLC, 6, &tcp(45002, 80, SYN));
+    cases.push(case(
+        "wlc: 2/1 vs 5/3 active: the weight-3 real",
+        w3.clone(),
+        verdict::TX,
+        Some(dr_out(&w3, mac(11))),
+        Counter::SessionMiss,
+    ));
+    let s1 = v4(CLIENT, VIP_SH, 6, &tcp(46000, 80, SYN));
+    let s2 = v4(CLIENT, VIP_SH, 6, &tcp(46001, 80, SYN));
+    let rs = fx.rings[&7][(addr_hash(&a4(CLIENT), 0) % RING) as usize];
+    cases.push(case(
+        "sh: source hash picks the real",
+        s1.clone(),
+        verdict::TX,
+        Some(dr_out(&s1, mac(rs))),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "sh: another port of the same client, same real",
+        s2.clone(),
+        verdict::TX,
+        Some(dr_out(&s2, mac(rs))),
+        Counter::SessionMiss,
+    ));
+    let p1 = v4(CLIENT, VIP_PERSIST, 6, &tcp(47000, 80, SYN));
+    let rp = fx.by_flow(8, a4(CLIENT), 47000, 80, 6);
+    cases.push(case(
+        "persistence: first flow by flow hash",
+        p1.clone(),
+        verdict::TX,
+        Some(dr_out(&p1, mac(rp))),
+        Counter::SessionMiss,
+    ));
+    // Find a port that the flow hash alone would send elsewhere.
+    let other_port = (47001..48000u16)
+        .find(|p| fx.by_flow(8, a4(CLIENT), *p, 80, 6) != rp)
+        .unwrap();
+    let p2 = v4(CLIENT, VIP_PERSIST, 6, &tcp(other_port, 80, SYN));
+    cases.push(case(
+        "persistence: a second flow of the client sticks to the same real",
+        p2.clone(),
+        verdict::TX,
+        Some(dr_out(&p2, mac(rp))),
+        Counter::SessionMiss,
+    ));
+
+    // --- no real / no neighbour ---
+    cases.push(case(
+        "service without reals drops",
+        v4(CLIENT, VIP_EMPTY, 6, &tcp(1000, 80, SYN)),
+        verdict::DROP,
+        None,
+        Counter::DropNoReal,
+    ));
+    cases.push(case(
+        "real without a resolved MAC drops",
+        v4(CLIENT, VIP_NOMAC, 6, &tcp(1000, 80, SYN)),
+        verdict::DROP,
+        None,
+        Counter::DropNoNeighbour,
+    ));
+
+    // The wlc expectations above assume these counters.
+    fx.dp.set_real_conns(10, 0).unwrap();
+    fx.dp.set_real_conns(11, 5).unwrap();
+
+    let mut failures = Vec::new();
+    for c in &cases {
+        let before = c.counter.map(|k| fx.dp.counter(k).unwrap());
+        let out = match fx.dp.test_run(&c.input, 1) {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push(format!("{}: test run failed: {e}", c.desc));
+                continue;
+            }
+        };
+        let want = c.output.clone().unwrap_or_else(|| c.input.clone());
+        let mut problems = Vec::new();
+        if out.verdict != c.verdict {
+            problems.push(format!("verdict {} (want {})", out.verdict, c.verdict));
+        }
+        if c.verdict != verdict::DROP && out.frame != want {
+            problems.push(format!(
+                "frame\n   got  {:02x?}\n   want {:02x?}",
+                out.frame, want
+            ));
+        }
+        if let (Some(k), Some(b)) = (c.counter, before) {
+            let after = fx.dp.counter(k).unwrap();
+            if after != b + 1 {
+                problems.push(format!(
+                    "counter {} went {b} -> {after} (want +1)",
+                    k.name()
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{}: {}", c.desc, problems.join("; ")));
+        }
+    }
+    assert!(cases.len() >= 40, "only {} golden cases", cases.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+
+    // Drain and removal against live sessions.
+    let ack = v4(CLIENT, VIP_DR, 6, &tcp(40001, 80, ACK));
+    let mut drained = real_v4(r2, real_ip4(r2), 0, true);
+    drained.weight = 0;
+    fx.dp.set_real(r2, drained).unwrap();
+    let out = fx.dp.test_run(&ack, 1).unwrap();
+    assert_eq!(
+        (out.verdict, out.frame),
+        (verdict::TX, dr_out(&ack, mac(r2))),
+        "a drained real keeps its sessions"
+    );
+    let mut gone = drained;
+    gone.flags = 0;
+    fx.dp.set_real(r2, gone).unwrap();
+    // The ring still names the removed slot in this fixture, so point the
+    // ring away from it like the control plane would.
+    let ring: Vec<u32> = fx.rings[&0]
+        .iter()
+        .map(|s| if *s == r2 { (r2 + 1) % 3 } else { *s })
+        .collect();
+    fx.dp.set_ring(0, &ring).unwrap();
+    let out = fx.dp.test_run(&ack, 1).unwrap();
+    let moved = ring[(flow_hash(&a4(CLIENT), 40001, 80, 6, 0) % RING) as usize];
+    assert_ne!(moved, r2);
+    assert_eq!(
+        (out.verdict, out.frame),
+        (verdict::TX, dr_out(&ack, mac(moved))),
+        "a removed real's flows move"
+    );
+}

@@ -1,0 +1,21 @@
+#![allow(missing_docs, clippy::unwrap_used)]
+use sluice_l4::{Dataplane, DataplaneParams, verdict};
+
+#[test]
+fn loads_and_passes_non_vip() {
+    let dp = Dataplane::load(
+        DataplaneParams {
+            ring_size: 4099,
+            ..Default::default()
+        },
+        [2, 0, 0, 0, 0, 1],
+    )
+    .unwrap();
+    let b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(1000, 80, 1, 1000);
+    let mut f = Vec::new();
+    b.write(&mut f, &[]).unwrap();
+    let out = dp.test_run(&f, 1).unwrap();
+    assert_eq!(out.verdict, verdict::PASS);
+}
