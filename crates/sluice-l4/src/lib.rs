@@ -6,8 +6,13 @@
 //! (CAP_BPF + CAP_NET_ADMIN).
 #![forbid(unsafe_code)]
 
+pub mod control;
 mod loader;
+pub mod neigh;
 
+pub use control::{
+    ControlError, L4Plane, Method, NeighbourResolver, RealSpec, Scheduler, ServiceSpec, ServiceView,
+};
 pub use loader::{
     AttachMode, Dataplane, DataplaneParams, Error, MAX_SESSION_CAPACITY, MIN_SESSION_CAPACITY,
     PROGRAM_NAME, TestRunOutput, object_bytes, verdict,

@@ -18,6 +18,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the load balancer (L4 XDP data plane, admin endpoint).
+    Run(cmd::run::Args),
+    /// Talk to a running daemon: list services, add/remove reals, weights.
+    Ctl(cmd::ctl::Args),
     /// Validate a configuration file and exit (like `haproxy -c`).
     Check(cmd::check::Args),
     /// Build, inspect and tear down the network-namespace lab.
@@ -34,6 +38,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => cmd::check::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Ctl(args) => cmd::ctl::run(args),
         Command::Lab(c) => cmd::lab::run(c),
         Command::Realserver(c) => cmd::realserver::run(c),
         Command::Bench(args) => cmd::bench::run(args),

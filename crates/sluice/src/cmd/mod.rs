@@ -3,5 +3,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod check;
+pub(crate) mod ctl;
 pub(crate) mod lab;
 pub(crate) mod realserver;
+pub(crate) mod run;

@@ -1,0 +1,704 @@
+//! The L4 control plane: turns service specifications into map contents and
+//! applies runtime changes (add/remove a real, change a weight, drain).
+//!
+//! Policy (which real a new flow gets) comes from sluice-core: Maglev tables
+//! for `mh`, `sh` and `dh` (the kernel indexes them by flow, source or
+//! destination hash), the IPVS interleaved cycle for `rr`/`wrr` (walked by
+//! a per-CPU cursor), and for `lc`/`wlc`/`sed`/`nq` the service's real list,
+//! evaluated in the kernel from the shared connection counters.
+//!
+//! Every change is computed completely first and then written in an order
+//! the kernel can never observe half-done: reals, then ring and real list,
+//! then the service record that points at them. A change that fails
+//! validation writes nothing.
+
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+
+use sluice_core::sched::{hashsched::real_key, maglev, rr::wrr_sequence};
+use sluice_wire::maps::{
+    MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, NO_REAL, RealDef, VipKey, VipMeta, family, method,
+    real_flags, sched, state, vip_flags,
+};
+
+use crate::{Dataplane, Error};
+
+/// Forwarding method of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// L2 direct routing (MAC rewrite).
+    Dr,
+    /// L3 DSR (IPIP / IP6IP6).
+    Tun,
+}
+
+/// Scheduler of a service (IPVS's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// Round robin.
+    Rr,
+    /// Weighted round robin (IPVS interleaving).
+    Wrr,
+    /// Least connections.
+    Lc,
+    /// Weighted least connections.
+    Wlc,
+    /// Shortest expected delay.
+    Sed,
+    /// Never queue.
+    Nq,
+    /// Source hash.
+    Sh,
+    /// Destination hash.
+    Dh,
+    /// Maglev consistent hashing.
+    Mh,
+}
+
+/// One real server of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealSpec {
+    /// Address (same family as the VIP).
+    pub addr: IpAddr,
+    /// Weight; 0 drains (existing sessions stay, no new ones).
+    pub weight: u32,
+}
+
+/// One L4 virtual service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Unique name.
+    pub name: String,
+    /// Virtual address.
+    pub vip: IpAddr,
+    /// Port; 0 = every port.
+    pub port: u16,
+    /// IP protocol number (6 or 17).
+    pub proto: u8,
+    /// Forwarding method.
+    pub method: Method,
+    /// Scheduler.
+    pub scheduler: Scheduler,
+    /// Client-IP persistence timeout.
+    pub persistence: Option<Duration>,
+    /// Lookup-table size for the hash schedulers (prime).
+    pub table_size: u32,
+    /// Outer source for `tun`.
+    pub tun_source: Option<IpAddr>,
+    /// Vary the outer source per flow (`tun`).
+    pub tun_vary_source: bool,
+    /// The reals.
+    pub reals: Vec<RealSpec>,
+}
+
+/// Finds the MAC address to send to for a real (its own for `dr`, the next
+/// hop's for `tun`). Implemented with the kernel's neighbour table by
+/// [`crate::neigh::KernelNeighbours`]; tests may substitute a fixed table.
+pub trait NeighbourResolver: std::fmt::Debug + Send {
+    /// The MAC, or `None` while it is unknown (packets to that real are
+    /// dropped and counted as `drop_no_neighbour` until it resolves).
+    fn resolve(&mut self, addr: IpAddr) -> Option<[u8; 6]>;
+}
+
+/// A real as the control plane tracks it.
+#[derive(Clone, Debug)]
+struct RealState {
+    spec: RealSpec,
+    slot: u32,
+    mac: Option<[u8; 6]>,
+}
+
+#[derive(Clone, Debug)]
+struct ServiceState {
+    spec: ServiceSpec,
+    index: u32,
+    reals: Vec<RealState>,
+    /// Previous Maglev table (indexes into `reals` at build time) and the
+    /// keys it was built for, for minimal-disruption updates.
+    prev_table: Vec<u32>,
+    prev_keys: Vec<u64>,
+}
+
+/// One service as `sluice ctl list` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ServiceView {
+    /// Name.
+    pub name: String,
+    /// `VIP:port/proto`.
+    pub address: String,
+    /// Scheduler.
+    pub scheduler: Scheduler,
+    /// Method.
+    pub method: Method,
+    /// Persistence timeout in seconds.
+    pub persistence_s: Option<u64>,
+    /// Packets to the service.
+    pub packets: u64,
+    /// Bytes to the service.
+    pub bytes: u64,
+    /// Sessions created.
+    pub sessions: u64,
+    /// Reals.
+    pub reals: Vec<RealView>,
+}
+
+/// One real as `sluice ctl list` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RealView {
+    /// Address.
+    pub address: String,
+    /// Weight.
+    pub weight: u32,
+    /// Next-hop MAC, if resolved.
+    pub mac: Option<String>,
+    /// Established sessions (IPVS ActiveConn).
+    pub active: u64,
+    /// Other live sessions (IPVS InActConn).
+    pub inactive: u64,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// Sessions created.
+    pub sessions: u64,
+}
+
+/// Errors of control-plane operations; nothing has been written when one is
+/// returned for a validation problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Map access failed.
+    #[error(transparent)]
+    Dataplane(#[from] Error),
+    /// The request is invalid; the message says what was expected.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such service.
+    #[error("no L4 service named {0:?}")]
+    NoService(String),
+    /// No such real in the service.
+    #[error("service {service:?} has no real {addr}")]
+    NoReal {
+        /// Service name.
+        service: String,
+        /// Real address.
+        addr: IpAddr,
+    },
+}
+
+/// The L4 control plane over one [`Dataplane`].
+#[derive(Debug)]
+pub struct L4Plane<R: NeighbourResolver> {
+    dp: Dataplane,
+    resolver: R,
+    services: BTreeMap<String, ServiceState>,
+    /// Real slots in use. Freed slots are not reused while the daemon runs
+    /// unless the table is full, so a stale session can never land on a
+    /// different real that inherited its slot.
+    next_slot: u32,
+    free_slots: Vec<u32>,
+}
+
+fn addr16(a: IpAddr) -> ([u8; 16], u8) {
+    match a {
+        IpAddr::V4(v4) => {
+            let mut o = [0u8; 16];
+            o[..4].copy_from_slice(&v4.octets());
+            (o, family::V4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), family::V6),
+    }
+}
+
+fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        6 => "tcp",
+        17 => "udp",
+        _ => "?",
+    }
+}
+
+impl<R: NeighbourResolver> L4Plane<R> {
+    /// A control plane with no services over a loaded data plane.
+    pub fn new(dp: Dataplane, resolver: R) -> Self {
+        Self {
+            dp,
+            resolver,
+            services: BTreeMap::new(),
+            next_slot: 0,
+            free_slots: Vec::new(),
+        }
+    }
+
+    /// The data plane (counters, test runs).
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    /// The data plane, mutably (attach/detach).
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+
+    fn validate(&self, s: &ServiceSpec) -> Result<(), ControlError> {
+        let (_, fam) = addr16(s.vip);
+        if s.proto != 6 && s.proto != 17 {
+            return Err(ControlError::Invalid(format!(
+                "service {}: protocol {} is not tcp (6) or udp (17)",
+                s.name, s.proto
+            )));
+        }
+        if s.reals.len() as u64 > u64::from(MAX_REALS_PER_VIP) {
+            return Err(ControlError::Invalid(format!(
+                "service {}: {} reals, at most {MAX_REALS_PER_VIP} (MAX_REALS_PER_VIP)",
+                s.name,
+                s.reals.len()
+            )));
+        }
+        for r in &s.reals {
+            if addr16(r.addr).1 != fam {
+                return Err(ControlError::Invalid(format!(
+                    "service {}: real {} is not of the VIP's address family",
+                    s.name, r.addr
+                )));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &s.reals {
+            if !seen.insert(r.addr) {
+                return Err(ControlError::Invalid(format!(
+                    "service {}: real {} listed twice",
+                    s.name, r.addr
+                )));
+            }
+        }
+        let ring = self.dp.params().ring_size;
+        if matches!(s.scheduler, Scheduler::Mh | Scheduler::Sh | Scheduler::Dh)
+            && (s.table_size > ring || !maglev::is_prime(s.table_size as usize))
+        {
+            return Err(ControlError::Invalid(format!(
+                "service {}: table size {} must be a prime ≤ the loaded ring size {ring}",
+                s.name, s.table_size
+            )));
+        }
+        if matches!(s.scheduler, Scheduler::Wrr | Scheduler::Rr) {
+            let len = wrr_sequence(&s.reals.iter().map(|r| r.weight).collect::<Vec<_>>())
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            if len as u64 > u64::from(ring) {
+                return Err(ControlError::Invalid(format!(
+                    "service {}: the weighted cycle has {len} entries, more than the ring size {ring}; \
+                     use smaller weights (their ratio is what counts)",
+                    s.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn alloc_slot(&mut self) -> Result<u32, ControlError> {
+        if self.next_slot < MAX_REALS {
+            self.next_slot += 1;
+            return Ok(self.next_slot - 1);
+        }
+        self.free_slots.pop().ok_or_else(|| {
+            ControlError::Invalid(format!("more than {MAX_REALS} reals in total (MAX_REALS)"))
+        })
+    }
+
+    /// Replaces the whole service set (start-up, reload). Services and reals
+    /// that survive keep their slots, so their sessions stay.
+    pub fn apply(&mut self, specs: Vec<ServiceSpec>) -> Result<(), ControlError> {
+        if specs.len() as u64 > u64::from(MAX_VIPS) {
+            return Err(ControlError::Invalid(format!(
+                "{} L4 services, at most {MAX_VIPS} (MAX_VIPS)",
+                specs.len()
+            )));
+        }
+        for s in &specs {
+            self.validate(s)?;
+        }
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for n in names {
+            if !specs.iter().any(|s| s.name == n) {
+                self.remove_service(&n)?;
+            }
+        }
+        for s in specs {
+            self.upsert(s)?;
+        }
+        Ok(())
+    }
+
+    fn upsert(&mut self, spec: ServiceSpec) -> Result<(), ControlError> {
+        self.validate(&spec)?;
+        let used: Vec<u32> = self.services.values().map(|s| s.index).collect();
+        let mut st = match self.services.remove(&spec.name) {
+            Some(old) => old,
+            None => {
+                let index = (0..MAX_VIPS).find(|i| !used.contains(i)).ok_or_else(|| {
+                    ControlError::Invalid(format!("more than {MAX_VIPS} services (MAX_VIPS)"))
+                })?;
+                ServiceState {
+                    spec: spec.clone(),
+                    index,
+                    reals: Vec::new(),
+                    prev_table: Vec::new(),
+                    prev_keys: Vec::new(),
+                }
+            }
+        };
+        // Reals: keep slots of surviving addresses.
+        let mut reals = Vec::with_capacity(spec.reals.len());
+        for r in &spec.reals {
+            let slot = match st.reals.iter().find(|x| x.spec.addr == r.addr) {
+                Some(x) => x.slot,
+                None => self.alloc_slot()?,
+            };
+            reals.push(RealState {
+                spec: r.clone(),
+                slot,
+                mac: None,
+            });
+        }
+        let removed: Vec<u32> = st
+            .reals
+            .iter()
+            .filter(|x| !spec.reals.iter().any(|r| r.addr == x.spec.addr))
+            .map(|x| x.slot)
+            .collect();
+        if spec.vip != st.spec.vip || spec.port != st.spec.port || spec.proto != st.spec.proto {
+            let old = st.spec.clone();
+            self.unset_service_key(&old)?;
+        }
+        st.spec = spec;
+        st.reals = reals;
+        self.write_service(&mut st)?;
+        for slot in removed {
+            self.retire_slot(slot)?;
+        }
+        self.services.insert(st.spec.name.clone(), st);
+        Ok(())
+    }
+
+    fn retire_slot(&mut self, slot: u32) -> Result<(), ControlError> {
+        // Not PRESENT: sessions pointing here are rescheduled by the kernel.
+        self.dp.set_real(slot, RealDef::default())?;
+        self.dp.set_real_conns(slot, 0)?;
+        self.free_slots.push(slot);
+        Ok(())
+    }
+
+    fn unset_service_key(&mut self, spec: &ServiceSpec) -> Result<(), ControlError> {
+        let (addr, fam) = addr16(spec.vip);
+        let still = self.services.values().any(|s| s.spec.vip == spec.vip);
+        self.dp.remove_service(
+            VipKey {
+                addr,
+                port: spec.port,
+                proto: spec.proto,
+                family: fam,
+            },
+            still,
+        )?;
+        Ok(())
+    }
+
+    /// Removes a service; its sessions die with it.
+    pub fn remove_service(&mut self, name: &str) -> Result<(), ControlError> {
+        let st = self
+            .services
+            .remove(name)
+            .ok_or_else(|| ControlError::NoService(name.to_owned()))?;
+        self.unset_service_key(&st.spec)?;
+        for r in &st.reals {
+            self.retire_slot(r.slot)?;
+        }
+        Ok(())
+    }
+
+    /// Computes and writes everything of one service.
+    fn write_service(&mut self, st: &mut ServiceState) -> Result<(), ControlError> {
+        let spec = &st.spec;
+        for r in &mut st.reals {
+            r.mac = self.resolver.resolve(r.spec.addr);
+            let (addr, fam) = addr16(r.spec.addr);
+            let mut flags = real_flags::PRESENT;
+            if r.mac.is_some() {
+                flags |= real_flags::HAS_MAC;
+            }
+            self.dp.set_real(
+                r.slot,
+                RealDef {
+                    addr,
+                    mac: r.mac.unwrap_or_default(),
+                    family: fam,
+                    flags,
+                    weight: r.spec.weight,
+                    ..Default::default()
+                },
+            )?;
+        }
+        let slots: Vec<u32> = st.reals.iter().map(|r| r.slot).collect();
+        let weights: Vec<u32> = st.reals.iter().map(|r| r.spec.weight).collect();
+        let (ksched, ring, ring_len): (u8, Vec<u32>, u32) = match spec.scheduler {
+            Scheduler::Mh | Scheduler::Sh | Scheduler::Dh => {
+                let keys: Vec<u64> = st.reals.iter().map(|r| real_key(r.spec.addr, 0)).collect();
+                let pairs: Vec<(u64, u32)> =
+                    keys.iter().copied().zip(weights.iter().copied()).collect();
+                let m = spec.table_size as usize;
+                let table = maglev::maglev_table_update(&st.prev_table, &st.prev_keys, &pairs, m)
+                    .map_err(|e| {
+                    ControlError::Invalid(format!("service {}: {e}", spec.name))
+                })?;
+                st.prev_table = table.clone();
+                st.prev_keys = keys;
+                let ring: Vec<u32> = table
+                    .iter()
+                    .map(|i| slots.get(*i as usize).copied().unwrap_or(NO_REAL))
+                    .collect();
+                let len = if ring.is_empty() { 0 } else { spec.table_size };
+                let k = match spec.scheduler {
+                    Scheduler::Sh => sched::HASH_SRC,
+                    Scheduler::Dh => sched::HASH_DST,
+                    _ => sched::HASH_FLOW,
+                };
+                (k, ring, len)
+            }
+            Scheduler::Rr | Scheduler::Wrr => {
+                let w: Vec<u32> = if spec.scheduler == Scheduler::Rr {
+                    weights.iter().map(|w| u32::from(*w > 0)).collect()
+                } else {
+                    weights.clone()
+                };
+                let seq = wrr_sequence(&w)
+                    .map_err(|e| ControlError::Invalid(format!("service {}: {e}", spec.name)))?;
+                let ring: Vec<u32> = seq.iter().map(|i| slots[*i]).collect();
+                let len = ring.len() as u32;
+                (sched::CURSOR, ring, len)
+            }
+            Scheduler::Lc => (sched::LC, Vec::new(), 0),
+            Scheduler::Wlc => (sched::WLC, Vec::new(), 0),
+            Scheduler::Sed => (sched::SED, Vec::new(), 0),
+            Scheduler::Nq => (sched::NQ, Vec::new(), 0),
+        };
+        self.dp.set_ring(st.index, &ring)?;
+        self.dp.set_vip_reals(st.index, &slots)?;
+        if ksched == sched::CURSOR {
+            self.dp.reset_cursor(st.index)?;
+        }
+        let any_weight = weights.iter().any(|w| *w > 0);
+        let (addr, fam) = addr16(spec.vip);
+        let mut flags = 0u8;
+        if spec.tun_vary_source {
+            flags |= vip_flags::TUN_VARY_SOURCE;
+        }
+        if spec.persistence.is_some() {
+            flags |= vip_flags::PERSIST;
+        }
+        let tun_src = spec.tun_source.map(|a| addr16(a).0).unwrap_or_default();
+        self.dp.set_service(
+            VipKey {
+                addr,
+                port: spec.port,
+                proto: spec.proto,
+                family: fam,
+            },
+            VipMeta {
+                vip_index: st.index,
+                method: match spec.method {
+                    Method::Dr => method::DR,
+                    Method::Tun => method::TUN,
+                },
+                sched: ksched,
+                flags,
+                family: fam,
+                ring_len: if any_weight { ring_len } else { 0 },
+                reals_len: if any_weight { slots.len() as u32 } else { 0 },
+                persist_ns: spec.persistence.map_or(0, |d| d.as_nanos() as u64),
+                tun_src,
+            },
+        )?;
+        Ok(())
+    }
+
+    fn service_mut(&mut self, name: &str) -> Result<ServiceSpec, ControlError> {
+        self.services
+            .get(name)
+            .map(|s| s.spec.clone())
+            .ok_or_else(|| ControlError::NoService(name.to_owned()))
+    }
+
+    /// Adds a real to a service (new flows only; established ones stay).
+    pub fn add_real(&mut self, service: &str, real: RealSpec) -> Result<(), ControlError> {
+        let mut spec = self.service_mut(service)?;
+        if spec.reals.iter().any(|r| r.addr == real.addr) {
+            return Err(ControlError::Invalid(format!(
+                "service {service:?} already has real {}",
+                real.addr
+            )));
+        }
+        spec.reals.push(real);
+        self.upsert(spec)
+    }
+
+    /// Removes a real; its sessions move to other reals on their next packet.
+    pub fn remove_real(&mut self, service: &str, addr: IpAddr) -> Result<(), ControlError> {
+        let mut spec = self.service_mut(service)?;
+        let before = spec.reals.len();
+        spec.reals.retain(|r| r.addr != addr);
+        if spec.reals.len() == before {
+            return Err(ControlError::NoReal {
+                service: service.to_owned(),
+                addr,
+            });
+        }
+        self.upsert(spec)
+    }
+
+    /// Changes a weight; 0 drains (existing sessions stay, new flows avoid it).
+    pub fn set_weight(
+        &mut self,
+        service: &str,
+        addr: IpAddr,
+        weight: u32,
+    ) -> Result<(), ControlError> {
+        if weight > u32::from(u16::MAX) {
+            return Err(ControlError::Invalid(format!(
+                "weight {weight} out of range, expected 0..=65535"
+            )));
+        }
+        let mut spec = self.service_mut(service)?;
+        let Some(r) = spec.reals.iter_mut().find(|r| r.addr == addr) else {
+            return Err(ControlError::NoReal {
+                service: service.to_owned(),
+                addr,
+            });
+        };
+        r.weight = weight;
+        self.upsert(spec)
+    }
+
+    /// Re-resolves neighbours of reals whose MAC is unknown or may have
+    /// changed, and rewrites those that changed. Returns how many changed.
+    pub fn refresh_neighbours(&mut self) -> Result<usize, ControlError> {
+        let mut changed = 0;
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for n in names {
+            let Some(mut st) = self.services.remove(&n) else {
+                continue;
+            };
+            let differs = st
+                .reals
+                .iter()
+                .any(|r| self.resolver.resolve(r.spec.addr) != r.mac);
+            let res = if differs {
+                changed += 1;
+                self.write_service(&mut st)
+            } else {
+                Ok(())
+            };
+            self.services.insert(n, st);
+            res?;
+        }
+        Ok(changed)
+    }
+
+    /// Counts live sessions per real slot as (active, inactive), the way
+    /// `ipvsadm -L` shows ActiveConn/InActConn.
+    fn session_counts(&self) -> Result<BTreeMap<u32, (u64, u64)>, ControlError> {
+        let now = monotonic_ns();
+        let p = self.dp.params();
+        let mut m: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for (_k, v) in self.dp.sessions()? {
+            let timeout = match v.state {
+                state::TCP_SYN => p.tcp_syn_timeout,
+                state::TCP_ESTABLISHED => p.tcp_established_timeout,
+                state::TCP_CLOSING => p.tcp_closing_timeout,
+                _ => p.udp_timeout,
+            };
+            if now.saturating_sub(v.last_seen_ns) > timeout.as_nanos() as u64 {
+                continue;
+            }
+            let e = m.entry(v.real).or_default();
+            if v.state == state::TCP_ESTABLISHED || v.state == state::UDP {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+        Ok(m)
+    }
+
+    /// Overwrites the kernel's per-real connection counters with the exact
+    /// count of live established sessions (the `lc` family's input).
+    pub fn reconcile_conns(&mut self) -> Result<(), ControlError> {
+        let counts = self.session_counts()?;
+        let slots: Vec<u32> = self
+            .services
+            .values()
+            .flat_map(|s| s.reals.iter().map(|r| r.slot))
+            .collect();
+        for slot in slots {
+            let active = counts.get(&slot).map_or(0, |c| c.0);
+            self.dp.set_real_conns(slot, active)?;
+        }
+        Ok(())
+    }
+
+    /// Services with their reals and counters.
+    pub fn list(&self) -> Result<Vec<ServiceView>, ControlError> {
+        let counts = self.session_counts()?;
+        let mut out = Vec::new();
+        for st in self.services.values() {
+            let s = &st.spec;
+            let vs = self.dp.vip_stats(st.index)?;
+            let addr = match s.vip {
+                IpAddr::V4(a) => format!("{a}:{}", s.port),
+                IpAddr::V6(a) => format!("[{a}]:{}", s.port),
+            };
+            let mut reals = Vec::new();
+            for r in &st.reals {
+                let rs = self.dp.real_stats(r.slot)?;
+                let (active, inactive) = counts.get(&r.slot).copied().unwrap_or_default();
+                reals.push(RealView {
+                    address: r.spec.addr.to_string(),
+                    weight: r.spec.weight,
+                    mac: r.mac.map(fmt_mac),
+                    active,
+                    inactive,
+                    packets: rs.packets,
+                    bytes: rs.bytes,
+                    sessions: rs.sessions,
+                });
+            }
+            out.push(ServiceView {
+                name: s.name.clone(),
+                address: format!("{addr}/{}", proto_name(s.proto)),
+                scheduler: s.scheduler,
+                method: s.method,
+                persistence_s: s.persistence.map(|d| d.as_secs()),
+                packets: vs.packets,
+                bytes: vs.bytes,
+                sessions: vs.sessions,
+                reals,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ns: the clock `bpf_ktime_get_ns` reads.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,264 @@
+//! Listeners: the accept loop (maxconn, session rate limit), the PROXY
+//! header, TLS, and handing each connection to the HTTP or TCP path.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::backend::BackendRt;
+use crate::config::{FrontendConfig, Mode};
+use crate::http::{self, ConnCtx};
+use crate::io::{Rewind, read_proxy_header};
+use crate::limits::TokenBucket;
+use crate::proxy_protocol::ProxyHeader;
+use crate::stats::Counters;
+use crate::tcp;
+
+/// Kernel accept backlog per listener. Connections beyond `maxconn` wait
+/// here; past it the kernel drops SYNs (or answers with SYN cookies).
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// Pause after an accept error (typically EMFILE: out of file descriptors)
+/// so the loop does not spin while nothing can be accepted.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Proxy lifecycle, broadcast to every task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    Running,
+    /// Stop accepting; let open sessions finish.
+    Draining,
+    /// Cut every open session.
+    Stopped,
+}
+
+/// Wait until the phase is at least `at_least` (or the sender is gone).
+pub(crate) async fn wait_phase(rx: &mut watch::Receiver<Phase>, at_least: Phase) {
+    let _ = rx.wait_for(|p| *p >= at_least).await;
+}
+
+/// A frontend with its live state.
+#[derive(Debug)]
+pub(crate) struct FrontendRt {
+    pub(crate) cfg: FrontendConfig,
+    pub(crate) backend: Arc<BackendRt>,
+    pub(crate) stats: Counters,
+    conn_limit: Option<Arc<Semaphore>>,
+    rate: Option<Mutex<TokenBucket>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl FrontendRt {
+    pub(crate) fn new(
+        cfg: FrontendConfig,
+        backend: Arc<BackendRt>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        Self {
+            conn_limit: (cfg.maxconn > 0).then(|| Arc::new(Semaphore::new(cfg.maxconn))),
+            rate: (cfg.rate_limit_sessions > 0).then(|| {
+                Mutex::new(TokenBucket::new(
+                    cfg.rate_limit_sessions,
+                    cfg.rate_limit_sessions,
+                    Instant::now(),
+                ))
+            }),
+            cfg,
+            backend,
+            stats: Counters::default(),
+            tls,
+        }
+    }
+
+    /// Wait for the session rate limit to allow one more session.
+    async fn rate_wait(&self) {
+        let Some(rate) = &self.rate else { return };
+        loop {
+            let r = rate
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_take(Instant::now());
+            match r {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+}
+
+/// Accept connections until the phase leaves `Running`. `drain` is cloned
+/// into every connection task, so the owner can wait for all of them.
+pub(crate) async fn accept_loop(
+    fe: Arc<FrontendRt>,
+    listener: TcpListener,
+    mut phase: watch::Receiver<Phase>,
+    drain: mpsc::Sender<()>,
+) {
+    loop {
+        let admit = async {
+            // Holding a maxconn permit before accept() is what makes extra
+            // connections wait in the kernel backlog instead of being accepted.
+            let permit = match &fe.conn_limit {
+                Some(sem) => sem.clone().acquire_owned().await.ok(),
+                None => None,
+            };
+            fe.rate_wait().await;
+            (permit, listener.accept().await)
+        };
+        let (permit, accepted) = tokio::select! {
+            r = admit => r,
+            () = wait_phase(&mut phase, Phase::Draining) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(frontend = %fe.cfg.name, error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        fe.stats.session_start();
+        let (fe2, phase2, drain2) = (fe.clone(), phase.clone(), drain.clone());
+        tokio::spawn(async move {
+            serve_conn(&fe2, stream, peer, phase2).await;
+            Counters::dec(&fe2.stats.sessions_current);
+            drop(permit);
+            drop(drain2);
+        });
+    }
+}
+
+async fn serve_conn(
+    fe: &Arc<FrontendRt>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    phase: watch::Receiver<Phase>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(mut local) = stream.local_addr() else {
+        return;
+    };
+    let mut client = peer;
+    let io = if fe.cfg.accept_proxy {
+        match read_proxy_header(stream, fe.cfg.timeout_client).await {
+            Ok((hdr, io)) => {
+                if let ProxyHeader::Proxied { src, dst } = hdr {
+                    client = src;
+                    local = dst;
+                }
+                io
+            }
+            Err(e) => {
+                tracing::debug!(frontend = %fe.cfg.name, %peer, error = %e, "bad PROXY header");
+                Counters::inc(&fe.stats.err_request);
+                Counters::inc(&fe.stats.denied);
+                return;
+            }
+        }
+    } else {
+        Rewind::new(stream, bytes::Bytes::new())
+    };
+    match (&fe.tls, fe.cfg.mode) {
+        (None, Mode::Tcp) => {
+            tcp::serve(fe.clone(), fe.backend.clone(), io, client, local, phase).await
+        }
+        (None, Mode::Http) => serve_http(fe, io, client, local, false, false, phase).await,
+        (Some(tls_config), mode) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls_config.clone());
+            let tls = match tokio::time::timeout(fe.cfg.timeout_http_request, acceptor.accept(io))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(frontend = %fe.cfg.name, %peer, error = %e, "TLS handshake failed");
+                    Counters::inc(&fe.stats.err_request);
+                    return;
+                }
+                Err(_) => {
+                    Counters::inc(&fe.stats.err_request);
+                    return;
+                }
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            match mode {
+                Mode::Tcp => {
+                    tcp::serve(fe.clone(), fe.backend.clone(), tls, client, local, phase).await
+                }
+                Mode::Http => serve_http(fe, tls, client, local, true, h2, phase).await,
+            }
+        }
+    }
+}
+
+async fn serve_http<S>(
+    fe: &Arc<FrontendRt>,
+    io: S,
+    client: SocketAddr,
+    local: SocketAddr,
+    https: bool,
+    h2: bool,
+    mut phase: watch::Receiver<Phase>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx = Arc::new(ConnCtx {
+        fe: fe.clone(),
+        be: fe.backend.clone(),
+        client,
+        local,
+        https,
+        idle_since: Mutex::new(Instant::now()),
+    });
+    let svc = service_fn(move |req| http::handle(ctx.clone(), req));
+    let io = TokioIo::new(io);
+    if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(fe.cfg.max_header_size).unwrap_or(u32::MAX))
+            .serve_connection(io, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = wait_phase(&mut phase, Phase::Draining) => conn.as_mut().graceful_shutdown(),
+        }
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = wait_phase(&mut phase, Phase::Stopped) => {}
+        }
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(fe.cfg.timeout_http_request)
+            .max_header_size(fe.cfg.max_header_size)
+            .keep_alive(true)
+            .serve_connection(io, svc)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = wait_phase(&mut phase, Phase::Draining) => conn.as_mut().graceful_shutdown(),
+        }
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = wait_phase(&mut phase, Phase::Stopped) => {}
+        }
+    }
+}
+
+/// Bind a listener with `SO_REUSEADDR` and [`LISTEN_BACKLOG`].
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}

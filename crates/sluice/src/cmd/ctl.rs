@@ -1,0 +1,220 @@
+//! `sluice ctl`: talks to a running daemon's admin endpoint.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use anyhow::{Context as _, bail};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, body::Bytes};
+
+/// Arguments of `sluice ctl`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Admin endpoint of the daemon (`global.admin`).
+    #[arg(short = 'a', long = "admin", default_value_t = super::run::default_admin())]
+    pub(crate) admin: SocketAddr,
+    #[command(subcommand)]
+    pub(crate) command: CtlCommand,
+}
+
+/// `sluice ctl` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum CtlCommand {
+    /// Services, reals, weights, connections and traffic (like `ipvsadm -Ln --stats`).
+    List {
+        /// Print the JSON the daemon returned.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The data plane's global counters (verdicts, drops by reason).
+    Counters,
+    /// Add a real server to an L4 service.
+    AddReal {
+        /// Service name.
+        service: String,
+        /// Real address.
+        address: String,
+        /// Weight (0 = drain).
+        #[arg(short, long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Remove a real server; its sessions move on their next packet.
+    RemoveReal {
+        /// Service name.
+        service: String,
+        /// Real address.
+        address: String,
+    },
+    /// Change a weight; 0 drains (existing connections finish, no new ones).
+    SetWeight {
+        /// Service name.
+        service: String,
+        /// Real address.
+        address: String,
+        /// New weight, 0..=65535.
+        weight: u32,
+    },
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(ctl(args))
+}
+
+async fn request(
+    admin: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .with_context(|| {
+            format!("connecting to the admin endpoint {admin} (is `sluice run` up?)")
+        })?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .context("admin handshake")?;
+    tokio::spawn(conn);
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, admin.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .context("building the request")?;
+    let resp = send.send_request(req).await.context("admin request")?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .context("admin response")?
+        .to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((status, v))
+}
+
+fn check(status: u16, v: &serde_json::Value) -> anyhow::Result<()> {
+    if status >= 400 {
+        let msg = v
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("no reason given");
+        bail!("the daemon refused ({status}): {msg}");
+    }
+    Ok(())
+}
+
+async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
+    let a = args.admin;
+    match args.command {
+        CtlCommand::List { json } => {
+            let (s, v) = request(a, Method::GET, "/v1/l4", None).await?;
+            check(s, &v)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", format_list(&v));
+            }
+        }
+        CtlCommand::Counters => {
+            let (s, v) = request(a, Method::GET, "/v1/counters", None).await?;
+            check(s, &v)?;
+            if let Some(m) = v.as_object() {
+                for (k, n) in m {
+                    println!("{k:<20} {n}");
+                }
+            }
+        }
+        CtlCommand::AddReal {
+            service,
+            address,
+            weight,
+        } => {
+            let (s, v) = request(
+                a,
+                Method::POST,
+                &format!("/v1/l4/{service}/reals"),
+                Some(serde_json::json!({"address": address, "weight": weight})),
+            )
+            .await?;
+            check(s, &v)?;
+            println!("added {address} to {service} with weight {weight}");
+        }
+        CtlCommand::RemoveReal { service, address } => {
+            let (s, v) = request(
+                a,
+                Method::DELETE,
+                &format!("/v1/l4/{service}/reals/{address}"),
+                None,
+            )
+            .await?;
+            check(s, &v)?;
+            println!("removed {address} from {service}");
+        }
+        CtlCommand::SetWeight {
+            service,
+            address,
+            weight,
+        } => {
+            let (s, v) = request(
+                a,
+                Method::PUT,
+                &format!("/v1/l4/{service}/reals/{address}"),
+                Some(serde_json::json!({"weight": weight})),
+            )
+            .await?;
+            check(s, &v)?;
+            println!("{service} {address} weight {weight}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ipvsadm -Ln --stats`-shaped text.
+fn format_list(v: &serde_json::Value) -> String {
+    let mut o = String::new();
+    o.push_str("Prot LocalAddress:Port           Scheduler Method Name\n");
+    o.push_str("  -> RemoteAddress              Weight ActiveConn InActConn    Conns    InPkts   InBytes\n");
+    for s in v.as_array().into_iter().flatten() {
+        let g = |k: &str| s.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_owned();
+        let n = |k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let addr = g("address");
+        let (a, proto) = addr.rsplit_once('/').unwrap_or((&addr, "?"));
+        o.push_str(&format!(
+            "{:<4} {:<28} {:<9} {:<6} {}   (conns {}, pkts {}, bytes {})\n",
+            proto.to_uppercase(),
+            a,
+            g("scheduler"),
+            g("method"),
+            g("name"),
+            n("sessions"),
+            n("packets"),
+            n("bytes"),
+        ));
+        for r in s
+            .get("reals")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let rn = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            o.push_str(&format!(
+                "  -> {:<26} {:>6} {:>10} {:>9} {:>8} {:>9} {:>9}\n",
+                r.get("address").and_then(|x| x.as_str()).unwrap_or("?"),
+                rn("weight"),
+                rn("active"),
+                rn("inactive"),
+                rn("sessions"),
+                rn("packets"),
+                rn("bytes"),
+            ));
+        }
+    }
+    o
+}

@@ -1,0 +1,411 @@
+//! `sluice run -c FILE`: the daemon. Loads the L4 XDP data plane on the
+//! configured interface, applies the services, serves the admin endpoint
+//! (used by `sluice ctl`), and on SIGINT/SIGTERM detaches and exits.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method as HttpMethod, Request, Response, StatusCode, body::Bytes};
+use sluice_config::{self as model, Config};
+use sluice_l4::{
+    AttachMode, ControlError, Dataplane, DataplaneParams, L4Plane, Method, RealSpec, Scheduler,
+    ServiceSpec, neigh::KernelNeighbours,
+};
+
+/// Period of the control loop: connection-count reconciliation and
+/// neighbour refresh.
+const CONTROL_PERIOD: Duration = Duration::from_secs(1);
+/// Largest admin request body accepted (bytes).
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// Arguments of `sluice run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Configuration file.
+    #[arg(short = 'c', long = "config")]
+    pub(crate) config: std::path::PathBuf,
+}
+
+type Plane = Arc<Mutex<L4Plane<KernelNeighbours>>>;
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let cfg = match super::check::load(&args.config)? {
+        Ok(c) => c,
+        Err(d) => {
+            eprintln!("{d}");
+            bail!("{}: invalid configuration", args.config.display());
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(cfg.global.threads.unwrap_or(0)).max(1).min(64))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(serve(cfg))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
+    let plane = if cfg.l4_services.is_empty() {
+        None
+    } else {
+        Some(Arc::new(Mutex::new(start_l4(&cfg)?)))
+    };
+    let admin = tokio::net::TcpListener::bind(cfg.global.admin)
+        .await
+        .with_context(|| format!("binding the admin endpoint {}", cfg.global.admin))?;
+    eprintln!(
+        "sluice: running; admin endpoint http://{}",
+        admin.local_addr().unwrap_or(cfg.global.admin)
+    );
+
+    if let Some(p) = plane.clone() {
+        std::thread::Builder::new()
+            .name("sluice-l4-control".into())
+            .spawn(move || control_loop(&p))
+            .context("starting the control thread")?;
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let admin_plane = plane.clone();
+    tokio::select! {
+        r = admin_loop(admin, admin_plane) => r?,
+        _ = tokio::signal::ctrl_c() => eprintln!("sluice: SIGINT, shutting down"),
+        _ = term.recv() => eprintln!("sluice: SIGTERM, shutting down"),
+    }
+    if let Some(p) = plane {
+        let mut g = p
+            .lock()
+            .map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?;
+        g.dataplane_mut()
+            .detach()
+            .context("detaching the XDP program")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn control_loop(p: &Plane) {
+    loop {
+        std::thread::sleep(CONTROL_PERIOD);
+        let Ok(mut g) = p.lock() else { return };
+        if let Err(e) = g.reconcile_conns() {
+            tracing::warn!(error = %e, "reconciling connection counters");
+        }
+        match g.refresh_neighbours() {
+            Ok(0) => {}
+            Ok(n) => eprintln!("sluice: neighbour change rewrote {n} service(s)"),
+            Err(e) => tracing::warn!(error = %e, "refreshing neighbours"),
+        }
+    }
+}
+
+/// Converts the config's L4 services into control-plane specs.
+pub(crate) fn l4_specs(cfg: &Config) -> anyhow::Result<Vec<ServiceSpec>> {
+    cfg.l4_services
+        .iter()
+        .map(|s| {
+            let method = match s.method {
+                model::ForwardingMethod::Dr => Method::Dr,
+                model::ForwardingMethod::Tun => Method::Tun,
+                other => bail!(
+                    "l4_service {:?}: method {other:?} is not in the XDP data plane yet (dr and tun are)",
+                    s.name
+                ),
+            };
+            let scheduler = match s.scheduler {
+                model::Scheduler::Rr => Scheduler::Rr,
+                model::Scheduler::Wrr => Scheduler::Wrr,
+                model::Scheduler::Lc => Scheduler::Lc,
+                model::Scheduler::Wlc => Scheduler::Wlc,
+                model::Scheduler::Sed => Scheduler::Sed,
+                model::Scheduler::Nq => Scheduler::Nq,
+                model::Scheduler::Sh => Scheduler::Sh,
+                model::Scheduler::Dh => Scheduler::Dh,
+                model::Scheduler::Mh => Scheduler::Mh,
+            };
+            Ok(ServiceSpec {
+                name: s.name.clone(),
+                vip: s.vip,
+                port: s.port,
+                proto: match s.protocol {
+                    model::Protocol::Tcp => 6,
+                    model::Protocol::Udp => 17,
+                },
+                method,
+                scheduler,
+                persistence: s.persistence,
+                table_size: s.maglev_table_size,
+                tun_source: s.tun_source,
+                tun_vary_source: s.tun_vary_source,
+                reals: s
+                    .reals
+                    .iter()
+                    .map(|r| RealSpec {
+                        addr: r.address,
+                        weight: u32::from(r.weight),
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// Removes an XDP program named `sluice_xdp` left attached through netlink
+/// (e.g. by a crashed older daemon); link-based attachments vanish with
+/// their process by themselves. Another program is never touched.
+fn remove_stale_program(iface: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", iface])
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "interface {iface:?} not found in this network namespace: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains(sluice_l4::PROGRAM_NAME) {
+        eprintln!(
+            "sluice: removing a stale {} from {iface}",
+            sluice_l4::PROGRAM_NAME
+        );
+        for mode in ["xdp", "xdpgeneric", "xdpdrv"] {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "set", "dev", iface, mode, "off"])
+                .status();
+        }
+    }
+    Ok(())
+}
+
+fn start_l4(cfg: &Config) -> anyhow::Result<L4Plane<KernelNeighbours>> {
+    let first = &cfg.l4_services[0];
+    let iface = first.interface.clone();
+    if let Some(other) = cfg.l4_services.iter().find(|s| s.interface != iface) {
+        bail!(
+            "l4_service {:?} uses interface {:?} but {:?} uses {:?}: one interface per daemon for now",
+            other.name,
+            other.interface,
+            first.name,
+            iface
+        );
+    }
+    let specs = l4_specs(cfg)?;
+    remove_stale_program(&iface)?;
+    let mac = sluice_l4::neigh::iface_mac(&iface)
+        .with_context(|| format!("reading the MAC of interface {iface:?}"))?;
+    let ring_size = cfg
+        .l4_services
+        .iter()
+        .map(|s| s.maglev_table_size)
+        .max()
+        .unwrap_or(sluice_l4::wire_maps::MAX_RING_SIZE);
+    let session_capacity = cfg
+        .l4_services
+        .iter()
+        .map(|s| s.session_capacity)
+        .max()
+        .unwrap_or(sluice_l4::wire_maps::DEFAULT_SESSION_CAPACITY);
+    let mut dp = Dataplane::load(
+        DataplaneParams {
+            ring_size,
+            session_capacity,
+            ..Default::default()
+        },
+        mac,
+    )
+    .context("loading the XDP program (needs root: CAP_BPF and CAP_NET_ADMIN)")?;
+    let mode = match first.xdp_mode {
+        model::XdpMode::Native => AttachMode::Native,
+        model::XdpMode::Generic => AttachMode::Generic,
+    };
+    dp.attach(&iface, mode)?;
+    let mut plane = L4Plane::new(dp, KernelNeighbours { wait: true });
+    plane.apply(specs)?;
+    eprintln!(
+        "sluice: XDP data plane attached to {iface} ({mode:?}), {} L4 service(s)",
+        cfg.l4_services.len()
+    );
+    Ok(plane)
+}
+
+// === admin endpoint ===
+
+async fn admin_loop(listener: tokio::net::TcpListener, plane: Option<Plane>) -> anyhow::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await.context("admin accept")?;
+        let plane = plane.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let plane = plane.clone();
+                async move { Ok::<_, std::convert::Infallible>(admin(req, plane).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection");
+            }
+        });
+    }
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": msg.to_string() }))
+}
+
+fn control_status(e: &ControlError) -> StatusCode {
+    match e {
+        ControlError::NoService(_) | ControlError::NoReal { .. } => StatusCode::NOT_FOUND,
+        ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ControlError::Dataplane(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn admin(req: Request<hyper::body::Incoming>, plane: Option<Plane>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path: Vec<String> = req
+        .uri()
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")),
+    };
+    if path == ["v1", "health"] {
+        return json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+    }
+    let Some(plane) = plane else {
+        return error(StatusCode::NOT_FOUND, "no L4 services configured");
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let mut g = plane.lock().map_err(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "control plane lock poisoned".to_owned(),
+            )
+        })?;
+        admin_l4(&mut g, &method, &path, &body)
+    })
+    .await;
+    match result {
+        Ok(Ok((s, v))) => json(s, &v),
+        Ok(Err((s, m))) => error(s, m),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+type AdminResult = Result<(StatusCode, serde_json::Value), (StatusCode, String)>;
+
+fn parse_addr(s: &str) -> Result<IpAddr, (StatusCode, String)> {
+    s.parse().map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("{s:?} is not an IP address"),
+        )
+    })
+}
+
+fn body_json(body: &[u8]) -> Result<serde_json::Value, (StatusCode, String)> {
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("request body is not JSON: {e}; expected e.g. {{\"address\": \"10.0.0.1\", \"weight\": 1}}"),
+        )
+    })
+}
+
+fn weight_of(v: &serde_json::Value, default: Option<u32>) -> Result<u32, (StatusCode, String)> {
+    match v.get("weight") {
+        None => default.ok_or((
+            StatusCode::BAD_REQUEST,
+            "missing \"weight\", expected 0..=65535".to_owned(),
+        )),
+        Some(w) => w
+            .as_u64()
+            .filter(|w| *w <= u64::from(u16::MAX))
+            .map(|w| w as u32)
+            .ok_or((
+                StatusCode::BAD_REQUEST,
+                format!("weight {w} out of range, expected 0..=65535"),
+            )),
+    }
+}
+
+fn admin_l4(
+    g: &mut L4Plane<KernelNeighbours>,
+    method: &HttpMethod,
+    p: &[String],
+    body: &[u8],
+) -> AdminResult {
+    let ce = |e: ControlError| (control_status(&e), e.to_string());
+    let p: Vec<&str> = p.iter().map(String::as_str).collect();
+    match (method, p.as_slice()) {
+        (&HttpMethod::GET, ["v1", "l4"]) => {
+            let list = g.list().map_err(ce)?;
+            Ok((StatusCode::OK, serde_json::to_value(list).unwrap_or_default()))
+        }
+        (&HttpMethod::GET, ["v1", "counters"]) => {
+            let c = g.dataplane().counters().map_err(|e| ce(e.into()))?;
+            let m: serde_json::Map<String, serde_json::Value> =
+                c.into_iter().map(|(k, v)| (k.name().to_owned(), v.into())).collect();
+            Ok((StatusCode::OK, serde_json::Value::Object(m)))
+        }
+        (&HttpMethod::POST, ["v1", "l4", svc, "reals"]) => {
+            let v = body_json(body)?;
+            let addr = v
+                .get("address")
+                .and_then(|a| a.as_str())
+                .ok_or((StatusCode::BAD_REQUEST, "missing \"address\" (an IP address)".to_owned()))?;
+            let addr = parse_addr(addr)?;
+            let weight = weight_of(&v, Some(1))?;
+            g.add_real(svc, RealSpec { addr, weight }).map_err(ce)?;
+            Ok((StatusCode::CREATED, serde_json::json!({"added": addr.to_string()})))
+        }
+        (&HttpMethod::DELETE, ["v1", "l4", svc, "reals", addr]) => {
+            let addr = parse_addr(addr)?;
+            g.remove_real(svc, addr).map_err(ce)?;
+            Ok((StatusCode::OK, serde_json::json!({"removed": addr.to_string()})))
+        }
+        (&HttpMethod::PUT, ["v1", "l4", svc, "reals", addr]) => {
+            let addr = parse_addr(addr)?;
+            let v = body_json(body)?;
+            let weight = weight_of(&v, None)?;
+            g.set_weight(svc, addr, weight).map_err(ce)?;
+            Ok((StatusCode::OK, serde_json::json!({"address": addr.to_string(), "weight": weight})))
+        }
+        _ => Err((
+            StatusCode::NOT_FOUND,
+            "unknown endpoint; see docs/ADMIN.md (GET /v1/l4, GET /v1/counters, POST /v1/l4/SVC/reals, PUT|DELETE /v1/l4/SVC/reals/ADDR)".to_owned(),
+        )),
+    }
+}
+
+/// The default admin address when none is given to `sluice ctl`.
+pub(crate) fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9900))
+}
