@@ -43,7 +43,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(cfg.global.threads.unwrap_or(0)).max(1).min(64))
+        .worker_threads(usize::from(cfg.global.threads.unwrap_or(0)).clamp(1, 64))
         .enable_all()
         .build()
         .context("starting the runtime")?;
