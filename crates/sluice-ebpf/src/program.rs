@@ -827,6 +827,72 @@ fn encap(ctx: &XdpContext, m: &VipMeta, r: &RealDef, p: &Parsed) -> Result<u32, 
     Ok(xdp_action::XDP_TX)
 }
 
+// === helper programs ===
+
+/// `XDP_PASS` for everything. Native XDP_TX into a veth needs an XDP
+/// program on the receiving peer (docs/platform notes), so the lab attaches
+/// this to the switch-side end of the LB's veth.
+#[xdp]
+pub fn sluice_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Real-server side of `tun`: strips an outer IPv4 (IPIP) or IPv6 (IP6IP6)
+/// header addressed to this host and passes the inner packet to the
+/// kernel, which delivers it to the VIP on `lo`. The kernel here has no
+/// ipip module, hence this program; a kernel with one can use an `ipip`
+/// device instead (docs/L4.md). Everything else passes untouched.
+#[xdp]
+pub fn sluice_decap(ctx: XdpContext) -> u32 {
+    match try_decap(&ctx) {
+        Some(v) => v,
+        None => xdp_action::XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn try_decap(ctx: &XdpContext) -> Option<u32> {
+    let eth = read::<ETH_HDR_LEN>(ctx, 0)?;
+    let (strip, inner_type) = match be16([eth[12], eth[13]]) {
+        ETH_P_IP => {
+            let ip = read::<IPV4_HDR_LEN>(ctx, ETH_HDR_LEN)?;
+            if ip[9] != PROTO_IPIP || ip[0] != 0x45 {
+                return None;
+            }
+            // The inner packet must be a plain IPv4 header too.
+            let inner = read::<1>(ctx, ETH_HDR_LEN + IPV4_HDR_LEN)?;
+            if inner[0] >> 4 != 4 {
+                return Some(xdp_action::XDP_DROP);
+            }
+            (IPV4_HDR_LEN, ETH_P_IP)
+        }
+        ETH_P_IPV6 => {
+            let ip = read::<IPV6_HDR_LEN>(ctx, ETH_HDR_LEN)?;
+            if ip[6] != PROTO_IPV6 {
+                return None;
+            }
+            let inner = read::<1>(ctx, ETH_HDR_LEN + IPV6_HDR_LEN)?;
+            if inner[0] >> 4 != 6 {
+                return Some(xdp_action::XDP_DROP);
+            }
+            (IPV6_HDR_LEN, ETH_P_IPV6)
+        }
+        _ => return None,
+    };
+    // SAFETY: shrinking the head by the outer header's length, which the
+    // reads above proved is inside the frame; earlier packet pointers are
+    // not used afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
+        return Some(xdp_action::XDP_DROP);
+    }
+    let out = ptr_at_mut::<[u8; ETH_HDR_LEN]>(ctx, 0)?;
+    let mut hdr = eth;
+    hdr[12..14].copy_from_slice(&inner_type.to_be_bytes());
+    // SAFETY: `ptr_at_mut` checked 14 bytes at the new start of the frame.
+    unsafe { *out = hdr };
+    Some(xdp_action::XDP_PASS)
+}
+
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     // The verifier rejects any reachable panic path, so this never runs;

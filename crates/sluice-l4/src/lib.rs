@@ -14,7 +14,7 @@ pub use control::{
     ControlError, L4Plane, Method, NeighbourResolver, RealSpec, Scheduler, ServiceSpec, ServiceView,
 };
 pub use loader::{
-    AttachMode, Dataplane, DataplaneParams, Error, MAX_SESSION_CAPACITY, MIN_SESSION_CAPACITY,
-    PROGRAM_NAME, TestRunOutput, object_bytes, verdict,
+    AttachMode, Dataplane, DataplaneParams, Error, Helper, HelperProgram, MAX_SESSION_CAPACITY,
+    MIN_SESSION_CAPACITY, PROGRAM_NAME, TestRunOutput, object_bytes, verdict,
 };
 pub use sluice_wire::maps as wire_maps;

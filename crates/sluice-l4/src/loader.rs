@@ -528,3 +528,112 @@ fn check_index(
     }
     Ok(())
 }
+
+/// The small helper programs in the same object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Helper {
+    /// `sluice_pass`: XDP_PASS, for the peer of a veth that receives XDP_TX
+    /// frames in native mode.
+    Pass,
+    /// `sluice_decap`: the real-server side of `tun` (strips IPIP/IP6IP6).
+    Decap,
+}
+
+impl Helper {
+    /// Program name in the object.
+    pub const fn program_name(self) -> &'static str {
+        match self {
+            Helper::Pass => "sluice_pass",
+            Helper::Decap => "sluice_decap",
+        }
+    }
+}
+
+/// An attached helper program; dropping it detaches it.
+#[derive(Debug)]
+pub struct HelperProgram {
+    ebpf: Ebpf,
+    helper: Helper,
+    iface: String,
+    link: Option<XdpLinkId>,
+}
+
+impl HelperProgram {
+    /// Loads the object (with minimal map sizes; the helpers use no maps)
+    /// and attaches `helper` to `iface` in the calling thread's namespace.
+    pub fn attach(helper: Helper, iface: &str, mode: AttachMode) -> Result<Self, Error> {
+        let name = helper.program_name();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_RING, 1)
+            .map_max_entries(MAP_SESSIONS, MIN_SESSION_CAPACITY)
+            .load(OBJECT)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
+            .try_into()
+            .map_err(|source| Error::Program {
+                context: format!("program {name} is not XDP"),
+                source,
+            })?;
+        prog.load().map_err(|source| Error::Program {
+            context: format!("verifying {name}"),
+            source,
+        })?;
+        let link = prog
+            .attach(iface, mode.to_aya())
+            .map_err(|source| Error::Program {
+                context: format!("attaching {name} to interface {iface:?} in {mode:?} mode"),
+                source,
+            })?;
+        Ok(Self {
+            ebpf,
+            helper,
+            iface: iface.to_owned(),
+            link: Some(link),
+        })
+    }
+
+    /// Runs the helper on one frame with `BPF_PROG_TEST_RUN`.
+    pub fn test_run(&self, frame: &[u8]) -> Result<TestRunOutput, Error> {
+        let name = self.helper.program_name();
+        let prog: &Xdp = self
+            .ebpf
+            .program(name)
+            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
+            .try_into()
+            .map_err(|source| Error::Program {
+                context: format!("program {name} is not XDP"),
+                source,
+            })?;
+        let mut out = vec![0u8; frame.len() + TEST_RUN_HEADROOM];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .map_err(|source| Error::Program {
+                context: "BPF_PROG_TEST_RUN".to_owned(),
+                source,
+            })?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestRunOutput {
+            verdict: r.return_value,
+            frame: out,
+            duration: r.duration,
+        })
+    }
+}
+
+impl Drop for HelperProgram {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.take() {
+            let name = self.helper.program_name();
+            if let Some(Ok(prog)) = self.ebpf.program_mut(name).map(<&mut Xdp>::try_from) {
+                if let Err(e) = prog.detach(link) {
+                    tracing::warn!(error = %e, iface = %self.iface, "detaching {name}");
+                }
+            }
+        }
+    }
+}

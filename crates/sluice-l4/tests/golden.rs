@@ -1008,3 +1008,49 @@ fn golden_packet_table() {
         "a removed real's flows move"
     );
 }
+
+#[test]
+fn decap_strips_ipip_and_ip6ip6() {
+    use sluice_l4::{AttachMode, Helper, HelperProgram};
+    // Attach to loopback of a private namespace: test runs need a loaded
+    // program, and loading the helper goes through the attach API.
+    let label = sluice_lab::LabSpec::unique_label("decap");
+    let ns = sluice_lab::Netns::create(&format!("sl-{label}"))
+        .unwrap_or_else(|e| panic!("this test needs root: {e}"));
+    let prog = ns
+        .in_netns(|| HelperProgram::attach(Helper::Decap, "lo", AttachMode::Generic))
+        .unwrap()
+        .unwrap();
+    // IPIP as the LB's tun emits it.
+    let inner = v4(CLIENT, VIP_TUN, 6, &tcp(42000, 80, SYN));
+    let outer = ipip_out(&inner, [10, 98, 0, 21], mac(3), TUN_SRC);
+    let out = prog.test_run(&outer).unwrap();
+    let mut want = outer[..12].to_vec();
+    want.extend_from_slice(&0x0800u16.to_be_bytes());
+    want.extend_from_slice(&inner[14..]);
+    assert_eq!(
+        (out.verdict, out.frame),
+        (verdict::PASS, want),
+        "IPIP decap"
+    );
+    // IP6IP6.
+    let inner6 = v6(CLIENT6, VIP6_TUN, 6, &tcp(43000, 80, SYN));
+    let outer6 = ip6ip6_out(&inner6, a6(0x17, 1), mac(7), a6(1, 0), 0x1234);
+    let out = prog.test_run(&outer6).unwrap();
+    let mut want6 = outer6[..12].to_vec();
+    want6.extend_from_slice(&0x86ddu16.to_be_bytes());
+    want6.extend_from_slice(&inner6[14..]);
+    assert_eq!(
+        (out.verdict, out.frame),
+        (verdict::PASS, want6),
+        "IP6IP6 decap"
+    );
+    // Plain traffic is untouched.
+    let plain = v4(CLIENT, [10, 99, 0, 11], 6, &tcp(1, 80, SYN));
+    let out = prog.test_run(&plain).unwrap();
+    assert_eq!((out.verdict, out.frame), (verdict::PASS, plain));
+    // IPIP whose inner packet is not IPv4 is dropped.
+    let mut bad = outer.clone();
+    bad[34] = 0x65;
+    assert_eq!(prog.test_run(&bad).unwrap().verdict, verdict::DROP);
+}

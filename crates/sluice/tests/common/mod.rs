@@ -1,0 +1,287 @@
+//! Shared helpers for the L4 lab tests: a lab whose LB forwards nothing by
+//! itself, the `sluice run` daemon started inside the LB namespace, and
+//! clients in the client namespace.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{Child, Output},
+    time::{Duration, Instant},
+};
+
+use sluice_l4::{AttachMode, Helper, HelperProgram};
+use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend, http_get};
+
+/// The `sluice` binary under test.
+pub const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+/// Admin endpoint of the daemon inside the LB namespace.
+pub const ADMIN: &str = "127.0.0.1:9900";
+/// How long the daemon may take to come up.
+const DAEMON_START: Duration = Duration::from_secs(20);
+
+/// A lab with `reals` sluice web servers and no kernel forwarding on the LB.
+pub fn l4_lab(tag: &str, reals: usize) -> Lab {
+    let mut spec = LabSpec::new(&LabSpec::unique_label(tag));
+    spec.reals = reals;
+    spec.lb_forwarding = LbForwarding::None;
+    spec.backend = RealBackend::Sluice {
+        binary: PathBuf::from(SLUICE),
+    };
+    match Lab::up(spec) {
+        Ok(lab) => lab,
+        Err(e @ LabError::NotPrivileged { .. }) => panic!("L4 lab tests need root: {e}"),
+        Err(e) => panic!("lab up failed: {e}"),
+    }
+}
+
+/// `sluice run` in the LB namespace plus the XDP_PASS program on the
+/// switch-side end of the LB's veth (native XDP_TX into a veth needs a
+/// program on the peer). Dropping it stops the daemon with SIGTERM and
+/// waits, so the program is detached before the lab goes down.
+pub struct Daemon {
+    child: Child,
+    _pass: HelperProgram,
+    _dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the daemon with `config` (TOML text) and waits for its admin
+/// endpoint.
+pub fn start_daemon(lab: &Lab, config: &str) -> Daemon {
+    let t = lab.topology();
+    let sw_port = t.lb.switch_port.clone();
+    let pass = lab
+        .in_netns(Node::Switch, move || {
+            HelperProgram::attach(Helper::Pass, &sw_port, AttachMode::Native)
+        })
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let log = dir.path().join("daemon.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let mut cmd = lab
+        .command(Node::Lb, &[SLUICE, "run", "-c", cfg.to_str().unwrap()])
+        .unwrap();
+    cmd.stdout(logf.try_clone().unwrap()).stderr(logf);
+    let child = cmd.spawn().unwrap();
+    lab.track(Node::Lb, &child, "sluice run");
+    let mut d = Daemon {
+        child,
+        _pass: pass,
+        _dir: dir,
+        log,
+    };
+    let admin: SocketAddr = ADMIN.parse().unwrap();
+    let deadline = Instant::now() + DAEMON_START;
+    loop {
+        let up = lab
+            .in_netns(Node::Lb, move || {
+                http_get(admin, "/v1/health", Duration::from_millis(300)).is_ok()
+            })
+            .unwrap();
+        if up {
+            return d;
+        }
+        if let Ok(Some(st)) = d.child.try_wait() {
+            panic!(
+                "sluice run exited with {st}:\n{}",
+                std::fs::read_to_string(&d.log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not come up:\n{}",
+            std::fs::read_to_string(&d.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `sluice ARGS` in the LB namespace (for `ctl`).
+pub fn sluice_in_lb(lab: &Lab, args: &[&str]) -> Output {
+    let mut argv = vec![SLUICE];
+    argv.extend_from_slice(args);
+    lab.exec(Node::Lb, &argv).unwrap()
+}
+
+/// `sluice ctl list --json` parsed.
+pub fn ctl_list(lab: &Lab) -> serde_json::Value {
+    let out = sluice_in_lb(lab, &["ctl", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "ctl list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// One global counter via `sluice ctl counters`.
+pub fn counter(lab: &Lab, name: &str) -> u64 {
+    let out = sluice_in_lb(lab, &["ctl", "counters"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next() == Some(name)).then(|| it.next().and_then(|n| n.parse().ok()))?
+        })
+        .unwrap_or_else(|| panic!("no counter {name} in {text}"))
+}
+
+/// GET on a new connection from the client namespace: (status, body
+/// length, X-Served-By).
+pub fn get(lab: &Lab, addr: SocketAddr, path: &str) -> Result<(u16, usize, String), String> {
+    let path = path.to_owned();
+    lab.in_netns(Node::Client, move || {
+        http_get(addr, &path, Duration::from_secs(3))
+            .map(|r| {
+                (
+                    r.status,
+                    r.body.len(),
+                    r.header("x-served-by").unwrap_or("").to_owned(),
+                )
+            })
+            .map_err(|e| e.to_string())
+    })
+    .unwrap()
+}
+
+/// A persistent HTTP/1.1 connection made from the client namespace.
+pub struct KeepAlive {
+    stream: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    /// Connects from the client namespace.
+    pub fn connect(lab: &Lab, addr: SocketAddr) -> std::io::Result<Self> {
+        let s = lab
+            .in_netns(Node::Client, move || {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            })
+            .unwrap()?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        Ok(Self {
+            stream: BufReader::new(s),
+        })
+    }
+
+    /// One request on the connection; returns X-Served-By.
+    pub fn get(&mut self, path: &str) -> std::io::Result<String> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: vip\r\n\r\n");
+        self.stream.get_mut().write_all(req.as_bytes())?;
+        let mut status = String::new();
+        self.stream.read_line(&mut status)?;
+        if !status.starts_with("HTTP/1.1 200") {
+            return Err(std::io::Error::other(format!("status line {status:?}")));
+        }
+        let mut len = 0usize;
+        let mut served = String::new();
+        loop {
+            let mut l = String::new();
+            if self.stream.read_line(&mut l)? == 0 {
+                return Err(std::io::Error::other("connection closed in headers"));
+            }
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("x-served-by") {
+                    served = v.trim().to_owned();
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body)?;
+        Ok(served)
+    }
+}
+
+/// Runs wrk from the client namespace and returns its output.
+pub fn wrk(lab: &Lab, url: &str, conns: u32, secs: u32) -> String {
+    let c = conns.to_string();
+    let d = format!("{secs}s");
+    let out = lab
+        .exec(
+            Node::Client,
+            &["wrk", "-t", "2", "-c", &c, "-d", &d, "--timeout", "2s", url],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wrk failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Requests completed in a wrk report.
+pub fn wrk_requests(report: &str) -> u64 {
+    report
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Socket errors and non-2xx responses in a wrk report (0 when absent).
+pub fn wrk_errors(report: &str) -> u64 {
+    let mut n = 0;
+    for l in report.lines() {
+        if let Some(rest) = l.trim().strip_prefix("Socket errors:") {
+            for part in rest.split(',') {
+                n += part
+                    .split_whitespace()
+                    .last()
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        if let Some(rest) = l.trim().strip_prefix("Non-2xx or 3xx responses:") {
+            n += rest.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    n
+}
+
+/// Reads a real's web-server counters (`/stats`) from the client namespace.
+pub fn real_requests(lab: &Lab, real: std::net::Ipv4Addr) -> u64 {
+    let addr = SocketAddr::from((real, 80));
+    lab.in_netns(Node::Client, move || {
+        let r = http_get(addr, "/stats", Duration::from_secs(3)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v.get("requests").and_then(|x| x.as_u64()).unwrap()
+    })
+    .unwrap()
+}
+
+/// Reads all of a reader (for logs).
+pub fn read_all(p: &std::path::Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(p) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
