@@ -16,7 +16,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 APT_PACKAGES=(
   rustc-web cargo-web rust-web-src llvm-22-dev
   iproute2 iputils-ping ethtool nftables curl procps psmisc
-  nginx-light haproxy wrk apache2-utils tcpdump nghttp2-client
+  nginx-light haproxy wrk apache2-utils tcpdump nghttp2-client netsniff-ng bpftool fonts-dejavu-core
 )
 BPF_LINKER_VERSION="0.13.0"
 

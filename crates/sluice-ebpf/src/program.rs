@@ -16,7 +16,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head},
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -25,9 +25,10 @@ use sluice_wire::{
     checksum,
     hash::{addr_hash, flow_hash},
     maps::{
-        AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAX_REALS, MAX_REALS_PER_VIP, MAX_RING_SIZE,
-        MAX_VIP_ADDRS, MAX_VIPS, NO_REAL, PERSIST_CAPACITY, PersistKey, PersistVal, RealDef,
-        TrafficStats, VipKey, VipMeta, family, method, real_flags, sched, state, vip_flags,
+        Addr, AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAX_REALS, MAX_REALS_PER_VIP,
+        MAX_RING_SIZE, MAX_VIP_ADDRS, MAX_VIPS, NO_REAL, PERSIST_CAPACITY, PersistKey, PersistVal,
+        RealDef, TrafficStats, VipKey, VipMeta, addr_to_bytes, cfg_flags, family, method,
+        real_flags, sched, state, vip_flags,
     },
 };
 
@@ -107,8 +108,9 @@ const TUN_TTL: u8 = 64;
 /// Seed of the ring hash; the same constant is used by userspace predictions.
 const HASH_SEED: u32 = 0;
 /// Minimum gap between two `last_seen` writes of one session (ns): saves a
-/// store to a shared cache line on most packets of a busy flow.
-const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000;
+/// store to a shared cache line on most packets of a busy flow. Above the
+/// coarse clock's tick (1-10 ms), far below the shortest timeout.
+const LAST_SEEN_GRANULARITY_NS: u64 = 100_000_000;
 
 // === helpers ===
 
@@ -171,6 +173,25 @@ fn read<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
     Some(unsafe { *p })
 }
 
+/// The IPv4 address at `off` of a header copy, as a map [`Addr`].
+#[inline(always)]
+fn v4_addr<const N: usize>(h: &[u8; N], off: usize) -> Addr {
+    [
+        u32::from_ne_bytes([h[off], h[off + 1], h[off + 2], h[off + 3]]),
+        0,
+        0,
+        0,
+    ]
+}
+
+/// The IPv6 address at `off` of a header copy, as a map [`Addr`].
+#[inline(always)]
+fn v6_addr<const N: usize>(h: &[u8; N], off: usize) -> Addr {
+    let w =
+        |i: usize| u32::from_ne_bytes([h[off + i], h[off + i + 1], h[off + i + 2], h[off + i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
 #[inline(always)]
 fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
@@ -181,7 +202,8 @@ enum Step {
     /// `XDP_PASS`, counting the reason.
     Pass(Counter),
     /// Forward a VIP packet; `true` marks a quoted flow of an ICMP error.
-    Forward(Parsed, bool),
+    /// The service is filled in when the fast path already looked it up.
+    Forward(Parsed, bool, Option<&'static VipMeta>),
 }
 
 /// What the L3/L4 parse found about a VIP packet.
@@ -207,7 +229,7 @@ pub fn sluice_xdp(ctx: XdpContext) -> u32 {
             count(c);
             return xdp_action::XDP_PASS;
         }
-        Ok(Step::Forward(p, icmp)) => forward(&ctx, len, p, icmp),
+        Ok(Step::Forward(p, icmp, meta)) => forward(&ctx, len, p, icmp, meta),
         Err(c) => Err(c),
     };
     match r {
@@ -226,20 +248,75 @@ fn process(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
         return Err(Counter::DropTruncated);
     };
     match be16(ethertype) {
-        ETH_P_IP => process_v4(ctx, len),
-        ETH_P_IPV6 => process_v6(ctx, len),
+        ETH_P_IP => {
+            if let Some(step) = fast_v4(ctx, len) {
+                return Ok(step);
+            }
+            process_v4(ctx, len)
+        }
+        ETH_P_IPV6 => {
+            if let Some(step) = fast_v6(ctx, len) {
+                return Ok(step);
+            }
+            process_v6(ctx, len)
+        }
         _ => Ok(Step::Pass(Counter::PassNonIp)),
     }
 }
 
 #[inline(always)]
-fn is_vip_addr(addr: &[u8; 16], fam: u8) -> bool {
+fn is_vip_addr(addr: &Addr, fam: u8) -> bool {
     let k = AddrKey {
         addr: *addr,
-        family: fam,
-        _pad: [0; 3],
+        family: fam as u32,
     };
     SLUICE_VIP_ADDRS.get_ptr(&k).is_some()
+}
+
+/// The common case in one service lookup: a well-formed, unfragmented
+/// IPv4 TCP/UDP packet whose destination is a service. Anything else
+/// (including every packet that is not for a service) returns `None` and
+/// takes [`process_v4`], which tells non-VIP traffic from malformed VIP
+/// traffic.
+#[inline(always)]
+fn fast_v4(ctx: &XdpContext, len: u64) -> Option<Step> {
+    let hdr = read::<IPV4_HDR_LEN>(ctx, ETH_HDR_LEN)?;
+    let total = be16([hdr[2], hdr[3]]) as u64;
+    if hdr[0] != 0x45
+        || be16([hdr[6], hdr[7]]) & 0x3fff != 0
+        || total < IPV4_HDR_LEN as u64
+        || total + (ETH_HDR_LEN as u64) > len
+    {
+        return None;
+    }
+    let proto = hdr[9];
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let src = v4_addr(&hdr, 12);
+    let dst = v4_addr(&hdr, 16);
+    let parsed = parse_l4(ctx, ETH_HDR_LEN + IPV4_HDR_LEN, src, dst, proto, family::V4).ok()?;
+    let meta = lookup_service(&parsed.key)?;
+    Some(Step::Forward(parsed, false, Some(meta)))
+}
+
+/// [`fast_v4`] for IPv6: TCP/UDP directly after the fixed header.
+#[inline(always)]
+fn fast_v6(ctx: &XdpContext, len: u64) -> Option<Step> {
+    let hdr = read::<IPV6_HDR_LEN>(ctx, ETH_HDR_LEN)?;
+    let payload = be16([hdr[4], hdr[5]]) as u64;
+    let next = hdr[6];
+    if hdr[0] >> 4 != 6
+        || payload + (ETH_HDR_LEN + IPV6_HDR_LEN) as u64 > len
+        || (next != PROTO_TCP && next != PROTO_UDP)
+    {
+        return None;
+    }
+    let src = v6_addr(&hdr, 8);
+    let dst = v6_addr(&hdr, 24);
+    let parsed = parse_l4(ctx, ETH_HDR_LEN + IPV6_HDR_LEN, src, dst, next, family::V6).ok()?;
+    let meta = lookup_service(&parsed.key)?;
+    Some(Step::Forward(parsed, false, Some(meta)))
 }
 
 #[inline(always)]
@@ -248,8 +325,7 @@ fn process_v4(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
     let Some(hdr) = read::<IPV4_HDR_LEN>(ctx, o) else {
         return Err(Counter::DropTruncated);
     };
-    let mut dst = [0u8; 16];
-    dst[..4].copy_from_slice(&hdr[16..20]);
+    let dst = v4_addr(&hdr, 16);
     if !is_vip_addr(&dst, family::V4) {
         return Ok(Step::Pass(Counter::PassNonVip));
     }
@@ -267,14 +343,13 @@ fn process_v4(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
     if be16([hdr[6], hdr[7]]) & 0x3fff != 0 {
         return Err(Counter::DropFragment);
     }
-    let mut src = [0u8; 16];
-    src[..4].copy_from_slice(&hdr[12..16]);
+    let src = v4_addr(&hdr, 12);
     let proto = hdr[9];
     let l4 = o + IPV4_HDR_LEN;
     match proto {
         PROTO_TCP | PROTO_UDP => {
             let parsed = parse_l4(ctx, l4, src, dst, proto, family::V4)?;
-            Ok(Step::Forward(parsed, false))
+            Ok(Step::Forward(parsed, false, None))
         }
         PROTO_ICMP => icmp_v4(ctx, l4),
         _ => Ok(Step::Pass(Counter::PassNoService)),
@@ -287,8 +362,7 @@ fn process_v6(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
     let Some(hdr) = read::<IPV6_HDR_LEN>(ctx, o) else {
         return Err(Counter::DropTruncated);
     };
-    let mut dst = [0u8; 16];
-    dst.copy_from_slice(&hdr[24..40]);
+    let dst = v6_addr(&hdr, 24);
     if !is_vip_addr(&dst, family::V6) {
         return Ok(Step::Pass(Counter::PassNonVip));
     }
@@ -299,14 +373,13 @@ fn process_v6(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
     if payload + (ETH_HDR_LEN + IPV6_HDR_LEN) as u64 > len {
         return Err(Counter::DropTruncated);
     }
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&hdr[8..24]);
+    let src = v6_addr(&hdr, 8);
     let next = hdr[6];
     let l4 = o + IPV6_HDR_LEN;
     match next {
         PROTO_TCP | PROTO_UDP => {
             let parsed = parse_l4(ctx, l4, src, dst, next, family::V6)?;
-            Ok(Step::Forward(parsed, false))
+            Ok(Step::Forward(parsed, false, None))
         }
         PROTO_ICMPV6 => icmp_v6(ctx, l4),
         PROTO_V6_FRAGMENT => Err(Counter::DropFragment),
@@ -322,8 +395,8 @@ fn process_v6(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
 fn parse_l4(
     ctx: &XdpContext,
     l4: usize,
-    src: [u8; 16],
-    dst: [u8; 16],
+    src: Addr,
+    dst: Addr,
     proto: u8,
     fam: u8,
 ) -> Result<Parsed, Counter> {
@@ -351,7 +424,7 @@ fn parse_l4(
             dport: be16([ports[2], ports[3]]),
             proto,
             family: fam,
-            _pad: [0; 2],
+            _pad: 0,
         },
         tcp_flags: flags,
         l3_len: ETH_HDR_LEN as u16,
@@ -377,10 +450,8 @@ fn icmp_v4(ctx: &XdpContext, l4: usize) -> Result<Step, Counter> {
         return Err(Counter::DropIpOptions);
     }
     // The quoted packet went VIP → client: its source is the VIP.
-    let mut vip = [0u8; 16];
-    vip[..4].copy_from_slice(&ih[12..16]);
-    let mut client = [0u8; 16];
-    client[..4].copy_from_slice(&ih[16..20]);
+    let vip = v4_addr(&ih, 12);
+    let client = v4_addr(&ih, 16);
     let Some(ports) = read::<4>(ctx, inner + IPV4_HDR_LEN) else {
         return Err(Counter::DropTruncated);
     };
@@ -391,7 +462,7 @@ fn icmp_v4(ctx: &XdpContext, l4: usize) -> Result<Step, Counter> {
         dport: be16([ports[0], ports[1]]),
         proto: ih[9],
         family: family::V4,
-        _pad: [0; 2],
+        _pad: 0,
     };
     Ok(Step::Forward(
         Parsed {
@@ -400,6 +471,7 @@ fn icmp_v4(ctx: &XdpContext, l4: usize) -> Result<Step, Counter> {
             l3_len: ETH_HDR_LEN as u16,
         },
         true,
+        None,
     ))
 }
 
@@ -416,10 +488,8 @@ fn icmp_v6(ctx: &XdpContext, l4: usize) -> Result<Step, Counter> {
     let Some(ih) = read::<IPV6_HDR_LEN>(ctx, inner) else {
         return Err(Counter::DropTruncated);
     };
-    let mut vip = [0u8; 16];
-    vip.copy_from_slice(&ih[8..24]);
-    let mut client = [0u8; 16];
-    client.copy_from_slice(&ih[24..40]);
+    let vip = v6_addr(&ih, 8);
+    let client = v6_addr(&ih, 24);
     let Some(ports) = read::<4>(ctx, inner + IPV6_HDR_LEN) else {
         return Err(Counter::DropTruncated);
     };
@@ -430,7 +500,7 @@ fn icmp_v6(ctx: &XdpContext, l4: usize) -> Result<Step, Counter> {
         dport: be16([ports[0], ports[1]]),
         proto: ih[6],
         family: family::V6,
-        _pad: [0; 2],
+        _pad: 0,
     };
     Ok(Step::Forward(
         Parsed {
@@ -439,11 +509,17 @@ fn icmp_v6(ctx: &XdpContext, l4: usize) -> Result<Step, Counter> {
             l3_len: ETH_HDR_LEN as u16,
         },
         true,
+        None,
     ))
 }
 
+/// Map values are used in place through references instead of being copied
+/// to the 512-byte BPF stack. They stay valid while the program runs (the
+/// kernel frees map elements only after an RCU grace period); a service
+/// removed by userspace at this very moment may be read half-old,
+/// half-new, which at worst forwards one packet by its previous settings.
 #[inline(always)]
-fn lookup_service(key: &FlowKey) -> Option<VipMeta> {
+fn lookup_service(key: &FlowKey) -> Option<&'static VipMeta> {
     let mut vk = VipKey {
         addr: key.dst,
         port: key.dport,
@@ -451,41 +527,43 @@ fn lookup_service(key: &FlowKey) -> Option<VipMeta> {
         family: key.family,
     };
     if let Some(m) = SLUICE_VIPS.get_ptr(&vk) {
-        // SAFETY: the pointer comes from a successful lookup; `VipMeta` is
-        // plain data, copied out at once.
-        return Some(unsafe { *m });
+        // SAFETY: pointer from a successful lookup, valid for this run (see above).
+        return Some(unsafe { &*m });
+    }
+    let any_port = match cfg() {
+        Some(c) => (c.flags & cfg_flags::ANY_PORT_SERVICES) != 0,
+        None => false,
+    };
+    if !any_port {
+        return None;
     }
     vk.port = 0;
     SLUICE_VIPS.get_ptr(&vk).map(|m| {
         // SAFETY: as above.
-        unsafe { *m }
+        unsafe { &*m }
     })
 }
 
 #[inline(always)]
-fn real(idx: u32) -> Option<RealDef> {
+fn real(idx: u32) -> Option<&'static RealDef> {
     SLUICE_REALS.get_ptr(idx).map(|p| {
-        // SAFETY: in-range array element from a successful lookup; copied out.
-        unsafe { *p }
+        // SAFETY: in-range array element; array elements are never freed.
+        unsafe { &*p }
     })
 }
 
 #[inline(always)]
-fn cfg() -> Option<GlobalCfg> {
+fn cfg() -> Option<&'static GlobalCfg> {
     SLUICE_CFG.get_ptr(0).map(|p| {
-        // SAFETY: element 0 of a one-entry array; copied out.
-        unsafe { *p }
+        // SAFETY: element 0 of a one-entry array; never freed.
+        unsafe { &*p }
     })
 }
 
 #[inline(always)]
 fn timeout_ns(c: &GlobalCfg, st: u8) -> u64 {
-    match st {
-        state::TCP_SYN => c.tcp_syn_ns,
-        state::TCP_ESTABLISHED => c.tcp_established_ns,
-        state::TCP_CLOSING => c.tcp_closing_ns,
-        _ => c.udp_ns,
-    }
+    // `& 3`: the four states index the array; the mask is the bounds proof.
+    c.timeouts_ns[(st & 3) as usize]
 }
 
 #[inline(always)]
@@ -618,8 +696,14 @@ fn least_loaded(m: &VipMeta) -> u32 {
 /// ICMP error: it uses an existing session (or the scheduler's answer) but
 /// never creates or updates one.
 #[inline(always)]
-fn forward(ctx: &XdpContext, len: u64, p: Parsed, icmp: bool) -> Result<u32, Counter> {
-    let Some(m) = lookup_service(&p.key) else {
+fn forward(
+    ctx: &XdpContext,
+    len: u64,
+    p: Parsed,
+    icmp: bool,
+    meta: Option<&'static VipMeta>,
+) -> Result<u32, Counter> {
+    let Some(m) = meta.or_else(|| lookup_service(&p.key)) else {
         if icmp {
             count(Counter::PassIcmp);
         } else {
@@ -630,8 +714,10 @@ fn forward(ctx: &XdpContext, len: u64, p: Parsed, icmp: bool) -> Result<u32, Cou
     let Some(c) = cfg() else {
         return Err(Counter::DropNoReal);
     };
-    // SAFETY: reading the kernel's monotonic clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The coarse monotonic clock (tick resolution, a few ms) is plenty for
+    // timeouts of seconds and much cheaper per packet than the precise one.
+    // SAFETY: reading the kernel's clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let mut chosen = NO_REAL;
     let mut new_session = false;
 
@@ -640,7 +726,7 @@ fn forward(ctx: &XdpContext, len: u64, p: Parsed, icmp: bool) -> Result<u32, Cou
         // from another CPU for the same flow are benign (last writer wins on
         // plain fields).
         let s = unsafe { &mut *sp };
-        let fresh = now.saturating_sub(s.last_seen_ns) <= timeout_ns(&c, s.state);
+        let fresh = now.saturating_sub(s.last_seen_ns) <= timeout_ns(c, s.state);
         let usable = match real(s.real) {
             Some(r) => r.flags & real_flags::PRESENT != 0,
             None => false,
@@ -683,7 +769,7 @@ fn forward(ctx: &XdpContext, len: u64, p: Parsed, icmp: bool) -> Result<u32, Cou
             }
         }
         if chosen == NO_REAL {
-            chosen = schedule(&m, &p.key, c.ring_size);
+            chosen = schedule(m, &p.key, c.ring_size);
         }
         if chosen == NO_REAL {
             return Err(Counter::DropNoReal);
@@ -693,7 +779,8 @@ fn forward(ctx: &XdpContext, len: u64, p: Parsed, icmp: bool) -> Result<u32, Cou
             let v = FlowVal {
                 real: chosen,
                 state: st,
-                _pad: [0; 3],
+                _pad: 0,
+                _pad2: 0,
                 last_seen_ns: now,
             };
             // A full table evicts the least recently used entry of this
@@ -726,7 +813,7 @@ fn forward(ctx: &XdpContext, len: u64, p: Parsed, icmp: bool) -> Result<u32, Cou
     traffic(&SLUICE_REAL_STATS, chosen, len, new_session);
 
     let verdict = match m.method {
-        method::TUN => encap(ctx, &m, &r, &p)?,
+        method::TUN => encap(ctx, m, r, &p)?,
         _ => {
             rewrite_macs(ctx, &r.mac, &c.iface_mac)?;
             xdp_action::XDP_TX
@@ -785,11 +872,11 @@ fn encap(ctx: &XdpContext, m: &VipMeta, r: &RealDef, p: &Parsed) -> Result<u32, 
         ip[2..4].copy_from_slice(&total.to_be_bytes());
         ip[8] = TUN_TTL;
         ip[9] = PROTO_IPIP;
-        ip[12..16].copy_from_slice(&m.tun_src[..4]);
+        ip[12..16].copy_from_slice(&m.tun_src[0].to_ne_bytes());
         if vary {
             ip[14..16].copy_from_slice(&(h as u16).to_be_bytes());
         }
-        ip[16..20].copy_from_slice(&r.addr[..4]);
+        ip[16..20].copy_from_slice(&r.addr[0].to_ne_bytes());
         let csum = checksum::finish(checksum::sum(ip, 0));
         ip[10..12].copy_from_slice(&csum.to_be_bytes());
         // SAFETY: `ptr_at_mut` checked the whole 34-byte range after the
@@ -816,11 +903,11 @@ fn encap(ctx: &XdpContext, m: &VipMeta, r: &RealDef, p: &Parsed) -> Result<u32, 
         ip[4..6].copy_from_slice(&(inner_len as u16).to_be_bytes());
         ip[6] = PROTO_IPV6;
         ip[7] = TUN_TTL;
-        ip[8..24].copy_from_slice(&m.tun_src);
+        ip[8..24].copy_from_slice(&addr_to_bytes(m.tun_src));
         if vary {
             ip[20..24].copy_from_slice(&h.to_be_bytes());
         }
-        ip[24..40].copy_from_slice(&r.addr);
+        ip[24..40].copy_from_slice(&addr_to_bytes(r.addr));
         // SAFETY: `ptr_at_mut` checked the whole 54-byte range.
         unsafe { *out = b };
     }
@@ -835,6 +922,31 @@ fn encap(ctx: &XdpContext, m: &VipMeta, r: &RealDef, p: &Parsed) -> Result<u32, 
 #[xdp]
 pub fn sluice_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Benchmark baseline (a): swap the MACs and bounce every frame with
+/// `XDP_TX`, the least work an XDP forwarder can do.
+#[xdp]
+pub fn sluice_reflect(ctx: XdpContext) -> u32 {
+    count(Counter::RxPackets);
+    let Some(eth) = ptr_at_mut::<[u8; 12]>(&ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: `ptr_at_mut` checked 12 bytes at offset 0.
+    let macs = unsafe { *eth };
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    // SAFETY: as above.
+    unsafe { *eth = swapped };
+    xdp_action::XDP_TX
+}
+
+/// Benchmark sink: count and drop (the generator side of a pps run).
+#[xdp]
+pub fn sluice_sink(_ctx: XdpContext) -> u32 {
+    count(Counter::RxPackets);
+    xdp_action::XDP_DROP
 }
 
 /// Real-server side of `tun`: strips an outer IPv4 (IPIP) or IPv6 (IP6IP6)

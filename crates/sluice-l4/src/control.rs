@@ -16,8 +16,8 @@ use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use sluice_core::sched::{hashsched::real_key, maglev, rr::wrr_sequence};
 use sluice_wire::maps::{
-    MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, NO_REAL, RealDef, VipKey, VipMeta, family, method,
-    real_flags, sched, state, vip_flags,
+    Addr, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, NO_REAL, RealDef, VipKey, VipMeta,
+    addr_from_bytes, addr_v4, family, method, real_flags, sched, state, vip_flags,
 };
 
 use crate::{Dataplane, Error};
@@ -200,14 +200,10 @@ pub struct L4Plane<R: NeighbourResolver> {
     free_slots: Vec<u32>,
 }
 
-fn addr16(a: IpAddr) -> ([u8; 16], u8) {
+fn addr16(a: IpAddr) -> (Addr, u8) {
     match a {
-        IpAddr::V4(v4) => {
-            let mut o = [0u8; 16];
-            o[..4].copy_from_slice(&v4.octets());
-            (o, family::V4)
-        }
-        IpAddr::V6(v6) => (v6.octets(), family::V6),
+        IpAddr::V4(v4) => (addr_v4(v4.octets()), family::V4),
+        IpAddr::V6(v6) => (addr_from_bytes(v6.octets()), family::V6),
     }
 }
 
@@ -696,9 +692,9 @@ impl<R: NeighbourResolver> L4Plane<R> {
     }
 }
 
-/// `CLOCK_MONOTONIC` in ns: the clock `bpf_ktime_get_ns` reads.
+/// `CLOCK_MONOTONIC_COARSE` in ns: the clock `bpf_ktime_get_coarse_ns` reads.
 fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
 }

@@ -167,6 +167,10 @@ pub struct Dataplane {
     ebpf: Ebpf,
     params: DataplaneParams,
     attached: Option<(String, XdpLinkId)>,
+    iface_mac: [u8; 6],
+    /// Services on every port (port 0); while there is one, the kernel
+    /// retries a lookup miss with port 0.
+    any_port: std::collections::BTreeSet<(sluice_wire::maps::Addr, u8, u8)>,
 }
 
 impl Dataplane {
@@ -214,8 +218,10 @@ impl Dataplane {
             ebpf,
             params,
             attached: None,
+            iface_mac,
+            any_port: Default::default(),
         };
-        dp.set_iface_mac(iface_mac)?;
+        dp.write_cfg()?;
         Ok(dp)
     }
 
@@ -226,14 +232,27 @@ impl Dataplane {
 
     /// Rewrites the global settings with a new interface MAC.
     pub fn set_iface_mac(&mut self, iface_mac: [u8; 6]) -> Result<(), Error> {
+        self.iface_mac = iface_mac;
+        self.write_cfg()
+    }
+
+    fn write_cfg(&mut self) -> Result<(), Error> {
         let p = &self.params;
+        let flags = if self.any_port.is_empty() {
+            0
+        } else {
+            sluice_wire::maps::cfg_flags::ANY_PORT_SERVICES
+        };
         let cfg = GlobalCfg {
-            iface_mac,
+            iface_mac: self.iface_mac,
+            flags,
             ring_size: p.ring_size,
-            tcp_syn_ns: p.tcp_syn_timeout.as_nanos() as u64,
-            tcp_established_ns: p.tcp_established_timeout.as_nanos() as u64,
-            tcp_closing_ns: p.tcp_closing_timeout.as_nanos() as u64,
-            udp_ns: p.udp_timeout.as_nanos() as u64,
+            timeouts_ns: [
+                p.tcp_syn_timeout.as_nanos() as u64,
+                p.tcp_established_timeout.as_nanos() as u64,
+                p.tcp_closing_timeout.as_nanos() as u64,
+                p.udp_timeout.as_nanos() as u64,
+            ],
             ..Default::default()
         };
         let mut a: Array<_, GlobalCfg> = self.array(MAP_CFG)?;
@@ -366,12 +385,15 @@ impl Dataplane {
         let mut addrs: HashMap<_, AddrKey, u32> = self.hash(MAP_VIP_ADDRS)?;
         let ak = AddrKey {
             addr: key.addr,
-            family: key.family,
-            _pad: [0; 3],
+            family: key.family.into(),
         };
         addrs.insert(ak, 1, 0).map_err(map_err(MAP_VIP_ADDRS))?;
         let mut vips: HashMap<_, VipKey, VipMeta> = self.hash(MAP_VIPS)?;
-        vips.insert(key, meta, 0).map_err(map_err(MAP_VIPS))
+        vips.insert(key, meta, 0).map_err(map_err(MAP_VIPS))?;
+        if key.port == 0 && self.any_port.insert((key.addr, key.proto, key.family)) {
+            self.write_cfg()?;
+        }
+        Ok(())
     }
 
     /// Removes a service; the VIP address stays known while another service
@@ -380,12 +402,14 @@ impl Dataplane {
         let mut vips: HashMap<_, VipKey, VipMeta> = self.hash(MAP_VIPS)?;
         // Removing an absent key is not an error for an idempotent remove.
         let _ = vips.remove(&key);
+        if key.port == 0 && self.any_port.remove(&(key.addr, key.proto, key.family)) {
+            self.write_cfg()?;
+        }
         if !addr_still_used {
             let mut addrs: HashMap<_, AddrKey, u32> = self.hash(MAP_VIP_ADDRS)?;
             let _ = addrs.remove(&AddrKey {
                 addr: key.addr,
-                family: key.family,
-                _pad: [0; 3],
+                family: key.family.into(),
             });
         }
         Ok(())
@@ -537,6 +561,10 @@ pub enum Helper {
     Pass,
     /// `sluice_decap`: the real-server side of `tun` (strips IPIP/IP6IP6).
     Decap,
+    /// `sluice_reflect`: MAC swap + XDP_TX (benchmark baseline).
+    Reflect,
+    /// `sluice_sink`: count and drop (benchmark receiver).
+    Sink,
 }
 
 impl Helper {
@@ -545,6 +573,8 @@ impl Helper {
         match self {
             Helper::Pass => "sluice_pass",
             Helper::Decap => "sluice_decap",
+            Helper::Reflect => "sluice_reflect",
+            Helper::Sink => "sluice_sink",
         }
     }
 }
@@ -593,8 +623,27 @@ impl HelperProgram {
         })
     }
 
+    /// Packets counted by `Reflect` and `Sink` (summed over CPUs).
+    pub fn packets(&self) -> Result<u64, Error> {
+        let m = self
+            .ebpf
+            .map(MAP_STATS)
+            .ok_or(Error::MissingMap(MAP_STATS))?;
+        let a: PerCpuArray<_, u64> = PerCpuArray::try_from(m).map_err(map_err(MAP_STATS))?;
+        let v = a
+            .get(&(Counter::RxPackets as u32), 0)
+            .map_err(map_err(MAP_STATS))?;
+        Ok(v.iter().sum())
+    }
+
     /// Runs the helper on one frame with `BPF_PROG_TEST_RUN`.
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRunOutput, Error> {
+        self.test_run_repeat(frame, 1)
+    }
+
+    /// Runs the helper `repeat` times on one frame; the duration is the
+    /// kernel's mean per run.
+    pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
         let name = self.helper.program_name();
         let prog: &Xdp = self
             .ebpf
@@ -610,6 +659,7 @@ impl HelperProgram {
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
+                repeat: repeat.max(1),
                 ..Default::default()
             })
             .map_err(|source| Error::Program {

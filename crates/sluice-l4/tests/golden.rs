@@ -11,92 +11,33 @@ use sluice_l4::{Dataplane, DataplaneParams, verdict};
 use sluice_wire::{
     checksum,
     hash::{addr_hash, flow_hash},
-    maps::{Counter, RealDef, VipKey, VipMeta, family, method, real_flags, sched, vip_flags},
+    maps::{
+        Addr, Counter, RealDef, VipKey, VipMeta, addr_from_bytes, addr_v4, family, method,
+        real_flags, sched, vip_flags,
+    },
 };
 
-const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+use frames::{CLIENT_MAC, LB_MAC};
 const RING: u32 = 13;
 
 fn mac(i: u32) -> [u8; 6] {
     [0x02, 0xaa, 0, 0, 0, i as u8]
 }
-fn a4(a: [u8; 4]) -> [u8; 16] {
-    let mut o = [0; 16];
-    o[..4].copy_from_slice(&a);
-    o
+fn a4(a: [u8; 4]) -> Addr {
+    addr_v4(a)
 }
 fn a6(last: u8, sub: u8) -> [u8; 16] {
     [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, sub, last]
 }
+fn w6(b: [u8; 16]) -> Addr {
+    addr_from_bytes(b)
+}
 const VIP6: [u8; 16] = [0xfd, 0x99, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const VIP6_TUN: [u8; 16] = [0xfd, 0x99, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
-// === frame builders (we own these bytes) ===
-
-fn eth(dst: [u8; 6], src: [u8; 6], ty: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ty.to_be_bytes());
-    f
-}
-
-fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    t.extend_from_slice(b"GET / HTTP/1.1\r\n");
-    t
-}
-
-fn udp(sport: u16, dport: u16) -> Vec<u8> {
-    let mut u = vec![0u8; 8];
-    u[0..2].copy_from_slice(&sport.to_be_bytes());
-    u[2..4].copy_from_slice(&dport.to_be_bytes());
-    u[4..6].copy_from_slice(&(8u16 + 4).to_be_bytes());
-    u.extend_from_slice(b"ping");
-    u
-}
-
-fn ipv4_hdr(src: [u8; 4], dst: [u8; 4], proto: u8, payload_len: usize, frag: u16) -> Vec<u8> {
-    let mut h = vec![0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
-    h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    h[6..8].copy_from_slice(&frag.to_be_bytes());
-    h[8] = 64;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&src);
-    h[16..20].copy_from_slice(&dst);
-    let c = checksum::finish(checksum::sum(&h, 0));
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h
-}
-
-fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
-    let mut f = eth(LB_MAC, CLIENT_MAC, 0x0800);
-    f.extend(ipv4_hdr(src, dst, proto, l4.len(), 0x4000));
-    f.extend_from_slice(l4);
-    f
-}
-
-fn v6(src: [u8; 16], dst: [u8; 16], next: u8, l4: &[u8]) -> Vec<u8> {
-    let mut f = eth(LB_MAC, CLIENT_MAC, 0x86dd);
-    let mut h = vec![0u8; 40];
-    h[0] = 0x60;
-    h[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
-    h[6] = next;
-    h[7] = 64;
-    h[8..24].copy_from_slice(&src);
-    h[24..40].copy_from_slice(&dst);
-    f.extend(h);
-    f.extend_from_slice(l4);
-    f
-}
+#[path = "support/frames.rs"]
+mod frames;
+use frames::{eth, ipv4_hdr, tcp, udp, v4, v6};
 
 const CLIENT: [u8; 4] = [10, 99, 0, 2];
 const CLIENT6: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
@@ -212,7 +153,7 @@ impl Fixture {
         }
         for i in 5..7 {
             let r = RealDef {
-                addr: a6(0x10 + i as u8, 0),
+                addr: w6(a6(0x10 + i as u8, 0)),
                 mac: mac(i),
                 family: family::V6,
                 flags: real_flags::PRESENT | real_flags::HAS_MAC,
@@ -222,7 +163,7 @@ impl Fixture {
             f.dp.set_real(i, r).unwrap();
         }
         let r7 = RealDef {
-            addr: a6(0x17, 1),
+            addr: w6(a6(0x17, 1)),
             mac: mac(7),
             family: family::V6,
             flags: real_flags::PRESENT | real_flags::HAS_MAC,
@@ -315,7 +256,7 @@ impl Fixture {
         f.rings.insert(9, ring6);
         f.dp.set_service(
             VipKey {
-                addr: VIP6,
+                addr: w6(VIP6),
                 port: 80,
                 proto: 6,
                 family: family::V6,
@@ -335,7 +276,7 @@ impl Fixture {
         f.rings.insert(10, ring7);
         f.dp.set_service(
             VipKey {
-                addr: VIP6_TUN,
+                addr: w6(VIP6_TUN),
                 port: 80,
                 proto: 6,
                 family: family::V6,
@@ -346,7 +287,7 @@ impl Fixture {
                 sched: sched::HASH_FLOW,
                 family: family::V6,
                 ring_len: RING,
-                tun_src: a6(1, 0),
+                tun_src: w6(a6(1, 0)),
                 ..Default::default()
             },
         )
@@ -397,7 +338,7 @@ impl Fixture {
     }
 
     /// The real the kernel's flow-hash scheduler must pick.
-    fn by_flow(&self, idx: u32, src: [u8; 16], sport: u16, dport: u16, proto: u8) -> u32 {
+    fn by_flow(&self, idx: u32, src: Addr, sport: u16, dport: u16, proto: u8) -> u32 {
         let ring = &self.rings[&idx];
         ring[(flow_hash(&src, sport, dport, proto, 0) % RING) as usize]
     }
@@ -762,7 +703,7 @@ fn golden_packet_table() {
 
     // --- IPv6 dr ---
     let s6 = v6(CLIENT6, VIP6, 6, &tcp(41000, 80, SYN));
-    let r6 = fx.by_flow(9, CLIENT6, 41000, 80, 6);
+    let r6 = fx.by_flow(9, w6(CLIENT6), 41000, 80, 6);
     cases.push(case(
         "dr IPv6 TCP SYN",
         s6.clone(),
@@ -818,7 +759,7 @@ fn golden_packet_table() {
         Counter::SessionHit,
     ));
     let t6 = v6(CLIENT6, VIP6_TUN, 6, &tcp(43000, 80, SYN));
-    let h6 = flow_hash(&CLIENT6, 43000, 80, 6, 0);
+    let h6 = flow_hash(&w6(CLIENT6), 43000, 80, 6, 0);
     cases.push(case(
         "tun IPv6: IP6IP6 to the real",
         t6.clone(),

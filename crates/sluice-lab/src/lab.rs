@@ -35,6 +35,9 @@ pub const DEFAULT_STATE_DIR: &str = "/run/sluice-lab";
 /// Bytes of a server log quoted in an error.
 const LOG_TAIL_BYTES: usize = 2_000;
 
+/// Pause between checks that `realserver setup` has finished, in milliseconds.
+const SETUP_POLL_MS: u64 = 50;
+
 /// Everything a lab created, so that it can be torn down by this process or,
 /// through the state file, by another one (`sluice lab down`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +48,9 @@ pub struct LabState {
     pub namespaces: Vec<String>,
     /// Processes started (servers, and whatever [`Lab::spawn`] started).
     pub processes: Vec<ProcessRecord>,
+    /// `sluice realserver setup` on each real ([`Variant::Tun`]).
+    #[serde(default)]
+    pub setup_processes: Vec<ProcessRecord>,
     /// Temporary directories created (server configs and logs).
     pub temp_dirs: Vec<PathBuf>,
 }
@@ -131,7 +137,7 @@ impl LabState {
     /// temporary directories. Idempotent; "already gone" is not an error.
     pub fn teardown(&self) -> TeardownReport {
         let mut report = TeardownReport::default();
-        for p in self.processes.iter().rev() {
+        for p in self.processes.iter().chain(&self.setup_processes).rev() {
             if p.stop() {
                 report.stopped.push(p.what.clone());
             }
@@ -295,6 +301,7 @@ impl Lab {
                 topology,
                 namespaces: Vec::new(),
                 processes: Vec::new(),
+                setup_processes: Vec::new(),
                 temp_dirs: Vec::new(),
             },
             user_processes: Mutex::new(Vec::new()),
@@ -497,8 +504,30 @@ impl Lab {
             &["link", "add", &t.bridge, "type", "bridge", "stp_state", "0"],
         )?;
         ip_in(sw, &["link", "set", &t.bridge, "up"])?;
+        if let Some(r) = &t.router {
+            ip_in(
+                sw,
+                &[
+                    "link",
+                    "add",
+                    &r.real_bridge,
+                    "type",
+                    "bridge",
+                    "stp_state",
+                    "0",
+                ],
+            )?;
+            ip_in(sw, &["link", "set", &r.real_bridge, "up"])?;
+        }
 
-        for node in std::iter::once(&t.client).chain([&t.lb]).chain(&t.reals) {
+        // Every node interface with the bridge its switch port joins.
+        let mut ports: Vec<(&NodeInfo, &str)> = vec![(&t.client, &t.bridge), (&t.lb, &t.bridge)];
+        if let Some(r) = &t.router {
+            ports.push((&r.front, &t.bridge));
+            ports.push((&r.back, &r.real_bridge));
+        }
+        ports.extend(t.reals.iter().map(|r| (r, t.real_bridge())));
+        for (node, bridge) in ports {
             step()?;
             if t.vip6.is_some() {
                 // Interfaces created below inherit `default`. Without DAD the
@@ -521,7 +550,14 @@ impl Lab {
                 sw,
                 &node.switch_port,
             )?;
-            ip_in(sw, &["link", "set", &node.switch_port, "master", &t.bridge])?;
+            ip_in(sw, &["link", "set", &node.switch_port, "master", bridge])?;
+            // Tunnelled frames are bigger than the client's packets: every
+            // interface but the client's carries them.
+            if t.variant == Variant::Tun && node.name != t.client.name {
+                let mtu = crate::topology::TUN_PATH_MTU.to_string();
+                ip_in(&node.netns, &["link", "set", &node.iface, "mtu", &mtu])?;
+                ip_in(sw, &["link", "set", &node.switch_port, "mtu", &mtu])?;
+            }
             let a4 = format!("{}/{}", node.ipv4, t.prefix_len4);
             ip_in(&node.netns, &["addr", "add", &a4, "dev", &node.iface])?;
             if let Some(ip6) = node.ipv6 {
@@ -534,16 +570,21 @@ impl Lab {
         }
 
         step()?;
+        self.wire_client_and_lb(&t)?;
         match spec.variant {
             Variant::Dsr => self.wire_dsr(spec, &t)?,
+            Variant::Tun => {
+                self.wire_tun(&t)?;
+                self.start_setup(spec, &t, &dir, cancel)?;
+            }
         }
 
         self.start_servers(spec, &t, &dir, cancel)?;
         Ok(())
     }
 
-    /// Routes and sysctls of the one-armed L2 DSR variant.
-    fn wire_dsr(&self, spec: &LabSpec, t: &Topology) -> Result<(), LabError> {
+    /// Sysctls and VIP routes of the client and the LB, common to all variants.
+    fn wire_client_and_lb(&self, t: &Topology) -> Result<(), LabError> {
         let c = &t.client;
         // The LB forwards out of the interface it received on, which makes it
         // send ICMP redirects; a client obeying them would bypass the LB.
@@ -595,6 +636,13 @@ impl Lab {
             lb_sysctls.push(("net.ipv6.fib_multipath_hash_policy", "1"));
         }
         set_sysctls_in(&lb.netns, &lb_sysctls)?;
+        Ok(())
+    }
+
+    /// Routes and sysctls of the one-armed L2 DSR variant.
+    fn wire_dsr(&self, spec: &LabSpec, t: &Topology) -> Result<(), LabError> {
+        let lb = &t.lb;
+        let vip4 = format!("{}/32", t.vip4);
         if spec.lb_forwarding == LbForwarding::Ecmp {
             let hops4: Vec<String> = t.reals.iter().map(|r| r.ipv4.to_string()).collect();
             let mut argv = vec!["route", "add", vip4.as_str()];
@@ -644,6 +692,171 @@ impl Lab {
                     (rp_if.as_str(), "0"),
                 ],
             )?;
+        }
+        Ok(())
+    }
+
+    /// Routes and sysctls of the routed L3 DSR (IPIP) variant. The reals'
+    /// VIPs, ARP sysctls and decapsulation come from `realserver setup`.
+    fn wire_tun(&self, t: &Topology) -> Result<(), LabError> {
+        let Some(router) = &t.router else {
+            return Err(LabError::InvalidSpec(
+                "the tun variant needs a router in its topology".to_owned(),
+            ));
+        };
+        let subnet4 = format!("{}/{}", crate::topology::REAL_SUBNET4, t.prefix_len4);
+        let subnet6 = format!("{}/{}", crate::topology::REAL_SUBNET6, t.prefix_len6);
+        let via4 = router.front.ipv4.to_string();
+        let via6 = router.front.ipv6.map(|a| a.to_string());
+        // The client reaches the reals (and their replies' path) through the
+        // router, the VIP through the LB; the LB sends its tunnels to the router.
+        for node in [&t.client, &t.lb] {
+            ip_in(
+                &node.netns,
+                &["route", "add", &subnet4, "via", &via4, "dev", &node.iface],
+            )?;
+            if let Some(via6) = &via6 {
+                ip_in(
+                    &node.netns,
+                    &[
+                        "-6",
+                        "route",
+                        "add",
+                        &subnet6,
+                        "via",
+                        via6,
+                        "dev",
+                        &node.iface,
+                    ],
+                )?;
+            }
+        }
+
+        let mut rtr_sysctls = vec![
+            ("net.ipv4.ip_forward", "1"),
+            // Tunnels with a varied outer source (`tun_vary_source`) come
+            // from addresses nobody owns; the router must not filter them.
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+            ("net.ipv4.conf.all.send_redirects", "0"),
+            ("net.ipv4.conf.default.send_redirects", "0"),
+        ];
+        let rp_front = format!("net.ipv4.conf.{}.rp_filter", router.front.iface);
+        let rp_back = format!("net.ipv4.conf.{}.rp_filter", router.back.iface);
+        rtr_sysctls.push((rp_front.as_str(), "0"));
+        rtr_sysctls.push((rp_back.as_str(), "0"));
+        if t.vip6.is_some() {
+            rtr_sysctls.push(("net.ipv6.conf.all.forwarding", "1"));
+        }
+        set_sysctls_in(&router.front.netns, &rtr_sysctls)?;
+
+        let gw4 = router.back.ipv4.to_string();
+        let gw6 = router.back.ipv6.map(|a| a.to_string());
+        for r in &t.reals {
+            ip_in(
+                &r.netns,
+                &["route", "add", "default", "via", &gw4, "dev", &r.iface],
+            )?;
+            if let Some(gw6) = &gw6 {
+                ip_in(
+                    &r.netns,
+                    &["-6", "route", "add", "default", "via", gw6, "dev", &r.iface],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `sluice realserver setup --vip ... --tun-iface eth0` on every
+    /// real and waits until each has its VIPs on `lo` and `sluice_decap` on
+    /// its interface.
+    fn start_setup(
+        &mut self,
+        spec: &LabSpec,
+        t: &Topology,
+        dir: &Path,
+        cancel: &AtomicBool,
+    ) -> Result<(), LabError> {
+        let Some(binary) = spec.setup_binary() else {
+            return Err(LabError::InvalidSpec(
+                "the tun variant needs the sluice binary for `realserver setup`".to_owned(),
+            ));
+        };
+        let binary = binary.display().to_string();
+        let vips: Vec<String> = std::iter::once(t.vip4.to_string())
+            .chain(t.vip6.map(|v| v.to_string()))
+            .collect();
+        let mut logs = Vec::new();
+        for r in &t.reals {
+            if cancel.load(Ordering::SeqCst) {
+                return Err(LabError::Cancelled);
+            }
+            let rdir = dir.join(&r.name);
+            fs::create_dir_all(&rdir)
+                .map_err(|e| LabError::io(format!("creating {}", rdir.display()), e))?;
+            let mut argv = vec![binary.as_str(), "realserver", "setup"];
+            for v in &vips {
+                argv.extend(["--vip", v.as_str()]);
+            }
+            argv.extend(["--tun-iface", r.iface.as_str()]);
+            let log = rdir.join("setup.log");
+            let out = File::create(&log)
+                .map_err(|e| LabError::io(format!("creating {}", log.display()), e))?;
+            let err = out
+                .try_clone()
+                .map_err(|e| LabError::io(format!("duplicating {}", log.display()), e))?;
+            let mut cmd = netns::command_in(&r.netns, &argv)?;
+            cmd.stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .process_group(0);
+            let child = cmd.spawn().map_err(|source| LabError::Spawn {
+                command: netns::exec_display(&r.netns, &argv),
+                source,
+            })?;
+            match ProcessRecord::new(child.id(), &r.netns, &format!("setup {}", r.name)) {
+                Some(rec) => self.state.setup_processes.push(rec),
+                None => {
+                    return Err(LabError::NotReady {
+                        name: r.name.clone(),
+                        waited_ms: 0,
+                        last_error: format!(
+                            "realserver setup exited at once: {}",
+                            log_tail(&[&log])
+                        ),
+                    });
+                }
+            }
+            logs.push(log);
+        }
+
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(READY_TIMEOUT_MS);
+        for (i, r) in t.reals.iter().enumerate() {
+            loop {
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(LabError::Cancelled);
+                }
+                let missing = setup_missing(r, &vips);
+                let Some(missing) = missing else { break };
+                let exited = self
+                    .state
+                    .setup_processes
+                    .get(i)
+                    .is_some_and(|p| !p.is_running());
+                if exited || Instant::now() >= deadline {
+                    let tail = logs.get(i).map_or_else(String::new, |l| log_tail(&[l]));
+                    return Err(LabError::NotReady {
+                        name: r.name.clone(),
+                        waited_ms: started.elapsed().as_millis(),
+                        last_error: format!(
+                            "realserver setup {}: missing {missing}; log: {tail}",
+                            if exited { "exited" } else { "did not finish" }
+                        ),
+                    });
+                }
+                thread::sleep(Duration::from_millis(SETUP_POLL_MS));
+            }
         }
         Ok(())
     }
@@ -829,6 +1042,36 @@ impl Drop for Lab {
     }
 }
 
+/// What `realserver setup` has not done yet on real `r`: a VIP missing from
+/// `lo` or no XDP program on its interface; `None` when it is all there.
+fn setup_missing(r: &NodeInfo, vips: &[String]) -> Option<String> {
+    let json = |argv: &[&str]| -> Option<serde_json::Value> {
+        let out = netns::ip_in(&r.netns, argv).ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let on_lo: Vec<String> = json(&["-j", "addr", "show", "dev", "lo"])
+        .as_ref()
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("addr_info")?.as_array())
+        .flatten()
+        .filter_map(|a| Some(a.get("local")?.as_str()?.to_owned()))
+        .collect();
+    if let Some(v) = vips.iter().find(|v| !on_lo.contains(v)) {
+        return Some(format!("VIP {v} on lo"));
+    }
+    let has_xdp = json(&["-j", "link", "show", "dev", &r.iface])
+        .as_ref()
+        .and_then(serde_json::Value::as_array)
+        .and_then(|a| a.first())
+        .is_some_and(|l| l.get("xdp").is_some());
+    if !has_xdp {
+        return Some(format!("an XDP program on {}", r.iface));
+    }
+    None
+}
+
 /// The last [`LOG_TAIL_BYTES`] of the given log files, for error messages.
 fn log_tail(paths: &[&Path]) -> String {
     let mut text = String::new();
@@ -867,6 +1110,7 @@ mod tests {
                 netns: "sl-unit-rs1".into(),
                 what: "web rs1".into(),
             }],
+            setup_processes: Vec::new(),
             temp_dirs: vec![PathBuf::from("/tmp/none")],
         };
         assert_eq!(LabState::load(dir.path(), "unit").unwrap(), None);
@@ -888,6 +1132,7 @@ mod tests {
             namespaces: vec!["sl-unitgone-nonexistent".into()],
             topology: t,
             processes: Vec::new(),
+            setup_processes: Vec::new(),
             temp_dirs: vec![tmp.clone()],
         };
         let r = state.teardown();

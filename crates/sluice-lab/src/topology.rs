@@ -60,12 +60,38 @@ pub const LB_IF: &str = "lb0";
 /// Each real server's interface name.
 pub const REAL_IF: &str = "eth0";
 
+/// [`Variant::Tun`]: the reals' routed IPv4 subnet (behind the router),
+/// /[`SUBNET4_PREFIX_LEN`].
+pub const REAL_SUBNET4: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 0);
+
+/// [`Variant::Tun`]: the reals' routed IPv6 subnet, /[`SUBNET6_PREFIX_LEN`].
+pub const REAL_SUBNET6: Ipv6Addr = Ipv6Addr::new(0xfd98, 0, 0, 0, 0, 0, 0, 0);
+
+/// [`Variant::Tun`]: the bridge of the reals' subnet (in the switch namespace).
+pub const REAL_BRIDGE: &str = "br1";
+
+/// [`Variant::Tun`]: the router's interface on [`BRIDGE`] (client/LB side).
+pub const ROUTER_FRONT_IF: &str = "r0";
+
+/// [`Variant::Tun`]: the router's interface on [`REAL_BRIDGE`] (reals' side).
+pub const ROUTER_BACK_IF: &str = "r1";
+
+/// [`Variant::Tun`]: MTU, in bytes, of every interface an encapsulated
+/// frame crosses (LB, router, reals and their switch ports). IPIP adds 20
+/// bytes and IP6IP6 40 to a client packet of up to 1500 bytes (the client
+/// stays at 1500), so full-size segments fit without fragmentation.
+pub const TUN_PATH_MTU: u32 = 1600;
+
 /// Last octet of the LB's address in [`SUBNET4`] (and last group in [`SUBNET6`]).
 const LB_HOST: u8 = 1;
 /// Last octet of the client's address.
 const CLIENT_HOST: u8 = 2;
 /// Real server `i` (1-based) gets host number `REAL_HOST_BASE + i`.
 const REAL_HOST_BASE: u8 = 10;
+/// Last octet of the router's IPv4 addresses on both of its subnets.
+const ROUTER_HOST: u8 = 254;
+/// Last group of the router's IPv6 addresses (`fd99::fe`, `fd98::fe`).
+const ROUTER_HOST6: u16 = 0xfe;
 
 /// How the lab's load balancer is wired to the real servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +101,12 @@ pub enum Variant {
     /// One-armed L2 direct server return: client, LB and reals on one bridge;
     /// reals hold the VIP on `lo` and answer the client directly.
     Dsr,
+    /// L3 direct server return through IPIP/IP6IP6 tunnels: the reals sit on
+    /// a second, routed subnet ([`REAL_SUBNET4`]) behind a router node; each
+    /// runs `sluice realserver setup --tun-iface eth0` (VIP on `lo`,
+    /// `sluice_decap` on `eth0`) and answers the client directly through the
+    /// router, never through the LB. Needs [`LbForwarding::None`].
+    Tun,
 }
 
 /// What the LB namespace itself does with traffic to the VIP.
@@ -135,6 +167,8 @@ pub enum Node {
     Switch,
     /// Real server `n`, **1-based** to match its name (`Real(1)` is `rs1`).
     Real(usize),
+    /// The router between the LB's and the reals' subnets ([`Variant::Tun`]).
+    Router,
 }
 
 impl fmt::Display for Node {
@@ -144,6 +178,7 @@ impl fmt::Display for Node {
             Node::Lb => f.write_str("lb"),
             Node::Switch => f.write_str("sw"),
             Node::Real(i) => write!(f, "rs{i}"),
+            Node::Router => f.write_str("rtr"),
         }
     }
 }
@@ -170,6 +205,9 @@ pub struct LabSpec {
     pub backend: RealBackend,
     /// Size of the `/` body, in bytes.
     pub body_size: usize,
+    /// The `sluice` binary run on the reals as `realserver setup` in
+    /// [`Variant::Tun`]; `None` uses the binary of [`RealBackend::Sluice`].
+    pub sluice_binary: Option<PathBuf>,
 }
 
 impl LabSpec {
@@ -187,6 +225,30 @@ impl LabSpec {
             lb_forwarding: LbForwarding::Ecmp,
             backend: RealBackend::None,
             body_size: crate::webserver::DEFAULT_BODY_SIZE,
+            sluice_binary: None,
+        }
+    }
+
+    /// A [`Variant::Tun`] lab (reals behind a router, no forwarding on the
+    /// LB: sluice's XDP program encapsulates), otherwise as [`LabSpec::new`].
+    /// Set `backend` or `sluice_binary` so the reals can run `sluice
+    /// realserver setup`.
+    #[must_use]
+    pub fn tun(label: &str) -> Self {
+        LabSpec {
+            variant: Variant::Tun,
+            lb_forwarding: LbForwarding::None,
+            ..LabSpec::new(label)
+        }
+    }
+
+    /// The `sluice` binary for `realserver setup`: [`LabSpec::sluice_binary`],
+    /// else the binary of [`RealBackend::Sluice`].
+    #[must_use]
+    pub fn setup_binary(&self) -> Option<&std::path::Path> {
+        match (&self.sluice_binary, &self.backend) {
+            (Some(b), _) | (None, RealBackend::Sluice { binary: b }) => Some(b),
+            (None, _) => None,
         }
     }
 
@@ -226,6 +288,9 @@ impl LabSpec {
                 "IPv6 VIP is inside the lab subnet {SUBNET6}/{SUBNET6_PREFIX_LEN}"
             )));
         }
+        if self.variant == Variant::Tun {
+            self.validate_tun()?;
+        }
         if self.port == 0 {
             return Err(LabError::InvalidSpec("port must not be 0".to_owned()));
         }
@@ -233,6 +298,38 @@ impl LabSpec {
             return Err(LabError::InvalidSpec(format!(
                 "body size must be at most {} bytes",
                 crate::webserver::MAX_BODY_SIZE
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_tun(&self) -> Result<(), LabError> {
+        if self.lb_forwarding == LbForwarding::Ecmp {
+            return Err(LabError::InvalidSpec(
+                "the tun variant has no kernel ECMP forwarding on the LB (the LB would have \
+                 to encapsulate); use lb_forwarding None and sluice's XDP data plane"
+                    .to_owned(),
+            ));
+        }
+        if self.setup_binary().is_none() {
+            return Err(LabError::InvalidSpec(
+                "the tun variant runs `sluice realserver setup` on every real: set \
+                 sluice_binary or use the Sluice backend"
+                    .to_owned(),
+            ));
+        }
+        if in_prefix4(self.vip4, REAL_SUBNET4) {
+            return Err(LabError::InvalidSpec(format!(
+                "VIP {} is inside the reals' subnet {REAL_SUBNET4}/{SUBNET4_PREFIX_LEN}",
+                self.vip4
+            )));
+        }
+        if self
+            .vip6
+            .is_some_and(|v| v.segments()[..4] == REAL_SUBNET6.segments()[..4])
+        {
+            return Err(LabError::InvalidSpec(format!(
+                "IPv6 VIP is inside the reals' subnet {REAL_SUBNET6}/{SUBNET6_PREFIX_LEN}"
             )));
         }
         Ok(())
@@ -252,9 +349,43 @@ impl LabSpec {
             iface: iface.to_owned(),
             switch_port: format!("p-{n}"),
             mac: [0x02, 0x99, 0, 0, 0, host],
-            ipv4: host4(host),
-            ipv6: v6.then(|| host6(host)),
+            ipv4: host4(SUBNET4, host),
+            ipv6: v6.then(|| host6(SUBNET6, host)),
         };
+        let tun = self.variant == Variant::Tun;
+        // A node on the reals' subnet: same host numbers, 10.98/fd98.
+        let routed = |n: Node, iface: &str, switch_port: String, host: u8| NodeInfo {
+            name: n.to_string(),
+            netns: netns_name(label, n),
+            iface: iface.to_owned(),
+            switch_port,
+            mac: [0x02, 0x98, 0, 0, 0, host],
+            ipv4: host4(REAL_SUBNET4, host),
+            ipv6: v6.then(|| host6(REAL_SUBNET6, host)),
+        };
+        let router = tun.then(|| {
+            let set6 = |mut n: NodeInfo, subnet: Ipv6Addr| {
+                n.ipv6 = n.ipv6.map(|_| {
+                    let mut seg = subnet.segments();
+                    seg[7] = ROUTER_HOST6;
+                    Ipv6Addr::from(seg)
+                });
+                n
+            };
+            let mut front = node(Node::Router, ROUTER_FRONT_IF, ROUTER_HOST);
+            front.switch_port = format!("p-{}", ROUTER_FRONT_IF);
+            let back = routed(
+                Node::Router,
+                ROUTER_BACK_IF,
+                format!("p-{}", ROUTER_BACK_IF),
+                ROUTER_HOST,
+            );
+            RouterInfo {
+                front: set6(front, SUBNET6),
+                back: set6(back, REAL_SUBNET6),
+                real_bridge: REAL_BRIDGE.to_owned(),
+            }
+        });
         Ok(Topology {
             label: label.clone(),
             variant: self.variant,
@@ -273,9 +404,14 @@ impl LabSpec {
                 .map(|i| {
                     // Bounded by MAX_REALS (checked above), so it fits in a u8.
                     let host = REAL_HOST_BASE + u8::try_from(i).unwrap_or(u8::MAX - REAL_HOST_BASE);
-                    node(Node::Real(i), REAL_IF, host)
+                    if tun {
+                        routed(Node::Real(i), REAL_IF, format!("p-{}", Node::Real(i)), host)
+                    } else {
+                        node(Node::Real(i), REAL_IF, host)
+                    }
                 })
                 .collect(),
+            router,
         })
     }
 }
@@ -297,6 +433,18 @@ pub struct NodeInfo {
     pub ipv4: Ipv4Addr,
     /// IPv6 address of `iface` (prefix length [`SUBNET6_PREFIX_LEN`]), if IPv6 is on.
     pub ipv6: Option<Ipv6Addr>,
+}
+
+/// [`Variant::Tun`]'s router: one namespace with a leg on each subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterInfo {
+    /// The leg on [`BRIDGE`] (10.99.0.254, fd99::fe); `name` and `netns`
+    /// are the router's.
+    pub front: NodeInfo,
+    /// The leg on `real_bridge` (10.98.0.254, fd98::fe).
+    pub back: NodeInfo,
+    /// The bridge of the reals' subnet, in the switch namespace.
+    pub real_bridge: String,
 }
 
 /// Names and addresses of a lab. Serializable: the CLI's state file holds it.
@@ -331,17 +479,27 @@ pub struct Topology {
     pub lb: NodeInfo,
     /// Real servers, `reals[0]` is `rs1`.
     pub reals: Vec<NodeInfo>,
+    /// The router between the subnets ([`Variant::Tun`] only).
+    #[serde(default)]
+    pub router: Option<RouterInfo>,
 }
 
 impl Topology {
-    /// The node's details; `Switch` has no interface of its own and is an error.
+    /// The node's details; `Switch` has no interface of its own and is an
+    /// error. For the router, its leg on [`BRIDGE`] (see [`Topology::router`]).
     ///
     /// # Errors
-    /// [`LabError::NoSuchNode`] for `Switch` or a real out of range.
+    /// [`LabError::NoSuchNode`] for `Switch`, a real out of range, or the
+    /// router of a lab without one.
     pub fn node(&self, node: Node) -> Result<&NodeInfo, LabError> {
         match node {
             Node::Client => Ok(&self.client),
             Node::Lb => Ok(&self.lb),
+            Node::Router => self
+                .router
+                .as_ref()
+                .map(|r| &r.front)
+                .ok_or_else(|| LabError::NoSuchNode(node.to_string())),
             Node::Real(i) if i >= 1 => self
                 .reals
                 .get(i - 1)
@@ -361,7 +519,8 @@ impl Topology {
         }
     }
 
-    /// Every namespace, in creation order (switch, client, LB, reals).
+    /// Every namespace, in creation order (switch, client, LB, router if
+    /// any, reals).
     #[must_use]
     pub fn namespaces(&self) -> Vec<String> {
         let mut v = vec![
@@ -369,8 +528,18 @@ impl Topology {
             self.client.netns.clone(),
             self.lb.netns.clone(),
         ];
+        v.extend(self.router.iter().map(|r| r.front.netns.clone()));
         v.extend(self.reals.iter().map(|r| r.netns.clone()));
         v
+    }
+
+    /// The bridge the reals' ports are on: [`BRIDGE`], or the router's back
+    /// bridge in [`Variant::Tun`].
+    #[must_use]
+    pub fn real_bridge(&self) -> &str {
+        self.router
+            .as_ref()
+            .map_or(self.bridge.as_str(), |r| r.real_bridge.as_str())
     }
 
     /// `VIP4:port`.
@@ -406,7 +575,7 @@ pub fn netns_belongs_to(label: &str, netns: &str) -> bool {
         return false;
     };
     match suffix {
-        "client" | "lb" | "sw" => true,
+        "client" | "lb" | "sw" | "rtr" => true,
         s => s
             .strip_prefix("rs")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
@@ -434,23 +603,28 @@ pub fn validate_label(label: &str) -> Result<(), LabError> {
     }
 }
 
-fn host4(host: u8) -> Ipv4Addr {
-    let [a, b, c, _] = SUBNET4.octets();
+fn host4(subnet: Ipv4Addr, host: u8) -> Ipv4Addr {
+    let [a, b, c, _] = subnet.octets();
     Ipv4Addr::new(a, b, c, host)
 }
 
 /// The host number written so the address reads like the IPv4 one
 /// (host 11 is `fd99::11`, not `fd99::b`).
-fn host6(host: u8) -> Ipv6Addr {
+fn host6(subnet: Ipv6Addr, host: u8) -> Ipv6Addr {
     let group = u16::from_str_radix(&host.to_string(), 16).unwrap_or(u16::from(host));
-    let mut seg = SUBNET6.segments();
+    let mut seg = subnet.segments();
     seg[7] = group;
     Ipv6Addr::from(seg)
 }
 
 fn in_subnet4(ip: Ipv4Addr) -> bool {
+    in_prefix4(ip, SUBNET4)
+}
+
+/// Whether `ip` is in `subnet`/[`SUBNET4_PREFIX_LEN`].
+fn in_prefix4(ip: Ipv4Addr, subnet: Ipv4Addr) -> bool {
     let mask = u32::MAX << (32 - u32::from(SUBNET4_PREFIX_LEN));
-    u32::from(ip) & mask == u32::from(SUBNET4) & mask
+    u32::from(ip) & mask == u32::from(subnet) & mask
 }
 
 #[cfg(test)]
@@ -516,7 +690,67 @@ mod tests {
     }
 
     #[test]
+    fn tun_topology_puts_reals_behind_the_router() {
+        let mut spec = LabSpec::tun("lab");
+        assert!(spec.validate().is_err(), "no binary for realserver setup");
+        spec.sluice_binary = Some(PathBuf::from("/bin/sluice"));
+        let t = spec.topology().unwrap();
+        assert_eq!(t.variant, Variant::Tun);
+        assert_eq!(t.lb_forwarding, LbForwarding::None);
+        let r = t.router.as_ref().unwrap();
+        assert_eq!(r.front.ipv4, Ipv4Addr::new(10, 99, 0, 254));
+        assert_eq!(r.front.ipv6, Some("fd99::fe".parse().unwrap()));
+        assert_eq!(r.back.ipv4, Ipv4Addr::new(10, 98, 0, 254));
+        assert_eq!(r.back.ipv6, Some("fd98::fe".parse().unwrap()));
+        assert_eq!(
+            (r.front.iface.as_str(), r.back.iface.as_str()),
+            ("r0", "r1")
+        );
+        assert_eq!(r.front.netns, "sl-lab-rtr");
+        assert_eq!(r.back.netns, "sl-lab-rtr");
+        assert_ne!(r.front.switch_port, r.back.switch_port);
+        assert_ne!(r.front.mac, r.back.mac);
+        assert_eq!(t.real_bridge(), "br1");
+        assert_eq!(t.reals[0].ipv4, Ipv4Addr::new(10, 98, 0, 11));
+        assert_eq!(t.reals[2].ipv6, Some("fd98::13".parse().unwrap()));
+        assert_eq!(t.client.ipv4, Ipv4Addr::new(10, 99, 0, 2));
+        assert_eq!(t.lb.ipv4, Ipv4Addr::new(10, 99, 0, 1));
+        assert_eq!(t.node(Node::Router).unwrap().ipv4, r.front.ipv4);
+        assert_eq!(
+            t.namespaces(),
+            ["sw", "client", "lb", "rtr", "rs1", "rs2", "rs3"].map(|n| format!("sl-lab-{n}"))
+        );
+        // The DSR lab has no router.
+        let d = LabSpec::new("lab").topology().unwrap();
+        assert!(d.router.is_none() && d.node(Node::Router).is_err());
+        assert_eq!(d.real_bridge(), "br0");
+        // A state file written before the router existed still loads.
+        let mut json = serde_json::to_value(&d).unwrap();
+        json.as_object_mut().unwrap().remove("router");
+        assert_eq!(serde_json::from_value::<Topology>(json).unwrap(), d);
+    }
+
+    #[test]
+    fn tun_specs_are_validated() {
+        let mut s = LabSpec::tun("x");
+        s.backend = RealBackend::Sluice {
+            binary: PathBuf::from("/bin/sluice"),
+        };
+        assert!(s.validate().is_ok());
+        let mut e = s.clone();
+        e.lb_forwarding = LbForwarding::Ecmp;
+        assert!(e.validate().unwrap_err().to_string().contains("ECMP"));
+        let mut e = s.clone();
+        e.vip4 = Ipv4Addr::new(10, 98, 0, 77);
+        assert!(e.validate().is_err());
+        let mut e = s.clone();
+        e.vip6 = Some("fd98::77".parse().unwrap());
+        assert!(e.validate().is_err());
+    }
+
+    #[test]
     fn namespace_ownership_is_exact() {
+        assert!(netns_belongs_to("a", "sl-a-rtr"));
         assert!(netns_belongs_to("a", "sl-a-client"));
         assert!(netns_belongs_to("a", "sl-a-rs12"));
         assert!(netns_belongs_to("a", "sl-a-sw"));

@@ -27,31 +27,28 @@ fn fmix(mut h: u32) -> u32 {
     h ^ (h >> 16)
 }
 
-#[inline(always)]
-fn word(a: &[u8; 16], i: usize) -> u32 {
-    u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]])
-}
+use crate::maps::Addr;
 
 /// Hash of a 16-byte address alone (`sh`, `dh`, persistence).
 #[inline(always)]
-pub fn addr_hash(addr: &[u8; 16], seed: u32) -> u32 {
+pub fn addr_hash(addr: &Addr, seed: u32) -> u32 {
     let mut h = seed;
-    h = mix(h, word(addr, 0));
-    h = mix(h, word(addr, 4));
-    h = mix(h, word(addr, 8));
-    h = mix(h, word(addr, 12));
+    h = mix(h, addr[0]);
+    h = mix(h, addr[1]);
+    h = mix(h, addr[2]);
+    h = mix(h, addr[3]);
     fmix(h ^ 16)
 }
 
 /// Hash of a client flow: client address, both ports and the protocol
 /// (`mh`, the outer-source variation of `tun`).
 #[inline(always)]
-pub fn flow_hash(src: &[u8; 16], sport: u16, dport: u16, proto: u8, seed: u32) -> u32 {
+pub fn flow_hash(src: &Addr, sport: u16, dport: u16, proto: u8, seed: u32) -> u32 {
     let mut h = seed;
-    h = mix(h, word(src, 0));
-    h = mix(h, word(src, 4));
-    h = mix(h, word(src, 8));
-    h = mix(h, word(src, 12));
+    h = mix(h, src[0]);
+    h = mix(h, src[1]);
+    h = mix(h, src[2]);
+    h = mix(h, src[3]);
     h = mix(h, ((sport as u32) << 16) | dport as u32);
     h = mix(h, proto as u32);
     fmix(h ^ 24)
@@ -63,7 +60,7 @@ mod tests {
 
     #[test]
     fn ports_change_the_flow_hash() {
-        let a = [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let a = crate::maps::addr_v4([10, 0, 0, 1]);
         assert_ne!(flow_hash(&a, 1000, 80, 6, 0), flow_hash(&a, 1001, 80, 6, 0));
         assert_ne!(
             flow_hash(&a, 1000, 80, 6, 0),
@@ -74,7 +71,7 @@ mod tests {
 
     #[test]
     fn spreads_sequential_ports_evenly() {
-        let a = [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let a = crate::maps::addr_v4([10, 0, 0, 2]);
         let mut buckets = [0u32; 7];
         for p in 0..7000u16 {
             buckets[(flow_hash(&a, 30000 + p, 80, 6, 0) % 7) as usize] += 1;

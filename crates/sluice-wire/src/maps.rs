@@ -222,6 +222,14 @@ pub mod vip_flags {
     pub const PERSIST: u8 = 2;
 }
 
+/// Bits of [`GlobalCfg::flags`].
+pub mod cfg_flags {
+    /// Some service listens on every port (port 0): a miss on the exact
+    /// port must be retried with port 0. Without it, that second lookup is
+    /// skipped.
+    pub const ANY_PORT_SERVICES: u32 = 1;
+}
+
 /// Bits of [`RealDef::flags`].
 pub mod real_flags {
     /// Slot holds a live real. Sessions to a slot without it are rescheduled.
@@ -234,47 +242,77 @@ pub mod real_flags {
 // Keys and values.
 // ---------------------------------------------------------------------------
 
+/// An IP address as stored in the maps: the 16 bytes of the address in
+/// network order (IPv4 in the first four, the rest zero), held as four
+/// words in memory order so that the BPF code builds, copies and compares
+/// keys with word operations instead of byte loops. The bytes in memory are
+/// exactly the address bytes on every host.
+pub type Addr = [u32; 4];
+
+/// [`Addr`] from the 16 address bytes.
+pub const fn addr_from_bytes(b: [u8; 16]) -> Addr {
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+    ]
+}
+
+/// [`Addr`] of an IPv4 address given as its 4 bytes.
+pub const fn addr_v4(b: [u8; 4]) -> Addr {
+    [u32::from_ne_bytes(b), 0, 0, 0]
+}
+
+/// The 16 address bytes of an [`Addr`].
+pub const fn addr_to_bytes(a: Addr) -> [u8; 16] {
+    let w = [
+        a[0].to_ne_bytes(),
+        a[1].to_ne_bytes(),
+        a[2].to_ne_bytes(),
+        a[3].to_ne_bytes(),
+    ];
+    [
+        w[0][0], w[0][1], w[0][2], w[0][3], w[1][0], w[1][1], w[1][2], w[1][3], w[2][0], w[2][1],
+        w[2][2], w[2][3], w[3][0], w[3][1], w[3][2], w[3][3],
+    ]
+}
+
 /// Global settings, one entry in [`MAP_CFG`].
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GlobalCfg {
     /// MAC of the interface the program is attached to (source MAC of
     /// forwarded frames).
     pub iface_mac: [u8; 6],
     /// Padding, zero.
-    pub _pad: [u8; 2],
+    pub _pad: u16,
     /// Entries per service in [`MAP_RING`] (a prime ≤ [`MAX_RING_SIZE`]).
     pub ring_size: u32,
-    /// Padding, zero.
-    pub _pad2: u32,
-    /// Session timeout after a SYN only (ns).
-    pub tcp_syn_ns: u64,
-    /// Session timeout for established TCP (ns).
-    pub tcp_established_ns: u64,
-    /// Session timeout after FIN/RST (ns).
-    pub tcp_closing_ns: u64,
-    /// Session timeout for UDP (ns).
-    pub udp_ns: u64,
+    /// [`cfg_flags`] bits.
+    pub flags: u32,
+    /// Session timeouts (ns), indexed by [`state`]: SYN only, established,
+    /// FIN/RST seen, UDP. An array indexed by a masked state keeps the
+    /// verifier's bounds check trivial.
+    pub timeouts_ns: [u64; 4],
 }
 
 /// Key of [`MAP_VIP_ADDRS`].
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AddrKey {
-    /// Address, network order; IPv4 in the first 4 bytes.
-    pub addr: [u8; 16],
-    /// [`family`] byte.
-    pub family: u8,
-    /// Padding, zero.
-    pub _pad: [u8; 3],
+    /// Address.
+    pub addr: Addr,
+    /// [`family`] value (a word, so the key has no padding bytes).
+    pub family: u32,
 }
 
 /// Key of [`MAP_VIPS`].
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VipKey {
-    /// VIP address, network order; IPv4 in the first 4 bytes.
-    pub addr: [u8; 16],
+    /// VIP address.
+    pub addr: Addr,
     /// Destination port in host order; 0 = every port.
     pub port: u16,
     /// IP protocol number (6 TCP, 17 UDP).
@@ -284,7 +322,7 @@ pub struct VipKey {
 }
 
 /// Value of [`MAP_VIPS`].
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipMeta {
     /// Index of this service in the per-service maps (< [`MAX_VIPS`]).
@@ -304,16 +342,16 @@ pub struct VipMeta {
     pub reals_len: u32,
     /// Persistence timeout (ns) when [`vip_flags::PERSIST`] is set.
     pub persist_ns: u64,
-    /// Outer source address for `tun`, network order.
-    pub tun_src: [u8; 16],
+    /// Outer source address for `tun`.
+    pub tun_src: Addr,
 }
 
 /// Value of [`MAP_REALS`].
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RealDef {
-    /// Real server address, network order; IPv4 in the first 4 bytes.
-    pub addr: [u8; 16],
+    /// Real server address.
+    pub addr: Addr,
     /// MAC of the next hop toward the real (the real itself for `dr`).
     pub mac: [u8; 6],
     /// [`family`] byte.
@@ -329,13 +367,13 @@ pub struct RealDef {
 }
 
 /// Key of [`MAP_SESSIONS`]: the client→VIP 5-tuple.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    /// Client address, network order.
-    pub src: [u8; 16],
-    /// VIP address, network order.
-    pub dst: [u8; 16],
+    /// Client address.
+    pub src: Addr,
+    /// VIP address.
+    pub dst: Addr,
     /// Client port, host order (0 for ICMP).
     pub sport: u16,
     /// VIP port, host order.
@@ -345,11 +383,11 @@ pub struct FlowKey {
     /// [`family`] byte.
     pub family: u8,
     /// Padding, zero.
-    pub _pad: [u8; 2],
+    pub _pad: u16,
 }
 
 /// Value of [`MAP_SESSIONS`].
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowVal {
     /// Slot in [`MAP_REALS`].
@@ -357,7 +395,9 @@ pub struct FlowVal {
     /// [`state`] byte.
     pub state: u8,
     /// Padding, zero.
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// Padding, zero.
+    pub _pad2: u16,
     /// `bpf_ktime_get_ns()` of the last packet.
     pub last_seen_ns: u64,
 }
@@ -368,17 +408,17 @@ pub const SESSION_ENTRY_BYTES: usize =
     core::mem::size_of::<FlowKey>() + core::mem::size_of::<FlowVal>();
 
 /// Key of [`MAP_PERSIST`].
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PersistKey {
-    /// Client address, network order.
-    pub src: [u8; 16],
+    /// Client address.
+    pub src: Addr,
     /// Service index.
     pub vip_index: u32,
 }
 
 /// Value of [`MAP_PERSIST`].
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PersistVal {
     /// Slot in [`MAP_REALS`].
@@ -390,7 +430,7 @@ pub struct PersistVal {
 }
 
 /// Packet and byte counters (per CPU; summed by userspace).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrafficStats {
     /// Packets.
@@ -402,6 +442,9 @@ pub struct TrafficStats {
 }
 
 // Layout guards: a change here must be deliberate (both sides rebuild).
+// The explicit alignments let the BPF code generator copy keys and values
+// on the stack with 4- and 8-byte loads and stores instead of byte by byte
+// (the verifier requires aligned stack access).
 const _: () = assert!(core::mem::size_of::<GlobalCfg>() == 48);
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);

@@ -1,7 +1,7 @@
 //! Shared helpers for the L4 lab tests: a lab whose LB forwards nothing by
 //! itself, the `sluice run` daemon started inside the LB namespace, and
 //! clients in the client namespace.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -284,4 +284,65 @@ pub fn read_all(p: &std::path::Path) -> String {
         let _ = f.read_to_string(&mut s);
     }
     s
+}
+
+/// A `tun` lab (reals on 10.98.0.0/24 and fd98::/64 behind a router, each
+/// running `sluice realserver setup --tun-iface eth0`) with `reals` sluice
+/// web servers and no kernel forwarding on the LB.
+pub fn tun_lab(tag: &str, reals: usize) -> Lab {
+    let mut spec = LabSpec::tun(&LabSpec::unique_label(tag));
+    spec.reals = reals;
+    spec.backend = RealBackend::Sluice {
+        binary: PathBuf::from(SLUICE),
+    };
+    match Lab::up(spec) {
+        Ok(lab) => lab,
+        Err(e @ LabError::NotPrivileged { .. }) => panic!("L4 lab tests need root: {e}"),
+        Err(e) => panic!("lab up failed: {e}"),
+    }
+}
+
+/// `curl EXTRA... URL` from the client namespace on a new connection:
+/// (status, body bytes, X-Served-By), or curl's error.
+pub fn curl(lab: &Lab, extra: &[&str], url: &str) -> Result<(u16, usize, String), String> {
+    let mut argv = vec![
+        "curl",
+        "-sS",
+        "-g",
+        "--max-time",
+        "3",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download} %header{x-served-by}",
+    ];
+    argv.extend_from_slice(extra);
+    argv.push(url);
+    let out = lab.exec(Node::Client, &argv).unwrap();
+    if !out.status.success() {
+        return Err(format!(
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut f = text.split_whitespace();
+    let status = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let size = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, size, f.next().unwrap_or("").to_owned()))
+}
+
+/// One counter of `nstat -az` (absolute values, zeros included) in `node`'s
+/// namespace, e.g. `IpInUnknownProtos`.
+pub fn nstat(lab: &Lab, node: Node, name: &str) -> u64 {
+    let out = lab.exec(node, &["nstat", "-asz", "--json"]).unwrap();
+    assert!(
+        out.status.success(),
+        "nstat: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["kernel"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in nstat output"))
 }
