@@ -88,8 +88,26 @@ pub struct ServiceSpec {
     pub tun_source: Option<IpAddr>,
     /// Vary the outer source per flow (`tun`).
     pub tun_vary_source: bool,
+    /// What happens to sessions of a real whose health check fails.
+    pub on_real_down: OnRealDown,
+    /// When every real is down, send new flows to all of them anyway.
+    pub fail_open: bool,
+    /// Health of a real before its first check result (`true` without a
+    /// health check).
+    pub initially_up: bool,
     /// The reals.
     pub reals: Vec<RealSpec>,
+}
+
+/// Sessions of a real that its health check marked down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRealDown {
+    /// Keep them (the real only stops getting new flows), like a drain.
+    #[default]
+    Keep,
+    /// Expire them: their next packet is scheduled to a healthy real.
+    Expire,
 }
 
 /// Finds the MAC address to send to for a real (its own for `dr`, the next
@@ -107,6 +125,8 @@ struct RealState {
     spec: RealSpec,
     slot: u32,
     mac: Option<[u8; 6]>,
+    /// Latest health verdict.
+    healthy: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +172,8 @@ pub struct RealView {
     pub weight: u32,
     /// Next-hop MAC, if resolved.
     pub mac: Option<String>,
+    /// Health verdict: "up" or "down".
+    pub health: &'static str,
     /// Established sessions (IPVS ActiveConn).
     pub active: u64,
     /// Other live sessions (IPVS InActConn).
@@ -355,14 +377,15 @@ impl<R: NeighbourResolver> L4Plane<R> {
         // Reals: keep slots of surviving addresses.
         let mut reals = Vec::with_capacity(spec.reals.len());
         for r in &spec.reals {
-            let slot = match st.reals.iter().find(|x| x.spec.addr == r.addr) {
-                Some(x) => x.slot,
-                None => self.alloc_slot()?,
+            let (slot, healthy) = match st.reals.iter().find(|x| x.spec.addr == r.addr) {
+                Some(x) => (x.slot, x.healthy),
+                None => (self.alloc_slot()?, spec.initially_up),
             };
             reals.push(RealState {
                 spec: r.clone(),
                 slot,
                 mac: None,
+                healthy,
             });
         }
         let removed: Vec<u32> = st
@@ -424,10 +447,20 @@ impl<R: NeighbourResolver> L4Plane<R> {
     /// Computes and writes everything of one service.
     fn write_service(&mut self, st: &mut ServiceState) -> Result<(), ControlError> {
         let spec = &st.spec;
+        // Fail-open: with every real down, treat them all as up rather
+        // than dropping the service's traffic.
+        let all_down = !st.reals.iter().any(|r| r.healthy);
+        let open = spec.fail_open && all_down;
         for r in &mut st.reals {
             r.mac = self.resolver.resolve(r.spec.addr);
             let (addr, fam) = addr16(r.spec.addr);
-            let mut flags = real_flags::PRESENT;
+            let up = r.healthy || open;
+            let mut flags = 0;
+            // A down real keeps its sessions (weight 0, still present)
+            // unless the service expires them (not present: rescheduled).
+            if up || spec.on_real_down == OnRealDown::Keep {
+                flags |= real_flags::PRESENT;
+            }
             if r.mac.is_some() {
                 flags |= real_flags::HAS_MAC;
             }
@@ -438,13 +471,17 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     mac: r.mac.unwrap_or_default(),
                     family: fam,
                     flags,
-                    weight: r.spec.weight,
+                    weight: if up { r.spec.weight } else { 0 },
                     ..Default::default()
                 },
             )?;
         }
         let slots: Vec<u32> = st.reals.iter().map(|r| r.slot).collect();
-        let weights: Vec<u32> = st.reals.iter().map(|r| r.spec.weight).collect();
+        let weights: Vec<u32> = st
+            .reals
+            .iter()
+            .map(|r| if r.healthy || open { r.spec.weight } else { 0 })
+            .collect();
         let (ksched, ring, ring_len): (u8, Vec<u32>, u32) = match spec.scheduler {
             Scheduler::Mh | Scheduler::Sh | Scheduler::Dh => {
                 let keys: Vec<u64> = st.reals.iter().map(|r| real_key(r.spec.addr, 0)).collect();
@@ -583,6 +620,43 @@ impl<R: NeighbourResolver> L4Plane<R> {
         self.upsert(spec)
     }
 
+    /// Applies a health verdict for one real; returns whether anything
+    /// changed. A down real leaves the scheduler (the Maglev table is
+    /// updated atomically: the service record is written last), and comes
+    /// back with its configured weight when it is up again.
+    pub fn set_health(
+        &mut self,
+        service: &str,
+        addr: IpAddr,
+        up: bool,
+    ) -> Result<bool, ControlError> {
+        let mut st = self
+            .services
+            .remove(service)
+            .ok_or_else(|| ControlError::NoService(service.to_owned()))?;
+        let changed = match st.reals.iter_mut().find(|r| r.spec.addr == addr) {
+            Some(r) if r.healthy != up => {
+                r.healthy = up;
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.services.insert(service.to_owned(), st);
+                return Err(ControlError::NoReal {
+                    service: service.to_owned(),
+                    addr,
+                });
+            }
+        };
+        let res = if changed {
+            self.write_service(&mut st)
+        } else {
+            Ok(())
+        };
+        self.services.insert(service.to_owned(), st);
+        res.map(|()| changed)
+    }
+
     /// Re-resolves neighbours of reals whose MAC is unknown or may have
     /// changed, and rewrites those that changed. Returns how many changed.
     pub fn refresh_neighbours(&mut self) -> Result<usize, ControlError> {
@@ -669,6 +743,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     address: r.spec.addr.to_string(),
                     weight: r.spec.weight,
                     mac: r.mac.map(fmt_mac),
+                    health: if r.healthy { "up" } else { "down" },
                     active,
                     inactive,
                     packets: rs.packets,

@@ -64,6 +64,12 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         admin.local_addr().unwrap_or(cfg.global.admin)
     );
 
+    // Health checks of L4 reals; the handle keeps the checks running.
+    let _l4_checks = match plane.clone() {
+        Some(p) => start_l4_health(&cfg, p)?,
+        None => None,
+    };
+
     if let Some(p) = plane.clone() {
         std::thread::Builder::new()
             .name("sluice-l4-control".into())
@@ -105,6 +111,81 @@ fn control_loop(p: &Plane) {
     }
 }
 
+/// Starts one check per (L4 service with a health check, real) and applies
+/// every transition to the control plane.
+fn start_l4_health(
+    cfg: &Config,
+    plane: Plane,
+) -> anyhow::Result<Option<sluice_health::CheckerHandle>> {
+    let mut targets = Vec::new();
+    for s in &cfg.l4_services {
+        let Some(check) = s.health_check.as_deref().and_then(|n| cfg.health_check(n)) else {
+            continue;
+        };
+        let spec = super::health_map::check_spec(check);
+        for r in &s.reals {
+            targets.push(sluice_health::Target {
+                id: format!("{}/{}", s.name, r.address),
+                addr: r.address,
+                port: r.port.unwrap_or(if s.port == 0 { 80 } else { s.port }),
+                spec: spec.clone(),
+            });
+        }
+    }
+    if targets.is_empty() {
+        return Ok(None);
+    }
+    let n = targets.len();
+    let (handle, mut events) =
+        sluice_health::Checker::start(targets).context("starting health checks")?;
+    eprintln!("sluice: {n} L4 health check(s) running");
+    tokio::spawn(async move {
+        loop {
+            let ev = match events.recv().await {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(lost = n, "health events lagged");
+                    continue;
+                }
+                Err(_) => return,
+            };
+            let Some((svc, _)) = ev.id.split_once('/') else {
+                continue;
+            };
+            let up = ev.to == sluice_core::health::Health::Up;
+            eprintln!(
+                "sluice: health {} {} -> {:?}{}{}",
+                ev.id,
+                format!("{:?}", ev.from).to_lowercase(),
+                ev.to,
+                ev.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                ev.latency
+                    .map(|l| format!(" latency {l:?}"))
+                    .unwrap_or_default(),
+            );
+            let p = plane.clone();
+            let svc = svc.to_owned();
+            let addr = ev.addr;
+            let res = tokio::task::spawn_blocking(move || {
+                let mut g = p
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?;
+                g.set_health(&svc, addr, up).map_err(anyhow::Error::from)
+            })
+            .await;
+            match res {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "applying a health transition"),
+                Err(e) => tracing::warn!(error = %e, "health task"),
+            }
+        }
+    });
+    Ok(Some(handle))
+}
+
 /// Converts the config's L4 services into control-plane specs.
 pub(crate) fn l4_specs(cfg: &Config) -> anyhow::Result<Vec<ServiceSpec>> {
     cfg.l4_services
@@ -143,6 +224,16 @@ pub(crate) fn l4_specs(cfg: &Config) -> anyhow::Result<Vec<ServiceSpec>> {
                 table_size: s.maglev_table_size,
                 tun_source: s.tun_source,
                 tun_vary_source: s.tun_vary_source,
+                on_real_down: match s.on_real_down {
+                    model::OnRealDown::Keep => sluice_l4::OnRealDown::Keep,
+                    model::OnRealDown::Expire => sluice_l4::OnRealDown::Expire,
+                },
+                fail_open: s.fail_open,
+                initially_up: s
+                    .health_check
+                    .as_deref()
+                    .and_then(|n| cfg.health_check(n))
+                    .is_none_or(|c| c.initial_state == model::InitialState::Up),
                 reals: s
                     .reals
                     .iter()

@@ -1,0 +1,172 @@
+//! Health checks driving the L4 data plane in the lab: a real that stops
+//! answering is marked down within interval × fall + timeout, new flows
+//! avoid it, and it comes back after `rise` good checks. Needs root.
+#![allow(missing_docs, clippy::unwrap_used, unreachable_pub)]
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use sluice_lab::{Lab, Node};
+
+const INTERVAL_MS: u64 = 200;
+const TIMEOUT_MS: u64 = 100;
+const FALL: u64 = 2;
+const RISE: u64 = 2;
+/// Polling granularity and scheduling slack allowed on top of the bound.
+const SLACK_MS: u64 = 400;
+
+fn config(check: &str) -> String {
+    format!(
+        r#"[global]
+admin = "{ADMIN}"
+
+[health_check.web]
+{check}
+interval = "{INTERVAL_MS}ms"
+timeout = "{TIMEOUT_MS}ms"
+fall = {FALL}
+rise = {RISE}
+jitter = 0
+initial_state = "up"
+
+[[l4_service]]
+name = "web"
+vip = "10.99.255.1"
+port = 80
+method = "dr"
+scheduler = "rr"
+interface = "lb0"
+health_check = "web"
+
+[[l4_service.real]]
+address = "10.99.0.11"
+[[l4_service.real]]
+address = "10.99.0.12"
+[[l4_service.real]]
+address = "10.99.0.13"
+"#
+    )
+}
+
+fn vip() -> SocketAddr {
+    "10.99.255.1:80".parse().unwrap()
+}
+
+fn health_of(lab: &Lab, addr: &str) -> String {
+    let list = ctl_list(lab);
+    list[0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == addr)
+        .map(|r| r["health"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+/// Waits until `addr` has health `want`; returns the time it took.
+fn wait_health(lab: &Lab, addr: &str, want: &str, limit: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        if health_of(lab, addr) == want {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "{addr} not {want} after {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn blackhole(lab: &Lab, real: usize, on: bool) {
+    let node = Node::Real(real);
+    if on {
+        for cmd in [
+            "add table inet sltest",
+            "add chain inet sltest in { type filter hook input priority 0 ; }",
+            "add rule inet sltest in tcp dport 80 drop",
+        ] {
+            let argv: Vec<&str> = std::iter::once("nft").chain(cmd.split(' ')).collect();
+            let out = lab.exec(node, &argv).unwrap();
+            assert!(
+                out.status.success(),
+                "nft {cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    } else {
+        let out = lab
+            .exec(node, &["nft", "delete", "table", "inet", "sltest"])
+            .unwrap();
+        assert!(out.status.success());
+    }
+}
+
+#[test]
+fn http_check_takes_a_blackholed_real_out_and_back() {
+    let lab = l4_lab("hchk", 3);
+    let _d = start_daemon(&lab, &config("type = \"http\"\npath = \"/health\""));
+    for a in ["10.99.0.11", "10.99.0.12", "10.99.0.13"] {
+        assert_eq!(health_of(&lab, a), "up");
+    }
+    blackhole(&lab, 2, true);
+    let bound = Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SLACK_MS);
+    let took = wait_health(&lab, "10.99.0.12", "down", Duration::from_secs(5));
+    assert!(took <= bound, "down after {took:?}, bound {bound:?}");
+    // New flows only reach healthy reals, and all succeed.
+    for _ in 0..30 {
+        let (status, _, who) = get(&lab, vip(), "/").unwrap();
+        assert_eq!(status, 200);
+        assert_ne!(who, "rs2");
+    }
+    let report = wrk(&lab, "http://10.99.255.1/", 10, 2);
+    assert_eq!(wrk_errors(&report), 0, "{report}");
+    blackhole(&lab, 2, false);
+    let back = wait_health(&lab, "10.99.0.12", "up", Duration::from_secs(5));
+    assert!(
+        back <= Duration::from_millis(INTERVAL_MS * RISE + TIMEOUT_MS + SLACK_MS),
+        "up after {back:?}"
+    );
+    let seen: std::collections::BTreeSet<String> =
+        (0..12).map(|_| get(&lab, vip(), "/").unwrap().2).collect();
+    assert!(seen.contains("rs2"), "{seen:?}");
+}
+
+#[test]
+fn half_open_check_never_reaches_accept() {
+    let lab = l4_lab("hhalf", 3);
+    let accepted = |lab: &Lab, ip: &str| -> u64 {
+        let addr: SocketAddr = format!("{ip}:80").parse().unwrap();
+        lab.in_netns(Node::Client, move || {
+            let r = sluice_lab::http_get(addr, "/stats", Duration::from_secs(3)).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["accepted"].as_u64().unwrap()
+        })
+        .unwrap()
+    };
+    let before = accepted(&lab, "10.99.0.13");
+    let _d = start_daemon(&lab, &config("type = \"tcp-half-open\""));
+    // 2 s of checks at 200 ms: ~10 half-open probes reached rs3.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(health_of(&lab, "10.99.0.13"), "up");
+    // Only our own /stats reads were accepted: one per read.
+    let after = accepted(&lab, "10.99.0.13");
+    assert_eq!(
+        after,
+        before + 1,
+        "half-open checks were accepted by the application"
+    );
+    // And a blackholed real goes down.
+    blackhole(&lab, 3, true);
+    let took = wait_health(&lab, "10.99.0.13", "down", Duration::from_secs(5));
+    assert!(
+        took <= Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SLACK_MS),
+        "{took:?}"
+    );
+}
