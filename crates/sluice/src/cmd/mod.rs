@@ -4,6 +4,7 @@
 pub(crate) mod bench;
 pub(crate) mod check;
 pub(crate) mod ctl;
+pub(crate) mod health_map;
 pub(crate) mod lab;
 pub(crate) mod realserver;
 pub(crate) mod run;
