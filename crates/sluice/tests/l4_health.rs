@@ -170,3 +170,93 @@ fn half_open_check_never_reaches_accept() {
         "{took:?}"
     );
 }
+
+#[test]
+fn icmp_check_follows_dropped_pings() {
+    let lab = l4_lab("hicmp", 3);
+    let _d = start_daemon(&lab, &config("type = \"icmp\""));
+    assert_eq!(health_of(&lab, "10.99.0.11"), "up");
+    for cmd in [
+        "add table inet sltest",
+        "add chain inet sltest in { type filter hook input priority 0 ; }",
+        "add rule inet sltest in icmp type echo-request drop",
+    ] {
+        let argv: Vec<&str> = std::iter::once("nft").chain(cmd.split(' ')).collect();
+        assert!(lab.exec(Node::Real(1), &argv).unwrap().status.success());
+    }
+    let took = wait_health(&lab, "10.99.0.11", "down", Duration::from_secs(5));
+    assert!(
+        took <= Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SLACK_MS),
+        "{took:?}"
+    );
+    for _ in 0..20 {
+        assert_ne!(get(&lab, vip(), "/").unwrap().2, "rs1");
+    }
+    assert!(
+        lab.exec(Node::Real(1), &["nft", "delete", "table", "inet", "sltest"])
+            .unwrap()
+            .status
+            .success()
+    );
+    wait_health(&lab, "10.99.0.11", "up", Duration::from_secs(5));
+}
+
+#[test]
+fn tcp_check_and_failures_under_load() {
+    let lab = l4_lab("htcp", 3);
+    let _d = start_daemon(&lab, &config("type = \"tcp\""));
+    // wrk runs across the failure; its errors are the detection window's cost.
+    let during = std::thread::scope(|s| {
+        let w = s.spawn(|| wrk(&lab, "http://10.99.255.1/", 10, 3));
+        std::thread::sleep(Duration::from_millis(700));
+        blackhole(&lab, 3, true);
+        w.join().unwrap()
+    });
+    let took = wait_health(&lab, "10.99.0.13", "down", Duration::from_secs(5));
+    assert!(
+        took <= Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SLACK_MS),
+        "{took:?}"
+    );
+    eprintln!(
+        "failed requests during the detection window: {}",
+        wrk_errors(&during)
+    );
+    // After detection: no failures at all.
+    let after = wrk(&lab, "http://10.99.255.1/", 10, 2);
+    assert_eq!(wrk_errors(&after), 0, "{after}");
+    assert!(wrk_requests(&after) > 500, "{after}");
+}
+
+#[test]
+fn http_content_check_compares_the_body() {
+    let lab = l4_lab("hcont", 3);
+    // /whoami names the real: only rs2's body contains "rs2".
+    let _d = start_daemon(
+        &lab,
+        &config("type = \"http-content\"\npath = \"/whoami\"\nbody_contains = \"rs2\""),
+    );
+    wait_health(&lab, "10.99.0.11", "down", Duration::from_secs(5));
+    wait_health(&lab, "10.99.0.13", "down", Duration::from_secs(5));
+    assert_eq!(health_of(&lab, "10.99.0.12"), "up");
+    for _ in 0..20 {
+        assert_eq!(get(&lab, vip(), "/").unwrap().2, "rs2");
+    }
+}
+
+#[test]
+fn script_check_runs_the_command() {
+    let lab = l4_lab("hscr", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("down-10.99.0.11");
+    let check = format!(
+        "type = \"script\"\ncommand = [\"sh\", \"-c\", \"test ! -e {}/down-$SLUICE_CHECK_ADDR\"]",
+        dir.path().display()
+    );
+    let _d = start_daemon(&lab, &config(&check));
+    assert_eq!(health_of(&lab, "10.99.0.11"), "up");
+    std::fs::write(&flag, "").unwrap();
+    wait_health(&lab, "10.99.0.11", "down", Duration::from_secs(5));
+    assert_eq!(health_of(&lab, "10.99.0.12"), "up");
+    std::fs::remove_file(&flag).unwrap();
+    wait_health(&lab, "10.99.0.11", "up", Duration::from_secs(5));
+}
