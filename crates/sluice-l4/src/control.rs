@@ -99,6 +99,33 @@ pub struct ServiceSpec {
     pub reals: Vec<RealSpec>,
 }
 
+/// The operator's say over a real, kept apart from its health.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operator {
+    /// Serves when healthy.
+    #[default]
+    Enabled,
+    /// Keeps its sessions, gets no new flows (weight stays configured).
+    Drain,
+    /// Out: no new flows and its sessions are rescheduled.
+    Maintenance,
+}
+
+impl std::str::FromStr for Operator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "enabled" | "enable" => Ok(Self::Enabled),
+            "drain" => Ok(Self::Drain),
+            "maintenance" | "maint" => Ok(Self::Maintenance),
+            other => Err(format!(
+                "unknown state {other:?}, expected enabled, drain or maintenance"
+            )),
+        }
+    }
+}
+
 /// Sessions of a real that its health check marked down.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,6 +154,8 @@ struct RealState {
     mac: Option<[u8; 6]>,
     /// Latest health verdict.
     healthy: bool,
+    /// Operator state.
+    operator: Operator,
 }
 
 #[derive(Clone, Debug)]
@@ -174,6 +203,8 @@ pub struct RealView {
     pub mac: Option<String>,
     /// Health verdict: "up" or "down".
     pub health: &'static str,
+    /// Operator state.
+    pub operator: Operator,
     /// Established sessions (IPVS ActiveConn).
     pub active: u64,
     /// Other live sessions (IPVS InActConn).
@@ -377,15 +408,16 @@ impl<R: NeighbourResolver> L4Plane<R> {
         // Reals: keep slots of surviving addresses.
         let mut reals = Vec::with_capacity(spec.reals.len());
         for r in &spec.reals {
-            let (slot, healthy) = match st.reals.iter().find(|x| x.spec.addr == r.addr) {
-                Some(x) => (x.slot, x.healthy),
-                None => (self.alloc_slot()?, spec.initially_up),
+            let (slot, healthy, operator) = match st.reals.iter().find(|x| x.spec.addr == r.addr) {
+                Some(x) => (x.slot, x.healthy, x.operator),
+                None => (self.alloc_slot()?, spec.initially_up, Operator::Enabled),
             };
             reals.push(RealState {
                 spec: r.clone(),
                 slot,
                 mac: None,
                 healthy,
+                operator,
             });
         }
         let removed: Vec<u32> = st
@@ -454,11 +486,17 @@ impl<R: NeighbourResolver> L4Plane<R> {
         for r in &mut st.reals {
             r.mac = self.resolver.resolve(r.spec.addr);
             let (addr, fam) = addr16(r.spec.addr);
-            let up = r.healthy || open;
+            let up = (r.healthy || open) && r.operator == Operator::Enabled;
             let mut flags = 0;
             // A down real keeps its sessions (weight 0, still present)
-            // unless the service expires them (not present: rescheduled).
-            if up || spec.on_real_down == OnRealDown::Keep {
+            // unless the service expires them (not present: rescheduled);
+            // maintenance always reschedules, drain always keeps.
+            let keep = match r.operator {
+                Operator::Maintenance => false,
+                Operator::Drain => true,
+                Operator::Enabled => up || spec.on_real_down == OnRealDown::Keep,
+            };
+            if keep {
                 flags |= real_flags::PRESENT;
             }
             if r.mac.is_some() {
@@ -480,7 +518,13 @@ impl<R: NeighbourResolver> L4Plane<R> {
         let weights: Vec<u32> = st
             .reals
             .iter()
-            .map(|r| if r.healthy || open { r.spec.weight } else { 0 })
+            .map(|r| {
+                if (r.healthy || open) && r.operator == Operator::Enabled {
+                    r.spec.weight
+                } else {
+                    0
+                }
+            })
             .collect();
         let (ksched, ring, ring_len): (u8, Vec<u32>, u32) = match spec.scheduler {
             Scheduler::Mh | Scheduler::Sh | Scheduler::Dh => {
@@ -657,6 +701,30 @@ impl<R: NeighbourResolver> L4Plane<R> {
         res.map(|()| changed)
     }
 
+    /// Sets the operator state of one real (enabled / drain / maintenance).
+    pub fn set_operator(
+        &mut self,
+        service: &str,
+        addr: IpAddr,
+        op: Operator,
+    ) -> Result<(), ControlError> {
+        let mut st = self
+            .services
+            .remove(service)
+            .ok_or_else(|| ControlError::NoService(service.to_owned()))?;
+        let Some(r) = st.reals.iter_mut().find(|r| r.spec.addr == addr) else {
+            self.services.insert(service.to_owned(), st);
+            return Err(ControlError::NoReal {
+                service: service.to_owned(),
+                addr,
+            });
+        };
+        r.operator = op;
+        let res = self.write_service(&mut st);
+        self.services.insert(service.to_owned(), st);
+        res
+    }
+
     /// Re-resolves neighbours of reals whose MAC is unknown or may have
     /// changed, and rewrites those that changed. Returns how many changed.
     pub fn refresh_neighbours(&mut self) -> Result<usize, ControlError> {
@@ -744,6 +812,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     weight: r.spec.weight,
                     mac: r.mac.map(fmt_mac),
                     health: if r.healthy { "up" } else { "down" },
+                    operator: r.operator,
                     active,
                     inactive,
                     packets: rs.packets,

@@ -11,8 +11,8 @@ mod loader;
 pub mod neigh;
 
 pub use control::{
-    ControlError, L4Plane, Method, NeighbourResolver, OnRealDown, RealSpec, RealView, Scheduler,
-    ServiceSpec, ServiceView,
+    ControlError, L4Plane, Method, NeighbourResolver, OnRealDown, Operator, RealSpec, RealView,
+    Scheduler, ServiceSpec, ServiceView,
 };
 pub use loader::{
     AttachMode, Dataplane, DataplaneParams, Error, Helper, HelperProgram, MAX_SESSION_CAPACITY,

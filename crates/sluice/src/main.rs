@@ -32,6 +32,9 @@ enum Command {
     /// Real-server side helpers (the lab's web server; VIP set-up for DSR).
     #[command(subcommand)]
     Realserver(cmd::realserver::RealserverCommand),
+    /// Check the kernel and NIC settings for a role and method; `--apply`
+    /// fixes what it reports.
+    Doctor(cmd::doctor::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Lab(c) => cmd::lab::run(c),
         Command::Realserver(c) => cmd::realserver::run(c),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
     };
     match result {
         Ok(code) => code,

@@ -260,3 +260,46 @@ fn script_check_runs_the_command() {
     std::fs::remove_file(&flag).unwrap();
     wait_health(&lab, "10.99.0.11", "up", Duration::from_secs(5));
 }
+
+#[test]
+fn operator_state_is_kept_apart_from_health() {
+    let lab = l4_lab("hop", 3);
+    let _d = start_daemon(&lab, &config("type = \"tcp\""));
+    let out = sluice_in_lb(
+        &lab,
+        &["ctl", "set-state", "web", "10.99.0.11", "maintenance"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..20 {
+        assert_ne!(get(&lab, vip(), "/").unwrap().2, "rs1");
+    }
+    // Health still passes: the operator state is separate.
+    let checks =
+        String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "checks"]).stdout).into_owned();
+    let line = checks
+        .lines()
+        .find(|l| l.starts_with("web/10.99.0.11"))
+        .unwrap();
+    assert!(
+        line.contains(" up ") && line.contains("maintenance") && line.contains("out"),
+        "{checks}"
+    );
+    assert_eq!(health_of(&lab, "10.99.0.11"), "up");
+    let list = String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "list"]).stdout).into_owned();
+    assert!(list.contains("maintenance"), "{list}");
+    // A bad state is refused with the reason.
+    let out = sluice_in_lb(&lab, &["ctl", "set-state", "web", "10.99.0.11", "sleeping"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expected enabled, drain or maintenance")
+    );
+    let out = sluice_in_lb(&lab, &["ctl", "set-state", "web", "10.99.0.11", "enabled"]);
+    assert!(out.status.success());
+    let seen: std::collections::BTreeSet<String> =
+        (0..12).map(|_| get(&lab, vip(), "/").unwrap().2).collect();
+    assert!(seen.contains("rs1"), "{seen:?}");
+}

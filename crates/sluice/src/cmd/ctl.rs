@@ -27,6 +27,17 @@ pub(crate) enum CtlCommand {
     },
     /// The data plane's global counters (verdicts, drops by reason).
     Counters,
+    /// Health-check targets: health, operator state, last result, last change.
+    Checks,
+    /// Set a real's operator state: enabled, drain or maintenance.
+    SetState {
+        /// Service name.
+        service: String,
+        /// Real address.
+        address: String,
+        /// enabled | drain | maintenance
+        state: String,
+    },
     /// Add a real server to an L4 service.
     AddReal {
         /// Service name.
@@ -131,6 +142,54 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        CtlCommand::Checks => {
+            let (s, v) = request(a, Method::GET, "/v1/checks", None).await?;
+            check(s, &v)?;
+            println!(
+                "{:<28} {:<14} {:<6} {:<12} {:<10} {:>9} {:>7}  last result",
+                "target", "check", "health", "operator", "effective", "latency", "checks"
+            );
+            for t in v.as_array().into_iter().flatten() {
+                let g = |k: &str| t.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_owned();
+                let lat = t
+                    .get("last_latency_ms")
+                    .and_then(serde_json::Value::as_f64)
+                    .map(|l| format!("{l:.2}ms"))
+                    .unwrap_or_else(|| "-".to_owned());
+                let last = match t.get("last_ok").and_then(serde_json::Value::as_bool) {
+                    Some(true) => "ok".to_owned(),
+                    Some(false) => format!("failed: {}", g("last_reason")),
+                    None => "none yet".to_owned(),
+                };
+                println!(
+                    "{:<28} {:<14} {:<6} {:<12} {:<10} {:>9} {:>7}  {last}",
+                    g("id"),
+                    g("check"),
+                    g("health"),
+                    g("operator"),
+                    g("effective"),
+                    lat,
+                    t.get("checks")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0),
+                );
+            }
+        }
+        CtlCommand::SetState {
+            service,
+            address,
+            state,
+        } => {
+            let (s, v) = request(
+                a,
+                Method::PUT,
+                &format!("/v1/l4/{service}/reals/{address}"),
+                Some(serde_json::json!({"state": state})),
+            )
+            .await?;
+            check(s, &v)?;
+            println!("{service} {address} state {state}");
+        }
         CtlCommand::AddReal {
             service,
             address,
@@ -180,7 +239,7 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
 fn format_list(v: &serde_json::Value) -> String {
     let mut o = String::new();
     o.push_str("Prot LocalAddress:Port           Scheduler Method Name\n");
-    o.push_str("  -> RemoteAddress              Weight ActiveConn InActConn    Conns    InPkts   InBytes\n");
+    o.push_str("  -> RemoteAddress              Weight ActiveConn InActConn    Conns    InPkts   InBytes Health State\n");
     for s in v.as_array().into_iter().flatten() {
         let g = |k: &str| s.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_owned();
         let n = |k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
@@ -204,15 +263,18 @@ fn format_list(v: &serde_json::Value) -> String {
             .flatten()
         {
             let rn = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let rs = |k: &str| r.get(k).and_then(|x| x.as_str()).unwrap_or("?");
             o.push_str(&format!(
-                "  -> {:<26} {:>6} {:>10} {:>9} {:>8} {:>9} {:>9}\n",
-                r.get("address").and_then(|x| x.as_str()).unwrap_or("?"),
+                "  -> {:<26} {:>6} {:>10} {:>9} {:>8} {:>9} {:>9} {:<6} {}\n",
+                rs("address"),
                 rn("weight"),
                 rn("active"),
                 rn("inactive"),
                 rn("sessions"),
                 rn("packets"),
                 rn("bytes"),
+                rs("health"),
+                rs("operator"),
             ));
         }
     }

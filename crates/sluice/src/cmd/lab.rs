@@ -1,5 +1,6 @@
 //! `sluice lab up|status|down`: the network-namespace lab, kept running
-//! between commands through a state file (`/run/sluice-lab/<label>.json`).
+//! between commands through a state file (`/run/sluice-lab/<label>.json`);
+//! `sluice lab bmt`: the benchmark matrix (in `bmt.rs`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ pub(crate) enum LabCommand {
     Status(CommonArgs),
     /// Tear the lab down (from its state file, else by namespace names).
     Down(CommonArgs),
+    /// Run the seed study's benchmark matrix (proxy vs HAProxy vs L4 modes)
+    /// in fresh labs; writes a table, JSON and a chart.
+    Bmt(super::bmt::BmtArgs),
 }
 
 /// Options shared by every lab subcommand.
@@ -87,6 +91,7 @@ pub(crate) fn run(c: LabCommand) -> anyhow::Result<ExitCode> {
         LabCommand::Up(args) => up(args),
         LabCommand::Status(args) => status(&args),
         LabCommand::Down(args) => down(&args),
+        LabCommand::Bmt(args) => super::bmt::run(args),
     }
 }
 

@@ -2,8 +2,10 @@
 //! `run(..) -> anyhow::Result<ExitCode>`.
 
 pub(crate) mod bench;
+pub(crate) mod bmt;
 pub(crate) mod check;
 pub(crate) mod ctl;
+pub(crate) mod doctor;
 pub(crate) mod health_map;
 pub(crate) mod lab;
 pub(crate) mod realserver;

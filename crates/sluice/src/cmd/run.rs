@@ -65,8 +65,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     );
 
     // Health checks of L4 reals; the handle keeps the checks running.
-    let _l4_checks = match plane.clone() {
-        Some(p) => start_l4_health(&cfg, p)?,
+    let checks = match plane.clone() {
+        Some(p) => start_l4_health(&cfg, p)?.map(Arc::new),
         None => None,
     };
 
@@ -81,7 +81,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         .context("installing the SIGTERM handler")?;
     let admin_plane = plane.clone();
     tokio::select! {
-        r = admin_loop(admin, admin_plane) => r?,
+        r = admin_loop(admin, admin_plane, checks.clone()) => r?,
         _ = tokio::signal::ctrl_c() => eprintln!("sluice: SIGINT, shutting down"),
         _ = term.recv() => eprintln!("sluice: SIGTERM, shutting down"),
     }
@@ -329,14 +329,22 @@ fn start_l4(cfg: &Config) -> anyhow::Result<L4Plane<KernelNeighbours>> {
 
 // === admin endpoint ===
 
-async fn admin_loop(listener: tokio::net::TcpListener, plane: Option<Plane>) -> anyhow::Result<()> {
+type Checks = Option<Arc<sluice_health::CheckerHandle>>;
+
+async fn admin_loop(
+    listener: tokio::net::TcpListener,
+    plane: Option<Plane>,
+    checks: Checks,
+) -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await.context("admin accept")?;
         let plane = plane.clone();
+        let checks = checks.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let plane = plane.clone();
-                async move { Ok::<_, std::convert::Infallible>(admin(req, plane).await) }
+                let checks = checks.clone();
+                async move { Ok::<_, std::convert::Infallible>(admin(req, plane, checks).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -371,7 +379,11 @@ fn control_status(e: &ControlError) -> StatusCode {
     }
 }
 
-async fn admin(req: Request<hyper::body::Incoming>, plane: Option<Plane>) -> Response<Full<Bytes>> {
+async fn admin(
+    req: Request<hyper::body::Incoming>,
+    plane: Option<Plane>,
+    checks: Checks,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path: Vec<String> = req
         .uri()
@@ -390,6 +402,13 @@ async fn admin(req: Request<hyper::body::Incoming>, plane: Option<Plane>) -> Res
     if path == ["v1", "health"] {
         return json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
     }
+    if path == ["v1", "checks"] && method == HttpMethod::GET {
+        let list: Vec<serde_json::Value> = checks
+            .as_ref()
+            .map(|c| c.snapshot().iter().map(check_json).collect())
+            .unwrap_or_default();
+        return json(StatusCode::OK, &serde_json::Value::Array(list));
+    }
     let Some(plane) = plane else {
         return error(StatusCode::NOT_FOUND, "no L4 services configured");
     };
@@ -400,7 +419,7 @@ async fn admin(req: Request<hyper::body::Incoming>, plane: Option<Plane>) -> Res
                 "control plane lock poisoned".to_owned(),
             )
         })?;
-        admin_l4(&mut g, &method, &path, &body)
+        admin_l4(&mut g, checks.as_deref(), &method, &path, &body)
     })
     .await;
     match result {
@@ -449,6 +468,7 @@ fn weight_of(v: &serde_json::Value, default: Option<u32>) -> Result<u32, (Status
 
 fn admin_l4(
     g: &mut L4Plane<KernelNeighbours>,
+    checks: Option<&sluice_health::CheckerHandle>,
     method: &HttpMethod,
     p: &[String],
     body: &[u8],
@@ -485,6 +505,24 @@ fn admin_l4(
         (&HttpMethod::PUT, ["v1", "l4", svc, "reals", addr]) => {
             let addr = parse_addr(addr)?;
             let v = body_json(body)?;
+            if let Some(state) = v.get("state") {
+                let op: sluice_l4::Operator = state
+                    .as_str()
+                    .unwrap_or("")
+                    .parse()
+                    .map_err(|e: String| (StatusCode::BAD_REQUEST, e))?;
+                g.set_operator(svc, addr, op).map_err(ce)?;
+                if let Some(c) = checks {
+                    let st = match op {
+                        sluice_l4::Operator::Enabled => sluice_core::health::OperatorState::Enabled,
+                        sluice_l4::Operator::Drain => sluice_core::health::OperatorState::Drain,
+                        sluice_l4::Operator::Maintenance => sluice_core::health::OperatorState::Maintenance,
+                    };
+                    // A real without a health check has no checker entry.
+                    let _ = c.set_operator_state(&format!("{svc}/{addr}"), st);
+                }
+                return Ok((StatusCode::OK, serde_json::json!({"address": addr.to_string(), "state": op})));
+            }
             let weight = weight_of(&v, None)?;
             g.set_weight(svc, addr, weight).map_err(ce)?;
             Ok((StatusCode::OK, serde_json::json!({"address": addr.to_string(), "weight": weight})))
@@ -494,6 +532,27 @@ fn admin_l4(
             "unknown endpoint; see docs/ADMIN.md (GET /v1/l4, GET /v1/counters, POST /v1/l4/SVC/reals, PUT|DELETE /v1/l4/SVC/reals/ADDR)".to_owned(),
         )),
     }
+}
+
+/// One health-check target as JSON for `sluice ctl checks`.
+fn check_json(t: &sluice_health::TargetStatus) -> serde_json::Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    serde_json::json!({
+        "id": t.id,
+        "check": t.check,
+        "health": format!("{:?}", t.health).to_lowercase(),
+        "operator": format!("{:?}", t.operator).to_lowercase(),
+        "effective": format!("{:?}", t.effective).to_lowercase(),
+        "last_ok": t.last.as_ref().map(|l| l.reason.is_none()),
+        "last_reason": t.last.as_ref().and_then(|l| l.reason.clone()),
+        "last_latency_ms": t.last_latency.map(ms),
+        "last_change_s_ago": t.last_change.zip(t.last.as_ref()).map(|(c, l)| (l.at.saturating_sub(c)).as_secs_f64()),
+        "successes": t.consecutive_successes,
+        "failures": t.consecutive_failures,
+        "checks": t.checks_total,
+        "failed": t.failures_total,
+        "transitions": t.transitions_total,
+    })
 }
 
 /// The default admin address when none is given to `sluice ctl`.

@@ -1,0 +1,1285 @@
+//! `sluice lab bmt`: the seed study's benchmark matrix, reproduced in the
+//! namespace lab (see ../shared/seeds/l2dsr-vs-proxy-bmt.txt).
+//!
+//! For each mode (the `direct` baseline, sluice's L7 proxy, HAProxy, sluice
+//! L4 `dr`/`tun`, and `nat`/`fullnat` once the data plane has them) × LB
+//! threads × concurrency, it runs `sluice bench` in ab mode (a new
+//! connection per request, like the seed's `ab`) from the client namespace,
+//! `reps` times, and keeps medians. It also reads the LB's CPU cost per
+//! request: utime+stime of the LB process for proxies, the XDP program's
+//! BPF run time for L4 modes.
+//!
+//! # Contracts
+//!
+//! - **Never a fake row.** A mode whose LB does not start, or does not
+//!   answer 200 with the full file through its address, is listed under
+//!   "not measured" with the reason; a cell without a single 2xx response
+//!   is not a row either.
+//! - **Bounded.** Every run has a request count or a duration (both capped),
+//!   every start a timeout; the matrix is finite.
+//! - **Teardown.** One lab per mode family, dropped (torn down) when its
+//!   modes are done, on error, and on Ctrl-C/SIGTERM; the results measured
+//!   so far are still written and printed.
+//! - BPF statistics are switched on through `BPF_ENABLE_STATS`, which the
+//!   kernel turns off again when the descriptor closes (also if we crash);
+//!   the global `kernel.bpf_stats_enabled` sysctl is never written.
+
+mod chart;
+mod lb;
+mod measure;
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend, Topology};
+
+use lb::{CpuSource, RunningLb, Start};
+
+/// Version of the `bmt.json` layout.
+const BMT_JSON_VERSION: u32 = 1;
+
+/// Size of the file every real serves, in bytes (the seed's 5 KiB).
+const FILE_SIZE: usize = 5 * 1024;
+
+/// Real servers behind the LB.
+const REALS: usize = 3;
+
+/// Concurrency levels of a full run (the seed went to 200,000 over many
+/// client VMs; one 2-vCPU box saturates far below that).
+const DEFAULT_CONCURRENCY: &[u32] = &[50, 100, 200, 500];
+/// Concurrency levels of `--quick`.
+const QUICK_CONCURRENCY: &[u32] = &[50, 200];
+/// LB threads of a full run.
+const DEFAULT_THREADS: &[u16] = &[1, 2];
+/// LB threads of `--quick`.
+const QUICK_THREADS: &[u16] = &[1];
+/// Requests per repetition of a full run.
+const DEFAULT_REQUESTS: u64 = 20_000;
+/// Requests per repetition of `--quick` (about half a second each here).
+const QUICK_REQUESTS: u64 = 5_000;
+/// Repetitions per cell; the cell reports medians.
+const DEFAULT_REPS: u32 = 3;
+
+/// Most repetitions accepted.
+const MAX_REPS: u32 = 20;
+/// Most concurrent connections accepted (the open-files limit here is 20000).
+const MAX_CONCURRENCY: u32 = 5_000;
+/// Most LB threads accepted.
+const MAX_LB_THREADS: u16 = 64;
+/// Most requests per repetition accepted.
+const MAX_REQUESTS: u64 = 10_000_000;
+/// Longest `--duration` accepted per repetition.
+const MAX_REP_DURATION: Duration = Duration::from_secs(600);
+
+/// Tokio worker threads of the load generator in the client namespace. One,
+/// like the seed's single-threaded `ab`; BENCHMARKS.md shows it within the
+/// ±15% bound of ab.
+const DEFAULT_CLIENT_THREADS: usize = 1;
+/// Most client threads accepted.
+const MAX_CLIENT_THREADS: usize = 64;
+
+/// How long to wait for the load generator's runtime threads at the end of
+/// a run before leaving them behind.
+const BENCH_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often a running benchmark checks for Ctrl-C.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+/// Exit code after Ctrl-C (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Sysctls set inside the client and LB namespaces (namespace-local; the
+/// root namespace is never touched). New connections per request need many
+/// ephemeral ports and reuse of TIME_WAIT ports, as the seed tuned by hand.
+const NODE_SYSCTLS: &[(&str, &str)] = &[
+    ("net.ipv4.ip_local_port_range", "1024 65535"),
+    ("net.ipv4.tcp_tw_reuse", "1"),
+];
+
+/// A load-balancing mode of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    /// No LB: the client talks to one real (the baseline).
+    Direct,
+    /// sluice's L7 proxy (`sluice run` with a `[[frontend]]`, mode http).
+    Proxy,
+    /// HAProxy `mode http`, round robin (the seed's proxy).
+    Haproxy,
+    /// sluice L4 `dr` (L2 DSR through XDP).
+    Dr,
+    /// sluice L4 `tun` (IPIP to routed reals through XDP).
+    Tun,
+    /// sluice L4 `nat` (once the data plane has it).
+    Nat,
+    /// sluice L4 `fullnat` (once the data plane has it).
+    Fullnat,
+}
+
+impl Mode {
+    const ALL: [Mode; 7] = [
+        Mode::Direct,
+        Mode::Proxy,
+        Mode::Haproxy,
+        Mode::Dr,
+        Mode::Tun,
+        Mode::Nat,
+        Mode::Fullnat,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Direct => "direct",
+            Mode::Proxy => "proxy",
+            Mode::Haproxy => "haproxy",
+            Mode::Dr => "dr",
+            Mode::Tun => "tun",
+            Mode::Nat => "nat",
+            Mode::Fullnat => "fullnat",
+        }
+    }
+
+    /// Whether the LB has worker threads (the matrix's Thread column).
+    fn threaded(self) -> bool {
+        matches!(self, Mode::Proxy | Mode::Haproxy)
+    }
+
+    /// The lab this mode runs in.
+    fn family(self) -> Family {
+        match self {
+            Mode::Tun => Family::Tun,
+            _ => Family::Dsr,
+        }
+    }
+
+    /// The `method` of an L4 mode's `[[l4_service]]`.
+    fn l4_method(self) -> Option<&'static str> {
+        match self {
+            Mode::Dr => Some("dr"),
+            Mode::Tun => Some("tun"),
+            Mode::Nat => Some("nat"),
+            Mode::Fullnat => Some("fullnat"),
+            Mode::Direct | Mode::Proxy | Mode::Haproxy => None,
+        }
+    }
+}
+
+/// A lab topology shared by several modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// One-armed: client, LB and reals on one bridge (L2 DSR lab).
+    Dsr,
+    /// Reals behind a router (IPIP lab).
+    Tun,
+}
+
+/// What the reals run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Backend {
+    /// nginx (nginx-light), like the seed.
+    Nginx,
+    /// `sluice realserver web`.
+    Sluice,
+}
+
+/// Arguments of `sluice lab bmt`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Outputs bmt.md (the seed-shaped table), bmt.json, bmt.svg and bmt.png \
+                        in --out. Exit status: 0 when at least one cell was measured, 1 when \
+                        none was, 130 after Ctrl-C (what was measured is still written)."
+)]
+pub(crate) struct BmtArgs {
+    /// Reduced matrix: threads 1, concurrency 50 and 200, short runs (under
+    /// 3 minutes here). Explicit options still win.
+    #[arg(long)]
+    quick: bool,
+    /// Modes to run, comma-separated (default: all; unavailable ones are
+    /// listed as such).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    modes: Option<Vec<Mode>>,
+    /// LB threads for the proxies (default 1,2; --quick 1).
+    #[arg(long, value_delimiter = ',')]
+    threads: Option<Vec<u16>>,
+    /// Concurrency levels (default 50,100,200,500; --quick 50,200).
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Option<Vec<u32>>,
+    /// Requests per repetition (default 20000; --quick 5000).
+    #[arg(long, conflicts_with = "duration")]
+    requests: Option<u64>,
+    /// Run each repetition for this long instead of a request count (e.g. 5s).
+    #[arg(long, value_parser = parse_cli_duration)]
+    duration: Option<Duration>,
+    /// Repetitions per cell (medians are reported).
+    #[arg(long)]
+    reps: Option<u32>,
+    /// Output directory (default bench-results/<UTC timestamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// What the reals run.
+    #[arg(long, value_enum, default_value_t = Backend::Nginx)]
+    backend: Backend,
+    /// Load-generator threads in the client namespace.
+    #[arg(long, default_value_t = DEFAULT_CLIENT_THREADS)]
+    client_threads: usize,
+}
+
+fn parse_cli_duration(s: &str) -> Result<Duration, String> {
+    sluice_bench::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// The resolved matrix.
+#[derive(Debug, Clone, Serialize)]
+struct Plan {
+    modes: Vec<Mode>,
+    threads: Vec<u16>,
+    concurrency: Vec<u32>,
+    requests: Option<u64>,
+    duration_secs: Option<f64>,
+    reps: u32,
+    backend: Backend,
+    client_threads: usize,
+    quick: bool,
+}
+
+impl Plan {
+    fn from_args(a: &BmtArgs) -> anyhow::Result<Self> {
+        let mut modes = a.modes.clone().unwrap_or_else(|| Mode::ALL.to_vec());
+        modes.sort();
+        modes.dedup();
+        let mut threads = a.threads.clone().unwrap_or_else(|| {
+            if a.quick {
+                QUICK_THREADS.to_vec()
+            } else {
+                DEFAULT_THREADS.to_vec()
+            }
+        });
+        threads.sort_unstable();
+        threads.dedup();
+        let mut concurrency = a.concurrency.clone().unwrap_or_else(|| {
+            if a.quick {
+                QUICK_CONCURRENCY.to_vec()
+            } else {
+                DEFAULT_CONCURRENCY.to_vec()
+            }
+        });
+        concurrency.sort_unstable();
+        concurrency.dedup();
+        let reps = a.reps.unwrap_or(DEFAULT_REPS);
+        let requests = match (a.requests, a.duration) {
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => None,
+            (None, None) if a.quick => Some(QUICK_REQUESTS),
+            (None, None) => Some(DEFAULT_REQUESTS),
+        };
+        anyhow::ensure!(!modes.is_empty(), "--modes must name at least one mode");
+        anyhow::ensure!(
+            threads.iter().all(|t| (1..=MAX_LB_THREADS).contains(t)) && !threads.is_empty(),
+            "--threads must be 1..={MAX_LB_THREADS}"
+        );
+        anyhow::ensure!(
+            concurrency
+                .iter()
+                .all(|c| (1..=MAX_CONCURRENCY).contains(c))
+                && !concurrency.is_empty(),
+            "--concurrency must be 1..={MAX_CONCURRENCY}"
+        );
+        anyhow::ensure!(
+            (1..=MAX_REPS).contains(&reps),
+            "--reps must be 1..={MAX_REPS}"
+        );
+        if let Some(n) = requests {
+            anyhow::ensure!(
+                (1..=MAX_REQUESTS).contains(&n),
+                "--requests must be 1..={MAX_REQUESTS}"
+            );
+        }
+        if let Some(d) = a.duration {
+            anyhow::ensure!(
+                !d.is_zero() && d <= MAX_REP_DURATION,
+                "--duration must be more than 0 and at most {MAX_REP_DURATION:?}"
+            );
+        }
+        anyhow::ensure!(
+            (1..=MAX_CLIENT_THREADS).contains(&a.client_threads),
+            "--client-threads must be 1..={MAX_CLIENT_THREADS}"
+        );
+        Ok(Plan {
+            modes,
+            threads,
+            concurrency,
+            requests,
+            duration_secs: a.duration.map(|d| d.as_secs_f64()),
+            reps,
+            backend: a.backend,
+            client_threads: a.client_threads,
+            quick: a.quick,
+        })
+    }
+
+    /// The thread counts a mode runs with: `None` for modes without threads.
+    fn threads_of(&self, mode: Mode) -> Vec<Option<u16>> {
+        if mode.threaded() {
+            self.threads.iter().map(|&t| Some(t)).collect()
+        } else {
+            vec![None]
+        }
+    }
+}
+
+/// One repetition's numbers.
+#[derive(Debug, Clone, Serialize)]
+struct Sample {
+    requests: u64,
+    ok: u64,
+    errors: u64,
+    duration_secs: f64,
+    requests_per_sec: f64,
+    latency_mean_ms: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    /// LB CPU per request in µs (see `Cell::cpu_source`).
+    lb_cpu_us_per_req: Option<f64>,
+    /// System-wide softirq time per request in µs (all namespaces).
+    softirq_us_per_req: Option<f64>,
+}
+
+/// One row: medians over the repetitions.
+#[derive(Debug, Clone, Serialize)]
+struct Cell {
+    mode: Mode,
+    /// Legend label: mode, plus threads for threaded modes.
+    series: String,
+    threads: Option<u16>,
+    concurrency: u32,
+    /// Requests per repetition (median for duration runs).
+    total_requests: u64,
+    file_size_bytes: usize,
+    requests_per_sec: f64,
+    requests_per_sec_min: f64,
+    requests_per_sec_max: f64,
+    latency_mean_ms: f64,
+    latency_p99_ms: f64,
+    /// Failed requests summed over all repetitions.
+    errors: u64,
+    lb_cpu_us_per_req: Option<f64>,
+    /// `process` (utime+stime), `bpf` (XDP run time) or `none`.
+    cpu_source: &'static str,
+    softirq_us_per_req: Option<f64>,
+    /// Requests/sec over HAProxy's at the same concurrency (same threads;
+    /// HAProxy with the fewest threads for modes without threads).
+    rps_vs_haproxy: Option<f64>,
+    samples: Vec<Sample>,
+}
+
+/// A mode (or mode × threads) that produced no row, and why.
+#[derive(Debug, Clone, Serialize)]
+struct Unavailable {
+    mode: Mode,
+    threads: Option<u16>,
+    concurrency: Option<u32>,
+    reason: String,
+}
+
+/// `bmt.json`.
+#[derive(Debug, Serialize)]
+struct Results {
+    version: u32,
+    command: String,
+    started_unix: u64,
+    elapsed_secs: f64,
+    interrupted: bool,
+    machine: Machine,
+    plan: Plan,
+    cells: Vec<Cell>,
+    unavailable: Vec<Unavailable>,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpus: usize,
+    kernel: String,
+}
+
+pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
+    let plan = Plan::from_args(&args)?;
+    sluice_lab::check_privileges()?;
+    let started = Instant::now();
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("bench-results").join(utc_stamp(started_unix)));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let cancel = signal_flag()?;
+    let binary = std::env::current_exe().context("locating the sluice binary")?;
+
+    eprintln!(
+        "sluice lab bmt: modes {}; threads {:?}; concurrency {:?}; {} × {} rep(s); reals: {} × {REALS}",
+        plan.modes
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        plan.threads,
+        plan.concurrency,
+        match (plan.requests, plan.duration_secs) {
+            (Some(n), _) => format!("{n} requests"),
+            (None, Some(d)) => format!("{d}s"),
+            (None, None) => "?".to_owned(),
+        },
+        plan.reps,
+        match plan.backend {
+            Backend::Nginx => "nginx",
+            Backend::Sluice => "sluice web",
+        },
+    );
+
+    // XDP run time is only counted while statistics are on.
+    let needs_bpf = plan.modes.iter().any(|m| m.l4_method().is_some());
+    let bpf_stats = if needs_bpf {
+        match measure::BpfStats::enable() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("sluice lab bmt: {e}; L4 CPU falls back to system-wide softirq time");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut cells = Vec::new();
+    let mut unavailable = Vec::new();
+    for family in [Family::Dsr, Family::Tun] {
+        let modes: Vec<Mode> = plan
+            .modes
+            .iter()
+            .copied()
+            .filter(|m| m.family() == family)
+            .collect();
+        if modes.is_empty() || cancel.load(Ordering::SeqCst) {
+            continue;
+        }
+        let lab = match lab_up(family, &plan, &binary, &cancel) {
+            Ok(lab) => lab,
+            Err(reason) => {
+                for m in modes {
+                    for t in plan.threads_of(m) {
+                        unavailable.push(Unavailable {
+                            mode: m,
+                            threads: t,
+                            concurrency: None,
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+                continue;
+            }
+        };
+        for mode in modes {
+            for threads in plan.threads_of(mode) {
+                if cancel.load(Ordering::SeqCst) {
+                    break;
+                }
+                run_mode(
+                    &lab,
+                    &plan,
+                    &binary,
+                    mode,
+                    threads,
+                    &cancel,
+                    &mut cells,
+                    &mut unavailable,
+                );
+            }
+        }
+        let report = lab.down();
+        for e in &report.errors {
+            eprintln!("sluice lab bmt: teardown: {e}");
+        }
+    }
+    drop(bpf_stats);
+
+    add_haproxy_ratios(&mut cells);
+    let interrupted = cancel.load(Ordering::SeqCst);
+    let results = Results {
+        version: BMT_JSON_VERSION,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started_unix,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        interrupted,
+        machine: Machine {
+            cpus: measure::cpus(),
+            kernel: measure::kernel_release(),
+        },
+        plan,
+        cells,
+        unavailable,
+    };
+    write_outputs(&results, &out)?;
+    Ok(if interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if results.cells.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Brings up the lab of a family; `Err` is why its modes cannot run.
+fn lab_up(family: Family, plan: &Plan, binary: &Path, cancel: &AtomicBool) -> Result<Lab, String> {
+    let mut spec = match family {
+        Family::Dsr => LabSpec::new(&LabSpec::unique_label("bmtd")),
+        Family::Tun => {
+            let mut s = LabSpec::tun(&LabSpec::unique_label("bmtt"));
+            s.sluice_binary = Some(binary.to_path_buf());
+            s
+        }
+    };
+    spec.reals = REALS;
+    spec.vip6 = None;
+    spec.body_size = FILE_SIZE;
+    spec.lb_forwarding = LbForwarding::None;
+    spec.backend = match plan.backend {
+        Backend::Nginx => RealBackend::Nginx,
+        Backend::Sluice => RealBackend::Sluice {
+            binary: binary.to_path_buf(),
+        },
+    };
+    let t0 = Instant::now();
+    let lab = match Lab::up_cancellable(spec, cancel) {
+        Ok(lab) => lab,
+        Err(e @ LabError::NotPrivileged { .. }) => return Err(e.to_string()),
+        Err(e) => return Err(format!("lab set-up failed: {e}")),
+    };
+    for node in [Node::Client, Node::Lb] {
+        for (k, v) in NODE_SYSCTLS {
+            let kv = format!("{k}={v}");
+            match lab.exec(node, &["sysctl", "-q", "-w", &kv]) {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => {
+                    return Err(format!(
+                        "sysctl -w {kv} in {node}: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ));
+                }
+                Err(e) => return Err(format!("sysctl -w {kv} in {node}: {e}")),
+            }
+        }
+    }
+    eprintln!(
+        "sluice lab bmt: {} lab {} up in {:.1}s",
+        match family {
+            Family::Dsr => "one-armed (dr)",
+            Family::Tun => "routed (tun)",
+        },
+        lab.label(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(lab)
+}
+
+/// Starts the LB for `mode`/`threads`, measures every concurrency level and
+/// stops it again. Failures become `unavailable` entries.
+#[allow(clippy::too_many_arguments)]
+fn run_mode(
+    lab: &Lab,
+    plan: &Plan,
+    binary: &Path,
+    mode: Mode,
+    threads: Option<u16>,
+    cancel: &AtomicBool,
+    cells: &mut Vec<Cell>,
+    unavailable: &mut Vec<Unavailable>,
+) {
+    let series = match threads {
+        Some(t) => format!("{} t{t}", mode.name()),
+        None => mode.name().to_owned(),
+    };
+    let t = lab.topology();
+    let (lb, target) = match start_lb(lab, t, binary, mode, threads) {
+        Ok(x) => x,
+        Err(reason) => {
+            eprintln!("sluice lab bmt: {series}: not available: {reason}");
+            unavailable.push(Unavailable {
+                mode,
+                threads,
+                concurrency: None,
+                reason,
+            });
+            return;
+        }
+    };
+    eprintln!("sluice lab bmt: {series}: serving at http://{target}/");
+    for &c in &plan.concurrency {
+        let mut samples = Vec::new();
+        let mut failure = None;
+        for rep in 0..plan.reps {
+            if cancel.load(Ordering::SeqCst) {
+                break;
+            }
+            match measure_rep(lab, &lb, target, c, plan, cancel) {
+                Ok(None) => break, // interrupted: the partial rep is dropped
+                Ok(Some(s)) if s.ok == 0 => {
+                    failure = Some(format!(
+                        "rep {}: no 2xx response ({} requests, {} errors)",
+                        rep + 1,
+                        s.requests,
+                        s.errors
+                    ));
+                    break;
+                }
+                Ok(Some(s)) => {
+                    eprintln!(
+                        "sluice lab bmt: {series} c{c} rep {}/{}: {:.0} req/s, {} errors, LB CPU {}",
+                        rep + 1,
+                        plan.reps,
+                        s.requests_per_sec,
+                        s.errors,
+                        s.lb_cpu_us_per_req
+                            .map_or_else(|| "–".to_owned(), |v| format!("{v:.1} µs/req"))
+                    );
+                    samples.push(s);
+                }
+                Err(e) => {
+                    failure = Some(format!("rep {}: {e:#}", rep + 1));
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            eprintln!("sluice lab bmt: {series} c{c}: not measured: {reason}");
+            unavailable.push(Unavailable {
+                mode,
+                threads,
+                concurrency: Some(c),
+                reason,
+            });
+            continue;
+        }
+        // Only complete cells become rows (an interrupt leaves a cell short).
+        if samples.len() == plan.reps as usize {
+            cells.push(aggregate(mode, &series, threads, c, &lb, samples));
+        }
+    }
+    drop(lb);
+}
+
+/// Starts the LB of a mode; returns it and the address the client loads.
+fn start_lb(
+    lab: &Lab,
+    t: &Topology,
+    binary: &Path,
+    mode: Mode,
+    threads: Option<u16>,
+) -> Result<(RunningLb, SocketAddr), String> {
+    let port = t.port;
+    let lb_addr = SocketAddr::new(IpAddr::V4(t.lb.ipv4), port);
+    let reals: Vec<SocketAddr> = t
+        .reals
+        .iter()
+        .map(|r| SocketAddr::new(IpAddr::V4(r.ipv4), port))
+        .collect();
+    let sluice = binary.display().to_string();
+    let threads = threads.unwrap_or(1);
+    match mode {
+        Mode::Direct => {
+            let target = *reals.first().ok_or("the lab has no real")?;
+            let ok = lab
+                .in_netns(Node::Client, move || {
+                    sluice_lab::http_get(target, "/", Duration::from_secs(2))
+                })
+                .map_err(|e| e.to_string())?;
+            match ok {
+                Ok(r) if r.status == 200 && r.body.len() == FILE_SIZE => {
+                    Ok((RunningLb::none(), target))
+                }
+                Ok(r) => Err(format!("real answered HTTP {}", r.status)),
+                Err(e) => Err(format!("real does not answer: {e}")),
+            }
+        }
+        Mode::Proxy => {
+            let lb = lb::start(
+                lab,
+                Start {
+                    argv: vec![sluice, "run".into(), "-c".into(), "{CONFIG}".into()],
+                    config: ("sluice.toml", lb::proxy_config(threads, lb_addr, &reals)),
+                    probe: lb_addr,
+                    body_len: FILE_SIZE,
+                    xdp: None,
+                },
+            )
+            .map_err(|e| format!("sluice run (L7 proxy): {e}"))?;
+            Ok((lb, lb_addr))
+        }
+        Mode::Haproxy => {
+            if !lb::in_path("haproxy") {
+                return Err("haproxy is not installed (scripts/setup.sh installs it)".to_owned());
+            }
+            let lb = lb::start(
+                lab,
+                Start {
+                    argv: vec![
+                        "haproxy".into(),
+                        "-db".into(),
+                        "-f".into(),
+                        "{CONFIG}".into(),
+                    ],
+                    config: ("haproxy.cfg", lb::haproxy_config(threads, lb_addr, &reals)),
+                    probe: lb_addr,
+                    body_len: FILE_SIZE,
+                    xdp: None,
+                },
+            )
+            .map_err(|e| format!("haproxy: {e}"))?;
+            Ok((lb, lb_addr))
+        }
+        Mode::Dr | Mode::Tun | Mode::Nat | Mode::Fullnat => {
+            let method = mode.l4_method().unwrap_or("dr");
+            let vip = t.vip4_addr();
+            let ips: Vec<IpAddr> = reals.iter().map(SocketAddr::ip).collect();
+            let tun_source = (mode == Mode::Tun).then_some(IpAddr::V4(t.lb.ipv4));
+            let lb = lb::start(
+                lab,
+                Start {
+                    argv: vec![sluice, "run".into(), "-c".into(), "{CONFIG}".into()],
+                    config: (
+                        "sluice.toml",
+                        lb::l4_config(
+                            method,
+                            &t.lb.iface,
+                            vip,
+                            &ips,
+                            tun_source,
+                            Some(IpAddr::V4(t.lb.ipv4)),
+                        ),
+                    ),
+                    probe: vip,
+                    body_len: FILE_SIZE,
+                    xdp: Some((t.lb.switch_port.clone(), t.lb.iface.clone())),
+                },
+            )
+            .map_err(|e| format!("sluice run (L4 {method}): {e}"))?;
+            Ok((lb, vip))
+        }
+    }
+}
+
+/// One repetition: LB CPU and softirq around one `sluice bench` run from the
+/// client namespace. `Ok(None)` when interrupted.
+fn measure_rep(
+    lab: &Lab,
+    lb: &RunningLb,
+    target: SocketAddr,
+    concurrency: u32,
+    plan: &Plan,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<Sample>> {
+    let spec = sluice_bench::BenchSpec {
+        concurrency,
+        requests: plan.requests,
+        duration: plan.duration_secs.map(Duration::from_secs_f64),
+        keep_alive: false,
+        progress: false,
+        ..sluice_bench::BenchSpec::new(format!("http://{target}/"))
+    };
+    let cpu0 = lb_cpu_ns(lb.cpu);
+    let soft0 = measure::softirq_ns();
+    let report = bench_in_client(lab, spec, plan.client_threads, cancel)?;
+    let cpu1 = lb_cpu_ns(lb.cpu);
+    let soft1 = measure::softirq_ns();
+    if report.interrupted {
+        return Ok(None);
+    }
+    let responses = report.responses;
+    let per_req_us = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if responses > 0 && b >= a => {
+            Some((b - a) as f64 / 1000.0 / responses as f64)
+        }
+        _ => None,
+    };
+    let mut lb_cpu = per_req_us(cpu0, cpu1);
+    // With BPF statistics off, run time stays 0: no figure rather than 0.
+    if matches!(lb.cpu, CpuSource::Bpf(_)) && lb_cpu == Some(0.0) {
+        lb_cpu = None;
+    }
+    let e = &report.errors;
+    Ok(Some(Sample {
+        requests: report.requests,
+        ok: report.ok,
+        errors: e.connect
+            + e.timeout
+            + e.io
+            + e.status_3xx
+            + e.status_4xx
+            + e.status_5xx
+            + e.status_other,
+        duration_secs: report.duration_secs,
+        requests_per_sec: report.requests_per_sec,
+        latency_mean_ms: report.latency_us.mean / 1000.0,
+        latency_p50_ms: report.latency_us.p50 as f64 / 1000.0,
+        latency_p99_ms: report.latency_us.p99 as f64 / 1000.0,
+        lb_cpu_us_per_req: lb_cpu,
+        softirq_us_per_req: per_req_us(soft0, soft1),
+    }))
+}
+
+fn lb_cpu_ns(src: CpuSource) -> Option<u64> {
+    match src {
+        CpuSource::Process(pid) => measure::process_cpu_ns(pid),
+        CpuSource::Bpf(id) => measure::prog_run_time(id).map(|(ns, _)| ns),
+        CpuSource::None => None,
+    }
+}
+
+/// Runs the load generator on a thread inside the client namespace; its
+/// runtime's worker threads inherit the namespace, so every socket is
+/// opened there.
+fn bench_in_client(
+    lab: &Lab,
+    spec: sluice_bench::BenchSpec,
+    threads: usize,
+    cancel: &AtomicBool,
+) -> anyhow::Result<sluice_bench::Report> {
+    lab.in_netns(Node::Client, move || {
+        // One thread: a current-thread runtime, so the workers run on this
+        // very thread with no hand-offs (closest to single-threaded ab).
+        let rt = if threads == 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+        }
+        .context("starting the load generator's runtime")?;
+        let cancelled = async {
+            while !cancel.load(Ordering::SeqCst) {
+                tokio::time::sleep(CANCEL_POLL).await;
+            }
+        };
+        let report = rt.block_on(sluice_bench::run(spec, cancelled));
+        rt.shutdown_timeout(BENCH_SHUTDOWN_TIMEOUT);
+        Ok(report?)
+    })?
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    }
+}
+
+fn median_opt(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<Option<f64>> = v.collect();
+    // A figure only if every repetition has one.
+    let all: Option<Vec<f64>> = v.into_iter().collect();
+    all.filter(|a| !a.is_empty()).map(median)
+}
+
+fn aggregate(
+    mode: Mode,
+    series: &str,
+    threads: Option<u16>,
+    concurrency: u32,
+    lb: &RunningLb,
+    samples: Vec<Sample>,
+) -> Cell {
+    let rps: Vec<f64> = samples.iter().map(|s| s.requests_per_sec).collect();
+    Cell {
+        mode,
+        series: series.to_owned(),
+        threads,
+        concurrency,
+        total_requests: median(samples.iter().map(|s| s.requests as f64).collect()).round() as u64,
+        file_size_bytes: FILE_SIZE,
+        requests_per_sec: median(rps.clone()),
+        requests_per_sec_min: rps.iter().copied().fold(f64::INFINITY, f64::min),
+        requests_per_sec_max: rps.iter().copied().fold(0.0, f64::max),
+        latency_mean_ms: median(samples.iter().map(|s| s.latency_mean_ms).collect()),
+        latency_p99_ms: median(samples.iter().map(|s| s.latency_p99_ms).collect()),
+        errors: samples.iter().map(|s| s.errors).sum(),
+        lb_cpu_us_per_req: median_opt(samples.iter().map(|s| s.lb_cpu_us_per_req)),
+        cpu_source: match lb.cpu {
+            CpuSource::Process(_) => "process",
+            CpuSource::Bpf(_) => "bpf",
+            CpuSource::None => "none",
+        },
+        softirq_us_per_req: median_opt(samples.iter().map(|s| s.softirq_us_per_req)),
+        rps_vs_haproxy: None,
+        samples,
+    }
+}
+
+/// Fills `rps_vs_haproxy`: HAProxy at the same concurrency and threads, or
+/// with its fewest threads for modes without threads.
+fn add_haproxy_ratios(cells: &mut [Cell]) {
+    let haproxy: Vec<(Option<u16>, u32, f64)> = cells
+        .iter()
+        .filter(|c| c.mode == Mode::Haproxy)
+        .map(|c| (c.threads, c.concurrency, c.requests_per_sec))
+        .collect();
+    for c in cells.iter_mut() {
+        let peer = haproxy
+            .iter()
+            .filter(|(t, conc, _)| {
+                *conc == c.concurrency && (c.threads.is_none() || *t == c.threads)
+            })
+            .min_by_key(|(t, _, _)| *t)
+            .map(|(_, _, rps)| *rps);
+        c.rps_vs_haproxy = peer.filter(|p| *p > 0.0).map(|p| c.requests_per_sec / p);
+    }
+}
+
+/// The seed-shaped table (Thread, Concurrency, Total Requests, File Size,
+/// Requests/sec, Latency) with the extra columns.
+fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let p = &r.plan;
+    let _ = writeln!(s, "# sluice lab bmt\n");
+    let _ = writeln!(s, "Command: `{}`\n", r.command);
+    let _ = writeln!(
+        s,
+        "Machine: {} vCPU, kernel {}. Lab: client, one-armed LB and {REALS} reals \
+         ({}) in network namespaces on one host; everything shares the same CPUs.\n",
+        r.machine.cpus,
+        r.machine.kernel,
+        match p.backend {
+            Backend::Nginx => "nginx, 1 worker each",
+            Backend::Sluice => "sluice realserver web",
+        }
+    );
+    let _ = writeln!(
+        s,
+        "Load: `sluice bench` in ab mode (a new TCP connection per request), {} client \
+         thread(s), {} per repetition, {} repetition(s) per cell; figures are medians{}.\n",
+        p.client_threads,
+        match (p.requests, p.duration_secs) {
+            (Some(n), _) => format!("{n} requests"),
+            (None, Some(d)) => format!("{d} s"),
+            (None, None) => "?".to_owned(),
+        },
+        p.reps,
+        if r.interrupted {
+            " (**interrupted**: only complete cells are shown)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "| Mode | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms) | p99 (ms) | Errors | LB CPU (µs/req) | vs HAProxy |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for c in &r.cells {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {}KiB | {:.2} ({:.0}–{:.0}) | {:.3} | {:.2} | {} | {} | {} |",
+            c.mode.name(),
+            c.threads.map_or_else(|| "–".to_owned(), |t| t.to_string()),
+            c.concurrency,
+            c.total_requests,
+            c.file_size_bytes / 1024,
+            c.requests_per_sec,
+            c.requests_per_sec_min,
+            c.requests_per_sec_max,
+            c.latency_mean_ms,
+            c.latency_p99_ms,
+            c.errors,
+            match c.lb_cpu_us_per_req {
+                Some(v) => format!("{v:.1} ({})", c.cpu_source),
+                None => "–".to_owned(),
+            },
+            c.rps_vs_haproxy
+                .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×")),
+        );
+    }
+    if r.cells.is_empty() {
+        let _ = writeln!(s, "| (no cell measured) | | | | | | | | | | |");
+    }
+    if !r.unavailable.is_empty() {
+        let _ = writeln!(s, "\nNot measured (no row is shown for these):\n");
+        for u in &r.unavailable {
+            let what = match (u.threads, u.concurrency) {
+                (Some(t), Some(c)) => format!("{} t{t} c{c}", u.mode.name()),
+                (Some(t), None) => format!("{} t{t}", u.mode.name()),
+                (None, Some(c)) => format!("{} c{c}", u.mode.name()),
+                (None, None) => u.mode.name().to_owned(),
+            };
+            let _ = writeln!(s, "- **{what}**: {}", u.reason.replace('|', "\\|"));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nColumns: Requests/sec is the median (range over the repetitions in brackets). \
+         Latency is the mean time per request including the TCP handshake (median over the \
+         repetitions); p99 likewise. LB CPU per request: `process` = utime+stime of the LB \
+         process (all threads, 10 ms resolution) over the run; `bpf` = run time of the XDP \
+         program (BPF statistics), which leaves out the kernel's own receive path. \
+         vs HAProxy = req/s over HAProxy's with the same threads at the same concurrency \
+         (HAProxy with its fewest threads for modes without threads). Proxies listen on the \
+         LB's address, L4 modes on the VIP; `direct` loads one real."
+    );
+    s
+}
+
+fn write_outputs(r: &Results, out: &Path) -> anyhow::Result<()> {
+    let md = markdown(r);
+    let md_path = out.join("bmt.md");
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    let json_path = out.join("bmt.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(r)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+
+    let mut series: Vec<chart::Series> = Vec::new();
+    for c in &r.cells {
+        let i = match series.iter().position(|s| s.label == c.series) {
+            Some(i) => i,
+            None => {
+                series.push(chart::Series {
+                    label: c.series.clone(),
+                    rps: Vec::new(),
+                    cpu: Vec::new(),
+                });
+                series.len() - 1
+            }
+        };
+        series[i].rps.push((c.concurrency, c.requests_per_sec));
+        if let Some(v) = c.lb_cpu_us_per_req {
+            series[i].cpu.push((c.concurrency, v));
+        }
+    }
+    let title = format!(
+        "sluice lab bmt: {} KiB file, ab mode, {} vCPU, kernel {}",
+        FILE_SIZE / 1024,
+        r.machine.cpus,
+        r.machine.kernel
+    );
+    let svg = chart::svg(&title, &r.plan.concurrency, &series);
+    let svg_path = out.join("bmt.svg");
+    std::fs::write(&svg_path, &svg).with_context(|| format!("writing {}", svg_path.display()))?;
+    let png_path = out.join("bmt.png");
+    chart::write_png(&svg, &png_path)?;
+
+    println!("{md}");
+    println!("results: {} and {}", md_path.display(), json_path.display());
+    println!("chart:   {} and {}", svg_path.display(), png_path.display());
+    Ok(())
+}
+
+/// A flag set on the first SIGINT or SIGTERM, by a watcher thread.
+fn signal_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal runtime")?;
+    // Registering here (not in the thread) means a Ctrl-C right after this
+    // returns is already ours, not the default "terminate".
+    let mut term = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    })?;
+    let mut int = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    })?;
+    std::thread::Builder::new()
+        .name("bmt-signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            });
+            eprintln!("sluice lab bmt: interrupted; stopping and tearing down the lab");
+            set.store(true, Ordering::SeqCst);
+        })
+        .context("starting the signal thread")?;
+    Ok(flag)
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC.
+fn utc_stamp(unix: u64) -> String {
+    let days = i64::try_from(unix / 86_400).unwrap_or(0);
+    let secs = unix % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BmtArgs,
+    }
+
+    fn plan(argv: &[&str]) -> anyhow::Result<Plan> {
+        let mut full = vec!["bmt"];
+        full.extend_from_slice(argv);
+        Plan::from_args(&Cli::try_parse_from(full)?.args)
+    }
+
+    #[test]
+    fn quick_and_full_matrices() {
+        let q = plan(&["--quick"]).unwrap();
+        assert_eq!(q.threads, vec![1]);
+        assert_eq!(q.concurrency, vec![50, 200]);
+        assert_eq!((q.requests, q.reps), (Some(QUICK_REQUESTS), 3));
+        assert_eq!(q.modes.len(), Mode::ALL.len());
+        let f = plan(&[]).unwrap();
+        assert_eq!(f.threads, vec![1, 2]);
+        assert_eq!(f.concurrency, vec![50, 100, 200, 500]);
+        let c = plan(&[
+            "--modes",
+            "dr,direct",
+            "--concurrency",
+            "10",
+            "--duration",
+            "2s",
+            "--reps",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(c.modes, vec![Mode::Direct, Mode::Dr]);
+        assert_eq!((c.requests, c.duration_secs), (None, Some(2.0)));
+        assert_eq!(c.threads_of(Mode::Dr), vec![None]);
+        assert_eq!(f.threads_of(Mode::Haproxy), vec![Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn bad_matrices_are_refused() {
+        for argv in [
+            &["--reps", "0"][..],
+            &["--concurrency", "0"],
+            &["--concurrency", "100000"],
+            &["--threads", "0"],
+            &["--requests", "0"],
+            &["--duration", "0s"],
+            &["--modes", "ipvs"],
+            &["--requests", "5", "--duration", "1s"],
+        ] {
+            assert!(plan(argv).is_err(), "{argv:?} accepted");
+        }
+    }
+
+    fn cell(mode: Mode, threads: Option<u16>, c: u32, rps: f64) -> Cell {
+        let s = Sample {
+            requests: 100,
+            ok: 100,
+            errors: 0,
+            duration_secs: 1.0,
+            requests_per_sec: rps,
+            latency_mean_ms: 1.0,
+            latency_p50_ms: 1.0,
+            latency_p99_ms: 2.0,
+            lb_cpu_us_per_req: Some(10.0),
+            softirq_us_per_req: None,
+        };
+        aggregate(
+            mode,
+            mode.name(),
+            threads,
+            c,
+            &RunningLb::none(),
+            vec![s.clone(), s],
+        )
+    }
+
+    #[test]
+    fn medians_and_ratios() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median_opt([Some(1.0), None].into_iter()), None);
+        assert_eq!(median_opt([Some(1.0), Some(3.0)].into_iter()), Some(2.0));
+        let mut cells = vec![
+            cell(Mode::Haproxy, Some(1), 50, 5000.0),
+            cell(Mode::Haproxy, Some(2), 50, 8000.0),
+            cell(Mode::Proxy, Some(2), 50, 6000.0),
+            cell(Mode::Dr, None, 50, 10_000.0),
+            cell(Mode::Dr, None, 200, 10_000.0),
+        ];
+        add_haproxy_ratios(&mut cells);
+        assert_eq!(cells[0].rps_vs_haproxy, Some(1.0));
+        assert_eq!(cells[2].rps_vs_haproxy, Some(0.75));
+        assert_eq!(cells[3].rps_vs_haproxy, Some(2.0));
+        assert_eq!(cells[4].rps_vs_haproxy, None);
+        assert_eq!(cells[3].cpu_source, "none");
+    }
+
+    #[test]
+    fn table_has_the_seed_columns_and_no_rows_for_unavailable_modes() {
+        let r = Results {
+            version: 1,
+            command: "sluice lab bmt".into(),
+            started_unix: 0,
+            elapsed_secs: 1.0,
+            interrupted: false,
+            machine: Machine {
+                cpus: 2,
+                kernel: "6.18".into(),
+            },
+            plan: plan(&["--quick"]).unwrap(),
+            cells: vec![cell(Mode::Direct, None, 50, 1234.5)],
+            unavailable: vec![Unavailable {
+                mode: Mode::Tun,
+                threads: None,
+                concurrency: None,
+                reason: "no lab".into(),
+            }],
+        };
+        let md = markdown(&r);
+        assert!(md.contains(
+            "| Mode | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms) |"
+        ));
+        assert!(md.contains("| direct | – | 50 | 100 | 5KiB | 1234.50"));
+        assert!(!md.contains("| tun |"));
+        assert!(md.contains("- **tun**: no lab"));
+    }
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(1_700_000_000), "20231114-221320");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+    }
+}

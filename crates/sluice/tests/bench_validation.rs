@@ -1,0 +1,179 @@
+//! Measurement validation: `sluice bench` against the reference tools on the
+//! same nginx target in the lab. ab mode (a new connection per request) is
+//! compared with Debian's `ab`, keep-alive mode with `wrk`; each pair must
+//! agree within ±15% in requests/s.
+//!
+//! Noise: the lab shares two vCPUs with everything else on the machine, so a
+//! single short run can be off by 20% or more (see
+//! ../shared/reference/platform.md). Each tool runs three times,
+//! interleaved with its peer, and the **best** run of each is compared:
+//! the best run is the one least disturbed by other load.
+//!
+//! The load generator is compared as an optimised build: a debug build of
+//! `sluice` spends two to three times the CPU per request and would measure
+//! itself, not the target. The test builds (or reuses, when fresh)
+//! `target/release/sluice` with cargo. Needs root, ab and wrk.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend};
+
+/// Allowed deviation of sluice bench from the peer tool.
+const TOLERANCE: f64 = 0.15;
+/// Runs of each tool; the best is compared.
+const RUNS: usize = 3;
+
+/// The release `sluice`, built by cargo if missing or stale.
+fn release_sluice() -> PathBuf {
+    let debug_bin = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
+    // .../target/debug/sluice -> .../target
+    let target_dir = debug_bin
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .to_path_buf();
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "sluice",
+            "--bin",
+            "sluice",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build --release failed");
+    target_dir.join("release").join("sluice")
+}
+
+fn lab() -> Lab {
+    let mut spec = LabSpec::new(&LabSpec::unique_label("val"));
+    spec.reals = 1;
+    spec.vip6 = None;
+    spec.lb_forwarding = LbForwarding::None;
+    spec.backend = RealBackend::Nginx;
+    let lab = match Lab::up(spec) {
+        Ok(lab) => lab,
+        Err(e @ LabError::NotPrivileged { .. }) => panic!("bench validation needs root: {e}"),
+        Err(e) => panic!("lab up failed: {e}"),
+    };
+    // As `sluice lab bmt` does: a connection per request needs ports.
+    for kv in [
+        "net.ipv4.ip_local_port_range=1024 65535",
+        "net.ipv4.tcp_tw_reuse=1",
+    ] {
+        let o = lab.exec(Node::Client, &["sysctl", "-q", "-w", kv]).unwrap();
+        assert!(o.status.success());
+    }
+    lab
+}
+
+fn run(lab: &Lab, argv: &[&str]) -> String {
+    let out = lab.exec(Node::Client, argv).unwrap();
+    assert!(
+        out.status.success(),
+        "{argv:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The number after `label` on the first line that has it.
+fn number_after(text: &str, label: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"))
+}
+
+fn sluice_rps(json: &str) -> (f64, u64, u64) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    (
+        v["requests_per_sec"].as_f64().unwrap(),
+        v["ok"].as_u64().unwrap(),
+        v["requests"].as_u64().unwrap(),
+    )
+}
+
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+fn check(name: &str, peer: &str, ours: &[f64], theirs: &[f64]) -> Result<(), String> {
+    let (a, b) = (best(ours), best(theirs));
+    let ratio = a / b;
+    eprintln!(
+        "{name}: sluice bench {ours:.0?} (best {a:.0}) vs {peer} {theirs:.0?} (best {b:.0}): ratio {ratio:.3}"
+    );
+    if (1.0 - TOLERANCE..=1.0 + TOLERANCE).contains(&ratio) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: sluice bench best {a:.0} req/s vs {peer} best {b:.0} req/s: ratio {ratio:.3} \
+             outside ±{:.0}%",
+            TOLERANCE * 100.0
+        ))
+    }
+}
+
+#[test]
+fn sluice_bench_agrees_with_ab_and_wrk() {
+    let sluice = release_sluice();
+    let sluice = sluice.to_str().unwrap();
+    let lab = lab();
+    let real: Ipv4Addr = lab.topology().reals[0].ipv4;
+    let url = format!("http://{real}/");
+
+    let (mut ab, mut ours_ab, mut wrk, mut ours_ka) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..RUNS {
+        let out = run(&lab, &["ab", "-q", "-n", "2000", "-c", "20", &url]);
+        assert_eq!(number_after(&out, "Failed requests:"), 0.0, "{out}");
+        ab.push(number_after(&out, "Requests per second:"));
+        // ab is single-threaded: one client thread for sluice bench too.
+        let out = run(
+            &lab,
+            &[
+                sluice,
+                "bench",
+                "-n",
+                "2000",
+                "-c",
+                "20",
+                "--threads",
+                "1",
+                "--json",
+                &url,
+            ],
+        );
+        let (rps, ok, n) = sluice_rps(&out);
+        assert_eq!((ok, n), (2000, 2000), "{out}");
+        ours_ab.push(rps);
+
+        // wrk defaults to 2 threads; sluice bench to one per CPU (2 here).
+        let out = run(&lab, &["wrk", "-c", "20", "-d", "3s", &url]);
+        assert!(!out.contains("Non-2xx"), "{out}");
+        wrk.push(number_after(&out, "Requests/sec:"));
+        let out = run(
+            &lab,
+            &[sluice, "bench", "-d", "3s", "-c", "20", "--json", &url],
+        );
+        let (rps, ok, n) = sluice_rps(&out);
+        assert!(ok > 0 && ok == n, "{out}");
+        ours_ka.push(rps);
+    }
+    let results = [
+        check("ab mode", "ab", &ours_ab, &ab),
+        check("keep-alive", "wrk", &ours_ka, &wrk),
+    ];
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}
