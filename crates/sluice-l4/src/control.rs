@@ -32,29 +32,8 @@ pub enum Method {
     Tun,
 }
 
-/// Scheduler of a service (IPVS's names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheduler {
-    /// Round robin.
-    Rr,
-    /// Weighted round robin (IPVS interleaving).
-    Wrr,
-    /// Least connections.
-    Lc,
-    /// Weighted least connections.
-    Wlc,
-    /// Shortest expected delay.
-    Sed,
-    /// Never queue.
-    Nq,
-    /// Source hash.
-    Sh,
-    /// Destination hash.
-    Dh,
-    /// Maglev consistent hashing.
-    Mh,
-}
+/// Scheduler of a service: sluice-core's, by IPVS name.
+pub use sluice_core::sched::L4Scheduler as Scheduler;
 
 /// One real server of a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,8 +155,8 @@ pub struct ServiceView {
     pub name: String,
     /// `VIP:port/proto`.
     pub address: String,
-    /// Scheduler.
-    pub scheduler: Scheduler,
+    /// Scheduler (IPVS name).
+    pub scheduler: String,
     /// Method.
     pub method: Method,
     /// Persistence timeout in seconds.
@@ -823,7 +802,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
             out.push(ServiceView {
                 name: s.name.clone(),
                 address: format!("{addr}/{}", proto_name(s.proto)),
-                scheduler: s.scheduler,
+                scheduler: s.scheduler.to_string(),
                 method: s.method,
                 persistence_s: s.persistence.map(|d| d.as_secs()),
                 packets: vs.packets,

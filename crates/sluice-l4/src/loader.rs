@@ -202,18 +202,7 @@ impl Dataplane {
             .map_max_entries(MAP_RING, MAX_VIPS * params.ring_size)
             .map_max_entries(MAP_SESSIONS, params.session_capacity)
             .load(OBJECT)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
-            .try_into()
-            .map_err(|source| Error::Program {
-                context: format!("program {PROGRAM_NAME} is not XDP"),
-                source,
-            })?;
-        prog.load().map_err(|source| Error::Program {
-            context: format!("verifying {PROGRAM_NAME}"),
-            source,
-        })?;
+        load_xdp(&mut ebpf, PROGRAM_NAME)?;
         let mut dp = Self {
             ebpf,
             params,
@@ -553,6 +542,24 @@ fn check_index(
     Ok(())
 }
 
+/// Finds program `name` in `ebpf` as XDP and loads it into the kernel
+/// (the verifier runs here).
+fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Error> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(Error::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| Error::Program {
+            context: format!("program {name} is not XDP"),
+            source,
+        })?;
+    prog.load().map_err(|source| Error::Program {
+        context: format!("verifying {name}"),
+        source,
+    })?;
+    Ok(prog)
+}
+
 /// The small helper programs in the same object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Helper {
@@ -597,19 +604,7 @@ impl HelperProgram {
             .map_max_entries(MAP_RING, 1)
             .map_max_entries(MAP_SESSIONS, MIN_SESSION_CAPACITY)
             .load(OBJECT)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
-            .try_into()
-            .map_err(|source| Error::Program {
-                context: format!("program {name} is not XDP"),
-                source,
-            })?;
-        prog.load().map_err(|source| Error::Program {
-            context: format!("verifying {name}"),
-            source,
-        })?;
-        let link = prog
+        let link = load_xdp(&mut ebpf, name)?
             .attach(iface, mode.to_aya())
             .map_err(|source| Error::Program {
                 context: format!("attaching {name} to interface {iface:?} in {mode:?} mode"),
@@ -679,10 +674,10 @@ impl Drop for HelperProgram {
     fn drop(&mut self) {
         if let Some(link) = self.link.take() {
             let name = self.helper.program_name();
-            if let Some(Ok(prog)) = self.ebpf.program_mut(name).map(<&mut Xdp>::try_from) {
-                if let Err(e) = prog.detach(link) {
-                    tracing::warn!(error = %e, iface = %self.iface, "detaching {name}");
-                }
+            if let Some(Ok(prog)) = self.ebpf.program_mut(name).map(<&mut Xdp>::try_from)
+                && let Err(e) = prog.detach(link)
+            {
+                tracing::warn!(error = %e, iface = %self.iface, "detaching {name}");
             }
         }
     }
