@@ -110,14 +110,21 @@ fn drain_keeps_open_connections_and_sends_new_ones_elsewhere() {
         }
     }
     assert!(!on_rs1.is_empty(), "wrr over 3 reals put nothing on rs1");
-    let before = real_requests(&lab, "10.99.0.11".parse().unwrap());
 
-    let out = sluice_in_lb(&lab, &["ctl", "set-weight", "web", "10.99.0.11", "0"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Drain rs1 while wrk is loading the VIP: no request may fail.
+    let report = std::thread::scope(|sc| {
+        let w = sc.spawn(|| wrk(&lab, "http://10.99.255.1/", 10, 3));
+        std::thread::sleep(Duration::from_millis(1000));
+        let out = sluice_in_lb(&lab, &["ctl", "set-weight", "web", "10.99.0.11", "0"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        w.join().unwrap()
+    });
+    assert_eq!(wrk_errors(&report), 0, "{report}");
+    let before = real_requests(&lab, "10.99.0.11".parse().unwrap());
 
     // Open connections to the drained real keep working...
     for c in &mut on_rs1 {
