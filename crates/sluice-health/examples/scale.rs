@@ -77,7 +77,9 @@ fn main() {
         .unwrap();
     let addr = rx.recv().unwrap();
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    // One worker thread is plenty for probes (they are I/O waits) and costs
+    // less CPU than a multi-thread runtime's work stealing.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let cpu_before = thread_cpu();
     let start = Instant::now();
     let snapshot = rt.block_on(async {
