@@ -1,18 +1,24 @@
 //! Backends and servers at run time: state, slots (maxconn + queue) and the
 //! idle connection pool.
 
+use std::cell::Cell;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
+use sluice_core::sched::hashsched::real_key;
+use sluice_core::sched::l7::{Backend, L7Algorithm, L7Balancer, RequestInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsConnector;
 
-use crate::balance::{Balancer, ServerInfo};
-use crate::config::{BackendConfig, ServerConfig};
+use crate::config::{BackendConfig, Balance, ServerConfig};
 use crate::http::ProxyBody;
+use crate::io::{ServerStream, connect};
 use crate::stats::Counters;
+use crate::tls;
 
 /// A server with its live state.
 #[derive(Debug)]
@@ -26,26 +32,16 @@ pub(crate) struct ServerRt {
     pub(crate) pool: Pool,
 }
 
-impl ServerInfo for Arc<ServerRt> {
-    fn is_up(&self) -> bool {
-        self.up.load(Relaxed)
-    }
-    fn weight(&self) -> u32 {
-        self.weight.load(Relaxed)
-    }
-    fn active(&self) -> u64 {
-        self.stats.sessions_current.load(Relaxed)
-    }
-    fn is_backup(&self) -> bool {
-        self.cfg.backup
-    }
-}
-
 impl ServerRt {
-    fn has_free_slot(&self) -> bool {
-        self.slots
-            .as_ref()
-            .is_none_or(|s| s.available_permits() > 0)
+    /// The server as sluice-core's balancer sees it, read now.
+    fn snapshot(&self, key: u64) -> Backend {
+        Backend {
+            key,
+            weight: self.weight.load(Relaxed),
+            active: u32::try_from(self.stats.sessions_current.load(Relaxed)).unwrap_or(u32::MAX),
+            available: self.up.load(Relaxed),
+            backup: self.cfg.backup,
+        }
     }
 }
 
@@ -81,12 +77,18 @@ pub(crate) enum AcquireError {
 pub(crate) struct BackendRt {
     pub(crate) cfg: BackendConfig,
     pub(crate) servers: Vec<Arc<ServerRt>>,
-    balancer: Balancer,
+    /// `consistent` ring keys of the servers (hash of their address), by index.
+    keys: Vec<u64>,
+    /// Round-robin positions and the consistent ring; `&mut` per pick, and a
+    /// pick is a few hundred nanoseconds, so a plain mutex is enough.
+    balancer: Mutex<L7Balancer>,
     pub(crate) stats: Arc<Counters>,
+    /// TLS client settings when the backend has `tls`.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl BackendRt {
-    pub(crate) fn new(cfg: BackendConfig) -> Self {
+    pub(crate) fn new(cfg: BackendConfig, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         let servers = cfg
             .servers
             .iter()
@@ -102,11 +104,31 @@ impl BackendRt {
             })
             .collect();
         Self {
-            balancer: Balancer::new(cfg.balance, cfg.servers.len()),
+            keys: cfg
+                .servers
+                .iter()
+                .map(|s| real_key(s.addr.ip(), s.addr.port()))
+                .collect(),
+            balancer: Mutex::new(L7Balancer::new(algorithm(cfg.balance))),
             cfg,
             servers,
             stats: Arc::new(Counters::default()),
+            tls,
         }
+    }
+
+    /// Open a connection to `server` (TCP, PROXY `preamble`, TLS if
+    /// configured) within `timeout_connect`.
+    pub(crate) async fn connect(
+        &self,
+        server: &ServerRt,
+        preamble: Option<&[u8]>,
+    ) -> std::io::Result<ServerStream> {
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|c| (TlsConnector::from(c.clone()), tls::server_name(&server.cfg)));
+        connect(server.cfg.addr, self.cfg.timeout_connect, preamble, tls).await
     }
 
     fn slot(&self, i: usize, permit: Option<OwnedSemaphorePermit>) -> Slot {
@@ -121,24 +143,42 @@ impl BackendRt {
         }
     }
 
-    /// Take a slot on a server not in `tried`: first any server with a free
-    /// slot; when every eligible server is full, wait in the queue of the one
-    /// the balancer picks, at most `timeout_queue`.
+    /// Take a slot on a server not in `tried`, walking sluice-core's
+    /// candidate order once: the first candidate with a free slot wins; when
+    /// every candidate is full, wait in the queue of the first one (the
+    /// algorithm's choice), at most `timeout_queue`.
+    ///
+    /// `path` is the request target (`uri` balancing; `None` in TCP mode).
     pub(crate) async fn acquire(
         &self,
         client: IpAddr,
+        path: Option<&str>,
         tried: &[usize],
     ) -> Result<Slot, AcquireError> {
-        // A permit seen free can be taken by another task before we get it;
-        // a few rounds are enough to settle, then fall back to queueing.
-        const FREE_PICK_ROUNDS: usize = 3;
-        for _ in 0..FREE_PICK_ROUNDS {
-            let skip = |i: usize| tried.contains(&i) || !self.servers[i].has_free_slot();
-            let Some(i) = self.balancer.pick(&self.servers, client, &skip) else {
-                break;
+        let mut candidates = {
+            let snapshot: Vec<Backend> = self
+                .servers
+                .iter()
+                .zip(&self.keys)
+                .map(|(s, &key)| s.snapshot(key))
+                .collect();
+            let info = RequestInfo {
+                client_ip: Some(client),
+                path,
+                hash_key: None,
+                random: if self.cfg.balance == Balance::Random {
+                    [next_random(), next_random()]
+                } else {
+                    [0; 2]
+                },
             };
-            let server = &self.servers[i];
-            match &server.slots {
+            // Poisoning only means another thread panicked mid-pick; the
+            // state is positions and a ring, still usable.
+            let mut balancer = self.balancer.lock().unwrap_or_else(|e| e.into_inner());
+            balancer.candidates(&snapshot, &info, tried)
+        };
+        for i in candidates.clone() {
+            match &self.servers[i].slots {
                 None => return Ok(self.slot(i, None)),
                 Some(sem) => {
                     if let Ok(p) = sem.clone().try_acquire_owned() {
@@ -147,10 +187,7 @@ impl BackendRt {
                 }
             }
         }
-        let i = self
-            .balancer
-            .pick(&self.servers, client, &|i| tried.contains(&i))
-            .ok_or(AcquireError::NoServer)?;
+        let i = candidates.next().ok_or(AcquireError::NoServer)?;
         let server = &self.servers[i];
         let Some(sem) = &server.slots else {
             return Ok(self.slot(i, None));
@@ -174,6 +211,38 @@ impl BackendRt {
     pub(crate) fn server_index(&self, name: &str) -> Option<usize> {
         self.servers.iter().position(|s| s.cfg.name == name)
     }
+}
+
+/// sluice-core's algorithm for a configured [`Balance`].
+fn algorithm(b: Balance) -> L7Algorithm {
+    match b {
+        Balance::RoundRobin => L7Algorithm::RoundRobin,
+        Balance::StaticRr => L7Algorithm::StaticRr,
+        Balance::LeastConn => L7Algorithm::LeastConn,
+        Balance::Source => L7Algorithm::Source,
+        Balance::Uri => L7Algorithm::Uri,
+        Balance::Random => L7Algorithm::Random,
+        Balance::Consistent => L7Algorithm::Consistent,
+    }
+}
+
+thread_local! {
+    /// xorshift64* state of this thread, seeded from std's per-thread random
+    /// hasher keys (never 0, which xorshift cannot leave).
+    static RNG: Cell<u64> = Cell::new(RandomState::new().hash_one(Instant::now()) | 1);
+}
+
+/// A cheap per-thread pseudo-random value for `balance random` (power of
+/// two choices needs spread, not unpredictability).
+fn next_random() -> u64 {
+    RNG.with(|r| {
+        let mut x = r.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        r.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
 }
 
 struct DecOnDrop<'a>(&'a Counters);
@@ -227,5 +296,199 @@ impl Pool {
     /// Close every idle connection.
     pub(crate) fn clear(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn backend(balance: Balance, weights: &[u32]) -> BackendRt {
+        let servers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let port = 10_000 + u16::try_from(i).unwrap();
+                let mut s =
+                    ServerConfig::new(format!("s{i}"), SocketAddr::from(([192, 0, 2, 1], port)));
+                s.weight = w;
+                s
+            })
+            .collect();
+        let mut cfg = BackendConfig::new("be", servers);
+        cfg.balance = balance;
+        BackendRt::new(cfg, None)
+    }
+
+    async fn pick(be: &BackendRt, client: IpAddr, path: Option<&str>, tried: &[usize]) -> usize {
+        be.acquire(client, path, tried).await.unwrap().index
+    }
+
+    #[tokio::test]
+    async fn roundrobin_and_static_rr_follow_core_sequences() {
+        let be = backend(Balance::RoundRobin, &[5, 1, 1]);
+        let mut picks = Vec::new();
+        for _ in 0..7 {
+            picks.push(pick(&be, CLIENT, None, &[]).await);
+        }
+        // nginx's documented smooth sequence for weights 5,1,1.
+        assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
+        let be = backend(Balance::StaticRr, &[4, 3, 2]);
+        let mut picks = Vec::new();
+        for _ in 0..9 {
+            picks.push(pick(&be, CLIENT, None, &[]).await);
+        }
+        // IPVS WRR order.
+        assert_eq!(picks, [0, 0, 1, 0, 1, 2, 0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn leastconn_counts_held_slots() {
+        let be = backend(Balance::LeastConn, &[1, 1, 1]);
+        let a = be.acquire(CLIENT, None, &[]).await.unwrap();
+        let b = be.acquire(CLIENT, None, &[]).await.unwrap();
+        assert_ne!(a.index, b.index);
+        let c = be.acquire(CLIENT, None, &[]).await.unwrap();
+        let mut held = [a.index, b.index, c.index];
+        held.sort_unstable();
+        assert_eq!(held, [0, 1, 2], "each idle server gets one session first");
+        drop(b);
+        let free = held
+            .iter()
+            .copied()
+            .find(|&i| i != a.index && i != c.index)
+            .unwrap();
+        assert_eq!(pick(&be, CLIENT, None, &[]).await, free);
+    }
+
+    #[tokio::test]
+    async fn uri_hashes_the_path_without_query_and_spreads() {
+        let be = backend(Balance::Uri, &[1, 1, 1]);
+        let first = pick(&be, CLIENT, Some("/img/a.png?v=1"), &[]).await;
+        for q in 0..10 {
+            let path = format!("/img/a.png?v={q}");
+            assert_eq!(pick(&be, CLIENT, Some(&path), &[]).await, first);
+        }
+        let mut seen = [false; 3];
+        for p in 0..100 {
+            seen[pick(&be, CLIENT, Some(&format!("/p{p}")), &[]).await] = true;
+        }
+        assert_eq!(seen, [true; 3]);
+    }
+
+    #[tokio::test]
+    async fn random_prefers_the_less_loaded_server() {
+        let be = backend(Balance::Random, &[1, 1]);
+        // Load server 0 with sessions; server 1 stays idle.
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            let s = be.acquire(CLIENT, None, &[1]).await.unwrap();
+            assert_eq!(s.index, 0);
+            held.push(s);
+        }
+        let mut to_idle = 0;
+        for _ in 0..400 {
+            if pick(&be, CLIENT, None, &[]).await == 1 {
+                to_idle += 1;
+            }
+        }
+        // Server 0 wins only when both draws land on it (1 in 4).
+        assert!((240..=360).contains(&to_idle), "{to_idle}");
+        drop(held);
+        let mut counts = [0u32; 2];
+        for _ in 0..400 {
+            counts[pick(&be, CLIENT, None, &[]).await] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 100), "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn consistent_moves_only_the_down_servers_clients() {
+        let be = backend(Balance::Consistent, &[1, 1, 1, 1]);
+        let clients: Vec<IpAddr> = (0..400u32)
+            .map(|c| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + c)))
+            .collect();
+        let mut before = Vec::new();
+        for &c in &clients {
+            before.push(pick(&be, c, None, &[]).await);
+        }
+        be.servers[2].up.store(false, Relaxed);
+        for (&c, &was) in clients.iter().zip(&before) {
+            let now = pick(&be, c, None, &[]).await;
+            if was == 2 {
+                assert_ne!(now, 2);
+            } else {
+                assert_eq!(now, was, "client {c} moved although its server is up");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_skip_tried_servers_but_never_spill_onto_backups() {
+        for balance in [
+            Balance::RoundRobin,
+            Balance::StaticRr,
+            Balance::LeastConn,
+            Balance::Source,
+            Balance::Uri,
+            Balance::Random,
+            Balance::Consistent,
+        ] {
+            let mut cfg = backend(balance, &[1, 1, 1]).cfg;
+            cfg.servers[2].backup = true;
+            let be = BackendRt::new(cfg, None);
+            let first = pick(&be, CLIENT, Some("/x"), &[]).await;
+            assert!(first < 2, "{balance:?}");
+            let second = pick(&be, CLIENT, Some("/x"), &[first]).await;
+            assert_eq!(second, 1 - first, "{balance:?}");
+            assert_eq!(
+                be.acquire(CLIENT, Some("/x"), &[0, 1]).await.unwrap_err(),
+                AcquireError::NoServer,
+                "{balance:?}: primaries only tried, not down"
+            );
+            be.servers[0].up.store(false, Relaxed);
+            be.servers[1].weight.store(0, Relaxed);
+            assert_eq!(pick(&be, CLIENT, Some("/x"), &[]).await, 2, "{balance:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_first_choice_passes_to_the_next_candidate_then_queues() {
+        let mut cfg = backend(Balance::Source, &[1, 1]).cfg;
+        cfg.servers[0].maxconn = 1;
+        cfg.servers[1].maxconn = 1;
+        cfg.timeout_queue = Duration::from_millis(50);
+        let be = BackendRt::new(cfg, None);
+        let a = be.acquire(CLIENT, None, &[]).await.unwrap();
+        // Same client, same hash choice, but it is full: the other server.
+        let b = be.acquire(CLIENT, None, &[]).await.unwrap();
+        assert_ne!(a.index, b.index);
+        // Both full: queue on the choice, then time out.
+        assert_eq!(
+            be.acquire(CLIENT, None, &[]).await.unwrap_err(),
+            AcquireError::QueueTimeout
+        );
+        // A slot freed while queued is handed to the waiter.
+        let first = a.index;
+        let release = async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(a);
+        };
+        let (got, ()) = tokio::join!(be.acquire(CLIENT, None, &[]), release);
+        assert_eq!(got.unwrap().index, first);
+        assert_eq!(be.stats.queued_current.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn random_values_vary() {
+        let v: Vec<u64> = (0..64).map(|_| next_random()).collect();
+        let distinct: std::collections::HashSet<_> = v.iter().collect();
+        assert_eq!(distinct.len(), v.len());
+        // Both halves of the range appear (the top bit is not stuck).
+        assert!(v.iter().any(|x| x >> 63 == 1) && v.iter().any(|x| x >> 63 == 0));
     }
 }

@@ -24,9 +24,13 @@ pub const DEFAULT_TIMEOUT_CLIENT: Duration = Duration::from_secs(50);
 /// and the server-side inactivity timeout in TCP mode (HAProxy `timeout server`).
 pub const DEFAULT_TIMEOUT_SERVER: Duration = Duration::from_secs(50);
 
-/// Default time a client has to send complete request headers, also between
-/// keep-alive requests (HAProxy `timeout http-request`); defeats slowloris.
+/// Default time a client has to send complete request headers (HAProxy
+/// `timeout http-request`); defeats slowloris.
 pub const DEFAULT_TIMEOUT_HTTP_REQUEST: Duration = Duration::from_secs(10);
+
+/// Default longest idle time of a client connection between a response and
+/// the next request's first byte (HAProxy `timeout http-keep-alive`).
+pub const DEFAULT_TIMEOUT_HTTP_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Default longest wait for a free server slot when every server is at its
 /// `maxconn` (HAProxy `timeout queue`); past it the request gets a 503.
@@ -56,6 +60,9 @@ pub struct ProxyConfig {
     /// Worker threads for [`crate::build_runtime`]; `0` means one per core.
     /// [`crate::Proxy::start`] runs on whatever runtime it is called from.
     pub threads: usize,
+    /// CPU ids to pin runtime threads to, round-robin, for
+    /// [`crate::build_runtime`]; empty means no pinning.
+    pub cpu_map: Vec<usize>,
     /// How long a graceful shutdown waits for open sessions.
     pub shutdown_grace: Duration,
 }
@@ -82,16 +89,30 @@ pub enum SendProxy {
     V2,
 }
 
-/// Server selection algorithm (HAProxy `balance`).
+/// Server selection algorithm (HAProxy `balance`), implemented by
+/// sluice-core's [`sluice_core::sched::l7`] balancer.
+///
+/// Every algorithm uses backup servers only when no primary server is up with
+/// weight > 0, and on a retry with `redispatch` walks the algorithm's
+/// candidate order, skipping servers already tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balance {
-    /// Smooth weighted round robin.
+    /// `roundrobin`: smooth weighted round robin; weight changes apply at once.
     #[default]
     RoundRobin,
-    /// Fewest active sessions relative to weight.
+    /// `static-rr`: weighted round robin in IPVS order.
+    StaticRr,
+    /// `leastconn`: fewest active sessions relative to weight; ties rotate.
     LeastConn,
-    /// Hash of the client IP address, weighted.
+    /// `source`: hash of the client IP address, weighted (map-based).
     Source,
+    /// `uri`: hash of the request path before `?` (HTTP mode only).
+    Uri,
+    /// `random`: power of two random choices, the less loaded wins.
+    Random,
+    /// `consistent`: Maglev consistent hashing of the client IP address, so
+    /// a server going down or away moves only its own clients.
+    Consistent,
 }
 
 /// A listener.
@@ -99,8 +120,10 @@ pub enum Balance {
 pub struct FrontendConfig {
     /// Name used in stats and logs.
     pub name: String,
-    /// Address to bind (port 0 picks a free port; see [`crate::ProxyHandle::local_addrs`]).
-    pub bind: SocketAddr,
+    /// Addresses to listen on (at least one). All share this frontend's
+    /// limits and counters. Port 0 picks a free port; see
+    /// [`crate::ProxyHandle::local_addrs`].
+    pub bind: Vec<SocketAddr>,
     /// HTTP or TCP.
     pub mode: Mode,
     /// Name of the backend every session goes to.
@@ -121,9 +144,13 @@ pub struct FrontendConfig {
     pub max_header_size: usize,
     /// Client inactivity timeout (TCP mode; also bounds the PROXY header read).
     pub timeout_client: Duration,
-    /// Time to receive complete request headers (HTTP mode), including the
-    /// idle time between keep-alive requests.
+    /// Time to receive complete request headers (HTTP mode): from accept for
+    /// the first request, from the first byte of the head for later ones.
+    /// Incomplete heads are cut (slowloris).
     pub timeout_http_request: Duration,
+    /// Idle time allowed after a response before the next request's first
+    /// byte (HTTP mode; HTTP/2 connections get a GOAWAY).
+    pub timeout_http_keep_alive: Duration,
     /// Terminate TLS on this bind.
     pub tls: Option<TlsConfig>,
 }
@@ -175,6 +202,16 @@ pub struct BackendConfig {
     pub pool_max_idle_per_server: usize,
     /// How long an idle pooled connection stays reusable.
     pub pool_idle_timeout: Duration,
+    /// Speak TLS to the servers (after any PROXY header, which goes in clear).
+    /// The handshake counts towards `timeout_connect`; a failed one is a
+    /// connect error (retried, then 503).
+    pub tls: bool,
+    /// Verify the servers' certificates (when `tls`) against `tls_ca`, or the
+    /// system bundle (see [`crate::SYSTEM_CA_BUNDLES`]) when `tls_ca` is
+    /// `None`, and the name from [`ServerConfig::sni`].
+    pub tls_verify: bool,
+    /// PEM file of CA certificates to verify the servers with.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// One server of a backend.
@@ -190,12 +227,17 @@ pub struct ServerConfig {
     pub maxconn: usize,
     /// Only used when every non-backup server is down.
     pub backup: bool,
+    /// TLS server name (sent as SNI and verified) when the backend has
+    /// `tls`; `None` checks the certificate against [`Self::addr`]'s IP and
+    /// sends no SNI.
+    pub sni: Option<String>,
 }
 
 // === impl FrontendConfig ===
 
 impl FrontendConfig {
-    /// A frontend with HAProxy-like defaults.
+    /// A frontend listening on `bind` (push more addresses onto
+    /// [`Self::bind`]), with HAProxy-like defaults.
     pub fn new(
         name: impl Into<String>,
         bind: SocketAddr,
@@ -203,7 +245,7 @@ impl FrontendConfig {
     ) -> Self {
         Self {
             name: name.into(),
-            bind,
+            bind: vec![bind],
             mode: Mode::Http,
             default_backend: default_backend.into(),
             maxconn: 0,
@@ -214,6 +256,7 @@ impl FrontendConfig {
             max_header_size: DEFAULT_MAX_HEADER_SIZE_BYTES,
             timeout_client: DEFAULT_TIMEOUT_CLIENT,
             timeout_http_request: DEFAULT_TIMEOUT_HTTP_REQUEST,
+            timeout_http_keep_alive: DEFAULT_TIMEOUT_HTTP_KEEP_ALIVE,
             tls: None,
         }
     }
@@ -237,6 +280,9 @@ impl BackendConfig {
             send_proxy: SendProxy::None,
             pool_max_idle_per_server: DEFAULT_POOL_MAX_IDLE_PER_SERVER,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            tls: false,
+            tls_verify: true,
+            tls_ca: None,
         }
     }
 }
@@ -244,7 +290,7 @@ impl BackendConfig {
 // === impl ServerConfig ===
 
 impl ServerConfig {
-    /// A server with weight 1, no maxconn, not a backup.
+    /// A server with weight 1, no maxconn, not a backup, no SNI.
     pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
         Self {
             name: name.into(),
@@ -252,6 +298,7 @@ impl ServerConfig {
             weight: 1,
             maxconn: 0,
             backup: false,
+            sni: None,
         }
     }
 }
@@ -265,6 +312,7 @@ impl ProxyConfig {
             frontends,
             backends,
             threads: 0,
+            cpu_map: Vec::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }

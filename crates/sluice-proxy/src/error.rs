@@ -27,6 +27,14 @@ pub enum ProxyError {
         /// What went wrong.
         what: String,
     },
+    /// The TLS client settings of a backend could not be loaded.
+    #[error("backend {backend}: TLS: {what}")]
+    BackendTls {
+        /// Backend name.
+        backend: String,
+        /// What went wrong.
+        what: String,
+    },
     /// No backend with this name.
     #[error("no backend named {0:?}")]
     NoSuchBackend(String),

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
@@ -13,6 +14,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::backend::BackendRt;
 use crate::config::{FrontendConfig, Mode};
+use crate::conn::{ConnWatch, Expired, HttpTimers, Scanned};
 use crate::http::{self, ConnCtx};
 use crate::io::{Rewind, read_proxy_header};
 use crate::limits::TokenBucket;
@@ -92,14 +94,20 @@ impl FrontendRt {
     }
 }
 
-/// Accept connections until the phase leaves `Running`. `drain` is cloned
-/// into every connection task, so the owner can wait for all of them.
+/// Accept connections on every listener of one frontend until the phase
+/// leaves `Running`. `drain` is cloned into every connection task, so the
+/// owner can wait for all of them.
+///
+/// One loop serves all of a frontend's bind addresses, so its maxconn permit
+/// is taken once, before accepting on whichever address has a connection
+/// first (one loop per address would each hold a permit while waiting).
 pub(crate) async fn accept_loop(
     fe: Arc<FrontendRt>,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     mut phase: watch::Receiver<Phase>,
     drain: mpsc::Sender<()>,
 ) {
+    let mut next_first = 0;
     loop {
         let admit = async {
             // Holding a maxconn permit before accept() is what makes extra
@@ -109,7 +117,7 @@ pub(crate) async fn accept_loop(
                 None => None,
             };
             fe.rate_wait().await;
-            (permit, listener.accept().await)
+            (permit, accept_any(&listeners, &mut next_first).await)
         };
         let (permit, accepted) = tokio::select! {
             r = admit => r,
@@ -132,6 +140,26 @@ pub(crate) async fn accept_loop(
             drop(drain2);
         });
     }
+}
+
+/// Accept on the first of `listeners` with a pending connection, polling them
+/// from `*next_first` on, which then rotates so no address starves the others.
+async fn accept_any(
+    listeners: &[TcpListener],
+    next_first: &mut usize,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    let n = listeners.len();
+    std::future::poll_fn(|cx| {
+        for k in 0..n {
+            let i = (*next_first + k) % n;
+            if let Poll::Ready(r) = listeners[i].poll_accept(cx) {
+                *next_first = (i + 1) % n;
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 async fn serve_conn(
@@ -207,47 +235,70 @@ async fn serve_http<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let conn_watch = ConnWatch::new();
     let ctx = Arc::new(ConnCtx {
         fe: fe.clone(),
         be: fe.backend.clone(),
         client,
         local,
         https,
-        idle_since: Mutex::new(Instant::now()),
+        watch: conn_watch.clone(),
     });
     let svc = service_fn(move |req| http::handle(ctx.clone(), req));
-    let io = TokioIo::new(io);
+    let timers = HttpTimers {
+        http_request: fe.cfg.timeout_http_request,
+        keep_alive: fe.cfg.timeout_http_keep_alive,
+    };
     if h2 {
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(fe.cfg.max_header_size).unwrap_or(u32::MAX))
-            .serve_connection(io, svc);
+            .serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => return,
-            () = wait_phase(&mut phase, Phase::Draining) => conn.as_mut().graceful_shutdown(),
+            () = wait_phase(&mut phase, Phase::Draining) => {}
+            why = conn_watch.watchdog(timers) => count_expired(fe, why),
         }
+        // GOAWAY: streams in flight finish, then the connection closes.
+        conn.as_mut().graceful_shutdown();
         tokio::select! {
             _ = conn.as_mut() => {}
             () = wait_phase(&mut phase, Phase::Stopped) => {}
         }
     } else {
+        // No hyper header_read_timeout: it would also run during keep-alive
+        // idleness; the watchdog applies both timers (see `conn`).
+        let io = Scanned::new(io, fe.cfg.max_header_size, conn_watch.clone());
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(fe.cfg.timeout_http_request)
             .max_header_size(fe.cfg.max_header_size)
             .keep_alive(true)
-            .serve_connection(io, svc)
+            .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => return,
             () = wait_phase(&mut phase, Phase::Draining) => conn.as_mut().graceful_shutdown(),
+            why = conn_watch.watchdog(timers) => {
+                // Nothing is in flight: dropping the connection closes it.
+                count_expired(fe, why);
+                return;
+            }
         }
         tokio::select! {
             _ = conn.as_mut() => {}
             () = wait_phase(&mut phase, Phase::Stopped) => {}
         }
+    }
+}
+
+/// A head that started but did not complete in time is a request error
+/// (HAProxy logs it as a 408); an idle connection closing is normal.
+fn count_expired(fe: &FrontendRt, why: Expired) {
+    tracing::debug!(frontend = %fe.cfg.name, ?why, "closing client connection");
+    if why == (Expired::HttpRequest { partial: true }) {
+        Counters::inc(&fe.stats.err_request);
     }
 }
 

@@ -3,7 +3,8 @@
 //! Phases of one request (pingora-like order, HAProxy-like timers):
 //!
 //! 1. headers received from the client (`Tq` ends): framing checks (request
-//!    smuggling) and header rewriting (hop-by-hop, `X-Forwarded-*`, `Via`);
+//!    smuggling: the raw-head verdict from [`crate::h1scan`], then the parsed
+//!    headers) and header rewriting (hop-by-hop, `X-Forwarded-*`, `Via`);
 //! 2. a server slot is taken (`Tw`: time queued when servers are at maxconn);
 //! 3. a pooled connection is reused or a new one opened (`Tc`); a failed
 //!    connect is retried (`retries`, `redispatch`), then answered 503;
@@ -16,8 +17,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,9 +32,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use crate::backend::{AcquireError, BackendRt, ServerRt, Slot};
-use crate::config::SendProxy;
+use crate::config::{Balance, SendProxy};
+use crate::conn::{ConnWatch, RequestGuard};
 use crate::frontend::FrontendRt;
-use crate::io::connect;
 use crate::proxy_protocol;
 use crate::stats::Counters;
 
@@ -68,15 +69,9 @@ pub(crate) struct ConnCtx {
     /// Address the client connected to (PROXY `dst` when present).
     pub(crate) local: SocketAddr,
     pub(crate) https: bool,
-    /// When the connection became idle: accept time, then the end of the
-    /// previous response. `Tq` is measured from here.
-    pub(crate) idle_since: Mutex<Instant>,
-}
-
-impl ConnCtx {
-    fn mark_idle(&self) {
-        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-    }
+    /// Request progress, smuggling verdicts and idle time. `Tq` is measured
+    /// from [`ConnWatch::idle_since`].
+    pub(crate) watch: Arc<ConnWatch>,
 }
 
 /// Per-request timers and identity, written to the access log when the
@@ -99,6 +94,8 @@ struct LogRecord {
     /// client went away during data, `SH` server timeout on headers, `SC`
     /// connect refused, `SQ` queue timeout, `PR` proxy rejected the request.
     termination: &'static str,
+    /// Marks the request finished on the connection when the record goes.
+    _request: RequestGuard,
 }
 
 impl LogRecord {
@@ -145,7 +142,6 @@ impl LogRecord {
             self.ctx.client, fe.cfg.name, be.cfg.name, server, self.status, self.bytes_out,
             self.termination, self.method, self.uri,
         );
-        self.ctx.mark_idle();
     }
 }
 
@@ -243,8 +239,8 @@ pub(crate) async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
-    let tq =
-        start.saturating_duration_since(*ctx.idle_since.lock().unwrap_or_else(|e| e.into_inner()));
+    let (request_guard, ambiguous_framing) = ctx.watch.dispatch();
+    let tq = start.saturating_duration_since(ctx.watch.idle_since());
     let (fe, be) = (ctx.fe.clone(), ctx.be.clone());
     Counters::inc(&fe.stats.requests);
     Counters::inc(&be.stats.requests);
@@ -265,7 +261,21 @@ pub(crate) async fn handle(
         bytes_in: Arc::new(AtomicU64::new(0)),
         bytes_out: 0,
         termination: "--",
+        _request: request_guard,
     };
+
+    if ambiguous_framing {
+        // Seen in the raw head by the reader (`h1scan`): hyper may already
+        // have resolved it, the backend might not.
+        Counters::inc(&fe.stats.err_request);
+        log.termination = "PR";
+        return Ok(local_reply(
+            log,
+            StatusCode::BAD_REQUEST,
+            "Ambiguous request framing (Content-Length with Transfer-Encoding, conflicting Content-Length, or a folded header).",
+            true,
+        ));
+    }
 
     if let Err(why) = check_request(&req) {
         Counters::inc(&fe.stats.err_request);
@@ -293,6 +303,7 @@ pub(crate) async fn handle(
     let mut req = Request::from_parts(parts, body.boxed_unsync());
 
     // Phases 2 and 3: slot and connection, with retries.
+    let path = (be.cfg.balance == Balance::Uri).then(|| log.uri.clone());
     let mut tried: Vec<usize> = Vec::new();
     let mut same_server: Option<Slot> = None;
     let mut failures: u32 = 0;
@@ -301,11 +312,11 @@ pub(crate) async fn handle(
             Some(s) => s,
             None => {
                 let t = Instant::now();
-                let mut r = be.acquire(ctx.client.ip(), &tried).await;
+                let mut r = be.acquire(ctx.client.ip(), path.as_deref(), &tried).await;
                 if r.as_ref().err() == Some(&AcquireError::NoServer) && !tried.is_empty() {
                     // Every server was tried once: go around again.
                     tried.clear();
-                    r = be.acquire(ctx.client.ip(), &tried).await;
+                    r = be.acquire(ctx.client.ip(), path.as_deref(), &tried).await;
                 }
                 *log.tw.get_or_insert(Duration::ZERO) += t.elapsed();
                 match r {
@@ -618,12 +629,7 @@ async fn server_conn_fresh(
         SendProxy::V1 => Some(proxy_protocol::encode_v1(ctx.client, ctx.local)),
         SendProxy::V2 => Some(proxy_protocol::encode_v2(ctx.client, ctx.local)),
     };
-    let stream = connect(
-        server.cfg.addr,
-        ctx.be.cfg.timeout_connect,
-        preamble.as_deref(),
-    )
-    .await?;
+    let stream = ctx.be.connect(server, preamble.as_deref()).await?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

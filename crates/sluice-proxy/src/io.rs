@@ -10,7 +10,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::proxy_protocol::{self, ParseError, ProxyHeader};
 
@@ -192,21 +195,92 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 }
 
-/// Connect to `addr` within `timeout`, then write `preamble` (a PROXY header) if any.
+/// A connection to a backend server: plain TCP or TLS over it.
+#[derive(Debug)]
+pub(crate) enum ServerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connect to `addr`, write `preamble` (a PROXY header, in clear) if any,
+/// then run the TLS handshake if `tls` is given; all within `timeout`.
 pub(crate) async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     preamble: Option<&[u8]>,
-) -> io::Result<tokio::net::TcpStream> {
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+) -> io::Result<ServerStream> {
     use tokio::io::AsyncWriteExt;
-    let mut stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+    let steps = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        if let Some(p) = preamble {
+            stream.write_all(p).await?;
+        }
+        Ok(match tls {
+            None => ServerStream::Plain(stream),
+            Some((connector, name)) => {
+                ServerStream::Tls(Box::new(connector.connect(name, stream).await?))
+            }
+        })
+    };
+    tokio::time::timeout(timeout, steps)
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
-    stream.set_nodelay(true)?;
-    if let Some(p) = preamble {
-        stream.write_all(p).await?;
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))?
+}
+
+impl AsyncRead for ServerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
     }
-    Ok(stream)
+}
+
+impl AsyncWrite for ServerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
 }
 
 #[cfg(test)]

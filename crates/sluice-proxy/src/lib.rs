@@ -25,10 +25,11 @@
 #![forbid(unsafe_code)]
 
 mod backend;
-mod balance;
 pub mod config;
+mod conn;
 mod error;
 mod frontend;
+mod h1scan;
 mod http;
 mod io;
 mod limits;
@@ -40,9 +41,11 @@ mod tls;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -54,6 +57,7 @@ pub use crate::error::ProxyError;
 pub use crate::frontend::LISTEN_BACKLOG;
 pub use crate::http::ACCESS_LOG_TARGET;
 pub use crate::stats::StatsSnapshot;
+pub use crate::tls::SYSTEM_CA_BUNDLES;
 
 use crate::backend::BackendRt;
 use crate::frontend::{FrontendRt, Phase};
@@ -88,16 +92,20 @@ impl Proxy {
     ///
     /// [`ProxyError::Config`] for inconsistent configuration (unknown backend,
     /// duplicate names, no servers, zero header limit), [`ProxyError::Tls`] for
-    /// unreadable or mismatched certificates, [`ProxyError::Bind`] if an
+    /// unreadable or mismatched certificates, [`ProxyError::BackendTls`] for
+    /// unreadable CA files (or none at all with `tls_verify`), [`ProxyError::Bind`] if an
     /// address cannot be bound. Nothing is served when an error is returned.
     pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         validate(&config)?;
-        let backends: Vec<Arc<BackendRt>> = config
-            .backends
-            .iter()
-            .cloned()
-            .map(|b| Arc::new(BackendRt::new(b)))
-            .collect();
+        let mut backends: Vec<Arc<BackendRt>> = Vec::new();
+        for b in &config.backends {
+            let tls = if b.tls {
+                Some(tls::client_config(b)?)
+            } else {
+                None
+            };
+            backends.push(Arc::new(BackendRt::new(b.clone(), tls)));
+        }
         let mut frontends = Vec::new();
         for f in &config.frontends {
             let backend = backends
@@ -117,26 +125,32 @@ impl Proxy {
                 .transpose()?;
             frontends.push(Arc::new(FrontendRt::new(f.clone(), backend, tls)));
         }
+        // Every address is bound before anything is served; listeners bound
+        // so far close when an error returns early.
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for fe in &frontends {
-            let bind_err = |source| ProxyError::Bind {
-                frontend: fe.cfg.name.clone(),
-                addr: fe.cfg.bind,
-                source,
-            };
-            let l = frontend::bind(fe.cfg.bind).map_err(bind_err)?;
-            addrs.push((fe.cfg.name.clone(), l.local_addr().map_err(bind_err)?));
-            listeners.push(l);
+            let mut fe_listeners = Vec::new();
+            for &addr in &fe.cfg.bind {
+                let bind_err = |source| ProxyError::Bind {
+                    frontend: fe.cfg.name.clone(),
+                    addr,
+                    source,
+                };
+                let l = frontend::bind(addr).map_err(bind_err)?;
+                addrs.push((fe.cfg.name.clone(), l.local_addr().map_err(bind_err)?));
+                fe_listeners.push(l);
+            }
+            listeners.push((fe.clone(), fe_listeners));
         }
         let (phase, phase_rx) = watch::channel(Phase::Running);
         let (drain_tx, drain_rx) = mpsc::channel(1);
-        let accept_tasks = frontends
-            .iter()
-            .zip(listeners)
+        // One accept loop per frontend, over all its bind addresses.
+        let accept_tasks = listeners
+            .into_iter()
             .map(|(fe, l)| {
                 tokio::spawn(frontend::accept_loop(
-                    fe.clone(),
+                    fe,
                     l,
                     phase_rx.clone(),
                     drain_tx.clone(),
@@ -168,6 +182,7 @@ fn validate(config: &ProxyConfig) -> Result<(), ProxyError> {
         }
         let mut snames = HashSet::new();
         for s in &b.servers {
+            tls::check_sni(&b.name, s)?;
             if !snames.insert(&s.name) {
                 return bad(format!(
                     "backend {:?}: duplicate server {:?}",
@@ -181,9 +196,23 @@ fn validate(config: &ProxyConfig) -> Result<(), ProxyError> {
         if !names.insert(&f.name) {
             return bad(format!("duplicate frontend {:?}", f.name));
         }
+        if f.bind.is_empty() {
+            return bad(format!("frontend {:?} has no bind address", f.name));
+        }
         if f.max_header_size == 0 {
             return bad(format!(
                 "frontend {:?}: max_header_size must be > 0",
+                f.name
+            ));
+        }
+        if f.mode == Mode::Tcp
+            && config
+                .backends
+                .iter()
+                .any(|b| b.name == f.default_backend && b.balance == Balance::Uri)
+        {
+            return bad(format!(
+                "frontend {:?}: balance uri needs HTTP requests, but the frontend is in TCP mode",
                 f.name
             ));
         }
@@ -198,14 +227,25 @@ fn validate(config: &ProxyConfig) -> Result<(), ProxyError> {
 }
 
 impl ProxyHandle {
-    /// Bound address of each frontend, in configuration order (useful with port 0).
+    /// Every bound address with its frontend's name: frontends in
+    /// configuration order, each frontend's binds in its `bind` order
+    /// (useful with port 0).
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.addrs
     }
 
-    /// Bound address of the frontend named `name`.
+    /// First bound address of the frontend named `name`.
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// Every bound address of the frontend named `name`, in `bind` order.
+    pub fn local_addrs_of(&self, name: &str) -> Vec<SocketAddr> {
+        self.addrs
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .collect()
     }
 
     /// Current counters of every frontend, backend and server.
@@ -320,16 +360,117 @@ impl ProxyHandle {
 /// Build a multi-thread tokio runtime with `threads` workers (`0` = one per
 /// core), for callers that let the proxy own its runtime (`threads = N`).
 ///
+/// A non-empty `cpu_map` pins runtime threads round-robin to the listed CPU
+/// ids as they start (HAProxy `cpu-map`): the workers, which start first,
+/// get `cpu_map[0]`, `cpu_map[1]`, ... in turn, and so do blocking-pool
+/// threads started later. A CPU the process may not use is logged and that
+/// thread left unpinned.
+///
 /// # Errors
 ///
+/// [`ProxyError::Config`] for a CPU id beyond the kernel's CPU set size,
 /// [`ProxyError::Runtime`] if the OS refuses threads.
-pub fn build_runtime(threads: usize) -> Result<tokio::runtime::Runtime, ProxyError> {
+pub fn build_runtime(
+    threads: usize,
+    cpu_map: &[usize],
+) -> Result<tokio::runtime::Runtime, ProxyError> {
+    if let Some(cpu) = cpu_map.iter().find(|&&c| c >= CpuSet::count()) {
+        return Err(ProxyError::Config(format!(
+            "cpu_map: CPU {cpu} is beyond the CPU set size {}",
+            CpuSet::count()
+        )));
+    }
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if threads > 0 {
         b.worker_threads(threads);
+    }
+    if !cpu_map.is_empty() {
+        let cpus: Arc<[usize]> = cpu_map.into();
+        let next = AtomicUsize::new(0);
+        b.on_thread_start(move || {
+            let cpu = cpus[next.fetch_add(1, Relaxed) % cpus.len()];
+            if let Err(e) = pin_current_thread(cpu) {
+                tracing::warn!(cpu, error = %e, "cannot pin a proxy thread");
+            }
+        });
     }
     b.enable_all()
         .thread_name("sluice-proxy")
         .build()
         .map_err(ProxyError::Runtime)
+}
+
+/// Restrict the calling thread to `cpu` (pid 0 means the calling thread).
+fn pin_current_thread(cpu: usize) -> nix::Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use nix::sched::sched_getaffinity;
+
+    /// CPUs this process may run on.
+    fn allowed_cpus() -> Vec<usize> {
+        let set = sched_getaffinity(Pid::from_raw(0)).unwrap();
+        (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap())
+            .collect()
+    }
+
+    /// The CPUs each of many tasks saw itself allowed on, per thread.
+    fn affinities(rt: &tokio::runtime::Runtime) -> Vec<(std::thread::ThreadId, Vec<usize>)> {
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..32)
+                .map(|_| {
+                    tokio::spawn(async {
+                        // Give other workers a chance to run some of the tasks.
+                        tokio::task::yield_now().await;
+                        (std::thread::current().id(), allowed_cpus())
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn workers_are_pinned_to_the_cpu_map() {
+        let allowed = allowed_cpus();
+        let last = *allowed.last().unwrap();
+        let rt = build_runtime(2, &[last]).unwrap();
+        for (_, cpus) in affinities(&rt) {
+            assert_eq!(cpus, [last]);
+        }
+        drop(rt);
+
+        // Two CPUs, two workers: each worker on exactly one of them.
+        if allowed.len() >= 2 {
+            let map = [allowed[0], allowed[1]];
+            let rt = build_runtime(2, &map).unwrap();
+            for (_, cpus) in affinities(&rt) {
+                assert_eq!(cpus.len(), 1, "{cpus:?}");
+                assert!(map.contains(&cpus[0]), "{cpus:?}");
+            }
+        }
+
+        // No map: threads keep the process's affinity.
+        let rt = build_runtime(1, &[]).unwrap();
+        for (_, cpus) in affinities(&rt) {
+            assert_eq!(cpus, allowed);
+        }
+    }
+
+    #[test]
+    fn cpu_ids_beyond_the_set_are_rejected() {
+        let err = build_runtime(1, &[CpuSet::count()]).unwrap_err();
+        assert!(matches!(err, ProxyError::Config(_)), "{err}");
+    }
 }

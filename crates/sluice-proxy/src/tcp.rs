@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::backend::{BackendRt, Slot};
 use crate::config::SendProxy;
 use crate::frontend::{FrontendRt, Phase, wait_phase};
-use crate::io::{Activity, Tracked, connect};
+use crate::io::{Activity, ServerStream, Tracked};
 use crate::proxy_protocol;
 use crate::stats::Counters;
 
@@ -83,7 +83,7 @@ async fn connect_with_retries(
     be: &BackendRt,
     client: SocketAddr,
     local: SocketAddr,
-) -> Option<(Slot, tokio::net::TcpStream)> {
+) -> Option<(Slot, ServerStream)> {
     let preamble = match be.cfg.send_proxy {
         SendProxy::None => None,
         SendProxy::V1 => Some(proxy_protocol::encode_v1(client, local)),
@@ -95,22 +95,16 @@ async fn connect_with_retries(
     loop {
         let slot = match same.take() {
             Some(s) => s,
-            None => match be.acquire(client.ip(), &tried).await {
+            None => match be.acquire(client.ip(), None, &tried).await {
                 Ok(s) => s,
                 Err(_) if !tried.is_empty() => {
                     tried.clear();
-                    be.acquire(client.ip(), &tried).await.ok()?
+                    be.acquire(client.ip(), None, &tried).await.ok()?
                 }
                 Err(_) => return None,
             },
         };
-        match connect(
-            slot.server.cfg.addr,
-            be.cfg.timeout_connect,
-            preamble.as_deref(),
-        )
-        .await
-        {
+        match be.connect(&slot.server, preamble.as_deref()).await {
             Ok(stream) => return Some((slot, stream)),
             Err(e) => {
                 tracing::debug!(server = %slot.server.cfg.name, error = %e, "connect failed");

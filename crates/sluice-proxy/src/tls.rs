@@ -1,15 +1,18 @@
-//! TLS termination: PEM loading and certificate choice by SNI.
+//! TLS termination (PEM loading, certificate choice by SNI) and TLS to
+//! backend servers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::{Mode, TlsConfig};
+use crate::config::{BackendConfig, Mode, ServerConfig, TlsConfig};
 use crate::error::ProxyError;
 
 /// Picks the certificate whose SNI names contain the client's server name,
@@ -81,4 +84,142 @@ pub(crate) fn acceptor(
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     }
     Ok(Arc::new(config))
+}
+
+/// CA bundles tried, in order, when a backend verifies its servers without
+/// `tls_ca` (Debian/Ubuntu, RHEL/Fedora, Alpine/macOS-style, SUSE).
+pub const SYSTEM_CA_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// Build the TLS client configuration of a backend with `tls = true`:
+/// verification against `tls_ca` (or the system bundle) unless `tls_verify`
+/// is off. No ALPN is offered: servers then speak HTTP/1.1, which is what the
+/// proxy's server side uses.
+pub(crate) fn client_config(cfg: &BackendConfig) -> Result<Arc<rustls::ClientConfig>, ProxyError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let err = |what: String| ProxyError::BackendTls {
+        backend: cfg.name.clone(),
+        what,
+    };
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider.clone() as Arc<CryptoProvider>)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err(e.to_string()))?;
+    let config = if cfg.tls_verify {
+        let mut roots = RootCertStore::empty();
+        match &cfg.tls_ca {
+            Some(path) => {
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                    .and_then(|it| it.collect::<Result<_, _>>())
+                    .map_err(|e| err(format!("reading {}: {e}", path.display())))?;
+                for c in certs {
+                    roots
+                        .add(c)
+                        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                }
+            }
+            None => {
+                for path in SYSTEM_CA_BUNDLES {
+                    let Ok(it) = CertificateDer::pem_file_iter(path) else {
+                        continue;
+                    };
+                    // A bundle may hold certificates this verifier cannot use; skip those.
+                    roots.add_parsable_certificates(it.filter_map(Result::ok));
+                    if !roots.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err(err(
+                "no CA certificate to verify servers with: set tls_ca, or turn tls_verify off"
+                    .into(),
+            ));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name a server's certificate is checked against and sent as SNI: the
+/// server's `sni` if set (validated by [`check_sni`]), else its IP address
+/// (checked against the certificate's IP SANs; rustls sends no SNI for it).
+pub(crate) fn server_name(server: &ServerConfig) -> ServerName<'static> {
+    server
+        .sni
+        .as_deref()
+        .and_then(|n| ServerName::try_from(n.to_owned()).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(server.addr.ip().into()))
+}
+
+/// Reject an `sni` that is neither a DNS name nor an IP address.
+pub(crate) fn check_sni(backend: &str, server: &ServerConfig) -> Result<(), ProxyError> {
+    match &server.sni {
+        Some(n) if ServerName::try_from(n.as_str()).is_err() => Err(ProxyError::Config(format!(
+            "backend {backend:?} server {:?}: sni {n:?} is not a DNS name or IP address",
+            server.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `tls_verify = false`: any certificate is accepted, but the handshake
+/// signatures are still checked, so the session key really belongs to
+/// whoever presented the certificate.
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
