@@ -79,7 +79,10 @@ fn main() {
 
     // One worker thread is plenty for probes (they are I/O waits) and costs
     // less CPU than a multi-thread runtime's work stealing.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let cpu_before = thread_cpu();
     let start = Instant::now();
     let snapshot = rt.block_on(async {

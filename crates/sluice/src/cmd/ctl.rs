@@ -29,6 +29,12 @@ pub(crate) enum CtlCommand {
     Counters,
     /// Health-check targets: health, operator state, last result, last change.
     Checks,
+    /// L7 proxy statistics per frontend, backend and server (like HAProxy's stats).
+    Stats {
+        /// Print the JSON the daemon returned.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set a real's operator state: enabled, drain or maintenance.
     SetState {
         /// Service name.
@@ -142,6 +148,15 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        CtlCommand::Stats { json } => {
+            let (s, v) = request(a, Method::GET, "/v1/l7", None).await?;
+            check(s, &v)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", format_stats(&v));
+            }
+        }
         CtlCommand::Checks => {
             let (s, v) = request(a, Method::GET, "/v1/checks", None).await?;
             check(s, &v)?;
@@ -233,6 +248,72 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// HAProxy-stats-shaped text: one line per frontend, backend and server.
+fn format_stats(v: &serde_json::Value) -> String {
+    let mut o = format!(
+        "{:<10} {:<24} {:>5} {:>6} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
+        "type",
+        "name",
+        "status",
+        "scur",
+        "stot",
+        "req",
+        "2xx",
+        "4xx",
+        "5xx",
+        "econ",
+        "eresp",
+        "retr"
+    );
+    let line = |o: &mut String, kind: &str, name: &str, status: &str, c: &serde_json::Value| {
+        let n = |p: &[&str]| {
+            let mut x = c;
+            for k in p {
+                x = &x[*k];
+            }
+            x.as_u64().unwrap_or(0)
+        };
+        o.push_str(&format!(
+            "{:<10} {:<24} {:>5} {:>6} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
+            kind,
+            name,
+            status,
+            n(&["sessions_current"]),
+            n(&["sessions_total"]),
+            n(&["requests"]),
+            n(&["responses", "http_2xx"]),
+            n(&["responses", "http_4xx"]),
+            n(&["responses", "http_5xx"]),
+            n(&["errors", "connect"]),
+            n(&["errors", "response"]),
+            n(&["retries"]),
+        ));
+    };
+    for f in v["frontends"].as_array().into_iter().flatten() {
+        line(
+            &mut o,
+            "frontend",
+            f["name"].as_str().unwrap_or("?"),
+            "-",
+            f,
+        );
+    }
+    for b in v["backends"].as_array().into_iter().flatten() {
+        let bn = b["name"].as_str().unwrap_or("?");
+        line(&mut o, "backend", bn, "-", b);
+        for s in b["servers"].as_array().into_iter().flatten() {
+            let st = if s["up"].as_bool().unwrap_or(false) {
+                "UP"
+            } else {
+                "DOWN"
+            };
+            let name = format!("{bn}/{}", s["name"].as_str().unwrap_or("?"));
+            line(&mut o, "server", &name, st, s);
+        }
+    }
+    o
 }
 
 /// `ipvsadm -Ln --stats`-shaped text.

@@ -7,6 +7,7 @@ pub(crate) mod check;
 pub(crate) mod ctl;
 pub(crate) mod doctor;
 pub(crate) mod health_map;
+pub(crate) mod l7_map;
 pub(crate) mod lab;
 pub(crate) mod realserver;
 pub(crate) mod run;

@@ -42,11 +42,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("{}: invalid configuration", args.config.display());
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(cfg.global.threads.unwrap_or(0)).clamp(1, 64))
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    // One runtime for everything: the proxy's workers (`global.threads`,
+    // pinned per `global.cpu_map`), health checks and the admin endpoint.
+    let threads = usize::from(cfg.global.threads.unwrap_or(0));
+    let cpus: Vec<usize> = cfg.global.cpu_map.iter().map(|c| usize::from(*c)).collect();
+    let rt = sluice_proxy::build_runtime(threads, &cpus).context("starting the runtime")?;
     rt.block_on(serve(cfg))
 }
 
@@ -55,6 +55,24 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         None
     } else {
         Some(Arc::new(Mutex::new(start_l4(&cfg)?)))
+    };
+    // L7: every frontend bound before anything is served; bind errors end
+    // start-up with the address in the message.
+    let proxy = match super::l7_map::proxy_config(&cfg) {
+        Some(pc) => {
+            let h = sluice_proxy::Proxy::start(pc)
+                .await
+                .context("starting the L7 proxy")?;
+            for (name, addr) in h.local_addrs() {
+                eprintln!("sluice: frontend {name} listening on {addr}");
+            }
+            Some(Arc::new(h))
+        }
+        None => None,
+    };
+    let _l7_checks = match proxy.clone() {
+        Some(p) => start_l7_health(&cfg, p)?,
+        None => None,
     };
     let admin = tokio::net::TcpListener::bind(cfg.global.admin)
         .await
@@ -81,7 +99,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         .context("installing the SIGTERM handler")?;
     let admin_plane = plane.clone();
     tokio::select! {
-        r = admin_loop(admin, admin_plane, checks.clone()) => r?,
+        r = admin_loop(admin, admin_plane, checks.clone(), proxy.clone()) => r?,
         _ = tokio::signal::ctrl_c() => eprintln!("sluice: SIGINT, shutting down"),
         _ = term.recv() => eprintln!("sluice: SIGTERM, shutting down"),
     }
@@ -180,6 +198,62 @@ fn start_l4_health(
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "applying a health transition"),
                 Err(e) => tracing::warn!(error = %e, "health task"),
+            }
+        }
+    });
+    Ok(Some(handle))
+}
+
+/// One check per (backend with a health check, server); transitions mark
+/// the server up or down in the proxy's pool.
+fn start_l7_health(
+    cfg: &Config,
+    proxy: Arc<sluice_proxy::ProxyHandle>,
+) -> anyhow::Result<Option<sluice_health::CheckerHandle>> {
+    let mut targets = Vec::new();
+    for b in &cfg.backends {
+        let Some(check) = b.health_check.as_deref().and_then(|n| cfg.health_check(n)) else {
+            continue;
+        };
+        let spec = super::health_map::check_spec(check);
+        for s in b.servers.iter().filter(|s| !s.disabled) {
+            targets.push(sluice_health::Target {
+                id: format!("{}/{}", b.name, s.name),
+                addr: s.address.ip(),
+                port: s.address.port(),
+                spec: spec.clone(),
+            });
+        }
+    }
+    if targets.is_empty() {
+        return Ok(None);
+    }
+    let n = targets.len();
+    let (handle, mut events) =
+        sluice_health::Checker::start(targets).context("starting L7 health checks")?;
+    eprintln!("sluice: {n} L7 health check(s) running");
+    tokio::spawn(async move {
+        loop {
+            let ev = match events.recv().await {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            let Some((backend, server)) = ev.id.split_once('/') else {
+                continue;
+            };
+            let up = ev.to == sluice_core::health::Health::Up;
+            eprintln!(
+                "sluice: health {} -> {:?}{}",
+                ev.id,
+                ev.to,
+                ev.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+            if let Err(e) = proxy.set_server_state(backend, server, up) {
+                tracing::warn!(error = %e, "applying a health transition to the proxy");
             }
         }
     });
@@ -331,20 +405,25 @@ fn start_l4(cfg: &Config) -> anyhow::Result<L4Plane<KernelNeighbours>> {
 
 type Checks = Option<Arc<sluice_health::CheckerHandle>>;
 
+type Proxy = Option<Arc<sluice_proxy::ProxyHandle>>;
+
 async fn admin_loop(
     listener: tokio::net::TcpListener,
     plane: Option<Plane>,
     checks: Checks,
+    proxy: Proxy,
 ) -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await.context("admin accept")?;
         let plane = plane.clone();
         let checks = checks.clone();
+        let proxy = proxy.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let plane = plane.clone();
                 let checks = checks.clone();
-                async move { Ok::<_, std::convert::Infallible>(admin(req, plane, checks).await) }
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(admin(req, plane, checks, proxy).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -383,6 +462,7 @@ async fn admin(
     req: Request<hyper::body::Incoming>,
     plane: Option<Plane>,
     checks: Checks,
+    proxy: Proxy,
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path: Vec<String> = req
@@ -401,6 +481,15 @@ async fn admin(
     };
     if path == ["v1", "health"] {
         return json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+    }
+    if path == ["v1", "l7"] && method == HttpMethod::GET {
+        return match &proxy {
+            Some(p) => json(
+                StatusCode::OK,
+                &serde_json::to_value(p.stats()).unwrap_or_default(),
+            ),
+            None => error(StatusCode::NOT_FOUND, "no frontends configured"),
+        };
     }
     if path == ["v1", "checks"] && method == HttpMethod::GET {
         let list: Vec<serde_json::Value> = checks
