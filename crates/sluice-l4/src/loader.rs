@@ -572,6 +572,10 @@ pub enum Helper {
     Reflect,
     /// `sluice_sink`: count and drop (benchmark receiver).
     Sink,
+    /// `sluice_bounce`: strip IPIP, swap MACs, XDP_TX (ping-pong benchmark).
+    Bounce,
+    /// `sluice_bounce_vary`: as `Bounce`, plus a new source address each time.
+    BounceVary,
 }
 
 impl Helper {
@@ -582,6 +586,8 @@ impl Helper {
             Helper::Decap => "sluice_decap",
             Helper::Reflect => "sluice_reflect",
             Helper::Sink => "sluice_sink",
+            Helper::Bounce => "sluice_bounce",
+            Helper::BounceVary => "sluice_bounce_vary",
         }
     }
 }
@@ -618,7 +624,7 @@ impl HelperProgram {
         })
     }
 
-    /// Packets counted by `Reflect` and `Sink` (summed over CPUs).
+    /// Packets counted by `Reflect`, `Sink` and the bouncers (summed over CPUs).
     pub fn packets(&self) -> Result<u64, Error> {
         let m = self
             .ebpf

@@ -1,16 +1,21 @@
-//! Packet rate of the L4 data plane on a veth pair, all cases in one run
-//! with the same generator (trafgen, one CPU, fixed counts):
+//! Packet rate of the L4 data plane on a veth pair, every case in one run
+//! with the same generator:
 //!
 //! - (a) a bare MAC-swap `XDP_TX` reflector (the floor of any XDP forwarder),
 //! - (b) `sluice_xdp` `dr` with session hits (one flow),
-//! - (c) `sluice_xdp` `dr` with new flows (random client addresses: session
-//!   miss, Maglev lookup, session insert),
+//! - (c) `sluice_xdp` `dr` with new flows (every frame a new client address:
+//!   session miss, Maglev lookup, session insert),
 //! - (d) `sluice_xdp` `tun` with session hits (IPIP encapsulation).
 //!
-//! Frames go generator veth → LB veth (program under test, native mode) →
-//! XDP_TX back → generator veth, where `sluice_sink` counts and drops them.
-//! pps = frames counted back / wall time of the trafgen run. Median of
-//! `RUNS`. Needs root. `cargo bench -p sluice --bench l4_pps`.
+//! Ping-pong method: `INFLIGHT` frames are injected once (trafgen, a short
+//! paced burst, so no ring ever fills); from then on they bounce between the
+//! program under test on the LB veth and `sluice_bounce` on the generator
+//! veth (MAC swap; strips IPIP for `tun`; `sluice_bounce_vary` adds one to
+//! the source address for (c)), both in native mode with `XDP_TX`. The
+//! bouncer's counter over `WINDOW` is the forwarding rate. The generator
+//! side is identical in every case, so the ratios to (a) compare the
+//! programs. Median of `RUNS` windows. Needs root.
+//! `cargo bench -p sluice --bench l4_pps`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::{io::Write as _, time::Instant};
@@ -21,9 +26,11 @@ use sluice_wire::maps::{
     Addr, RealDef, VipKey, VipMeta, addr_v4, family, method, real_flags, sched,
 };
 
-/// Frames per run.
-const FRAMES: u64 = 2_000_000;
-/// Runs per case.
+/// Frames kept bouncing (enough to keep both veth rings busy).
+const INFLIGHT: u32 = 200;
+/// Measurement window.
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+/// Windows per case.
 const RUNS: usize = 3;
 /// Maglev ring size.
 const RING: u32 = 65537;
@@ -54,10 +61,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// One timed trafgen run; returns pps counted back at the sink.
-fn run(txns: &Netns, sink: &HelperProgram, cfg: &std::path::Path) -> f64 {
-    let before = sink.packets().unwrap();
-    let t = Instant::now();
+/// Injects the frames of `cfg` and measures the bounce rate.
+fn run(txns: &Netns, bouncer: &HelperProgram, cfg: &std::path::Path) -> f64 {
     let out = txns
         .exec(&[
             "trafgen",
@@ -66,24 +71,29 @@ fn run(txns: &Netns, sink: &HelperProgram, cfg: &std::path::Path) -> f64 {
             "-o",
             "g0",
             "-n",
-            &FRAMES.to_string(),
+            &INFLIGHT.to_string(),
+            "-t",
+            "200us",
             "-P",
             "1",
-            // Through the qdisc: when the veth ring is full the qdisc drops
-            // instead of trafgen aborting on EAGAIN (platform gotcha 9), so
-            // the sink counts what the data path really forwarded.
-            "-q",
         ])
         .unwrap();
-    let secs = t.elapsed().as_secs_f64();
     assert!(
         out.status.success(),
         "trafgen: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Frames still in flight land within a few ms.
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    (sink.packets().unwrap() - before) as f64 / secs
+    // Let the loop settle, then take the median of the windows.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut rates = Vec::new();
+    for _ in 0..RUNS {
+        let before = bouncer.packets().unwrap();
+        let t = Instant::now();
+        std::thread::sleep(WINDOW);
+        let n = bouncer.packets().unwrap() - before;
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    median(rates)
 }
 
 fn main() {
@@ -96,10 +106,14 @@ fn main() {
         .unwrap();
     txns.ip(&["link", "set", "g0", "address", "02:00:00:00:00:02"])
         .unwrap();
-    let sink = txns
-        .in_netns(|| HelperProgram::attach(Helper::Sink, "g0", AttachMode::Native))
-        .unwrap()
-        .unwrap();
+    // A fresh bouncer per case: detaching it ends the previous case's loop
+    // (frames then fall into the generator's kernel stack and die).
+    let bouncer = |h: Helper| {
+        txns.in_netns(move || HelperProgram::attach(h, "g0", AttachMode::Native))
+            .unwrap()
+            .unwrap()
+    };
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(200));
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: String| {
         let p = dir.path().join(name);
@@ -119,11 +133,10 @@ fn main() {
             .in_netns(|| HelperProgram::attach(Helper::Reflect, "l0", AttachMode::Native))
             .unwrap()
             .unwrap();
-        results.push((
-            "(a) bare XDP_TX reflector",
-            median((0..RUNS).map(|_| run(&txns, &sink, &hit_dr)).collect()),
-        ));
+        let b = bouncer(Helper::Bounce);
+        results.push(("(a) bare XDP_TX reflector", run(&txns, &b, &hit_dr)));
     }
+    settle();
     let mut dp = lb
         .in_netns(|| {
             let mut dp = Dataplane::load(
@@ -141,7 +154,7 @@ fn main() {
         .unwrap();
     for i in 0..3u32 {
         // The "reals" are the generator itself, so every forwarded frame
-        // comes back to the sink.
+        // comes back to the bouncer.
         dp.set_real(
             i,
             RealDef {
@@ -180,22 +193,25 @@ fn main() {
         )
         .unwrap();
     }
-    results.push((
-        "(b) dr, session hits",
-        median((0..RUNS).map(|_| run(&txns, &sink, &hit_dr)).collect()),
-    ));
-    results.push((
-        "(c) dr, new flows (Maglev)",
-        median((0..RUNS).map(|_| run(&txns, &sink, &new_dr)).collect()),
-    ));
-    results.push((
-        "(d) tun, session hits",
-        median((0..RUNS).map(|_| run(&txns, &sink, &hit_tun)).collect()),
-    ));
+    for (name, helper, cfg) in [
+        ("(b) dr, session hits", Helper::Bounce, &hit_dr),
+        ("(c) dr, new flows (Maglev)", Helper::BounceVary, &new_dr),
+        ("(d) tun, session hits", Helper::Bounce, &hit_tun),
+    ] {
+        let b = bouncer(helper);
+        results.push((name, run(&txns, &b, cfg)));
+        drop(b);
+        settle();
+    }
+    let misses = dp.counter(sluice_wire::maps::Counter::SessionMiss).unwrap();
+    let hits = dp.counter(sluice_wire::maps::Counter::SessionHit).unwrap();
     drop(dp);
 
     let base = results[0].1;
-    println!("veth pair, native XDP, trafgen 1 CPU, {FRAMES} frames/run, median of {RUNS}");
+    println!(
+        "veth pair, native XDP, ping-pong with {INFLIGHT} frames in flight, median of {RUNS} x {WINDOW:?} windows"
+    );
+    println!("(sluice_xdp saw {hits} session hits and {misses} misses)");
     for (name, pps) in &results {
         println!(
             "{name:<30} {:>6.3} Mpps  {:>5.2} x (a)",
