@@ -108,7 +108,130 @@ fn tiny_matrix_writes_table_json_and_charts_without_fake_rows() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 
     // Nothing left behind.
+    assert_labs_gone(&stderr);
+}
+
+/// Asserts that the labs a bmt run reported ("... lab LABEL up in ...") have
+/// no namespace left. By label, not by prefix: the tests run in parallel.
+fn assert_labs_gone(stderr: &str) {
+    let labels: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once(" up in ")?.0.split_whitespace().last())
+        .collect();
+    assert!(
+        !labels.is_empty() && labels.iter().all(|l| l.starts_with("bmt")),
+        "no lab reported: {labels:?}\n{stderr}"
+    );
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let ns = String::from_utf8_lossy(&ns.stdout);
-    assert!(!ns.contains("bmtd") && !ns.contains("bmtt"), "{ns}");
+    for label in labels {
+        assert!(!ns.contains(label), "lab {label} left behind: {ns}");
+    }
+}
+
+/// Whether `program` is an executable file in `PATH`.
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// The `mode tcp` pair under keep-alive load, with the wrk cross-check:
+/// sluice's byte relay is measured for real, compared with HAProxy `mode
+/// tcp` (not `mode http`) at equal threads, and p50 is reported.
+#[test]
+fn tcp_modes_under_keepalive_compare_with_haproxy_tcp() {
+    /// Requests per repetition: one connection per worker carries them all.
+    const KA_REQUESTS: u64 = 500;
+    let out = tempfile::tempdir().unwrap();
+    let result = Command::new(SLUICE)
+        .args([
+            "lab",
+            "bmt",
+            "--modes",
+            "proxy-tcp,haproxy-tcp",
+            "--threads",
+            "1",
+            "--concurrency",
+            "10",
+            "--keepalive",
+            "--requests",
+            &KA_REQUESTS.to_string(),
+            "--wrk",
+            "1s",
+            "--reps",
+            "1",
+            "--backend",
+            "sluice",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        result.status.success(),
+        "bmt failed ({}):\n{stdout}\n{stderr}",
+        result.status
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("bmt.json")).unwrap())
+            .unwrap();
+    let md = std::fs::read_to_string(out.path().join("bmt.md")).unwrap();
+    assert_eq!(json["plan"]["keep_alive"], true);
+    assert!(md.contains("keep-alive mode"), "{md}");
+    assert!(md.contains("| p50 (ms) | p99 (ms) |"), "{md}");
+
+    let cells = json["cells"].as_array().unwrap();
+    let find = |mode: &str| cells.iter().find(|c| c["mode"] == mode);
+    // sluice's mode tcp relay must work.
+    let tcp = find("proxy-tcp").unwrap_or_else(|| panic!("no proxy-tcp row: {json}"));
+    let s = &tcp["samples"][0];
+    assert_eq!(s["ok"].as_u64().unwrap(), KA_REQUESTS, "{tcp}");
+    assert_eq!(tcp["cpu_source"], "process");
+    assert!(tcp["lb_cpu_us_per_req"].as_f64().unwrap() > 0.0, "{tcp}");
+    let p50 = tcp["latency_p50_ms"].as_f64().unwrap();
+    assert!(
+        p50 > 0.0 && p50 <= tcp["latency_p99_ms"].as_f64().unwrap(),
+        "{tcp}"
+    );
+    assert!(md.contains("| proxy-tcp | 1 | 10 | "), "{md}");
+
+    if in_path("haproxy") {
+        let h = find("haproxy-tcp").unwrap_or_else(|| panic!("no haproxy-tcp row: {json}"));
+        assert_eq!(h["samples"][0]["ok"].as_u64().unwrap(), KA_REQUESTS);
+        // The relay is compared with HAProxy mode tcp at equal threads.
+        assert_eq!(tcp["haproxy_peer"], "haproxy-tcp t1");
+        let ratio = tcp["rps_vs_haproxy"].as_f64().unwrap();
+        let expect =
+            tcp["requests_per_sec"].as_f64().unwrap() / h["requests_per_sec"].as_f64().unwrap();
+        assert!((ratio - expect).abs() < 1e-9, "{ratio} vs {expect}");
+        assert!(
+            md.contains("## sluice vs HAProxy (issue 4 targets)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| proxy-tcp t1 | haproxy-tcp t1 | 10 | "),
+            "{md}"
+        );
+    } else {
+        let u = json["unavailable"].as_array().unwrap();
+        assert!(u.iter().any(|u| u["mode"] == "haproxy-tcp"), "{json}");
+    }
+
+    let wrk = json["wrk"].as_array().unwrap();
+    if in_path("wrk") {
+        let w = wrk
+            .iter()
+            .find(|w| w["mode"] == "proxy-tcp")
+            .unwrap_or_else(|| panic!("no wrk run for proxy-tcp: {json}"));
+        assert!(w["requests"].as_u64().unwrap() > 0, "{w}");
+        assert!(w["requests_per_sec"].as_f64().unwrap() > 0.0, "{w}");
+        assert!(md.contains("## wrk cross-check"), "{md}");
+    } else {
+        assert!(wrk.is_empty());
+        assert!(!json["wrk_skipped"].as_array().unwrap().is_empty());
+    }
+
+    assert_labs_gone(&stderr);
 }

@@ -1,13 +1,19 @@
 //! `sluice lab bmt`: the seed study's benchmark matrix, reproduced in the
 //! namespace lab (see ../shared/seeds/l2dsr-vs-proxy-bmt.txt).
 //!
-//! For each mode (the `direct` baseline, sluice's L7 proxy, HAProxy, sluice
-//! L4 `dr`/`tun`, and `nat`/`fullnat` once the data plane has them) × LB
-//! threads × concurrency, it runs `sluice bench` in ab mode (a new
-//! connection per request, like the seed's `ab`) from the client namespace,
-//! `reps` times, and keeps medians. It also reads the LB's CPU cost per
-//! request: utime+stime of the LB process for proxies, the XDP program's
-//! BPF run time for L4 modes.
+//! For each mode (the `direct` baseline, sluice's L7 proxy in `mode http`
+//! and `mode tcp`, HAProxy in both modes, sluice L4 `dr`/`tun`, and
+//! `nat`/`fullnat` once the data plane has them) × LB threads × concurrency,
+//! it runs `sluice bench` from the client namespace, `reps` times, and keeps
+//! medians. The load is ab mode by default (a new connection per request,
+//! like the seed's `ab`) or keep-alive connections with `--keepalive`
+//! (wrk-style); `--wrk` adds one real `wrk` run per cell as a cross-check.
+//! It also reads the LB's CPU cost per request: utime+stime of the LB
+//! process for proxies, the XDP program's BPF run time for L4 modes.
+//!
+//! sluice's proxies are compared with HAProxy in the same mode (`proxy` with
+//! `haproxy`, `proxy-tcp` with `haproxy-tcp`) at equal threads, against the
+//! targets of issue 4 (see [`TARGET_HTTP_RPS_RATIO`] and its siblings).
 //!
 //! # Contracts
 //!
@@ -27,6 +33,7 @@
 mod chart;
 mod lb;
 mod measure;
+mod wrk;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -43,7 +50,7 @@ use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend, Topolo
 use lb::{CpuSource, RunningLb, Start};
 
 /// Version of the `bmt.json` layout.
-const BMT_JSON_VERSION: u32 = 1;
+const BMT_JSON_VERSION: u32 = 2;
 
 /// Size of the file every real serves, in bytes (the seed's 5 KiB).
 const FILE_SIZE: usize = 5 * 1024;
@@ -66,6 +73,21 @@ const DEFAULT_REQUESTS: u64 = 20_000;
 const QUICK_REQUESTS: u64 = 5_000;
 /// Repetitions per cell; the cell reports medians.
 const DEFAULT_REPS: u32 = 3;
+/// Duration of one keep-alive repetition of a full run (wrk's `-d10s` in
+/// the platform baselines).
+const DEFAULT_KEEPALIVE_DURATION: Duration = Duration::from_secs(10);
+/// Duration of one keep-alive repetition of `--quick`.
+const QUICK_KEEPALIVE_DURATION: Duration = Duration::from_secs(3);
+
+/// Issue 4 target for `mode http`: sluice's req/s over HAProxy's at equal
+/// threads, at least.
+const TARGET_HTTP_RPS_RATIO: f64 = 1.3;
+/// Issue 4 target for `mode http`: sluice's LB CPU per request over
+/// HAProxy's, at most.
+const TARGET_HTTP_CPU_RATIO: f64 = 0.8;
+/// Issue 4 target for `mode tcp`: sluice's req/s over HAProxy `mode tcp`'s
+/// at equal threads, at least.
+const TARGET_TCP_RPS_RATIO: f64 = 1.1;
 
 /// Most repetitions accepted.
 const MAX_REPS: u32 = 20;
@@ -82,6 +104,8 @@ const MAX_REP_DURATION: Duration = Duration::from_secs(600);
 /// like the seed's single-threaded `ab`; BENCHMARKS.md shows it within the
 /// ±15% bound of ab.
 const DEFAULT_CLIENT_THREADS: usize = 1;
+/// Client threads with `--keepalive`: two, like the baselines' `wrk -t2`.
+const DEFAULT_KEEPALIVE_CLIENT_THREADS: usize = 2;
 /// Most client threads accepted.
 const MAX_CLIENT_THREADS: usize = 64;
 
@@ -113,6 +137,12 @@ pub(crate) enum Mode {
     Proxy,
     /// HAProxy `mode http`, round robin (the seed's proxy).
     Haproxy,
+    /// sluice's L7 proxy relaying bytes (`mode = "tcp"` frontend and backend).
+    #[serde(rename = "proxy-tcp")]
+    ProxyTcp,
+    /// HAProxy `mode tcp`, round robin.
+    #[serde(rename = "haproxy-tcp")]
+    HaproxyTcp,
     /// sluice L4 `dr` (L2 DSR through XDP).
     Dr,
     /// sluice L4 `tun` (IPIP to routed reals through XDP).
@@ -124,10 +154,12 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 7] = [
+    const ALL: [Mode; 9] = [
         Mode::Direct,
         Mode::Proxy,
         Mode::Haproxy,
+        Mode::ProxyTcp,
+        Mode::HaproxyTcp,
         Mode::Dr,
         Mode::Tun,
         Mode::Nat,
@@ -139,6 +171,8 @@ impl Mode {
             Mode::Direct => "direct",
             Mode::Proxy => "proxy",
             Mode::Haproxy => "haproxy",
+            Mode::ProxyTcp => "proxy-tcp",
+            Mode::HaproxyTcp => "haproxy-tcp",
             Mode::Dr => "dr",
             Mode::Tun => "tun",
             Mode::Nat => "nat",
@@ -148,7 +182,36 @@ impl Mode {
 
     /// Whether the LB has worker threads (the matrix's Thread column).
     fn threaded(self) -> bool {
-        matches!(self, Mode::Proxy | Mode::Haproxy)
+        matches!(
+            self,
+            Mode::Proxy | Mode::Haproxy | Mode::ProxyTcp | Mode::HaproxyTcp
+        )
+    }
+
+    /// The HAProxy mode this mode's "vs HAProxy" figures compare with:
+    /// HAProxy `mode tcp` for the byte relays, HAProxy `mode http` for the
+    /// rest (as in the seed study).
+    fn haproxy_peer(self) -> Mode {
+        match self {
+            Mode::ProxyTcp | Mode::HaproxyTcp => Mode::HaproxyTcp,
+            _ => Mode::Haproxy,
+        }
+    }
+
+    /// The issue 4 targets of a sluice proxy mode, against
+    /// [`Mode::haproxy_peer`].
+    fn targets(self) -> Option<Targets> {
+        match self {
+            Mode::Proxy => Some(Targets {
+                rps_ratio_at_least: TARGET_HTTP_RPS_RATIO,
+                cpu_ratio_at_most: Some(TARGET_HTTP_CPU_RATIO),
+            }),
+            Mode::ProxyTcp => Some(Targets {
+                rps_ratio_at_least: TARGET_TCP_RPS_RATIO,
+                cpu_ratio_at_most: None,
+            }),
+            _ => None,
+        }
     }
 
     /// The lab this mode runs in.
@@ -166,9 +229,19 @@ impl Mode {
             Mode::Tun => Some("tun"),
             Mode::Nat => Some("nat"),
             Mode::Fullnat => Some("fullnat"),
-            Mode::Direct | Mode::Proxy | Mode::Haproxy => None,
+            Mode::Direct | Mode::Proxy | Mode::Haproxy | Mode::ProxyTcp | Mode::HaproxyTcp => None,
         }
     }
+}
+
+/// What a sluice proxy mode must reach against HAProxy (issue 4).
+#[derive(Debug, Clone, Copy)]
+struct Targets {
+    /// req/s over HAProxy's, at least.
+    rps_ratio_at_least: f64,
+    /// LB CPU per request over HAProxy's, at most. Set for `mode http`
+    /// only, which is also held to a p99 no higher than HAProxy's.
+    cpu_ratio_at_most: Option<f64>,
 }
 
 /// A lab topology shared by several modes.
@@ -212,12 +285,22 @@ pub(crate) struct BmtArgs {
     /// Concurrency levels (default 50,100,200,500; --quick 50,200).
     #[arg(long, value_delimiter = ',')]
     concurrency: Option<Vec<u32>>,
-    /// Requests per repetition (default 20000; --quick 5000).
+    /// Requests per repetition (default 20000; --quick 5000; with
+    /// --keepalive the default is a duration instead).
     #[arg(long, conflicts_with = "duration")]
     requests: Option<u64>,
-    /// Run each repetition for this long instead of a request count (e.g. 5s).
+    /// Run each repetition for this long instead of a request count (e.g.
+    /// 5s; default with --keepalive: 10s, --quick 3s).
     #[arg(long, value_parser = parse_cli_duration)]
     duration: Option<Duration>,
+    /// Keep-alive load, wrk-style: each client connection carries many
+    /// requests (default: ab-style, a new connection per request).
+    #[arg(long)]
+    keepalive: bool,
+    /// Also run `wrk -t2 -c<concurrency> -d<this> --latency` once per cell
+    /// (keep-alive, from the client namespace) as a cross-check, e.g. 10s.
+    #[arg(long, value_parser = parse_cli_duration, requires = "keepalive")]
+    wrk: Option<Duration>,
     /// Repetitions per cell (medians are reported).
     #[arg(long)]
     reps: Option<u32>,
@@ -227,9 +310,10 @@ pub(crate) struct BmtArgs {
     /// What the reals run.
     #[arg(long, value_enum, default_value_t = Backend::Nginx)]
     backend: Backend,
-    /// Load-generator threads in the client namespace.
-    #[arg(long, default_value_t = DEFAULT_CLIENT_THREADS)]
-    client_threads: usize,
+    /// Load-generator threads in the client namespace (default 1, like ab;
+    /// 2 with --keepalive, like wrk -t2).
+    #[arg(long)]
+    client_threads: Option<usize>,
 }
 
 fn parse_cli_duration(s: &str) -> Result<Duration, String> {
@@ -248,6 +332,10 @@ struct Plan {
     backend: Backend,
     client_threads: usize,
     quick: bool,
+    /// Keep-alive load instead of a new connection per request.
+    keep_alive: bool,
+    /// Length of the `wrk` cross-check run per cell, if any.
+    wrk_secs: Option<f64>,
 }
 
 impl Plan {
@@ -274,12 +362,19 @@ impl Plan {
         concurrency.sort_unstable();
         concurrency.dedup();
         let reps = a.reps.unwrap_or(DEFAULT_REPS);
-        let requests = match (a.requests, a.duration) {
-            (Some(n), _) => Some(n),
-            (None, Some(_)) => None,
-            (None, None) if a.quick => Some(QUICK_REQUESTS),
-            (None, None) => Some(DEFAULT_REQUESTS),
+        let (requests, duration) = match (a.requests, a.duration) {
+            (Some(n), _) => (Some(n), None),
+            (None, Some(d)) => (None, Some(d)),
+            (None, None) if a.keepalive && a.quick => (None, Some(QUICK_KEEPALIVE_DURATION)),
+            (None, None) if a.keepalive => (None, Some(DEFAULT_KEEPALIVE_DURATION)),
+            (None, None) if a.quick => (Some(QUICK_REQUESTS), None),
+            (None, None) => (Some(DEFAULT_REQUESTS), None),
         };
+        let client_threads = a.client_threads.unwrap_or(if a.keepalive {
+            DEFAULT_KEEPALIVE_CLIENT_THREADS
+        } else {
+            DEFAULT_CLIENT_THREADS
+        });
         anyhow::ensure!(!modes.is_empty(), "--modes must name at least one mode");
         anyhow::ensure!(
             threads.iter().all(|t| (1..=MAX_LB_THREADS).contains(t)) && !threads.is_empty(),
@@ -302,14 +397,21 @@ impl Plan {
                 "--requests must be 1..={MAX_REQUESTS}"
             );
         }
-        if let Some(d) = a.duration {
+        if let Some(d) = duration {
             anyhow::ensure!(
                 !d.is_zero() && d <= MAX_REP_DURATION,
                 "--duration must be more than 0 and at most {MAX_REP_DURATION:?}"
             );
         }
+        if let Some(d) = a.wrk {
+            // wrk counts whole seconds.
+            anyhow::ensure!(
+                d >= Duration::from_secs(1) && d <= MAX_REP_DURATION,
+                "--wrk must be at least 1s and at most {MAX_REP_DURATION:?}"
+            );
+        }
         anyhow::ensure!(
-            (1..=MAX_CLIENT_THREADS).contains(&a.client_threads),
+            (1..=MAX_CLIENT_THREADS).contains(&client_threads),
             "--client-threads must be 1..={MAX_CLIENT_THREADS}"
         );
         Ok(Plan {
@@ -317,11 +419,13 @@ impl Plan {
             threads,
             concurrency,
             requests,
-            duration_secs: a.duration.map(|d| d.as_secs_f64()),
+            duration_secs: duration.map(|d| d.as_secs_f64()),
             reps,
             backend: a.backend,
-            client_threads: a.client_threads,
+            client_threads,
             quick: a.quick,
+            keep_alive: a.keepalive,
+            wrk_secs: a.wrk.map(|d| d.as_secs_f64()),
         })
     }
 
@@ -367,6 +471,7 @@ struct Cell {
     requests_per_sec_min: f64,
     requests_per_sec_max: f64,
     latency_mean_ms: f64,
+    latency_p50_ms: f64,
     latency_p99_ms: f64,
     /// Failed requests summed over all repetitions.
     errors: u64,
@@ -374,10 +479,36 @@ struct Cell {
     /// `process` (utime+stime), `bpf` (XDP run time) or `none`.
     cpu_source: &'static str,
     softirq_us_per_req: Option<f64>,
-    /// Requests/sec over HAProxy's at the same concurrency (same threads;
-    /// HAProxy with the fewest threads for modes without threads).
+    /// The HAProxy row the `*_vs_haproxy` figures compare with (series
+    /// label, e.g. `haproxy-tcp t2`): the same HAProxy mode as
+    /// [`Mode::haproxy_peer`], same concurrency, same threads (HAProxy with
+    /// the fewest threads for modes without threads).
+    haproxy_peer: Option<String>,
+    /// Requests/sec over the HAProxy peer's.
     rps_vs_haproxy: Option<f64>,
+    /// LB CPU per request over the HAProxy peer's.
+    cpu_vs_haproxy: Option<f64>,
+    /// p99 latency over the HAProxy peer's.
+    p99_vs_haproxy: Option<f64>,
     samples: Vec<Sample>,
+}
+
+/// One `wrk` cross-check run (keep-alive, 2 threads) of a cell.
+#[derive(Debug, Clone, Serialize)]
+struct WrkRun {
+    mode: Mode,
+    series: String,
+    threads: Option<u16>,
+    concurrency: u32,
+    duration_secs: u64,
+    requests: u64,
+    requests_per_sec: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    /// Socket errors plus non-2xx/3xx responses.
+    errors: u64,
+    /// LB CPU per request over the wrk run (same source as the cell's).
+    lb_cpu_us_per_req: Option<f64>,
 }
 
 /// A mode (or mode × threads) that produced no row, and why.
@@ -401,6 +532,10 @@ struct Results {
     plan: Plan,
     cells: Vec<Cell>,
     unavailable: Vec<Unavailable>,
+    /// The `--wrk` cross-check runs (empty without `--wrk`).
+    wrk: Vec<WrkRun>,
+    /// Why `--wrk` runs are missing, when they are.
+    wrk_skipped: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -425,7 +560,7 @@ pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
     let binary = std::env::current_exe().context("locating the sluice binary")?;
 
     eprintln!(
-        "sluice lab bmt: modes {}; threads {:?}; concurrency {:?}; {} × {} rep(s); reals: {} × {REALS}",
+        "sluice lab bmt: modes {}; threads {:?}; concurrency {:?}; {} × {} rep(s), {}; reals: {} × {REALS}",
         plan.modes
             .iter()
             .map(|m| m.name())
@@ -439,6 +574,11 @@ pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
             (None, None) => "?".to_owned(),
         },
         plan.reps,
+        if plan.keep_alive {
+            "keep-alive"
+        } else {
+            "new connection per request"
+        },
         match plan.backend {
             Backend::Nginx => "nginx",
             Backend::Sluice => "sluice web",
@@ -461,6 +601,12 @@ pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
 
     let mut cells = Vec::new();
     let mut unavailable = Vec::new();
+    let mut wrk_runs = Runs::default();
+    if plan.wrk_secs.is_some() && !lb::in_path("wrk") {
+        wrk_runs
+            .skipped
+            .push("wrk is not installed (scripts/setup.sh installs it)".to_owned());
+    }
     for family in [Family::Dsr, Family::Tun] {
         let modes: Vec<Mode> = plan
             .modes
@@ -501,6 +647,7 @@ pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
                     &cancel,
                     &mut cells,
                     &mut unavailable,
+                    &mut wrk_runs,
                 );
             }
         }
@@ -526,6 +673,8 @@ pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
         plan,
         cells,
         unavailable,
+        wrk: wrk_runs.runs,
+        wrk_skipped: wrk_runs.skipped,
     };
     write_outputs(&results, &out)?;
     Ok(if interrupted {
@@ -590,6 +739,13 @@ fn lab_up(family: Family, plan: &Plan, binary: &Path, cancel: &AtomicBool) -> Re
     Ok(lab)
 }
 
+/// The `--wrk` cross-check runs, and why some are missing.
+#[derive(Debug, Default)]
+struct Runs {
+    runs: Vec<WrkRun>,
+    skipped: Vec<String>,
+}
+
 /// Starts the LB for `mode`/`threads`, measures every concurrency level and
 /// stops it again. Failures become `unavailable` entries.
 #[allow(clippy::too_many_arguments)]
@@ -602,6 +758,7 @@ fn run_mode(
     cancel: &AtomicBool,
     cells: &mut Vec<Cell>,
     unavailable: &mut Vec<Unavailable>,
+    wrk_runs: &mut Runs,
 ) {
     let series = match threads {
         Some(t) => format!("{} t{t}", mode.name()),
@@ -671,9 +828,61 @@ fn run_mode(
         // Only complete cells become rows (an interrupt leaves a cell short).
         if samples.len() == plan.reps as usize {
             cells.push(aggregate(mode, &series, threads, c, &lb, samples));
+            if let Some(secs) = plan.wrk_secs
+                && wrk_runs.skipped.is_empty()
+                && !cancel.load(Ordering::SeqCst)
+            {
+                let secs = wrk::whole_secs(Duration::from_secs_f64(secs));
+                match run_wrk(lab, &lb, target, c, secs) {
+                    Ok((r, lb_cpu)) => {
+                        eprintln!(
+                            "sluice lab bmt: {series} c{c} wrk: {:.0} req/s, p99 {:.2} ms, {} errors",
+                            r.requests_per_sec, r.p99_ms, r.errors
+                        );
+                        wrk_runs.runs.push(WrkRun {
+                            mode,
+                            series: series.clone(),
+                            threads,
+                            concurrency: c,
+                            duration_secs: secs,
+                            requests: r.requests,
+                            requests_per_sec: r.requests_per_sec,
+                            latency_p50_ms: r.p50_ms,
+                            latency_p99_ms: r.p99_ms,
+                            errors: r.errors,
+                            lb_cpu_us_per_req: lb_cpu,
+                        });
+                    }
+                    Err(e) => {
+                        eprintln!("sluice lab bmt: {series} c{c} wrk: {e}");
+                        wrk_runs.skipped.push(format!("{series} c{c}: {e}"));
+                    }
+                }
+            }
         }
     }
     drop(lb);
+}
+
+/// One `wrk` run against `target`, with the LB's CPU per request around it.
+fn run_wrk(
+    lab: &Lab,
+    lb: &RunningLb,
+    target: SocketAddr,
+    concurrency: u32,
+    secs: u64,
+) -> Result<(wrk::WrkReport, Option<f64>), String> {
+    let cpu0 = lb_cpu_ns(lb.cpu);
+    let r = wrk::run(lab, target, concurrency, secs)?;
+    let cpu1 = lb_cpu_ns(lb.cpu);
+    if r.requests == 0 {
+        return Err("wrk completed no request".to_owned());
+    }
+    let lb_cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if b > a => Some((b - a) as f64 / 1000.0 / r.requests as f64),
+        _ => None,
+    };
+    Ok((r, lb_cpu))
 }
 
 /// Starts the LB of a mode; returns it and the address the client loads.
@@ -709,21 +918,26 @@ fn start_lb(
                 Err(e) => Err(format!("real does not answer: {e}")),
             }
         }
-        Mode::Proxy => {
+        Mode::Proxy | Mode::ProxyTcp => {
+            let l7 = if mode == Mode::Proxy { "http" } else { "tcp" };
             let lb = lb::start(
                 lab,
                 Start {
                     argv: vec![sluice, "run".into(), "-c".into(), "{CONFIG}".into()],
-                    config: ("sluice.toml", lb::proxy_config(threads, lb_addr, &reals)),
+                    config: (
+                        "sluice.toml",
+                        lb::proxy_config(threads, l7, lb_addr, &reals),
+                    ),
                     probe: lb_addr,
                     body_len: FILE_SIZE,
                     xdp: None,
                 },
             )
-            .map_err(|e| format!("sluice run (L7 proxy): {e}"))?;
+            .map_err(|e| format!("sluice run (L7 proxy, mode {l7}): {e}"))?;
             Ok((lb, lb_addr))
         }
-        Mode::Haproxy => {
+        Mode::Haproxy | Mode::HaproxyTcp => {
+            let l7 = if mode == Mode::Haproxy { "http" } else { "tcp" };
             if !lb::in_path("haproxy") {
                 return Err("haproxy is not installed (scripts/setup.sh installs it)".to_owned());
             }
@@ -736,13 +950,16 @@ fn start_lb(
                         "-f".into(),
                         "{CONFIG}".into(),
                     ],
-                    config: ("haproxy.cfg", lb::haproxy_config(threads, lb_addr, &reals)),
+                    config: (
+                        "haproxy.cfg",
+                        lb::haproxy_config(threads, l7, lb_addr, &reals),
+                    ),
                     probe: lb_addr,
                     body_len: FILE_SIZE,
                     xdp: None,
                 },
             )
-            .map_err(|e| format!("haproxy: {e}"))?;
+            .map_err(|e| format!("haproxy (mode {l7}): {e}"))?;
             Ok((lb, lb_addr))
         }
         Mode::Dr | Mode::Tun | Mode::Nat | Mode::Fullnat => {
@@ -790,7 +1007,7 @@ fn measure_rep(
         concurrency,
         requests: plan.requests,
         duration: plan.duration_secs.map(Duration::from_secs_f64),
-        keep_alive: false,
+        keep_alive: plan.keep_alive,
         progress: false,
         ..sluice_bench::BenchSpec::new(format!("http://{target}/"))
     };
@@ -917,6 +1134,7 @@ fn aggregate(
         requests_per_sec_min: rps.iter().copied().fold(f64::INFINITY, f64::min),
         requests_per_sec_max: rps.iter().copied().fold(0.0, f64::max),
         latency_mean_ms: median(samples.iter().map(|s| s.latency_mean_ms).collect()),
+        latency_p50_ms: median(samples.iter().map(|s| s.latency_p50_ms).collect()),
         latency_p99_ms: median(samples.iter().map(|s| s.latency_p99_ms).collect()),
         errors: samples.iter().map(|s| s.errors).sum(),
         lb_cpu_us_per_req: median_opt(samples.iter().map(|s| s.lb_cpu_us_per_req)),
@@ -926,33 +1144,50 @@ fn aggregate(
             CpuSource::None => "none",
         },
         softirq_us_per_req: median_opt(samples.iter().map(|s| s.softirq_us_per_req)),
+        haproxy_peer: None,
         rps_vs_haproxy: None,
+        cpu_vs_haproxy: None,
+        p99_vs_haproxy: None,
         samples,
     }
 }
 
-/// Fills `rps_vs_haproxy`: HAProxy at the same concurrency and threads, or
-/// with its fewest threads for modes without threads.
+/// Fills the `*_vs_haproxy` figures: against HAProxy in the mode's
+/// [`Mode::haproxy_peer`] mode at the same concurrency and threads, or with
+/// its fewest threads for modes without threads.
 fn add_haproxy_ratios(cells: &mut [Cell]) {
-    let haproxy: Vec<(Option<u16>, u32, f64)> = cells
+    let haproxy: Vec<Cell> = cells
         .iter()
-        .filter(|c| c.mode == Mode::Haproxy)
-        .map(|c| (c.threads, c.concurrency, c.requests_per_sec))
+        .filter(|c| matches!(c.mode, Mode::Haproxy | Mode::HaproxyTcp))
+        .cloned()
         .collect();
+    let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
     for c in cells.iter_mut() {
-        let peer = haproxy
+        let peer_mode = c.mode.haproxy_peer();
+        let Some(peer) = haproxy
             .iter()
-            .filter(|(t, conc, _)| {
-                *conc == c.concurrency && (c.threads.is_none() || *t == c.threads)
+            .filter(|h| {
+                h.mode == peer_mode
+                    && h.concurrency == c.concurrency
+                    && (c.threads.is_none() || h.threads == c.threads)
             })
-            .min_by_key(|(t, _, _)| *t)
-            .map(|(_, _, rps)| *rps);
-        c.rps_vs_haproxy = peer.filter(|p| *p > 0.0).map(|p| c.requests_per_sec / p);
+            .min_by_key(|h| h.threads)
+        else {
+            continue;
+        };
+        c.haproxy_peer = Some(peer.series.clone());
+        c.rps_vs_haproxy = ratio(c.requests_per_sec, peer.requests_per_sec);
+        c.p99_vs_haproxy = ratio(c.latency_p99_ms, peer.latency_p99_ms);
+        c.cpu_vs_haproxy = match (c.lb_cpu_us_per_req, peer.lb_cpu_us_per_req) {
+            (Some(a), Some(b)) => ratio(a, b),
+            _ => None,
+        };
     }
 }
 
 /// The seed-shaped table (Thread, Concurrency, Total Requests, File Size,
-/// Requests/sec, Latency) with the extra columns.
+/// Requests/sec, Latency) with the extra columns, then the issue 4
+/// comparison of sluice's proxies with HAProxy and the wrk cross-check.
 fn markdown(r: &Results) -> String {
     let mut s = String::new();
     let p = &r.plan;
@@ -971,8 +1206,13 @@ fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "Load: `sluice bench` in ab mode (a new TCP connection per request), {} client \
-         thread(s), {} per repetition, {} repetition(s) per cell; figures are medians{}.\n",
+        "Load: `sluice bench` in {}, {} client thread(s), {} per repetition, {} \
+         repetition(s) per cell; figures are medians{}.\n",
+        if p.keep_alive {
+            "keep-alive mode (wrk-style: each connection carries many requests)"
+        } else {
+            "ab mode (a new TCP connection per request)"
+        },
         p.client_threads,
         match (p.requests, p.duration_secs) {
             (Some(n), _) => format!("{n} requests"),
@@ -988,15 +1228,15 @@ fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "| Mode | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms) | p99 (ms) | Errors | LB CPU (µs/req) | vs HAProxy |"
+        "| Mode | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms) | p50 (ms) | p99 (ms) | Errors | LB CPU (µs/req) | vs HAProxy | CPU vs HAProxy |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in &r.cells {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {}KiB | {:.2} ({:.0}–{:.0}) | {:.3} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {}KiB | {:.2} ({:.0}–{:.0}) | {:.3} | {:.2} | {:.2} | {} | {} | {} | {} |",
             c.mode.name(),
-            c.threads.map_or_else(|| "–".to_owned(), |t| t.to_string()),
+            threads_cell(c.threads),
             c.concurrency,
             c.total_requests,
             c.file_size_bytes / 1024,
@@ -1004,19 +1244,22 @@ fn markdown(r: &Results) -> String {
             c.requests_per_sec_min,
             c.requests_per_sec_max,
             c.latency_mean_ms,
+            c.latency_p50_ms,
             c.latency_p99_ms,
             c.errors,
             match c.lb_cpu_us_per_req {
                 Some(v) => format!("{v:.1} ({})", c.cpu_source),
                 None => "–".to_owned(),
             },
-            c.rps_vs_haproxy
-                .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×")),
+            times(c.rps_vs_haproxy),
+            times(c.cpu_vs_haproxy),
         );
     }
     if r.cells.is_empty() {
-        let _ = writeln!(s, "| (no cell measured) | | | | | | | | | | |");
+        let _ = writeln!(s, "| (no cell measured) | | | | | | | | | | | | |");
     }
+    targets_section(&mut s, &r.cells);
+    wrk_section(&mut s, r);
     if !r.unavailable.is_empty() {
         let _ = writeln!(s, "\nNot measured (no row is shown for these):\n");
         for u in &r.unavailable {
@@ -1032,15 +1275,161 @@ fn markdown(r: &Results) -> String {
     let _ = writeln!(
         s,
         "\nColumns: Requests/sec is the median (range over the repetitions in brackets). \
-         Latency is the mean time per request including the TCP handshake (median over the \
-         repetitions); p99 likewise. LB CPU per request: `process` = utime+stime of the LB \
+         Latency is the mean time per request{} (median over the repetitions); p50 and p99 \
+         likewise. LB CPU per request: `process` = utime+stime of the LB \
          process (all threads, 10 ms resolution) over the run; `bpf` = run time of the XDP \
          program (BPF statistics), which leaves out the kernel's own receive path. \
-         vs HAProxy = req/s over HAProxy's with the same threads at the same concurrency \
-         (HAProxy with its fewest threads for modes without threads). Proxies listen on the \
-         LB's address, L4 modes on the VIP; `direct` loads one real."
+         vs HAProxy = req/s over HAProxy's with the same threads at the same concurrency, \
+         in the same mode: `proxy-tcp` and `haproxy-tcp` against `haproxy-tcp`, every other \
+         mode against `haproxy` (`mode http`; HAProxy with its fewest threads for modes \
+         without threads); CPU vs HAProxy likewise for LB CPU per request. Proxies listen \
+         on the LB's address, L4 modes on the VIP; `direct` loads one real.",
+        if p.keep_alive {
+            ""
+        } else {
+            " including the TCP handshake"
+        }
     );
     s
+}
+
+/// The Thread column: the count, or a dash for modes without threads.
+fn threads_cell(t: Option<u16>) -> String {
+    t.map_or_else(|| "–".to_owned(), |t| t.to_string())
+}
+
+/// A ratio as `1.23×`, or a dash.
+fn times(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×"))
+}
+
+/// Whether `v` meets a target: at least `target` (`at_least`) or at most.
+fn verdict(v: Option<f64>, target: f64, at_least: bool) -> &'static str {
+    match v {
+        None => "no figure",
+        Some(v) if (at_least && v >= target) || (!at_least && v <= target) => "met",
+        Some(_) => "**not met**",
+    }
+}
+
+/// The issue 4 comparison: each sluice proxy row against its HAProxy peer,
+/// with the targets and whether this run meets them.
+fn targets_section(s: &mut String, cells: &[Cell]) {
+    let rows: Vec<(&Cell, &Cell, Targets)> = cells
+        .iter()
+        .filter_map(|c| {
+            let targets = c.mode.targets()?;
+            let peer = c.haproxy_peer.as_ref()?;
+            let h = cells
+                .iter()
+                .find(|h| &h.series == peer && h.concurrency == c.concurrency)?;
+            Some((c, h, targets))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## sluice vs HAProxy (issue 4 targets)\n\n\
+         Same run, same threads, same concurrency, medians. `mode http` targets: req/s \
+         ≥ {TARGET_HTTP_RPS_RATIO}× HAProxy's, p99 ≤ HAProxy's, LB CPU per request \
+         ≤ {TARGET_HTTP_CPU_RATIO}× HAProxy's. `mode tcp` target: req/s ≥ \
+         {TARGET_TCP_RPS_RATIO}× HAProxy `mode tcp`'s.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| sluice | HAProxy | Concurrency | req/s sluice / HAProxy | req/s ratio | p99 ms sluice / HAProxy | LB CPU µs/req sluice / HAProxy | CPU ratio |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for (c, h, targets) in rows {
+        let (rps_target, cpu_target) = (targets.rps_ratio_at_least, targets.cpu_ratio_at_most);
+        let cpu = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"));
+        let p99_verdict = if cpu_target.is_some() {
+            format!(
+                " ({})",
+                verdict(c.p99_vs_haproxy, 1.0, false).replace("**", "")
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} / {:.0} | {} (≥ {rps_target}: {}) | {:.2} / {:.2}{} | {} / {} | {}{} |",
+            c.series,
+            h.series,
+            c.concurrency,
+            c.requests_per_sec,
+            h.requests_per_sec,
+            times(c.rps_vs_haproxy),
+            verdict(c.rps_vs_haproxy, rps_target, true),
+            c.latency_p99_ms,
+            h.latency_p99_ms,
+            p99_verdict,
+            cpu(c.lb_cpu_us_per_req),
+            cpu(h.lb_cpu_us_per_req),
+            times(c.cpu_vs_haproxy),
+            match cpu_target {
+                Some(t) => format!(" (≤ {t}: {})", verdict(c.cpu_vs_haproxy, t, false)),
+                None => String::new(),
+            },
+        );
+    }
+}
+
+/// The `--wrk` cross-check table, with req/s over HAProxy's wrk run.
+fn wrk_section(s: &mut String, r: &Results) {
+    if r.plan.wrk_secs.is_none() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## wrk cross-check\n\n\
+         One `wrk -t2 -c<concurrency> -d<duration> --latency` run per cell (keep-alive), \
+         from the client namespace, right after the cell's `sluice bench` repetitions \
+         against the same LB. Single runs: noisier than the medians above.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| Mode | Thread | Concurrency | Duration (s) | Requests | Requests/sec | p50 (ms) | p99 (ms) | Errors | LB CPU (µs/req) | vs HAProxy |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for w in &r.wrk {
+        let peer_mode = w.mode.haproxy_peer();
+        let peer = r
+            .wrk
+            .iter()
+            .filter(|h| {
+                h.mode == peer_mode
+                    && h.concurrency == w.concurrency
+                    && (w.threads.is_none() || h.threads == w.threads)
+            })
+            .min_by_key(|h| h.threads)
+            .filter(|h| h.requests_per_sec > 0.0)
+            .map(|h| w.requests_per_sec / h.requests_per_sec);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            w.mode.name(),
+            threads_cell(w.threads),
+            w.concurrency,
+            w.duration_secs,
+            w.requests,
+            w.requests_per_sec,
+            w.latency_p50_ms,
+            w.latency_p99_ms,
+            w.errors,
+            w.lb_cpu_us_per_req
+                .map_or_else(|| "–".to_owned(), |v| format!("{v:.1}")),
+            times(peer),
+        );
+    }
+    if r.wrk.is_empty() {
+        let _ = writeln!(s, "| (no wrk run) | | | | | | | | | | |");
+    }
+    for why in &r.wrk_skipped {
+        let _ = writeln!(s, "\n- wrk not run or failed: {}", why.replace('|', "\\|"));
+    }
 }
 
 fn write_outputs(r: &Results, out: &Path) -> anyhow::Result<()> {
@@ -1070,8 +1459,13 @@ fn write_outputs(r: &Results, out: &Path) -> anyhow::Result<()> {
         }
     }
     let title = format!(
-        "sluice lab bmt: {} KiB file, ab mode, {} vCPU, kernel {}",
+        "sluice lab bmt: {} KiB file, {}, {} vCPU, kernel {}",
         FILE_SIZE / 1024,
+        if r.plan.keep_alive {
+            "keep-alive"
+        } else {
+            "ab mode"
+        },
         r.machine.cpus,
         r.machine.kernel
     );
@@ -1184,6 +1578,46 @@ mod tests {
         assert_eq!((c.requests, c.duration_secs), (None, Some(2.0)));
         assert_eq!(c.threads_of(Mode::Dr), vec![None]);
         assert_eq!(f.threads_of(Mode::Haproxy), vec![Some(1), Some(2)]);
+        assert!(!f.keep_alive);
+        assert_eq!(f.client_threads, DEFAULT_CLIENT_THREADS);
+    }
+
+    #[test]
+    fn keepalive_and_tcp_modes() {
+        let k = plan(&["--keepalive", "--modes", "haproxy-tcp,proxy-tcp,proxy"]).unwrap();
+        assert!(k.keep_alive);
+        assert_eq!(k.modes, vec![Mode::Proxy, Mode::ProxyTcp, Mode::HaproxyTcp]);
+        // A duration by default, like wrk; two client threads like wrk -t2.
+        assert_eq!(
+            (k.requests, k.duration_secs),
+            (None, Some(DEFAULT_KEEPALIVE_DURATION.as_secs_f64()))
+        );
+        assert_eq!(k.client_threads, DEFAULT_KEEPALIVE_CLIENT_THREADS);
+        assert_eq!(k.threads_of(Mode::ProxyTcp), vec![Some(1), Some(2)]);
+        assert_eq!(k.wrk_secs, None);
+        let q = plan(&["--keepalive", "--quick"]).unwrap();
+        assert_eq!(
+            q.duration_secs,
+            Some(QUICK_KEEPALIVE_DURATION.as_secs_f64())
+        );
+        // Explicit choices win.
+        let n = plan(&[
+            "--keepalive",
+            "--requests",
+            "500",
+            "--client-threads",
+            "1",
+            "--wrk",
+            "3s",
+        ])
+        .unwrap();
+        assert_eq!((n.requests, n.duration_secs), (Some(500), None));
+        assert_eq!((n.client_threads, n.wrk_secs), (1, Some(3.0)));
+        assert_eq!(Mode::ProxyTcp.name(), "proxy-tcp");
+        assert_eq!(
+            serde_json::to_value(Mode::HaproxyTcp).unwrap(),
+            serde_json::json!("haproxy-tcp")
+        );
     }
 
     #[test]
@@ -1197,12 +1631,26 @@ mod tests {
             &["--duration", "0s"],
             &["--modes", "ipvs"],
             &["--requests", "5", "--duration", "1s"],
+            // wrk is a keep-alive cross-check; it needs --keepalive.
+            &["--wrk", "5s"],
+            &["--keepalive", "--wrk", "500ms"],
         ] {
             assert!(plan(argv).is_err(), "{argv:?} accepted");
         }
     }
 
     fn cell(mode: Mode, threads: Option<u16>, c: u32, rps: f64) -> Cell {
+        cell_with(mode, threads, c, rps, 2.0, Some(10.0))
+    }
+
+    fn cell_with(
+        mode: Mode,
+        threads: Option<u16>,
+        c: u32,
+        rps: f64,
+        p99: f64,
+        cpu: Option<f64>,
+    ) -> Cell {
         let s = Sample {
             requests: 100,
             ok: 100,
@@ -1210,14 +1658,18 @@ mod tests {
             duration_secs: 1.0,
             requests_per_sec: rps,
             latency_mean_ms: 1.0,
-            latency_p50_ms: 1.0,
-            latency_p99_ms: 2.0,
-            lb_cpu_us_per_req: Some(10.0),
+            latency_p50_ms: 0.5,
+            latency_p99_ms: p99,
+            lb_cpu_us_per_req: cpu,
             softirq_us_per_req: None,
+        };
+        let series = match threads {
+            Some(t) => format!("{} t{t}", mode.name()),
+            None => mode.name().to_owned(),
         };
         aggregate(
             mode,
-            mode.name(),
+            &series,
             threads,
             c,
             &RunningLb::none(),
@@ -1244,12 +1696,56 @@ mod tests {
         assert_eq!(cells[3].rps_vs_haproxy, Some(2.0));
         assert_eq!(cells[4].rps_vs_haproxy, None);
         assert_eq!(cells[3].cpu_source, "none");
+        assert_eq!(cells[2].haproxy_peer.as_deref(), Some("haproxy t2"));
+        assert_eq!(cells[2].latency_p50_ms, 0.5);
     }
 
     #[test]
-    fn table_has_the_seed_columns_and_no_rows_for_unavailable_modes() {
-        let r = Results {
-            version: 1,
+    fn tcp_compares_with_haproxy_tcp_and_http_with_haproxy() {
+        let mut cells = vec![
+            cell_with(Mode::Haproxy, Some(1), 100, 10_000.0, 10.0, Some(50.0)),
+            cell_with(Mode::HaproxyTcp, Some(1), 100, 20_000.0, 8.0, Some(20.0)),
+            cell_with(Mode::Proxy, Some(1), 100, 14_000.0, 9.0, Some(35.0)),
+            cell_with(Mode::ProxyTcp, Some(1), 100, 21_000.0, 8.0, Some(30.0)),
+            cell_with(Mode::ProxyTcp, Some(2), 100, 21_000.0, 8.0, None),
+        ];
+        add_haproxy_ratios(&mut cells);
+        assert_eq!(cells[2].haproxy_peer.as_deref(), Some("haproxy t1"));
+        assert_eq!(cells[2].rps_vs_haproxy, Some(1.4));
+        assert_eq!(cells[2].cpu_vs_haproxy, Some(0.7));
+        assert_eq!(cells[2].p99_vs_haproxy, Some(0.9));
+        assert_eq!(cells[3].haproxy_peer.as_deref(), Some("haproxy-tcp t1"));
+        assert_eq!(cells[3].rps_vs_haproxy, Some(1.05));
+        assert_eq!(cells[3].cpu_vs_haproxy, Some(1.5));
+        assert_eq!(cells[1].rps_vs_haproxy, Some(1.0));
+        // No HAProxy tcp at 2 threads: no ratio rather than a wrong one.
+        assert_eq!(cells[4].haproxy_peer, None);
+        assert_eq!(cells[4].rps_vs_haproxy, None);
+
+        let mut r = results(cells);
+        r.plan = plan(&["--keepalive"]).unwrap();
+        let md = markdown(&r);
+        assert!(md.contains("keep-alive mode"), "{md}");
+        assert!(
+            md.contains("## sluice vs HAProxy (issue 4 targets)"),
+            "{md}"
+        );
+        // http: 1.4× ≥ 1.3 met, p99 9 ≤ 10 met, CPU 0.7 ≤ 0.8 met.
+        assert!(
+            md.contains("| proxy t1 | haproxy t1 | 100 | 14000 / 10000 | 1.40× (≥ 1.3: met) | 9.00 / 10.00 (met) | 35.0 / 50.0 | 0.70× (≤ 0.8: met) |"),
+            "{md}"
+        );
+        // tcp: 1.05× < 1.1, not met.
+        assert!(
+            md.contains("| proxy-tcp t1 | haproxy-tcp t1 | 100 | 21000 / 20000 | 1.05× (≥ 1.1: **not met**) |"),
+            "{md}"
+        );
+        assert!(!md.contains("| proxy-tcp t2 | haproxy"), "{md}");
+    }
+
+    fn results(cells: Vec<Cell>) -> Results {
+        Results {
+            version: BMT_JSON_VERSION,
             command: "sluice lab bmt".into(),
             started_unix: 0,
             elapsed_secs: 1.0,
@@ -1259,19 +1755,63 @@ mod tests {
                 kernel: "6.18".into(),
             },
             plan: plan(&["--quick"]).unwrap(),
-            cells: vec![cell(Mode::Direct, None, 50, 1234.5)],
-            unavailable: vec![Unavailable {
-                mode: Mode::Tun,
-                threads: None,
-                concurrency: None,
-                reason: "no lab".into(),
-            }],
+            cells,
+            unavailable: Vec::new(),
+            wrk: Vec::new(),
+            wrk_skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn wrk_runs_get_their_own_table_and_ratios() {
+        let mut r = results(Vec::new());
+        r.plan = plan(&["--keepalive", "--wrk", "2s"]).unwrap();
+        let run = |mode: Mode, rps: f64| WrkRun {
+            mode,
+            series: format!("{} t1", mode.name()),
+            threads: Some(1),
+            concurrency: 100,
+            duration_secs: 2,
+            requests: 1000,
+            requests_per_sec: rps,
+            latency_p50_ms: 1.0,
+            latency_p99_ms: 3.0,
+            errors: 0,
+            lb_cpu_us_per_req: Some(12.0),
         };
+        r.wrk = vec![run(Mode::HaproxyTcp, 4000.0), run(Mode::ProxyTcp, 5000.0)];
+        let md = markdown(&r);
+        assert!(md.contains("## wrk cross-check"), "{md}");
+        assert!(
+            md.contains(
+                "| proxy-tcp | 1 | 100 | 2 | 1000 | 5000.00 | 1.00 | 3.00 | 0 | 12.0 | 1.25× |"
+            ),
+            "{md}"
+        );
+        // Without --wrk there is no such section.
+        r.plan = plan(&["--keepalive"]).unwrap();
+        assert!(!markdown(&r).contains("wrk cross-check"));
+    }
+
+    #[test]
+    fn table_has_the_seed_columns_and_no_rows_for_unavailable_modes() {
+        let mut r = results(vec![cell(Mode::Direct, None, 50, 1234.5)]);
+        r.unavailable = vec![Unavailable {
+            mode: Mode::Tun,
+            threads: None,
+            concurrency: None,
+            reason: "no lab".into(),
+        }];
         let md = markdown(&r);
         assert!(md.contains(
-            "| Mode | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms) |"
+            "| Mode | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms) | p50 (ms) | p99 (ms) |"
         ));
-        assert!(md.contains("| direct | – | 50 | 100 | 5KiB | 1234.50"));
+        assert!(md.contains(
+            "| direct | – | 50 | 100 | 5KiB | 1234.50 (1234–1234) | 1.000 | 0.50 | 2.00 |"
+        ));
+        assert!(md.contains("ab mode"));
+        // No HAProxy proxy rows: no target section.
+        assert!(!md.contains("issue 4 targets"));
         assert!(!md.contains("| tun |"));
         assert!(md.contains("- **tun**: no lab"));
     }
