@@ -98,6 +98,7 @@ fn main() {
                 initial: Health::Up,
             },
             jitter_percent: 10,
+            fwmark: None,
         };
         let list = (0..targets)
             .map(|i| Target {

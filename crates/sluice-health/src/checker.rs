@@ -244,7 +244,9 @@ impl Checker {
                 source,
             };
             let state = HealthState::new(t.spec.health).map_err(|e| spec_err(e.into()))?;
-            let probe = Probe::new(&t.spec.probe).map_err(spec_err)?;
+            let probe = Probe::new(&t.spec.probe)
+                .and_then(|p| p.with_mark(t.spec.fwmark))
+                .map_err(spec_err)?;
             if t.spec.timeout.is_zero() {
                 return Err(spec_err(SpecError::ZeroTimeout));
             }

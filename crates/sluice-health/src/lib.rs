@@ -47,6 +47,9 @@ pub enum SpecError {
     /// `script` without a program.
     #[error("script check needs a command")]
     EmptyCommand,
+    /// A routing mark on a probe that does not connect a TCP socket.
+    #[error("a routing mark (via_vip) needs a tcp, http or http-content check")]
+    MarkUnsupported,
     /// HTTP path not of the form `/path?query`.
     #[error("invalid HTTP path {0:?} (must start with '/')")]
     Path(String),

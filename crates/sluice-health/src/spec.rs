@@ -31,6 +31,10 @@ pub struct CheckSpec {
     pub health: HealthConfig,
     /// Random spread of every interval, in percent (0..=100).
     pub jitter_percent: u8,
+    /// Routing mark (`SO_MARK`) for the probe's socket, `tcp` and `http`
+    /// probes only. With a policy route per mark, a check to the VIP goes
+    /// through one chosen real: the data-path (`via_vip`) check of `dr`.
+    pub fwmark: Option<u32>,
 }
 
 impl CheckSpec {
@@ -43,6 +47,7 @@ impl CheckSpec {
             timeout: DEFAULT_TIMEOUT,
             health: HealthConfig::default(),
             jitter_percent: DEFAULT_JITTER_PERCENT,
+            fwmark: None,
         }
     }
 }

@@ -35,6 +35,7 @@ fn spec(probe: ProbeSpec, interval: Duration, down_interval: Duration) -> CheckS
             initial: Health::Up,
         },
         jitter_percent: 0,
+        fwmark: None,
     }
 }
 

@@ -303,3 +303,46 @@ fn operator_state_is_kept_apart_from_health() {
         (0..12).map(|_| get(&lab, vip(), "/").unwrap().2).collect();
     assert!(seen.contains("rs1"), "{seen:?}");
 }
+
+#[test]
+fn via_vip_check_catches_a_real_without_the_vip() {
+    let lab = l4_lab("hvia", 3);
+    let _d = start_daemon(&lab, &config("type = \"tcp\"\nvia_vip = true"));
+    for a in ["10.99.0.11", "10.99.0.12", "10.99.0.13"] {
+        assert_eq!(health_of(&lab, a), "up");
+    }
+    // rs2 still answers on its own address, but no longer owns the VIP:
+    // only a check through the data path can tell.
+    let del = lab
+        .exec(
+            Node::Real(2),
+            &["ip", "addr", "del", "10.99.255.1/32", "dev", "lo"],
+        )
+        .unwrap();
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+    let own = get(&lab, "10.99.0.12:80".parse().unwrap(), "/health").unwrap();
+    assert_eq!(own.0, 200, "rs2 still answers on its own address");
+    let took = wait_health(&lab, "10.99.0.12", "down", Duration::from_secs(5));
+    assert!(
+        took <= Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SLACK_MS),
+        "{took:?}"
+    );
+    assert_eq!(health_of(&lab, "10.99.0.11"), "up");
+    for _ in 0..20 {
+        let (status, _, who) = get(&lab, vip(), "/").unwrap();
+        assert_eq!(status, 200);
+        assert_ne!(who, "rs2");
+    }
+    let add = lab
+        .exec(
+            Node::Real(2),
+            &["ip", "addr", "add", "10.99.255.1/32", "dev", "lo"],
+        )
+        .unwrap();
+    assert!(add.status.success());
+    wait_health(&lab, "10.99.0.12", "up", Duration::from_secs(5));
+}

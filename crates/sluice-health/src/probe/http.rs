@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sluice_core::health::FailureReason;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+
 use tokio::time::Instant;
 
 use super::{ProbeFailure, since};
@@ -126,9 +126,13 @@ impl HttpProbe {
         })
     }
 
-    pub(crate) async fn probe(&self, target: SocketAddr) -> Result<Duration, ProbeFailure> {
+    pub(crate) async fn probe(
+        &self,
+        target: SocketAddr,
+        mark: Option<u32>,
+    ) -> Result<Duration, ProbeFailure> {
         let start = Instant::now();
-        let tcp = TcpStream::connect(target)
+        let tcp = super::tcp::connect(target, mark)
             .await
             .map_err(|e| ProbeFailure::io("connect", &e))?;
         let _ = tcp.set_nodelay(true);

@@ -104,6 +104,8 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
 #[derive(Debug, Clone)]
 pub struct Probe {
     kind: Kind,
+    /// `SO_MARK` for connecting probes (see [`crate::CheckSpec::fwmark`]).
+    mark: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,7 +140,20 @@ impl Probe {
                 Kind::Script(command.clone().into())
             }
         };
-        Ok(Self { kind })
+        Ok(Self { kind, mark: None })
+    }
+
+    /// Sets the routing mark of the sockets of `tcp` and `http` probes.
+    ///
+    /// # Errors
+    ///
+    /// [`SpecError::MarkUnsupported`] for probe types that do not connect.
+    pub fn with_mark(mut self, mark: Option<u32>) -> Result<Self, SpecError> {
+        if mark.is_some() && !matches!(self.kind, Kind::Tcp | Kind::Http(_)) {
+            return Err(SpecError::MarkUnsupported);
+        }
+        self.mark = mark;
+        Ok(self)
     }
 
     /// Runs the probe once against `addr:port` (the port is ignored by
@@ -163,9 +178,9 @@ impl Probe {
             // reap the process group, which a dropped future cannot await.
             Kind::Script(argv) => script::probe(argv, target, timeout).await,
             Kind::Icmp => with_timeout(timeout, icmp::probe(addr)).await,
-            Kind::Tcp => with_timeout(timeout, tcp::probe(target)).await,
+            Kind::Tcp => with_timeout(timeout, tcp::probe(target, self.mark)).await,
             Kind::HalfOpen => with_timeout(timeout, half_open::probe(target)).await,
-            Kind::Http(h) => with_timeout(timeout, h.probe(target)).await,
+            Kind::Http(h) => with_timeout(timeout, h.probe(target, self.mark)).await,
         }
     }
 }

@@ -83,9 +83,12 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     );
 
     // Health checks of L4 reals; the handle keeps the checks running.
-    let checks = match plane.clone() {
-        Some(p) => start_l4_health(&cfg, p)?.map(Arc::new),
-        None => None,
+    let (checks, _via_vip_routes) = match plane.clone() {
+        Some(p) => match start_l4_health(&cfg, p)? {
+            Some((h, routes)) => (Some(Arc::new(h)), Some(routes)),
+            None => (None, None),
+        },
+        None => (None, None),
     };
 
     if let Some(p) = plane.clone() {
@@ -134,19 +137,32 @@ fn control_loop(p: &Plane) {
 fn start_l4_health(
     cfg: &Config,
     plane: Plane,
-) -> anyhow::Result<Option<sluice_health::CheckerHandle>> {
+) -> anyhow::Result<Option<(sluice_health::CheckerHandle, ViaVipRoutes)>> {
     let mut targets = Vec::new();
-    for s in &cfg.l4_services {
+    let mut routes = ViaVipRoutes::default();
+    for (si, s) in cfg.l4_services.iter().enumerate() {
         let Some(check) = s.health_check.as_deref().and_then(|n| cfg.health_check(n)) else {
             continue;
         };
-        let spec = super::health_map::check_spec(check);
-        for r in &s.reals {
+        let port = if s.port == 0 { 80 } else { s.port };
+        for (ri, r) in s.reals.iter().enumerate() {
+            let mut spec = super::health_map::check_spec(check);
+            let mut addr = r.address;
+            if check.via_vip {
+                // Through the data path: the probe goes to the VIP, and a
+                // policy route for its mark sends it to this real's MAC,
+                // so a real that answers on its own address but not on
+                // the VIP is caught.
+                let mark = VIA_VIP_MARK_BASE + (si as u32) * 64 + ri as u32;
+                routes.add(mark, s.vip, r.address, &s.interface)?;
+                spec.fwmark = Some(mark);
+                addr = s.vip;
+            }
             targets.push(sluice_health::Target {
                 id: format!("{}/{}", s.name, r.address),
-                addr: r.address,
-                port: r.port.unwrap_or(if s.port == 0 { 80 } else { s.port }),
-                spec: spec.clone(),
+                addr,
+                port: r.port.unwrap_or(port),
+                spec,
             });
         }
     }
@@ -167,7 +183,11 @@ fn start_l4_health(
                 }
                 Err(_) => return,
             };
-            let Some((svc, _)) = ev.id.split_once('/') else {
+            let Some((svc, real)) = ev.id.split_once('/') else {
+                continue;
+            };
+            // The id names the real (a via_vip check probes the VIP).
+            let Ok(real) = real.parse::<IpAddr>() else {
                 continue;
             };
             let up = ev.to == sluice_core::health::Health::Up;
@@ -186,7 +206,7 @@ fn start_l4_health(
             );
             let p = plane.clone();
             let svc = svc.to_owned();
-            let addr = ev.addr;
+            let addr = real;
             let res = tokio::task::spawn_blocking(move || {
                 let mut g = p
                     .lock()
@@ -201,7 +221,64 @@ fn start_l4_health(
             }
         }
     });
-    Ok(Some(handle))
+    Ok(Some((handle, routes)))
+}
+
+/// First routing mark (and policy table) used by `via_vip` checks; one per
+/// (service, real) above it.
+const VIA_VIP_MARK_BASE: u32 = 0x5100_0000;
+
+/// Policy routes of `via_vip` checks: `ip rule fwmark M lookup M` and, in
+/// table M, the VIP via the real. Removed again on drop.
+#[derive(Debug, Default)]
+struct ViaVipRoutes {
+    marks: Vec<(u32, bool)>,
+}
+
+fn ip_cmd(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl ViaVipRoutes {
+    fn add(&mut self, mark: u32, vip: IpAddr, real: IpAddr, iface: &str) -> anyhow::Result<()> {
+        let fam = if vip.is_ipv4() { "-4" } else { "-6" };
+        let m = mark.to_string();
+        let dst = match vip {
+            IpAddr::V4(a) => format!("{a}/32"),
+            IpAddr::V6(a) => format!("{a}/128"),
+        };
+        // A rule left by a crashed daemon would otherwise be doubled.
+        let _ = ip_cmd(&[fam, "rule", "del", "fwmark", &m, "lookup", &m]);
+        ip_cmd(&[fam, "rule", "add", "fwmark", &m, "lookup", &m])?;
+        self.marks.push((mark, vip.is_ipv4()));
+        let real = real.to_string();
+        ip_cmd(&[
+            fam, "route", "replace", &dst, "via", &real, "dev", iface, "table", &m,
+        ])
+        .with_context(|| format!("via_vip route for real {real}"))
+    }
+}
+
+impl Drop for ViaVipRoutes {
+    fn drop(&mut self) {
+        for (mark, v4) in &self.marks {
+            let fam = if *v4 { "-4" } else { "-6" };
+            let m = mark.to_string();
+            let _ = ip_cmd(&[fam, "rule", "del", "fwmark", &m, "lookup", &m]);
+            let _ = ip_cmd(&[fam, "route", "flush", "table", &m]);
+        }
+    }
 }
 
 /// One check per (backend with a health check, server); transitions mark
