@@ -39,7 +39,23 @@ use crate::proxy_protocol;
 use crate::stats::Counters;
 
 /// Body type on both sides of the proxy.
-pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Body errors: hyper's, or the proxy's own (a client body timeout).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The error a request body yields when the client stalls in the middle of
+/// it for longer than `timeout_client`.
+#[derive(Debug)]
+struct ClientBodyTimeout;
+
+impl std::fmt::Display for ClientBodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("client stalled while sending the request body")
+    }
+}
+
+impl std::error::Error for ClientBodyTimeout {}
 
 /// Target of the access log events.
 pub const ACCESS_LOG_TARGET: &str = "sluice::access";
@@ -145,28 +161,55 @@ impl LogRecord {
     }
 }
 
-/// Request body wrapper counting bytes received from the client.
+/// Request body wrapper counting bytes received from the client, and
+/// cutting a client that stalls mid-body for longer than `idle`
+/// (`timeout_client`, HAProxy's `timeout client`): the body then fails
+/// with [`ClientBodyTimeout`] and `timed_out` is set, so the request is
+/// answered 408.
 #[derive(Debug)]
 struct CountingBody {
     inner: Incoming,
     bytes: Arc<AtomicU64>,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timed_out: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Body for CountingBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let res = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &res
-            && let Some(d) = f.data_ref()
-        {
-            self.bytes.fetch_add(d.len() as u64, Relaxed);
+        match res {
+            Poll::Ready(Some(Ok(f))) => {
+                // Progress: the stall timer starts again.
+                self.timer = None;
+                if let Some(d) = f.data_ref() {
+                    self.bytes.fetch_add(d.len() as u64, Relaxed);
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if self.idle.is_zero() {
+                    return Poll::Pending;
+                }
+                let idle = self.idle;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.timed_out.store(true, Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(ClientBodyTimeout))));
+                }
+                Poll::Pending
+            }
         }
-        res
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
@@ -188,13 +231,15 @@ struct ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let res = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let res = Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(BoxError::from);
         match &res {
             Poll::Ready(Some(Ok(f))) => {
                 if let (Some(d), Some(log)) = (f.data_ref(), self.log.as_mut()) {
@@ -296,9 +341,13 @@ pub(crate) async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     rewrite_request(&ctx, &mut req, upgrade);
     let (parts, body) = req.into_parts();
+    let body_timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let body = CountingBody {
         inner: body,
         bytes: log.bytes_in.clone(),
+        idle: fe.cfg.timeout_client,
+        timer: None,
+        timed_out: body_timed_out.clone(),
     };
     let mut req = Request::from_parts(parts, body.boxed_unsync());
 
@@ -418,6 +467,17 @@ pub(crate) async fn handle(
                             ));
                         }
                     }
+                }
+                if body_timed_out.load(Relaxed) {
+                    // The client, not the server, broke the exchange.
+                    Counters::inc(&fe.stats.err_request);
+                    log.termination = "cD";
+                    return Ok(local_reply(
+                        log,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "The client did not send the request body in time.",
+                        true,
+                    ));
                 }
                 tracing::debug!(server = %slot.server.cfg.name, error = %e.error(), "bad response");
                 Counters::inc(&be.stats.err_response);
@@ -644,7 +704,7 @@ async fn server_conn_fresh(
 
 fn empty() -> ProxyBody {
     Full::new(Bytes::new())
-        .map_err(|never| match never {})
+        .map_err(|never| -> BoxError { match never {} })
         .boxed_unsync()
 }
 
@@ -670,7 +730,7 @@ fn local_reply(
     log.finish();
     let mut resp = Response::new(
         Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
+            .map_err(|never| -> BoxError { match never {} })
             .boxed_unsync(),
     );
     *resp.status_mut() = status;

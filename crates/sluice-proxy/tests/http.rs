@@ -431,6 +431,65 @@ async fn slowloris_is_cut_after_timeout_http_request() {
 }
 
 #[tokio::test]
+async fn a_client_stalling_mid_body_gets_408_after_timeout_client() {
+    bounded!(async {
+        let a = Backend::start("a").await;
+        let (mut fe, be) = simple_config(servers(&[&a]));
+        fe.timeout_client = Duration::from_millis(300);
+        let proxy = start(fe, be).await;
+        let addr = proxy.local_addr("fe").unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let t = Instant::now();
+        // 10 of the 100 announced bytes, then silence.
+        s.write_all(b"POST /collect HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        assert!(r.is_ok(), "connection still open after 5 s");
+        let elapsed = t.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(250),
+            "cut too early: {elapsed:?}"
+        );
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        proxy.shutdown().await;
+    });
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_body_is_not_cut() {
+    bounded!(async {
+        let a = Backend::start("a").await;
+        let (mut fe, be) = simple_config(servers(&[&a]));
+        fe.timeout_client = Duration::from_millis(300);
+        let proxy = start(fe, be).await;
+        let addr = proxy.local_addr("fe").unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST /collect HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        // 8 bytes, one every 150 ms: 1.2 s in all, never 300 ms idle.
+        for b in b"abcdefgh" {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            s.write_all(&[*b]).await.unwrap();
+        }
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("\n8") || text.ends_with("8"), "{text}");
+        proxy.shutdown().await;
+    });
+}
+
+#[tokio::test]
 async fn connect_failure_is_retried_on_another_server_then_503() {
     bounded!(async {
         let a = Backend::start("a").await;

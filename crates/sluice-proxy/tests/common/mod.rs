@@ -125,6 +125,11 @@ impl Backend {
         let query = req.uri().query().unwrap_or("").to_owned();
         let resp = match path.as_str() {
             "/echo" => Response::new(req.into_body().boxed()),
+            // Reads the whole request body before answering with its length.
+            "/collect" => match http_body_util::BodyExt::collect(req.into_body()).await {
+                Ok(b) => text(&b.to_bytes().len().to_string()),
+                Err(_) => text("body error"),
+            },
             "/chunked" => {
                 let (tx, body) = ChannelBody::new();
                 tokio::spawn(async move {
