@@ -704,9 +704,11 @@ impl<R: NeighbourResolver> L4Plane<R> {
         res
     }
 
-    /// Re-resolves neighbours of reals whose MAC is unknown or may have
-    /// changed, and rewrites those that changed. Returns how many changed.
-    pub fn refresh_neighbours(&mut self) -> Result<usize, ControlError> {
+    /// Re-resolves neighbours and rewrites the services whose MACs changed;
+    /// returns how many. `all = false` only looks at reals whose MAC is
+    /// still unknown (cheap enough for every second); `all = true` also
+    /// catches a MAC that changed (a real replaced behind the same address).
+    pub fn refresh_neighbours(&mut self, all: bool) -> Result<usize, ControlError> {
         let mut changed = 0;
         let names: Vec<String> = self.services.keys().cloned().collect();
         for n in names {
@@ -716,6 +718,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
             let differs = st
                 .reals
                 .iter()
+                .filter(|r| all || r.mac.is_none())
                 .any(|r| self.resolver.resolve(r.spec.addr) != r.mac);
             let res = if differs {
                 changed += 1;

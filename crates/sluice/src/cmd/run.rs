@@ -21,6 +21,9 @@ use sluice_l4::{
 /// Period of the control loop: connection-count reconciliation and
 /// neighbour refresh.
 const CONTROL_PERIOD: Duration = Duration::from_secs(1);
+/// Every this many control rounds, every real's MAC is re-resolved (not
+/// only the unknown ones).
+const NEIGH_FULL_REFRESH_ROUNDS: u64 = 10;
 /// Largest admin request body accepted (bytes).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
@@ -118,13 +121,16 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
 }
 
 fn control_loop(p: &Plane) {
-    loop {
+    for round in 1u64.. {
         std::thread::sleep(CONTROL_PERIOD);
         let Ok(mut g) = p.lock() else { return };
         if let Err(e) = g.reconcile_conns() {
             tracing::warn!(error = %e, "reconciling connection counters");
         }
-        match g.refresh_neighbours() {
+        // Unknown MACs every round; every MAC only every few rounds (each
+        // lookup runs `ip`, and the answer rarely changes).
+        let all = round % NEIGH_FULL_REFRESH_ROUNDS == 0;
+        match g.refresh_neighbours(all) {
             Ok(0) => {}
             Ok(n) => eprintln!("sluice: neighbour change rewrote {n} service(s)"),
             Err(e) => tracing::warn!(error = %e, "refreshing neighbours"),
