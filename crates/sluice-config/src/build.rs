@@ -92,10 +92,13 @@ const BACKEND_KEYS: &[&str] = &[
     "pool_idle",
     "tls",
     "tls_verify",
+    "tls_ca",
     "send_proxy",
     "server",
 ];
-const SERVER_KEYS: &[&str] = &["name", "address", "weight", "maxconn", "backup", "disabled"];
+const SERVER_KEYS: &[&str] = &[
+    "name", "address", "weight", "maxconn", "backup", "disabled", "sni",
+];
 /// Keys every health check type accepts (`port` is removed for icmp).
 const CHECK_COMMON_KEYS: &[&str] = &[
     "type",
@@ -1066,6 +1069,13 @@ fn backend(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, defaults: &Defaults, rec: &mut Rec
             "tls_verify does nothing without TLS to the servers, expected tls = true or no tls_verify",
         );
     }
+    if !tls && t.get("tls_ca").is_some() {
+        cx.error(
+            t.offset_of("tls_ca"),
+            &t.key_path("tls_ca"),
+            "tls_ca does nothing without TLS to the servers, expected tls = true or no tls_ca",
+        );
+    }
     let health_check = cx.opt(t, "health_check", non_empty);
     if let Some(check) = &health_check {
         rec.check_refs.push(CheckRef {
@@ -1099,6 +1109,7 @@ fn backend(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, defaults: &Defaults, rec: &mut Rec
             .unwrap_or(DEFAULT_POOL_IDLE),
         tls,
         tls_verify: cx.opt(t, "tls_verify", boolean).unwrap_or(true),
+        tls_ca: cx.opt(t, "tls_ca", non_empty),
         send_proxy: cx
             .opt(t, "send_proxy", keyword("send_proxy"))
             .unwrap_or(SendProxy::None),
@@ -1138,6 +1149,7 @@ fn servers(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Vec<Server> {
                 .opt(s, "weight", int_in(0, MAX_SERVER_WEIGHT))
                 .unwrap_or(DEFAULT_SERVER_WEIGHT),
             maxconn: cx.opt(s, "maxconn", int_in(1, MAX_MAXCONN)),
+            sni: cx.opt(s, "sni", non_empty),
             backup: cx.opt(s, "backup", boolean).unwrap_or(false),
             disabled: cx.opt(s, "disabled", boolean).unwrap_or(false),
         });

@@ -499,6 +499,9 @@ pub struct Backend {
     pub tls: bool,
     /// Verify the servers' certificates (when `tls`).
     pub tls_verify: bool,
+    /// PEM file of the CA that signs the servers' certificates (`None`: the
+    /// system's bundle). Only the path is checked here.
+    pub tls_ca: Option<String>,
     /// PROXY protocol header sent to servers.
     pub send_proxy: SendProxy,
     /// The servers, in file order (at least one).
@@ -520,6 +523,9 @@ pub struct Server {
     pub backup: bool,
     /// Administratively disabled.
     pub disabled: bool,
+    /// TLS server name to send and verify (with the backend's `tls`);
+    /// `None`: the address is verified and no SNI is sent.
+    pub sni: Option<String>,
 }
 
 /// `[health_check.NAME]`: a named health check.

@@ -942,3 +942,54 @@ fn global_values() {
     assert_eq!(c.global.threads, Some(4));
     assert_eq!(c.global.cpu_map, vec![0, 1, 1023]);
 }
+
+#[test]
+fn backend_tls_ca_and_server_sni() {
+    let c = ok(r#"
+[[frontend]]
+name = "fe"
+bind = ["0.0.0.0:8443"]
+mode = "http"
+default_backend = "app"
+
+[[backend]]
+name = "app"
+mode = "http"
+tls = true
+tls_ca = "/etc/sluice/ca.pem"
+
+[[backend.server]]
+name = "a"
+address = "10.0.0.1:443"
+sni = "a.internal"
+"#);
+    let b = c.backend("app").unwrap();
+    assert_eq!(b.tls_ca.as_deref(), Some("/etc/sluice/ca.pem"));
+    assert_eq!(b.servers[0].sni.as_deref(), Some("a.internal"));
+}
+
+#[test]
+fn tls_ca_without_tls_is_an_error() {
+    let d = only(text(
+        r#"
+[[frontend]]
+name = "fe"
+bind = ["0.0.0.0:80"]
+mode = "http"
+default_backend = "app"
+
+[[backend]]
+name = "app"
+mode = "http"
+tls_ca = "/etc/sluice/ca.pem"
+
+[[backend.server]]
+name = "a"
+address = "10.0.0.1:80"
+"#,
+    ));
+    assert_eq!(
+        d,
+        "t.toml:10:10: backend[0].tls_ca: tls_ca does nothing without TLS to the servers, expected tls = true or no tls_ca"
+    );
+}

@@ -59,6 +59,7 @@ pub(crate) fn proxy_config(cfg: &Config) -> Option<ProxyConfig> {
                     sc.weight = u32::from(s.weight);
                     sc.maxconn = s.maxconn.unwrap_or(0) as usize;
                     sc.backup = s.backup;
+                    sc.sni = s.sni.clone();
                     sc
                 })
                 .collect();
@@ -85,6 +86,7 @@ pub(crate) fn proxy_config(cfg: &Config) -> Option<ProxyConfig> {
             be.pool_max_idle_per_server = b.pool_idle as usize;
             be.tls = b.tls;
             be.tls_verify = b.tls_verify;
+            be.tls_ca = b.tls_ca.clone().map(Into::into);
             be
         })
         .collect();
