@@ -278,7 +278,10 @@ async fn serve_http<S>(
             .with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
-            _ = conn.as_mut() => return,
+            r = conn.as_mut() => {
+                count_parse_error(fe, r.err());
+                return;
+            }
             () = wait_phase(&mut phase, Phase::Draining) => conn.as_mut().graceful_shutdown(),
             why = conn_watch.watchdog(timers) => {
                 // Nothing is in flight: dropping the connection closes it.
@@ -291,6 +294,21 @@ async fn serve_http<S>(
             () = wait_phase(&mut phase, Phase::Stopped) => {}
         }
     }
+}
+
+/// hyper answers a request it cannot parse by itself (431 for a head over
+/// `max_header_size`, 400 otherwise) and ends the connection with the
+/// error; count those responses like the ones the proxy sends.
+fn count_parse_error(fe: &FrontendRt, err: Option<hyper::Error>) {
+    let Some(e) = err else { return };
+    if e.is_parse_too_large() {
+        fe.stats.status(431);
+    } else if e.is_parse() {
+        fe.stats.status(400);
+    } else {
+        return;
+    }
+    Counters::inc(&fe.stats.err_request);
 }
 
 /// A head that started but did not complete in time is a request error

@@ -396,6 +396,10 @@ async fn oversized_headers_get_431() {
         let out = raw_exchange(addr, ok.as_bytes(), Duration::from_secs(3)).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         assert_eq!(a.requests.load(SeqCst), 1);
+        // hyper sent the 431 itself; the frontend still counts it.
+        let stats = proxy.stats();
+        let fe = stats.frontend("fe").unwrap();
+        assert_eq!((fe.responses.http_4xx, fe.errors.request), (1, 1), "{fe:?}");
         proxy.shutdown().await;
     });
 }
