@@ -163,6 +163,9 @@ struct Worker {
 
 impl Worker {
     async fn one_request(&mut self) -> Outcome {
+        if !self.shared.keep_alive {
+            return self.one_shot().await;
+        }
         let deadline = Instant::now() + self.shared.timeout;
         // A closed keep-alive connection (the server sent `Connection:
         // close` or timed it out while idle) is replaced, not an error.
@@ -198,6 +201,54 @@ impl Worker {
             self.conn = Some(conn);
         }
         outcome
+    }
+
+    /// A new connection for one request (ab mode). The connection future is
+    /// driven in this task next to the request instead of in a task of its
+    /// own: one spawn and cross-task wake-up fewer per request matters when
+    /// the client is the bottleneck, as ab mode usually is.
+    async fn one_shot(&mut self) -> Outcome {
+        let deadline = Instant::now() + self.shared.timeout;
+        let peer = self.shared.peer;
+        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(peer)).await {
+            Err(_) => {
+                return Outcome::Connect(format!(
+                    "connect to {peer} timed out after {:?}",
+                    self.shared.timeout
+                ));
+            }
+            Ok(Err(e)) => return Outcome::Connect(format!("connect to {peer}: {e}")),
+            Ok(Ok(tcp)) => tcp,
+        };
+        self.stats.connections += 1;
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(CountingStream {
+            inner: tcp,
+            bytes_read: Arc::clone(&self.stats.bytes_read),
+        });
+        let request = self.request();
+        let work = async {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+            // The connection may finish (the server closes after the
+            // response) before the body is drained from its channel; it
+            // then waits forever so that only the exchange decides.
+            let connection = async {
+                let _ = connection.await;
+                std::future::pending::<std::convert::Infallible>().await
+            };
+            tokio::select! {
+                r = exchange(&mut sender, request) => r,
+                never = connection => match never {},
+            }
+        };
+        match tokio::time::timeout_at(deadline, work).await {
+            Err(_) => Outcome::Timeout(format!(
+                "no complete response within {:?}",
+                self.shared.timeout
+            )),
+            Ok(Err(e)) => Outcome::Io(error_chain(&e)),
+            Ok(Ok((status, body_bytes))) => Outcome::Response { status, body_bytes },
+        }
     }
 
     async fn connect(&self) -> Result<Conn, String> {

@@ -5,9 +5,10 @@
 //!
 //! Noise: the lab shares two vCPUs with everything else on the machine, so a
 //! single short run can be off by 20% or more (see
-//! ../shared/reference/platform.md). Each tool runs three times,
-//! interleaved with its peer, and the **best** run of each is compared:
-//! the best run is the one least disturbed by other load.
+//! ../shared/reference/platform.md). Each tool runs five times,
+//! interleaved with its peer; each run is paired with the peer's run next
+//! to it, and the **median of the paired ratios** is compared: a pair sees
+//! the same machine conditions, and the median ignores a spoiled pair.
 //!
 //! The load generator is compared as an optimised build: a debug build of
 //! `sluice` spends two to three times the CPU per request and would measure
@@ -23,8 +24,8 @@ use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend};
 
 /// Allowed deviation of sluice bench from the peer tool.
 const TOLERANCE: f64 = 0.15;
-/// Runs of each tool; the best is compared.
-const RUNS: usize = 3;
+/// Runs of each tool (paired with the peer's; the median ratio is compared).
+const RUNS: usize = 5;
 
 /// The release `sluice`, built by cargo if missing or stale.
 fn release_sluice() -> PathBuf {
@@ -104,22 +105,26 @@ fn sluice_rps(json: &str) -> (f64, u64, u64) {
     )
 }
 
-fn best(v: &[f64]) -> f64 {
-    v.iter().copied().fold(0.0, f64::max)
+/// The median of the per-run ratios: each run of sluice bench is paired
+/// with the peer's run right next to it (same machine conditions), and the
+/// median ignores a run that an unrelated burst of load spoiled.
+fn median_ratio(ours: &[f64], theirs: &[f64]) -> f64 {
+    let mut r: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| a / b).collect();
+    r.sort_by(f64::total_cmp);
+    r[r.len() / 2]
 }
 
 fn check(name: &str, peer: &str, ours: &[f64], theirs: &[f64]) -> Result<(), String> {
-    let (a, b) = (best(ours), best(theirs));
-    let ratio = a / b;
+    let ratio = median_ratio(ours, theirs);
     eprintln!(
-        "{name}: sluice bench {ours:.0?} (best {a:.0}) vs {peer} {theirs:.0?} (best {b:.0}): ratio {ratio:.3}"
+        "{name}: sluice bench {ours:.0?} vs {peer} {theirs:.0?}: median paired ratio {ratio:.3}"
     );
     if (1.0 - TOLERANCE..=1.0 + TOLERANCE).contains(&ratio) {
         Ok(())
     } else {
         Err(format!(
-            "{name}: sluice bench best {a:.0} req/s vs {peer} best {b:.0} req/s: ratio {ratio:.3} \
-             outside ±{:.0}%",
+            "{name}: sluice bench / {peer} median paired ratio {ratio:.3} outside ±{:.0}% \
+             (sluice bench {ours:.0?}, {peer} {theirs:.0?})",
             TOLERANCE * 100.0
         ))
     }
