@@ -221,11 +221,7 @@ impl Worker {
             Ok(Ok(tcp)) => tcp,
         };
         self.stats.connections += 1;
-        let _ = tcp.set_nodelay(true);
-        let io = TokioIo::new(CountingStream {
-            inner: tcp,
-            bytes_read: Arc::clone(&self.stats.bytes_read),
-        });
+        let io = self.wrap(tcp);
         let request = self.request();
         let work = async {
             let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
@@ -251,17 +247,22 @@ impl Worker {
         }
     }
 
+    /// The socket as hyper's IO, counting the bytes read.
+    fn wrap(&self, tcp: TcpStream) -> TokioIo<CountingStream> {
+        // Small requests: don't let Nagle delay them behind delayed ACKs.
+        let _ = tcp.set_nodelay(true);
+        TokioIo::new(CountingStream {
+            inner: tcp,
+            bytes_read: Arc::clone(&self.stats.bytes_read),
+        })
+    }
+
     async fn connect(&self) -> Result<Conn, String> {
         let peer = self.shared.peer;
         let tcp = TcpStream::connect(peer)
             .await
             .map_err(|e| format!("connect to {peer}: {e}"))?;
-        // Small requests: don't let Nagle delay them behind delayed ACKs.
-        let _ = tcp.set_nodelay(true);
-        let io = TokioIo::new(CountingStream {
-            inner: tcp,
-            bytes_read: Arc::clone(&self.stats.bytes_read),
-        });
+        let io = self.wrap(tcp);
         let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| format!("HTTP/1.1 handshake with {peer}: {}", error_chain(&e)))?;
