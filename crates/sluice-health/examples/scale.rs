@@ -3,12 +3,16 @@
 //! the CPU time the checker used and how evenly the probes were spread.
 //!
 //! ```text
-//! cargo run --release -p sluice-health --example scale -- [targets] [seconds]
+//! cargo run --release -p sluice-health --example scale -- [targets] [seconds] [netns ip]
 //! ```
 //!
 //! The listener runs on its own thread (named `listener`) so that its CPU
 //! time can be told apart: per-thread times come from
-//! `/proc/self/task/*/stat`. Traffic stays on 127.0.0.1.
+//! `/proc/self/task/*/stat`. By default traffic stays on 127.0.0.1; with
+//! `netns ip` the listener thread moves into the named network namespace
+//! (`/run/netns/NAME`, made by the caller, see `benches/health-scale.sh`)
+//! and listens on `ip`, so the checks cross a veth pair like checks of lab
+//! reals do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -51,6 +55,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let targets: usize = args.next().map_or(1000, |a| a.parse().unwrap());
     let seconds: u64 = args.next().map_or(20, |a| a.parse().unwrap());
+    let netns: Option<String> = args.next();
+    let listen_ip: std::net::IpAddr = args
+        .next()
+        .map_or([127, 0, 0, 1].into(), |a| a.parse().unwrap());
 
     // The peer: its own thread and runtime.
     let accepts = Arc::new(Mutex::new(Vec::<Instant>::with_capacity(
@@ -61,12 +69,17 @@ fn main() {
     std::thread::Builder::new()
         .name(LISTENER_THREAD.into())
         .spawn(move || {
+            if let Some(name) = netns {
+                // setns(2) with CLONE_NEWNET moves only this thread.
+                let f = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let l = tokio::net::TcpListener::bind((listen_ip, 0)).await.unwrap();
                 tx.send(l.local_addr().unwrap()).unwrap();
                 while let Ok((s, _)) = l.accept().await {
                     acc.lock().unwrap().push(Instant::now());

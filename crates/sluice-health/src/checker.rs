@@ -37,6 +37,28 @@ use crate::spec::CheckSpec;
 /// gets `RecvError::Lagged` and should re-read [`CheckerHandle::snapshot`]).
 pub const EVENT_CHANNEL_CAPACITY: usize = 1024;
 
+/// Probe fire times are rounded up to a multiple of a tick since the
+/// checker started, so that the probes due within one tick share one
+/// wake-up of the runtime instead of one each: a thousand checks per
+/// second would otherwise wake the thread a thousand times per second, and
+/// on a VM a wake-up costs more than a loopback TCP handshake (BENCHMARKS.md
+/// §6). A target's tick is its shortest interval divided by this, so a
+/// probe fires at most 2.5 % of its interval late (the schedule itself does
+/// not drift: the next fire time is computed from the unrounded one).
+pub(crate) const FIRE_TICK_DIVISOR: u32 = 40;
+/// Upper bound of the tick (default 2 s interval: 25 ms; 1,000 checks at
+/// 1 s fire in bursts of about 25 every 25 ms); unit: milliseconds.
+pub(crate) const FIRE_TICK_MAX: Duration = Duration::from_millis(25);
+/// Lower bound of the tick: tokio's timer resolution; unit: milliseconds.
+pub(crate) const FIRE_TICK_MIN: Duration = Duration::from_millis(1);
+
+/// The fire-time tick of a check with these timers (see
+/// [`FIRE_TICK_DIVISOR`]).
+fn fire_tick(health: &sluice_core::health::HealthConfig) -> Duration {
+    (health.interval.min(health.down_interval) / FIRE_TICK_DIVISOR)
+        .clamp(FIRE_TICK_MIN, FIRE_TICK_MAX)
+}
+
 /// `tracing` target of health logs.
 pub const LOG_TARGET: &str = "sluice::health";
 
@@ -279,6 +301,7 @@ impl Checker {
                 probe,
                 timeout: t.spec.timeout,
                 jitter_percent: t.spec.jitter_percent,
+                tick: fire_tick(&t.spec.health),
                 epoch,
                 events: events.clone(),
                 rng: Rng::from_entropy(),
@@ -344,12 +367,24 @@ impl CheckerHandle {
     }
 }
 
+/// `t` rounded up to the next multiple of `tick` after `epoch` (`t`
+/// itself when it already is one or lies before `epoch`).
+fn align_up(epoch: Instant, t: Instant, tick: Duration) -> Instant {
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let tick_ns = tick.as_nanos().max(1);
+    let rounded = since.div_ceil(tick_ns).saturating_mul(tick_ns);
+    let extra = u64::try_from(rounded - since).unwrap_or(0);
+    t + Duration::from_nanos(extra)
+}
+
 /// One target's loop.
 struct TargetTask {
     shared: Arc<Shared>,
     probe: Probe,
     timeout: Duration,
     jitter_percent: u8,
+    /// See [`fire_tick`].
+    tick: Duration,
     epoch: Instant,
     events: broadcast::Sender<HealthEvent>,
     rng: Rng,
@@ -363,7 +398,8 @@ impl TargetTask {
         let offset = Duration::from_nanos(self.rng.next_u64() % nanos.saturating_add(1));
         let mut fire_at = Instant::now() + offset;
         loop {
-            tokio::time::sleep_until(fire_at).await;
+            let fire_at_tick = align_up(self.epoch, fire_at, self.tick);
+            tokio::time::sleep_until(fire_at_tick).await;
             let result = self
                 .probe
                 .run(self.shared.addr, self.shared.port, self.timeout)
@@ -454,5 +490,41 @@ impl std::fmt::Debug for TargetTask {
         f.debug_struct("TargetTask")
             .field("id", &self.shared.id)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tick_follows_the_shortest_interval_within_bounds() {
+        let cfg = |interval_ms: u64, down_ms: u64| sluice_core::health::HealthConfig {
+            rise: 2,
+            fall: 3,
+            interval: Duration::from_millis(interval_ms),
+            down_interval: Duration::from_millis(down_ms),
+            initial: Health::Up,
+        };
+        assert_eq!(fire_tick(&cfg(2000, 2000)), FIRE_TICK_MAX);
+        assert_eq!(fire_tick(&cfg(1000, 1000)), Duration::from_millis(25));
+        assert_eq!(fire_tick(&cfg(2000, 400)), Duration::from_millis(10));
+        assert_eq!(fire_tick(&cfg(200, 2000)), Duration::from_millis(5));
+        assert_eq!(fire_tick(&cfg(20, 20)), FIRE_TICK_MIN);
+    }
+
+    #[test]
+    fn fire_times_round_up_to_the_tick() {
+        let epoch = Instant::now();
+        let tick = Duration::from_millis(10);
+        let at = |ms: u64, us: u64| epoch + Duration::from_millis(ms) + Duration::from_micros(us);
+        assert_eq!(align_up(epoch, at(0, 0), tick), at(0, 0));
+        assert_eq!(align_up(epoch, at(0, 1), tick), at(10, 0));
+        assert_eq!(align_up(epoch, at(10, 0), tick), at(10, 0));
+        assert_eq!(align_up(epoch, at(1234, 567), tick), at(1240, 0));
+        // Before the epoch: unchanged (cannot happen in the checker, but
+        // must not panic).
+        let before = epoch.checked_sub(Duration::from_millis(3)).unwrap_or(epoch);
+        assert_eq!(align_up(epoch, before, tick), before);
     }
 }

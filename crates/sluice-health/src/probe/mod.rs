@@ -100,18 +100,19 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// A prepared probe.
-#[derive(Debug, Clone)]
+/// A prepared probe, with the state it keeps between runs (the idle
+/// socket of a `tcp` check).
+#[derive(Debug)]
 pub struct Probe {
     kind: Kind,
     /// `SO_MARK` for connecting probes (see [`crate::CheckSpec::fwmark`]).
     mark: Option<u32>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Kind {
     Icmp,
-    Tcp,
+    Tcp(tcp::TcpProber),
     HalfOpen,
     Http(Arc<http::HttpProbe>),
     Script(Arc<[String]>),
@@ -129,7 +130,7 @@ impl Probe {
     pub fn new(spec: &ProbeSpec) -> Result<Self, SpecError> {
         let kind = match spec {
             ProbeSpec::Icmp => Kind::Icmp,
-            ProbeSpec::Tcp => Kind::Tcp,
+            ProbeSpec::Tcp => Kind::Tcp(tcp::TcpProber::default()),
             ProbeSpec::TcpHalfOpen => Kind::HalfOpen,
             ProbeSpec::Http(h) => Kind::Http(Arc::new(http::HttpProbe::new(h, None)?)),
             ProbeSpec::HttpContent(h, c) => Kind::Http(Arc::new(http::HttpProbe::new(h, Some(c))?)),
@@ -149,7 +150,7 @@ impl Probe {
     ///
     /// [`SpecError::MarkUnsupported`] for probe types that do not connect.
     pub fn with_mark(mut self, mark: Option<u32>) -> Result<Self, SpecError> {
-        if mark.is_some() && !matches!(self.kind, Kind::Tcp | Kind::Http(_)) {
+        if mark.is_some() && !matches!(self.kind, Kind::Tcp(_) | Kind::Http(_)) {
             return Err(SpecError::MarkUnsupported);
         }
         self.mark = mark;
@@ -167,18 +168,18 @@ impl Probe {
     ///
     /// The failure, classified, with a reason.
     pub async fn run(
-        &self,
+        &mut self,
         addr: IpAddr,
         port: u16,
         timeout: Duration,
     ) -> Result<Duration, ProbeFailure> {
         let target = SocketAddr::new(addr, port);
-        match &self.kind {
+        match &mut self.kind {
             // The script probe enforces its own timeout: it must kill and
             // reap the process group, which a dropped future cannot await.
             Kind::Script(argv) => script::probe(argv, target, timeout).await,
             Kind::Icmp => with_timeout(timeout, icmp::probe(addr)).await,
-            Kind::Tcp => with_timeout(timeout, tcp::probe(target, self.mark)).await,
+            Kind::Tcp(p) => with_timeout(timeout, p.probe(target, self.mark)).await,
             Kind::HalfOpen => with_timeout(timeout, half_open::probe(target)).await,
             Kind::Http(h) => with_timeout(timeout, h.probe(target, self.mark)).await,
         }
