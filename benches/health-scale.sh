@@ -2,9 +2,9 @@
 # Issue 5, item 6: 1,000 TCP checks at a 1 s interval; the checker's CPU
 # and the spread of its fire times. Two set-ups, REPS runs each (median):
 #
-#   lab       the checker in namespace sluice-hs-chk, the real (a listener
+#   lab       the checker in namespace sl-hs-chk, the real (a listener
 #             thread of the same process, moved there with setns) in
-#             sluice-hs-real, over a veth pair. Both veth ends run their
+#             sl-hs-real, over a veth pair. Both veth ends run their
 #             receive path in threaded NAPI (GRO on, TSO/GSO off, so that
 #             TCP frames take the NAPI path), so the real's kernel work
 #             runs on the real side's NAPI thread, as it would on another
@@ -27,8 +27,8 @@ cd "$(dirname "$0")/.."
 TARGETS="${1:-1000}"
 SECONDS_PER_RUN="${2:-20}"
 REPS="${3:-3}"
-CHK=sluice-hs-chk
-REAL=sluice-hs-real
+CHK=sl-hs-chk
+REAL=sl-hs-real
 CHK_IP=10.250.7.1
 REAL_IP=10.250.7.2
 
