@@ -77,6 +77,7 @@ const FRONTEND_KEYS: &[&str] = &[
     "forwardfor",
     "tls",
     "alpn",
+    "splice",
 ];
 const TLS_KEYS: &[&str] = &["cert", "key", "sni"];
 const BACKEND_KEYS: &[&str] = &[
@@ -917,6 +918,15 @@ fn frontend(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, defaults: &Defaults, rec: &mut Re
         );
     }
 
+    let splice = cx.opt(t, "splice", keyword::<Splice>("splice mode"));
+    if mode == Some(Mode::Http) && splice.is_some() {
+        cx.error(
+            t.offset_of("splice"),
+            &t.key_path("splice"),
+            "splice applies to the byte relay of mode \"tcp\", expected mode \"tcp\" or no splice",
+        );
+    }
+
     let tls = tls_certs(cx, t);
     let alpn = cx.opt(t, "alpn", non_empty_list(alpn_id, "protocol"));
     if alpn.is_some() && tls.is_empty() && t.get("tls").is_none() {
@@ -963,6 +973,7 @@ fn frontend(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, defaults: &Defaults, rec: &mut Re
         forwardfor: forwardfor.unwrap_or(mode != Some(Mode::Tcp)),
         tls,
         alpn,
+        splice: splice.unwrap_or(Splice::Auto),
     }
 }
 

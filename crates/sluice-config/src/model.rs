@@ -238,6 +238,19 @@ keyword_enum! {
 }
 
 keyword_enum! {
+    /// `splice` of a `mode = "tcp"` frontend: when its relay moves bytes
+    /// with splice(2) instead of copying them.
+    pub enum Splice {
+        /// Copy, and switch a direction to splice once it carries bulk (the default).
+        Auto = "auto",
+        /// Splice from the first byte.
+        Always = "always",
+        /// Always copy.
+        Never = "never",
+    }
+}
+
+keyword_enum! {
     /// `mode` of a frontend or backend.
     pub enum Mode {
         /// HTTP/1.1 and HTTP/2 proxying.
@@ -459,6 +472,8 @@ pub struct Frontend {
     pub tls: Vec<TlsCert>,
     /// ALPN protocols offered, in preference order.
     pub alpn: Vec<String>,
+    /// splice(2) use of the `mode = "tcp"` relay.
+    pub splice: Splice,
 }
 
 /// `[[frontend.tls]]`: one certificate and the names it serves.

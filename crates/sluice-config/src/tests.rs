@@ -993,3 +993,45 @@ address = "10.0.0.1:80"
         "t.toml:10:10: backend[0].tls_ca: tls_ca does nothing without TLS to the servers, expected tls = true or no tls_ca"
     );
 }
+
+#[test]
+fn frontend_splice_only_for_tcp() {
+    let c = ok(&with_tail(""));
+    assert_eq!(c.frontends[0].splice, Splice::Auto, "default");
+    let c = ok(&with_tail("").replace(
+        "default_backend = \"tail\"\n",
+        "default_backend = \"tail\"\nsplice = \"always\"\n",
+    ));
+    assert_eq!(c.frontends[0].splice, Splice::Always);
+
+    let bad = with_tail("").replace(
+        "default_backend = \"tail\"\n",
+        "default_backend = \"tail\"\nsplice = \"sometimes\"\n",
+    );
+    let d = only(&bad);
+    assert!(
+        d.starts_with("t.toml:7:10: frontend[0].splice: unknown splice mode")
+            && d.contains("\"sometimes\""),
+        "{d}"
+    );
+
+    let http = with_tail(text(
+        r#"
+[[frontend]]
+name = "web"
+bind = ["127.0.0.1:80"]
+mode = "http"
+default_backend = "app"
+splice = "never"
+
+[[backend]]
+name = "app"
+mode = "http"
+server = [{ name = "s1", address = "10.99.0.11:80" }]
+"#,
+    ));
+    assert_eq!(
+        only(&http),
+        "t.toml:6:10: frontend[0].splice: splice applies to the byte relay of mode \"tcp\", expected mode \"tcp\" or no splice"
+    );
+}

@@ -77,6 +77,24 @@ pub enum Mode {
     Tcp,
 }
 
+/// When a `mode tcp` relay moves bytes with splice(2) (socket → pipe →
+/// socket, never through user space) instead of copying them through a
+/// buffer (HAProxy `option splice-auto`). Only between two plain TCP
+/// sockets: a TLS side is always copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Splice {
+    /// Copy first; a direction switches to splice once it looks like a bulk
+    /// transfer ([`crate::SPLICE_AUTO_FULL_READS`] reads in a row that fill
+    /// the whole copy buffer). Small request/response exchanges, where two
+    /// splice calls per chunk cost more than one copy, stay copied.
+    #[default]
+    Auto,
+    /// Splice from the first byte.
+    Always,
+    /// Always copy.
+    Never,
+}
+
 /// PROXY protocol header sent to servers (HAProxy `send-proxy`, `send-proxy-v2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SendProxy {
@@ -153,6 +171,8 @@ pub struct FrontendConfig {
     pub timeout_http_keep_alive: Duration,
     /// Terminate TLS on this bind.
     pub tls: Option<TlsConfig>,
+    /// splice(2) use of the `mode tcp` relay.
+    pub splice: Splice,
 }
 
 /// TLS termination settings for a frontend.
@@ -258,6 +278,7 @@ impl FrontendConfig {
             timeout_http_request: DEFAULT_TIMEOUT_HTTP_REQUEST,
             timeout_http_keep_alive: DEFAULT_TIMEOUT_HTTP_KEEP_ALIVE,
             tls: None,
+            splice: Splice::Auto,
         }
     }
 }

@@ -194,7 +194,7 @@ async fn serve_conn(
     };
     match (&fe.tls, fe.cfg.mode) {
         (None, Mode::Tcp) => {
-            tcp::serve(fe.clone(), fe.backend.clone(), io, client, local, phase).await
+            tcp::serve_plain(fe.clone(), fe.backend.clone(), io, client, local, phase).await
         }
         (None, Mode::Http) => serve_http(fe, io, client, local, false, false, phase).await,
         (Some(tls_config), mode) => {

@@ -68,6 +68,11 @@ impl<S> Rewind<S> {
     pub(crate) fn new(inner: S, prefix: Bytes) -> Self {
         Self { prefix, inner }
     }
+
+    /// The stream and the read-ahead bytes not yet consumed.
+    pub(crate) fn into_parts(self) -> (S, Bytes) {
+        (self.inner, self.prefix)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
@@ -158,7 +163,8 @@ impl Activity {
         self.origin.elapsed().saturating_sub(last)
     }
 
-    fn touch(&self, n: usize) {
+    /// Records a read of `n` bytes.
+    pub(crate) fn touch(&self, n: usize) {
         let now = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_read_ns.store(now, Relaxed);
         self.bytes.fetch_add(n as u64, Relaxed);

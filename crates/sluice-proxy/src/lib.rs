@@ -34,6 +34,7 @@ mod http;
 mod io;
 mod limits;
 pub mod proxy_protocol;
+mod splice;
 pub mod stats;
 mod tcp;
 mod tls;
@@ -50,12 +51,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use crate::config::{
-    BackendConfig, Balance, FrontendConfig, Mode, ProxyConfig, SendProxy, ServerConfig,
+    BackendConfig, Balance, FrontendConfig, Mode, ProxyConfig, SendProxy, ServerConfig, Splice,
     TlsCertConfig, TlsConfig,
 };
 pub use crate::error::ProxyError;
 pub use crate::frontend::LISTEN_BACKLOG;
 pub use crate::http::ACCESS_LOG_TARGET;
+pub use crate::splice::{COPY_BUF_BYTES, PIPE_BYTES, SPLICE_AUTO_FULL_READS};
 pub use crate::stats::StatsSnapshot;
 pub use crate::tls::SYSTEM_CA_BUNDLES;
 

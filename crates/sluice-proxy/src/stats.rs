@@ -15,6 +15,7 @@ pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
+    pub(crate) bytes_spliced: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) redispatches: AtomicU64,
     pub(crate) queued_current: AtomicU64,
@@ -65,6 +66,7 @@ impl Counters {
             requests: g(&self.requests),
             bytes_in: g(&self.bytes_in),
             bytes_out: g(&self.bytes_out),
+            bytes_spliced: g(&self.bytes_spliced),
             retries: g(&self.retries),
             redispatches: g(&self.redispatches),
             queued_current: g(&self.queued_current),
@@ -100,6 +102,9 @@ pub struct CountersSnapshot {
     pub bytes_in: u64,
     /// Bytes sent to clients (HTTP: response body bytes; TCP: payload).
     pub bytes_out: u64,
+    /// Of `bytes_in` + `bytes_out`, the bytes a `mode tcp` relay moved with
+    /// splice(2) instead of copying them.
+    pub bytes_spliced: u64,
     /// Connect attempts repeated after a failure.
     pub retries: u64,
     /// Retries sent to a different server than the failed one.

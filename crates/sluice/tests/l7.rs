@@ -155,6 +155,65 @@ fn http_proxy_balances_forwards_and_survives_a_dead_server() {
     }
 }
 
+/// A `mode tcp` frontend with `splice = "always"` in `sluice run`: curl and
+/// wrk through it get every byte, and `ctl stats` shows that all of them
+/// were moved with splice(2).
+#[test]
+fn tcp_frontend_splices_through_sluice_run() {
+    let lab = l4_lab("l7sp", 1);
+    let _d = start_daemon(
+        &lab,
+        &config(
+            r#"
+[[frontend]]
+name = "tcp-in"
+bind = ["10.99.0.1:8081"]
+mode = "tcp"
+default_backend = "web-tcp"
+splice = "always"
+
+[[backend]]
+name = "web-tcp"
+mode = "tcp"
+[[backend.server]]
+name = "rs1"
+address = "10.99.0.11:80"
+"#,
+        ),
+    );
+    for _ in 0..10 {
+        let (status, len, _) = curl_ok(&lab, "http://10.99.0.1:8081/");
+        assert_eq!((status, len), (200, 5120));
+    }
+    let report = wrk(&lab, "http://10.99.0.1:8081/", 10, 2);
+    assert!(wrk_requests(&report) > 200, "{report}");
+    assert_eq!(wrk_errors(&report), 0, "{report}");
+    // Byte counters are added when a session ends; wrk's just did.
+    let t = Instant::now();
+    loop {
+        let out = sluice_in_lb(&lab, &["ctl", "stats", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let fe = v["frontends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "tcp-in")
+            .cloned()
+            .unwrap();
+        let n = |k: &str| fe[k].as_u64().unwrap();
+        if n("sessions_current") == 0 {
+            assert!(n("bytes_out") > 10 * 5120, "{fe}");
+            assert_eq!(n("bytes_spliced"), n("bytes_in") + n("bytes_out"), "{fe}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "sessions still open: {fe}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn proxy_protocol_reaches_a_real_nginx() {
     let lab = l4_lab("l7pp", 1);

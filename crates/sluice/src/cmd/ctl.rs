@@ -253,7 +253,7 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
 /// HAProxy-stats-shaped text: one line per frontend, backend and server.
 fn format_stats(v: &serde_json::Value) -> String {
     let mut o = format!(
-        "{:<10} {:<24} {:>5} {:>6} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
+        "{:<10} {:<24} {:>5} {:>6} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>12} {:>12} {:>12}\n",
         "type",
         "name",
         "status",
@@ -265,7 +265,10 @@ fn format_stats(v: &serde_json::Value) -> String {
         "5xx",
         "econ",
         "eresp",
-        "retr"
+        "retr",
+        "bin",
+        "bout",
+        "bspliced"
     );
     let line = |o: &mut String, kind: &str, name: &str, status: &str, c: &serde_json::Value| {
         let n = |p: &[&str]| {
@@ -276,7 +279,7 @@ fn format_stats(v: &serde_json::Value) -> String {
             x.as_u64().unwrap_or(0)
         };
         o.push_str(&format!(
-            "{:<10} {:<24} {:>5} {:>6} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
+            "{:<10} {:<24} {:>5} {:>6} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>12} {:>12} {:>12}\n",
             kind,
             name,
             status,
@@ -289,6 +292,9 @@ fn format_stats(v: &serde_json::Value) -> String {
             n(&["errors", "connect"]),
             n(&["errors", "response"]),
             n(&["retries"]),
+            n(&["bytes_in"]),
+            n(&["bytes_out"]),
+            n(&["bytes_spliced"]),
         ));
     };
     for f in v["frontends"].as_array().into_iter().flatten() {
@@ -360,4 +366,38 @@ fn format_list(v: &serde_json::Value) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_lines_carry_the_byte_counters() {
+        let v = serde_json::json!({
+            "frontends": [{ "name": "tcp-in", "sessions_total": 3, "bytes_in": 1000,
+                            "bytes_out": 2000, "bytes_spliced": 2500 }],
+            "backends": [{ "name": "be", "sessions_total": 3, "servers": [
+                { "name": "s1", "up": true, "bytes_in": 1000, "bytes_out": 2000, "bytes_spliced": 2500 }
+            ]}]
+        });
+        let text = format_stats(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].ends_with("bin         bout     bspliced"),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("frontend   tcp-in"), "{text}");
+        assert!(
+            lines[1].ends_with("1000         2000         2500"),
+            "{text}"
+        );
+        assert!(
+            lines[3].starts_with("server     be/s1                       UP"),
+            "{text}"
+        );
+        assert!(lines[3].ends_with("2500"), "{text}");
+    }
 }

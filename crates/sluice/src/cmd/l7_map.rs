@@ -3,7 +3,7 @@
 
 use sluice_config::{self as model, Config};
 use sluice_proxy::{
-    BackendConfig, Balance, FrontendConfig, Mode, ProxyConfig, SendProxy, ServerConfig,
+    BackendConfig, Balance, FrontendConfig, Mode, ProxyConfig, SendProxy, ServerConfig, Splice,
     TlsCertConfig, TlsConfig,
 };
 
@@ -32,6 +32,11 @@ pub(crate) fn proxy_config(cfg: &Config) -> Option<ProxyConfig> {
             fe.timeout_client = f.timeout_client;
             fe.timeout_http_request = f.timeout_http_request;
             fe.timeout_http_keep_alive = f.timeout_http_keep_alive;
+            fe.splice = match f.splice {
+                model::Splice::Auto => Splice::Auto,
+                model::Splice::Always => Splice::Always,
+                model::Splice::Never => Splice::Never,
+            };
             fe.tls = (!f.tls.is_empty()).then(|| TlsConfig {
                 certs: f
                     .tls
