@@ -61,8 +61,9 @@ async fn pump(
     mode: Splice,
     spliced: &AtomicU64,
 ) -> io::Result<()> {
+    // No pipe (out of file descriptors) only means copying.
     let mut pipe = match mode {
-        Splice::Always => Some(Pipe::new()?),
+        Splice::Always => Pipe::new().ok(),
         Splice::Auto | Splice::Never => None,
     };
     let mut buf: Vec<u8> = Vec::new();
@@ -90,7 +91,6 @@ async fn pump(
         if mode == Splice::Auto {
             full_reads = if n == buf.len() { full_reads + 1 } else { 0 };
             if full_reads >= SPLICE_AUTO_FULL_READS {
-                // No pipe (out of file descriptors) only means copying on.
                 pipe = Pipe::new().ok();
                 if pipe.is_some() {
                     buf = Vec::new();
