@@ -83,28 +83,32 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Injects the frames of `cfg` and measures the bounce rate.
-fn run(txns: &Netns, bouncer: &HelperProgram, cfg: &std::path::Path) -> f64 {
-    let out = txns
-        .exec(&[
-            "trafgen",
-            "-c",
-            cfg.to_str().unwrap(),
-            "-o",
-            "g0",
-            "-n",
-            &INFLIGHT.to_string(),
-            "-t",
-            "200us",
-            "-P",
-            "1",
-        ])
-        .unwrap();
+/// Sends `count` frames of `cfg` from the generator's veth with trafgen on
+/// one CPU (`pace`: its pacing options); panics if trafgen fails.
+fn trafgen(txns: &Netns, cfg: &std::path::Path, count: u64, pace: &[&str]) {
+    let count = count.to_string();
+    let mut argv = vec![
+        "trafgen",
+        "-c",
+        cfg.to_str().unwrap(),
+        "-o",
+        "g0",
+        "-n",
+        &count,
+    ];
+    argv.extend_from_slice(pace);
+    argv.extend_from_slice(&["-P", "1"]);
+    let out = txns.exec(&argv).unwrap();
     assert!(
         out.status.success(),
         "trafgen: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Injects the frames of `cfg` and measures the bounce rate.
+fn run(txns: &Netns, bouncer: &HelperProgram, cfg: &std::path::Path) -> f64 {
+    trafgen(txns, cfg, u64::from(INFLIGHT), &["-t", "200us"]);
     // Let the loop settle, then take the median of the windows.
     std::thread::sleep(std::time::Duration::from_millis(200));
     let mut rates = Vec::new();
@@ -128,28 +132,9 @@ fn run(txns: &Netns, bouncer: &HelperProgram, cfg: &std::path::Path) -> f64 {
 fn run_gen(txns: &Netns, sink: &HelperProgram, cfg: &std::path::Path) -> (f64, f64) {
     let before = sink.packets().unwrap();
     let t = Instant::now();
-    let out = txns
-        .exec(&[
-            "trafgen",
-            "-c",
-            cfg.to_str().unwrap(),
-            "-o",
-            "g0",
-            "-n",
-            &GEN_FRAMES.to_string(),
-            "-b",
-            &format!("{GEN_RATE_PPS}pps"),
-            "-P",
-            "1",
-            "-C",
-        ])
-        .unwrap();
+    let rate = format!("{GEN_RATE_PPS}pps");
+    trafgen(txns, cfg, GEN_FRAMES, &["-b", &rate, "-C"]);
     let secs = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "trafgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     std::thread::sleep(std::time::Duration::from_millis(100));
     let back = sink.packets().unwrap() - before;
     (back as f64 / secs, back as f64 / GEN_FRAMES as f64)
