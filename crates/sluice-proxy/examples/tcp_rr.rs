@@ -84,7 +84,7 @@ fn main() {
         addrs.push((name, proxy.local_addr(name).unwrap()));
         proxies.push(proxy);
     }
-    let mut per = vec![Vec::new(), Vec::new()];
+    let mut per = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
         for (i, (_, addr)) in addrs.iter().enumerate() {
             let mut c = TcpStream::connect(addr).unwrap();
