@@ -27,8 +27,8 @@ use sluice_wire::{
     maps::{
         Addr, AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAX_REALS, MAX_REALS_PER_VIP,
         MAX_RING_SIZE, MAX_VIP_ADDRS, MAX_VIPS, NO_REAL, PERSIST_CAPACITY, PersistKey, PersistVal,
-        RealDef, TrafficStats, VipKey, VipMeta, addr_to_bytes, cfg_flags, family, method,
-        real_flags, sched, state, vip_flags,
+        RealDef, TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, addr_to_bytes,
+        cfg_flags, family, method, real_flags, sched, state, vip_filter_slot, vip_flags,
     },
 };
 
@@ -45,6 +45,12 @@ static SLUICE_VIP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(MAX_V
 
 #[map(name = "SLUICE_VIPS")]
 static SLUICE_VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "SLUICE_VIP_BY_INDEX")]
+static SLUICE_VIP_BY_INDEX: Array<VipSlot> = Array::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "SLUICE_VIP_FILTER")]
+static SLUICE_VIP_FILTER: Array<u32> = Array::with_max_entries(VIP_FILTER_SLOTS, 0);
 
 #[map(name = "SLUICE_REALS")]
 static SLUICE_REALS: Array<RealDef> = Array::with_max_entries(MAX_REALS, 0);
@@ -202,8 +208,20 @@ enum Step {
     /// `XDP_PASS`, counting the reason.
     Pass(Counter),
     /// Forward a VIP packet; `true` marks a quoted flow of an ICMP error.
-    /// The service is filled in when the fast path already looked it up.
-    Forward(Parsed, bool, Option<&'static VipMeta>),
+    /// The service is filled in when the fast path already looked it up,
+    /// and what the fast path learnt of the session.
+    Forward(Parsed, bool, Option<&'static VipMeta>, Session),
+}
+
+/// The session of a packet, as far as known before [`forward`].
+#[derive(Clone, Copy)]
+enum Session {
+    /// Not looked up yet.
+    Unknown,
+    /// Looked up: there is none.
+    Absent,
+    /// Looked up: this one.
+    Found(*mut FlowVal),
 }
 
 /// What the L3/L4 parse found about a VIP packet.
@@ -229,7 +247,7 @@ pub fn sluice_xdp(ctx: XdpContext) -> u32 {
             count(c);
             return xdp_action::XDP_PASS;
         }
-        Ok(Step::Forward(p, icmp, meta)) => forward(&ctx, len, p, icmp, meta),
+        Ok(Step::Forward(p, icmp, meta, session)) => forward(&ctx, len, p, icmp, meta, session),
         Err(c) => Err(c),
     };
     match r {
@@ -296,8 +314,14 @@ fn fast_v4(ctx: &XdpContext, len: u64) -> Option<Step> {
     let src = v4_addr(&hdr, 12);
     let dst = v4_addr(&hdr, 16);
     let parsed = parse_l4(ctx, ETH_HDR_LEN + IPV4_HDR_LEN, src, dst, proto, family::V4).ok()?;
+    let session = match session_first(&parsed.key) {
+        Ok((meta, sp)) => {
+            return Some(Step::Forward(parsed, false, Some(meta), Session::Found(sp)));
+        }
+        Err(s) => s,
+    };
     let meta = lookup_service(&parsed.key)?;
-    Some(Step::Forward(parsed, false, Some(meta)))
+    Some(Step::Forward(parsed, false, Some(meta), session))
 }
 
 /// [`fast_v4`] for IPv6: TCP/UDP directly after the fixed header.
@@ -315,8 +339,14 @@ fn fast_v6(ctx: &XdpContext, len: u64) -> Option<Step> {
     let src = v6_addr(&hdr, 8);
     let dst = v6_addr(&hdr, 24);
     let parsed = parse_l4(ctx, ETH_HDR_LEN + IPV6_HDR_LEN, src, dst, next, family::V6).ok()?;
+    let session = match session_first(&parsed.key) {
+        Ok((meta, sp)) => {
+            return Some(Step::Forward(parsed, false, Some(meta), Session::Found(sp)));
+        }
+        Err(s) => s,
+    };
     let meta = lookup_service(&parsed.key)?;
-    Some(Step::Forward(parsed, false, Some(meta)))
+    Some(Step::Forward(parsed, false, Some(meta), session))
 }
 
 #[inline(always)]
@@ -349,7 +379,7 @@ fn process_v4(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
     match proto {
         PROTO_TCP | PROTO_UDP => {
             let parsed = parse_l4(ctx, l4, src, dst, proto, family::V4)?;
-            Ok(Step::Forward(parsed, false, None))
+            Ok(Step::Forward(parsed, false, None, Session::Unknown))
         }
         PROTO_ICMP => icmp_v4(ctx, l4),
         _ => Ok(Step::Pass(Counter::PassNoService)),
@@ -379,7 +409,7 @@ fn process_v6(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
     match next {
         PROTO_TCP | PROTO_UDP => {
             let parsed = parse_l4(ctx, l4, src, dst, next, family::V6)?;
-            Ok(Step::Forward(parsed, false, None))
+            Ok(Step::Forward(parsed, false, None, Session::Unknown))
         }
         PROTO_ICMPV6 => icmp_v6(ctx, l4),
         PROTO_V6_FRAGMENT => Err(Counter::DropFragment),
@@ -472,6 +502,7 @@ fn icmp_v4(ctx: &XdpContext, l4: usize) -> Result<Step, Counter> {
         },
         true,
         None,
+        Session::Unknown,
     ))
 }
 
@@ -510,7 +541,45 @@ fn icmp_v6(ctx: &XdpContext, l4: usize) -> Result<Step, Counter> {
         },
         true,
         None,
+        Session::Unknown,
     ))
+}
+
+/// A session hit found before any service lookup: the session, and its
+/// service from [`SLUICE_VIP_BY_INDEX`] by the index the session keeps,
+/// so that an established flow costs one hash lookup, not two. Otherwise
+/// (look the service up instead) what was learnt of the session:
+/// `Unknown` when no VIP address ends in the destination's last byte
+/// (non-VIP traffic pays an array read, not a session lookup) or when the
+/// session's index no longer holds a service that matches this packet's
+/// destination; `Absent` on a session miss (a new flow then skips a second
+/// lookup in [`forward`]).
+#[inline(always)]
+fn session_first(key: &FlowKey) -> Result<(&'static VipMeta, *mut FlowVal), Session> {
+    match SLUICE_VIP_FILTER.get(vip_filter_slot(&key.dst, key.family)) {
+        Some(n) if *n != 0 => {}
+        _ => return Err(Session::Unknown),
+    }
+    let Some(sp) = SLUICE_SESSIONS.get_ptr_mut(key) else {
+        return Err(Session::Absent);
+    };
+    // SAFETY: value pointer from a successful lookup, valid for this run.
+    let slot = unsafe { (*sp).vip_slot };
+    let Some(vs) = u32::from(slot)
+        .checked_sub(1)
+        .and_then(|i| SLUICE_VIP_BY_INDEX.get(i))
+    else {
+        return Err(Session::Unknown);
+    };
+    let k = &vs.key;
+    if k.family != key.family
+        || k.proto != key.proto
+        || k.addr != key.dst
+        || (k.port != 0 && k.port != key.dport)
+    {
+        return Err(Session::Unknown);
+    }
+    Ok((&vs.meta, sp))
 }
 
 /// Map values are used in place through references instead of being copied
@@ -702,6 +771,7 @@ fn forward(
     p: Parsed,
     icmp: bool,
     meta: Option<&'static VipMeta>,
+    session: Session,
 ) -> Result<u32, Counter> {
     let Some(m) = meta.or_else(|| lookup_service(&p.key)) else {
         if icmp {
@@ -721,7 +791,12 @@ fn forward(
     let mut chosen = NO_REAL;
     let mut new_session = false;
 
-    if let Some(sp) = SLUICE_SESSIONS.get_ptr_mut(&p.key) {
+    let found = match session {
+        Session::Found(sp) => Some(sp),
+        Session::Absent => None,
+        Session::Unknown => SLUICE_SESSIONS.get_ptr_mut(&p.key),
+    };
+    if let Some(sp) = found {
         // SAFETY: value pointer from a successful lookup. Concurrent updates
         // from another CPU for the same flow are benign (last writer wins on
         // plain fields).
@@ -780,7 +855,8 @@ fn forward(
                 real: chosen,
                 state: st,
                 _pad: 0,
-                _pad2: 0,
+                // Fits: vip_index < MAX_VIPS (64), checked by the loader.
+                vip_slot: (m.vip_index + 1) as u16,
                 last_seen_ns: now,
             };
             // A full table evicts the least recently used entry of this

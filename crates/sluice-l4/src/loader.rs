@@ -13,9 +13,10 @@ use aya::{
 };
 use sluice_wire::maps::{
     AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAP_CFG, MAP_REAL_CONNS, MAP_REAL_STATS,
-    MAP_REALS, MAP_RING, MAP_RR, MAP_SESSIONS, MAP_STATS, MAP_VIP_ADDRS, MAP_VIP_REALS,
-    MAP_VIP_STATS, MAP_VIPS, MAX_REALS, MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIPS, RealDef,
-    TrafficStats, VipKey, VipMeta,
+    MAP_REALS, MAP_RING, MAP_RR, MAP_SESSIONS, MAP_STATS, MAP_VIP_ADDRS, MAP_VIP_BY_INDEX,
+    MAP_VIP_FILTER, MAP_VIP_REALS, MAP_VIP_STATS, MAP_VIPS, MAX_REALS, MAX_REALS_PER_VIP,
+    MAX_RING_SIZE, MAX_VIPS, RealDef, TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot,
+    vip_filter_slot,
 };
 
 /// The eBPF object built from `sluice-ebpf` by `build.rs`.
@@ -182,6 +183,21 @@ impl Dataplane {
     /// [`Error::Limit`] for out-of-range sizes; [`Error::Program`] when the
     /// verifier refuses the program (needs root / CAP_BPF).
     pub fn load(params: DataplaneParams, iface_mac: [u8; 6]) -> Result<Self, Error> {
+        Self::load_object(OBJECT, params, iface_mac)
+    }
+
+    /// [`Dataplane::load`] with another build of the eBPF object (an ELF
+    /// file as `object_bytes` returns it), for benchmarks that compare two
+    /// builds side by side (`benches/testrun_ab.rs`).
+    ///
+    /// # Errors
+    /// As [`Dataplane::load`]; [`Error::Program`] also for a file that is
+    /// not a valid object.
+    pub fn load_object(
+        object: &[u8],
+        params: DataplaneParams,
+        iface_mac: [u8; 6],
+    ) -> Result<Self, Error> {
         if params.ring_size == 0 || params.ring_size > MAX_RING_SIZE {
             return Err(Error::Limit {
                 what: "ring size",
@@ -201,7 +217,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_RING, MAX_VIPS * params.ring_size)
             .map_max_entries(MAP_SESSIONS, params.session_capacity)
-            .load(OBJECT)?;
+            .load(object)?;
         load_xdp(&mut ebpf, PROGRAM_NAME)?;
         let mut dp = Self {
             ebpf,
@@ -379,8 +395,33 @@ impl Dataplane {
         addrs.insert(ak, 1, 0).map_err(map_err(MAP_VIP_ADDRS))?;
         let mut vips: HashMap<_, VipKey, VipMeta> = self.hash(MAP_VIPS)?;
         vips.insert(key, meta, 0).map_err(map_err(MAP_VIPS))?;
+        // The by-index copy that session hits read (after the hash: a
+        // session can only name a service that the hash already has).
+        let mut by_index: Array<_, VipSlot> = self.array(MAP_VIP_BY_INDEX)?;
+        by_index
+            .set(meta.vip_index, VipSlot { key, _pad: 0, meta }, 0)
+            .map_err(map_err(MAP_VIP_BY_INDEX))?;
         if key.port == 0 && self.any_port.insert((key.addr, key.proto, key.family)) {
             self.write_cfg()?;
+        }
+        self.refresh_vip_filter()
+    }
+
+    /// Recounts [`MAP_VIP_FILTER`] from the VIP addresses in
+    /// [`MAP_VIP_ADDRS`].
+    fn refresh_vip_filter(&mut self) -> Result<(), Error> {
+        let mut counts = [0u32; VIP_FILTER_SLOTS as usize];
+        let addrs: HashMap<_, AddrKey, u32> = self.hash(MAP_VIP_ADDRS)?;
+        for k in addrs.keys() {
+            let k = k.map_err(map_err(MAP_VIP_ADDRS))?;
+            let fam = u8::try_from(k.family).unwrap_or(0);
+            if let Some(c) = counts.get_mut(vip_filter_slot(&k.addr, fam) as usize) {
+                *c += 1;
+            }
+        }
+        let mut filter: Array<_, u32> = self.array(MAP_VIP_FILTER)?;
+        for (i, c) in (0u32..).zip(counts) {
+            filter.set(i, c, 0).map_err(map_err(MAP_VIP_FILTER))?;
         }
         Ok(())
     }
@@ -388,6 +429,18 @@ impl Dataplane {
     /// Removes a service; the VIP address stays known while another service
     /// uses it (`addr_still_used`).
     pub fn remove_service(&mut self, key: VipKey, addr_still_used: bool) -> Result<(), Error> {
+        let vips: HashMap<_, VipKey, VipMeta> = self.hash(MAP_VIPS)?;
+        let index = vips.get(&key, 0).ok().map(|m| m.vip_index);
+        // The by-index copy goes first (session hits stop using the service
+        // before the hash forgets it), unless another service took the index.
+        if let Some(index) = index {
+            let mut by_index: Array<_, VipSlot> = self.array(MAP_VIP_BY_INDEX)?;
+            if by_index.get(&index, 0).is_ok_and(|slot| slot.key == key) {
+                by_index
+                    .set(index, VipSlot::default(), 0)
+                    .map_err(map_err(MAP_VIP_BY_INDEX))?;
+            }
+        }
         let mut vips: HashMap<_, VipKey, VipMeta> = self.hash(MAP_VIPS)?;
         // Removing an absent key is not an error for an idempotent remove.
         let _ = vips.remove(&key);
@@ -400,6 +453,7 @@ impl Dataplane {
                 addr: key.addr,
                 family: key.family.into(),
             });
+            self.refresh_vip_filter()?;
         }
         Ok(())
     }

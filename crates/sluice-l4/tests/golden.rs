@@ -950,6 +950,73 @@ fn golden_packet_table() {
     );
 }
 
+/// A session hit finds its service by the index kept in the session, not
+/// by a hash lookup; once the service is removed, or its index is given to
+/// another VIP, the old session no longer forwards the flow.
+#[test]
+fn session_hits_follow_service_removal_and_index_reuse() {
+    pin_to_one_cpu();
+    let mut fx = Fixture::new();
+    let hits = |fx: &Fixture| fx.dp.counter(Counter::SessionHit).unwrap();
+    let vip_key = |vip: [u8; 4]| VipKey {
+        addr: a4(vip),
+        port: 80,
+        proto: 6,
+        family: family::V4,
+    };
+    let flow = v4(CLIENT, VIP_DR, 6, &tcp(41000, 80, ACK));
+    // A miss creates the session, then hits forward it.
+    assert_eq!(fx.dp.test_run(&flow, 1).unwrap().verdict, verdict::TX);
+    let before = hits(&fx);
+    assert_eq!(fx.dp.test_run(&flow, 1).unwrap().verdict, verdict::TX);
+    assert_eq!(hits(&fx), before + 1, "second packet is a session hit");
+
+    // The service goes (its address stays known): no forwarding, no hit.
+    fx.dp.remove_service(vip_key(VIP_DR), true).unwrap();
+    let before = hits(&fx);
+    let out = fx.dp.test_run(&flow, 1).unwrap();
+    assert_eq!(
+        out.verdict,
+        verdict::PASS,
+        "removed service still forwarded"
+    );
+    assert_eq!(hits(&fx), before);
+
+    // Index 0 now serves another VIP: the old flow's session names index
+    // 0, but the slot's key no longer matches, so it is not forwarded.
+    fx.service(
+        0,
+        VIP_EMPTY,
+        80,
+        6,
+        method::DR,
+        sched::HASH_FLOW,
+        0,
+        (0..RING).map(|i| i % 3).collect(),
+    );
+    let out = fx.dp.test_run(&flow, 1).unwrap();
+    assert_eq!(
+        out.verdict,
+        verdict::PASS,
+        "session used under a reused index"
+    );
+
+    // The service comes back under index 0: the flow is forwarded again.
+    fx.service(
+        0,
+        VIP_DR,
+        80,
+        6,
+        method::DR,
+        sched::HASH_FLOW,
+        0,
+        (0..RING).map(|i| i % 3).collect(),
+    );
+    let before = hits(&fx);
+    assert_eq!(fx.dp.test_run(&flow, 1).unwrap().verdict, verdict::TX);
+    assert_eq!(hits(&fx), before + 1, "the surviving session is used again");
+}
+
 #[test]
 fn decap_strips_ipip_and_ip6ip6() {
     use sluice_l4::{AttachMode, Helper, HelperProgram};

@@ -134,6 +134,17 @@ pub const MAP_CFG: &str = "SLUICE_CFG";
 pub const MAP_VIP_ADDRS: &str = "SLUICE_VIP_ADDRS";
 /// `HashMap<VipKey, VipMeta>`: the services.
 pub const MAP_VIPS: &str = "SLUICE_VIPS";
+/// Name of the array of services by index ([`VipSlot`], [`MAX_VIPS`]
+/// entries): a session hit finds its service here by the index kept in
+/// [`FlowVal::vip_slot`], without a hash lookup.
+pub const MAP_VIP_BY_INDEX: &str = "SLUICE_VIP_BY_INDEX";
+/// Name of the VIP address filter: [`VIP_FILTER_SLOTS`] counters, one per
+/// value of an address's last byte, each the number of VIP addresses
+/// ending in it. A packet whose destination's last byte counts zero is
+/// not for a VIP, and skips the session lookup.
+pub const MAP_VIP_FILTER: &str = "SLUICE_VIP_FILTER";
+/// Entries of [`MAP_VIP_FILTER`] (one per byte value).
+pub const VIP_FILTER_SLOTS: u32 = 256;
 /// `Array<RealDef>`, [`MAX_REALS`] entries.
 pub const MAP_REALS: &str = "SLUICE_REALS";
 /// `Array<u32>`: per-service lookup rings, `vip_index * ring_size + slot`.
@@ -264,6 +275,12 @@ pub const fn addr_v4(b: [u8; 4]) -> Addr {
     [u32::from_ne_bytes(b), 0, 0, 0]
 }
 
+/// Slot of `addr` in [`MAP_VIP_FILTER`]: the address's last byte.
+pub const fn vip_filter_slot(addr: &Addr, fam: u8) -> u32 {
+    let w = if fam == family::V6 { addr[3] } else { addr[0] };
+    w.to_ne_bytes()[3] as u32
+}
+
 /// The 16 address bytes of an [`Addr`].
 pub const fn addr_to_bytes(a: Addr) -> [u8; 16] {
     let w = [
@@ -346,6 +363,19 @@ pub struct VipMeta {
     pub tun_src: Addr,
 }
 
+/// Value of [`MAP_VIP_BY_INDEX`]: a service's key and settings, as in
+/// [`MAP_VIPS`]. `key.family == 0` marks an index without a service.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipSlot {
+    /// The service's key.
+    pub key: VipKey,
+    /// Padding, zero.
+    pub _pad: u32,
+    /// The service's settings.
+    pub meta: VipMeta,
+}
+
 /// Value of [`MAP_REALS`].
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -396,8 +426,9 @@ pub struct FlowVal {
     pub state: u8,
     /// Padding, zero.
     pub _pad: u8,
-    /// Padding, zero.
-    pub _pad2: u16,
+    /// `vip_index + 1` of the service the session belongs to (its slot in
+    /// [`MAP_VIP_BY_INDEX`]); 0 = not recorded.
+    pub vip_slot: u16,
     /// `bpf_ktime_get_ns()` of the last packet.
     pub last_seen_ns: u64,
 }
@@ -450,6 +481,7 @@ const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 40);
 const _: () = assert!(core::mem::size_of::<RealDef>() == 32);
+const _: () = assert!(core::mem::size_of::<VipSlot>() == 64);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowVal>() == 16);
 const _: () = assert!(SESSION_ENTRY_BYTES <= 64);

@@ -3,7 +3,7 @@
 
 use crate::maps::{
     AddrKey, FlowKey, FlowVal, GlobalCfg, PersistKey, PersistVal, RealDef, TrafficStats, VipKey,
-    VipMeta,
+    VipMeta, VipSlot,
 };
 
 // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte
@@ -17,6 +17,8 @@ unsafe impl aya::Pod for AddrKey {}
 unsafe impl aya::Pod for VipKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for VipMeta {}
+// SAFETY: as above.
+unsafe impl aya::Pod for VipSlot {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RealDef {}
 // SAFETY: as above.

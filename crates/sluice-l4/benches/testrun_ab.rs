@@ -1,0 +1,176 @@
+//! Two builds of the eBPF object side by side: the `dr` session-hit case
+//! (and the non-VIP pass case) timed with `BPF_PROG_TEST_RUN` on build A,
+//! then on build B, `ROUNDS` times in alternation; prints each build's
+//! median ns/packet and the median of the paired ratios B/A. Pairing
+//! cancels most of this VM's drift (±20 ns between minutes), so changes of
+//! a few ns show. Needs root.
+//!
+//! ```text
+//! cp target/release/build/sluice-l4-*/out/sluice-xdp /tmp/a.o   # before a change
+//! cargo bench -p sluice-l4 --bench testrun_ab -- /tmp/a.o [/tmp/b.o]
+//! ```
+//!
+//! Without a second path, B is the object this build embeds.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+#[path = "../tests/support/frames.rs"]
+mod frames;
+
+use frames::{tcp, v4};
+use sluice_l4::{Dataplane, DataplaneParams, object_bytes};
+use sluice_wire::maps::{
+    Addr, RealDef, VipKey, VipMeta, addr_v4, family, method, real_flags, sched,
+};
+
+/// Repetitions per timed run.
+const REPEAT: u32 = 200_000;
+/// A/B pairs per case.
+const ROUNDS: usize = 21;
+/// New flows timed one run at a time per build and round (each run's time
+/// carries a fixed overhead, the same for A and B).
+const NEW_FLOWS: u16 = 2000;
+/// Maglev table size used (prime ≥ 100 × reals).
+const RING: u32 = 65537;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn a4(a: [u8; 4]) -> Addr {
+    addr_v4(a)
+}
+
+fn service(dp: &mut Dataplane, idx: u32, vip: [u8; 4], m: u8) {
+    let ring: Vec<u32> = (0..RING).map(|i| i % 3).collect();
+    dp.set_ring(idx, &ring).unwrap();
+    dp.set_service(
+        VipKey {
+            addr: a4(vip),
+            port: 80,
+            proto: 6,
+            family: family::V4,
+        },
+        VipMeta {
+            vip_index: idx,
+            method: m,
+            sched: sched::HASH_FLOW,
+            family: family::V4,
+            ring_len: RING,
+            tun_src: a4([10, 99, 0, 1]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+fn setup(object: &[u8]) -> Dataplane {
+    let mut dp = Dataplane::load_object(
+        object,
+        DataplaneParams {
+            ring_size: RING,
+            session_capacity: 1 << 20,
+            ..Default::default()
+        },
+        frames::LB_MAC,
+    )
+    .unwrap_or_else(|e| panic!("needs root and a valid object: {e}"));
+    for i in 0..3u32 {
+        dp.set_real(
+            i,
+            RealDef {
+                addr: a4([10, 99, 0, 11 + i as u8]),
+                mac: [2, 0xaa, 0, 0, 0, i as u8],
+                family: family::V4,
+                flags: real_flags::PRESENT | real_flags::HAS_MAC,
+                weight: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    service(&mut dp, 0, [10, 99, 255, 1], method::DR);
+    dp
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; the paths are the other arguments.
+    let paths: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let Some(a_path) = paths.first() else {
+        eprintln!("usage: cargo bench -p sluice-l4 --bench testrun_ab -- A.o [B.o]");
+        return;
+    };
+    let a_obj = std::fs::read(a_path).unwrap();
+    let b_obj = match paths.get(1) {
+        Some(p) => std::fs::read(p).unwrap(),
+        None => object_bytes().to_vec(),
+    };
+    let a = setup(&a_obj);
+    let b = setup(&b_obj);
+    let client = [10, 99, 0, 2];
+    let cases = [
+        (
+            "dr, session hit",
+            v4(client, [10, 99, 255, 1], 6, &tcp(40000, 80, 0x10)),
+        ),
+        (
+            "non-VIP pass",
+            v4(client, [10, 99, 0, 50], 6, &tcp(40000, 80, 0x10)),
+        ),
+    ];
+    println!(
+        "BPF_PROG_TEST_RUN, {ROUNDS} A/B pairs x {REPEAT} repetitions; A = {a_path}, B = {}",
+        paths.get(1).map_or("this build", String::as_str)
+    );
+    for (name, frame) in &cases {
+        // Warm: the first run creates the session in each.
+        a.test_run(frame, 1).unwrap();
+        b.test_run(frame, 1).unwrap();
+        let mut na = Vec::new();
+        let mut nb = Vec::new();
+        for _ in 0..ROUNDS {
+            na.push(a.test_run(frame, REPEAT).unwrap().duration.as_nanos() as f64);
+            nb.push(b.test_run(frame, REPEAT).unwrap().duration.as_nanos() as f64);
+        }
+        let ratios: Vec<f64> = nb.iter().zip(&na).map(|(b, a)| b / a).collect();
+        println!(
+            "{name:<20} A {:>6.1} ns  B {:>6.1} ns  B/A {:.3} (median of pairs; range {:.3}-{:.3})",
+            median(na),
+            median(nb),
+            median(ratios.clone()),
+            ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratios.iter().copied().fold(0.0, f64::max),
+        );
+    }
+    // New flows: every run a new 4-tuple (session miss, Maglev, insert).
+    let mut na = Vec::new();
+    let mut nb = Vec::new();
+    for round in 0..ROUNDS {
+        let time = |dp: &Dataplane, build: u8| -> f64 {
+            let mut total = 0u128;
+            for p in 0..NEW_FLOWS {
+                let f = v4(
+                    [10, build, round as u8, 2],
+                    [10, 99, 255, 1],
+                    6,
+                    &tcp(1024 + p, 80, 0x02),
+                );
+                total += dp.test_run(&f, 1).unwrap().duration.as_nanos();
+            }
+            total as f64 / f64::from(NEW_FLOWS)
+        };
+        na.push(time(&a, 97));
+        nb.push(time(&b, 98));
+    }
+    let ratios: Vec<f64> = nb.iter().zip(&na).map(|(b, a)| b / a).collect();
+    println!(
+        "{:<20} A {:>6.1} ns  B {:>6.1} ns  B/A {:.3} (median of pairs; single runs, overhead included)",
+        "dr, new flow",
+        median(na),
+        median(nb),
+        median(ratios),
+    );
+}
