@@ -15,12 +15,13 @@
 
 #[path = "../tests/support/frames.rs"]
 mod frames;
+#[path = "support/setup.rs"]
+mod setup;
 
 use frames::{tcp, v4};
+use setup::{RING, median, service, three_reals};
 use sluice_l4::{Dataplane, DataplaneParams, object_bytes};
-use sluice_wire::maps::{
-    Addr, RealDef, VipKey, VipMeta, addr_v4, family, method, real_flags, sched,
-};
+use sluice_wire::maps::method;
 
 /// Repetitions per timed run.
 const REPEAT: u32 = 200_000;
@@ -29,41 +30,6 @@ const ROUNDS: usize = 21;
 /// New flows timed one run at a time per build and round (each run's time
 /// carries a fixed overhead, the same for A and B).
 const NEW_FLOWS: u16 = 2000;
-/// Maglev table size used (prime ≥ 100 × reals).
-const RING: u32 = 65537;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn a4(a: [u8; 4]) -> Addr {
-    addr_v4(a)
-}
-
-fn service(dp: &mut Dataplane, idx: u32, vip: [u8; 4], m: u8) {
-    let ring: Vec<u32> = (0..RING).map(|i| i % 3).collect();
-    dp.set_ring(idx, &ring).unwrap();
-    dp.set_service(
-        VipKey {
-            addr: a4(vip),
-            port: 80,
-            proto: 6,
-            family: family::V4,
-        },
-        VipMeta {
-            vip_index: idx,
-            method: m,
-            sched: sched::HASH_FLOW,
-            family: family::V4,
-            ring_len: RING,
-            tun_src: a4([10, 99, 0, 1]),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-}
-
 fn setup(object: &[u8]) -> Dataplane {
     let mut dp = Dataplane::load_object(
         object,
@@ -75,20 +41,7 @@ fn setup(object: &[u8]) -> Dataplane {
         frames::LB_MAC,
     )
     .unwrap_or_else(|e| panic!("needs root and a valid object: {e}"));
-    for i in 0..3u32 {
-        dp.set_real(
-            i,
-            RealDef {
-                addr: a4([10, 99, 0, 11 + i as u8]),
-                mac: [2, 0xaa, 0, 0, 0, i as u8],
-                family: family::V4,
-                flags: real_flags::PRESENT | real_flags::HAS_MAC,
-                weight: 1,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    }
+    three_reals(&mut dp, |i| [2, 0xaa, 0, 0, 0, i as u8]);
     service(&mut dp, 0, [10, 99, 255, 1], method::DR);
     dp
 }

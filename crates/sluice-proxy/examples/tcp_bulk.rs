@@ -25,39 +25,12 @@ use std::time::Instant;
 
 use sluice_proxy::{BackendConfig, FrontendConfig, Mode, Proxy, ProxyConfig, ServerConfig, Splice};
 
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::{median, process_cpu, thread_cpu};
+
 const PROXY_THREAD: &str = "sluice-proxy";
 const CHUNK: usize = 256 * 1024;
-
-/// CPU seconds of this process's threads named `name`.
-fn thread_cpu(name: &str) -> f64 {
-    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let mut total = 0.0;
-    for entry in std::fs::read_dir("/proc/self/task").unwrap() {
-        let stat = std::fs::read_to_string(entry.unwrap().path().join("stat")).unwrap();
-        let (head, rest) = stat.rsplit_once(')').unwrap();
-        if head.split_once('(').unwrap().1 != name {
-            continue;
-        }
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        total += (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / tick;
-    }
-    total
-}
-
-/// CPU seconds of process `pid` (all its threads).
-fn process_cpu(pid: u32) -> f64 {
-    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let (_, rest) = stat.rsplit_once(')').unwrap();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / tick
-}
 
 /// Reads one transfer through `addr`; returns (Gbit/s, seconds).
 fn transfer(addr: std::net::SocketAddr, bytes: usize) -> f64 {
@@ -125,11 +98,6 @@ fn haproxy(
     let _ = child.kill();
     let _ = child.wait();
     up.then(|| (median(rates), median(cpus)))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -18,33 +18,13 @@ use std::net::{TcpListener, TcpStream};
 
 use sluice_proxy::{BackendConfig, FrontendConfig, Mode, Proxy, ProxyConfig, ServerConfig, Splice};
 
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::{median, thread_cpu};
+
 const PROXY_THREAD: &str = "sluice-proxy";
 const REQUEST_BYTES: usize = 100;
 const ANSWER_BYTES: usize = 5 * 1024;
-
-/// CPU seconds of this process's threads named `name`.
-fn thread_cpu(name: &str) -> f64 {
-    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let mut total = 0.0;
-    for entry in std::fs::read_dir("/proc/self/task").unwrap() {
-        let stat = std::fs::read_to_string(entry.unwrap().path().join("stat")).unwrap();
-        let (head, rest) = stat.rsplit_once(')').unwrap();
-        if head.split_once('(').unwrap().1 != name {
-            continue;
-        }
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        total += (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / tick;
-    }
-    total
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);

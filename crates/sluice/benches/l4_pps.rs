@@ -33,9 +33,11 @@ use std::{io::Write as _, time::Instant};
 
 use sluice_l4::{AttachMode, Dataplane, DataplaneParams, Helper, HelperProgram};
 use sluice_lab::{LabSpec, Netns, create_veth};
-use sluice_wire::maps::{
-    Addr, RealDef, VipKey, VipMeta, addr_v4, family, method, real_flags, sched,
-};
+use sluice_wire::maps::method;
+
+#[path = "../../sluice-l4/benches/support/setup.rs"]
+mod setup;
+use setup::{RING, median, service, three_reals};
 
 /// Frames kept bouncing (enough to keep both veth rings busy).
 const INFLIGHT: u32 = 200;
@@ -43,8 +45,6 @@ const INFLIGHT: u32 = 200;
 const WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 /// Windows per case.
 const RUNS: usize = 3;
-/// Maglev ring size.
-const RING: u32 = 65537;
 /// Generator-driven method: frames trafgen sends per run (bounded count).
 const GEN_FRAMES: u64 = 1_500_000;
 /// Generator-driven method: the rate asked of trafgen, unit: packets per
@@ -72,15 +72,6 @@ fn trafgen_cfg(dst_ip: [u8; 4], random_src: bool, syn: bool) -> String {
          0,0,0,0,0,0\n}}\n",
         dst_ip[0], dst_ip[1], dst_ip[2], dst_ip[3]
     )
-}
-
-fn a4(a: [u8; 4]) -> Addr {
-    addr_v4(a)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Sends `count` frames of `cfg` from the generator's veth with trafgen on
@@ -203,47 +194,11 @@ fn main() {
         })
         .unwrap()
         .unwrap();
-    for i in 0..3u32 {
-        // The "reals" are the generator itself, so every forwarded frame
-        // comes back to the bouncer.
-        dp.set_real(
-            i,
-            RealDef {
-                addr: a4([10, 99, 0, 11 + i as u8]),
-                mac: [2, 0, 0, 0, 0, 2],
-                family: family::V4,
-                flags: real_flags::PRESENT | real_flags::HAS_MAC,
-                weight: 1,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    }
-    let ring: Vec<u32> = (0..RING).map(|i| i % 3).collect();
-    for (idx, vip, m) in [
-        (0u32, [10, 99, 255, 1], method::DR),
-        (1, [10, 99, 255, 2], method::TUN),
-    ] {
-        dp.set_ring(idx, &ring).unwrap();
-        dp.set_service(
-            VipKey {
-                addr: a4(vip),
-                port: 80,
-                proto: 6,
-                family: family::V4,
-            },
-            VipMeta {
-                vip_index: idx,
-                method: m,
-                sched: sched::HASH_FLOW,
-                family: family::V4,
-                ring_len: RING,
-                tun_src: a4([10, 99, 0, 1]),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    }
+    // The "reals" are the generator itself, so every forwarded frame comes
+    // back to the bouncer.
+    three_reals(&mut dp, |_| [2, 0, 0, 0, 0, 2]);
+    service(&mut dp, 0, [10, 99, 255, 1], method::DR);
+    service(&mut dp, 1, [10, 99, 255, 2], method::TUN);
     for (name, helper, cfg) in [
         ("(b) dr, session hits", Helper::Bounce, &hit_dr),
         ("(c) dr, new flows (Maglev)", Helper::BounceVary, &new_dr),
