@@ -14,12 +14,10 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
 use sluice_core::health::FailureReason;
+use sluice_tls::NoCertVerification;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use tokio::time::Instant;
@@ -332,9 +330,7 @@ fn tls_config(spec: &TlsSpec, host: Option<&str>) -> Result<Tls, SpecError> {
         }
         None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoCertVerification {
-                algorithms: provider.signature_verification_algorithms,
-            }))
+            .with_custom_certificate_verifier(Arc::new(NoCertVerification::new(provider)))
             .with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -354,48 +350,6 @@ fn tls_config(spec: &TlsSpec, host: Option<&str>) -> Result<Tls, SpecError> {
         connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         server_name,
     })
-}
-
-/// Accepts any certificate chain and name, but still checks the handshake
-/// signatures (so the peer holds the key of the certificate it showed).
-#[derive(Debug)]
-struct NoCertVerification {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for NoCertVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
