@@ -114,6 +114,28 @@ pub enum BenchError {
     Internal(String),
 }
 
+/// The tokio runtime to [`run`] on with `threads` client threads: for one
+/// thread a current-thread runtime, so the workers run on the calling
+/// thread with no hand-offs to and wake-ups of a separate worker thread
+/// (ab mode is client-bound, and that overhead showed in its req/s); a
+/// multi-thread runtime otherwise.
+///
+/// # Errors
+///
+/// The OS refused the runtime's threads or its I/O driver.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .enable_all()
+            .build()
+    }
+}
+
 /// Runs the benchmark described by `spec` until it completes, or until
 /// `cancel` resolves (then the report covers what ran and has
 /// [`Report::interrupted`] set).

@@ -137,20 +137,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(t) => anyhow::bail!("--threads must be 1..={MAX_THREADS}, got {t}"),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    // One thread: a current-thread runtime runs every worker on this thread,
-    // with no hand-offs to and wake-ups of a separate worker thread (ab
-    // mode is client-bound, and that overhead showed up in its req/s).
-    let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
-    .context("starting the tokio runtime")?;
+    let runtime = sluice_bench::runtime(threads).context("starting the tokio runtime")?;
     let result = runtime.block_on(sluice_bench::run(spec, ctrl_c()));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     let report = result?;

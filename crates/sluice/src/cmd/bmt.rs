@@ -1070,19 +1070,7 @@ fn bench_in_client(
     cancel: &AtomicBool,
 ) -> anyhow::Result<sluice_bench::Report> {
     lab.in_netns(Node::Client, move || {
-        // One thread: a current-thread runtime, so the workers run on this
-        // very thread with no hand-offs (closest to single-threaded ab).
-        let rt = if threads == 1 {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()
-        }
-        .context("starting the load generator's runtime")?;
+        let rt = sluice_bench::runtime(threads).context("starting the load generator's runtime")?;
         let cancelled = async {
             while !cancel.load(Ordering::SeqCst) {
                 tokio::time::sleep(CANCEL_POLL).await;
