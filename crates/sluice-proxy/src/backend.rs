@@ -429,15 +429,7 @@ mod tests {
 
     #[tokio::test]
     async fn retries_skip_tried_servers_but_never_spill_onto_backups() {
-        for balance in [
-            Balance::RoundRobin,
-            Balance::StaticRr,
-            Balance::LeastConn,
-            Balance::Source,
-            Balance::Uri,
-            Balance::Random,
-            Balance::Consistent,
-        ] {
+        for balance in Balance::ALL {
             let mut cfg = backend(balance, &[1, 1, 1]).cfg;
             cfg.servers[2].backup = true;
             let be = BackendRt::new(cfg, None);

@@ -133,6 +133,19 @@ pub enum Balance {
     Consistent,
 }
 
+impl Balance {
+    /// Every algorithm, in documentation order (tests run them all).
+    pub const ALL: [Balance; 7] = [
+        Balance::RoundRobin,
+        Balance::StaticRr,
+        Balance::LeastConn,
+        Balance::Source,
+        Balance::Uri,
+        Balance::Random,
+        Balance::Consistent,
+    ];
+}
+
 /// A listener.
 #[derive(Debug, Clone)]
 pub struct FrontendConfig {

@@ -538,15 +538,7 @@ async fn connect_failure_is_retried_on_another_server_then_503() {
 async fn every_algorithm_serves_and_redispatches_past_a_dead_server() {
     bounded!(async {
         let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-        for balance in [
-            Balance::RoundRobin,
-            Balance::StaticRr,
-            Balance::LeastConn,
-            Balance::Source,
-            Balance::Uri,
-            Balance::Random,
-            Balance::Consistent,
-        ] {
+        for balance in Balance::ALL {
             let mut srv = servers(&[&a, &b]);
             srv.insert(1, ServerConfig::new("dead", dead_addr().await));
             let (fe, mut be) = simple_config(srv);
