@@ -2,6 +2,7 @@
 //! idle connection pool.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
@@ -254,9 +255,11 @@ impl Drop for DecOnDrop<'_> {
 }
 
 /// Idle keep-alive HTTP/1 connections to one server, most recent first out.
+/// Entries are pushed at the back, so they are ordered by the time they
+/// went idle: the oldest, the first to expire, are at the front.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    idle: Mutex<Vec<(SendRequest<ProxyBody>, Instant)>>,
+    idle: Mutex<VecDeque<(SendRequest<ProxyBody>, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -264,7 +267,7 @@ pub(crate) struct Pool {
 impl Pool {
     fn new(max_idle: usize, idle_timeout: Duration) -> Self {
         Self {
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
             max_idle,
             idle_timeout,
         }
@@ -272,9 +275,10 @@ impl Pool {
 
     /// An idle connection that is still open and ready, if any.
     pub(crate) fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((sender, since)) = idle.pop() {
-            if sender.is_ready() && since.elapsed() < self.idle_timeout {
+        while let Some((sender, since)) = idle.pop_back() {
+            if sender.is_ready() && now.saturating_duration_since(since) < self.idle_timeout {
                 return Some(sender);
             }
         }
@@ -282,14 +286,28 @@ impl Pool {
     }
 
     /// Return a ready connection; dropped (closing it) if the pool is full.
+    ///
+    /// Runs once per proxied request, so it reads the clock once and only
+    /// looks at the expired end of the queue (amortised O(1)); connections
+    /// the server closed are swept only when the pool is full (a closed one
+    /// holds no socket, and checkout skips it).
     pub(crate) fn checkin(&self, sender: SendRequest<ProxyBody>) {
+        let now = Instant::now();
+        let timeout = self.idle_timeout;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Expired entries would only be skipped at checkout; drop them now so
         // they do not hold backend sockets.
-        let timeout = self.idle_timeout;
-        idle.retain(|(s, since)| !s.is_closed() && since.elapsed() < timeout);
+        while idle
+            .front()
+            .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= timeout)
+        {
+            idle.pop_front();
+        }
+        if idle.len() >= self.max_idle {
+            idle.retain(|(s, _)| !s.is_closed());
+        }
         if idle.len() < self.max_idle {
-            idle.push((sender, Instant::now()));
+            idle.push_back((sender, now));
         }
     }
 

@@ -90,6 +90,29 @@ async fn backend_connections_are_reused_across_client_connections() {
 }
 
 #[tokio::test]
+async fn idle_backend_connections_expire_after_the_pool_timeout() {
+    bounded!(async {
+        let a = Backend::start("a").await;
+        let (fe, mut be) = simple_config(servers(&[&a]));
+        be.pool_idle_timeout = Duration::from_millis(150);
+        let proxy = start(fe, be).await;
+        let addr = proxy.local_addr("fe").unwrap();
+        let mut accepts = vec![];
+        for pause_ms in [5, 5, 400, 5] {
+            let r = get(addr, "/").await;
+            assert_eq!(r.status, 200);
+            accepts.push(a.accepts.load(SeqCst));
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        }
+        // Reused while fresh; after a pause beyond the idle timeout the
+        // pooled connection is not used again, one new one is made and
+        // reused in turn.
+        assert_eq!(accepts, [1, 1, 1, 2], "backend accepts after each request");
+        proxy.shutdown().await;
+    });
+}
+
+#[tokio::test]
 async fn chunked_request_and_response_are_streamed() {
     bounded!(async {
         let a = Backend::start("a").await;
