@@ -40,6 +40,8 @@ use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend};
 const TOLERANCE: f64 = 0.15;
 /// Runs of each tool (paired with the peer's; the median ratio is compared).
 const RUNS: usize = 5;
+/// Requests per ab-mode run, of ab and of `sluice bench` alike.
+const AB_REQUESTS: &str = "3000";
 /// The share of one CPU nginx may use, in percent: low enough that either
 /// client, on a CPU of its own, outruns it.
 const NGINX_CPU_SHARE_PCT: u64 = 20;
@@ -219,6 +221,25 @@ fn run(lab: &Lab, argv: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `sluice bench` with `load` (a request count or a duration) at the
+/// validation's concurrency, one client thread (ab is single-threaded; wrk
+/// runs with `-t 1`), JSON output.
+fn run_ours(lab: &Lab, sluice: &str, load: [&str; 2], url: &str) -> String {
+    let argv = [
+        sluice,
+        "bench",
+        load[0],
+        load[1],
+        "-c",
+        "20",
+        "--threads",
+        "1",
+        "--json",
+        url,
+    ];
+    run(lab, &argv)
+}
+
 /// The number after `label` on the first line that has it.
 fn number_after(text: &str, label: &str) -> f64 {
     text.lines()
@@ -285,48 +306,20 @@ fn sluice_bench_agrees_with_ab_and_wrk() {
 
     let (mut ab, mut ours_ab, mut wrk, mut ours_ka) = (vec![], vec![], vec![], vec![]);
     for _ in 0..RUNS {
-        let out = run(&lab, &["ab", "-q", "-n", "3000", "-c", "20", &url]);
+        let out = run(&lab, &["ab", "-q", "-n", AB_REQUESTS, "-c", "20", &url]);
         assert_eq!(number_after(&out, "Failed requests:"), 0.0, "{out}");
         ab.push(number_after(&out, "Requests per second:"));
-        // ab is single-threaded: one client thread for sluice bench too.
-        let out = run(
-            &lab,
-            &[
-                sluice,
-                "bench",
-                "-n",
-                "3000",
-                "-c",
-                "20",
-                "--threads",
-                "1",
-                "--json",
-                &url,
-            ],
-        );
+        let out = run_ours(&lab, sluice, ["-n", AB_REQUESTS], &url);
         let (rps, ok, n) = sluice_rps(&out);
-        assert_eq!((ok, n), (3000, 3000), "{out}");
+        let want: u64 = AB_REQUESTS.parse().unwrap();
+        assert_eq!((ok, n), (want, want), "{out}");
         ours_ab.push(rps);
 
         // One client thread each: the clients share one CPU.
         let out = run(&lab, &["wrk", "-t", "1", "-c", "20", "-d", "3s", &url]);
         assert!(!out.contains("Non-2xx"), "{out}");
         wrk.push(number_after(&out, "Requests/sec:"));
-        let out = run(
-            &lab,
-            &[
-                sluice,
-                "bench",
-                "-d",
-                "3s",
-                "-c",
-                "20",
-                "--threads",
-                "1",
-                "--json",
-                &url,
-            ],
-        );
+        let out = run_ours(&lab, sluice, ["-d", "3s"], &url);
         let (rps, ok, n) = sluice_rps(&out);
         assert!(ok > 0 && ok == n, "{out}");
         ours_ka.push(rps);
