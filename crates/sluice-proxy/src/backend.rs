@@ -30,7 +30,20 @@ pub(crate) struct ServerRt {
     /// `maxconn` slots; `None` = unlimited.
     slots: Option<Arc<Semaphore>>,
     pub(crate) stats: Counters,
-    pub(crate) pool: Pool,
+    /// Idle connections driven by hyper (requests that took the hyper path).
+    pub(crate) pool: Pool<SendRequest<ProxyBody>>,
+    /// Idle raw connections (requests that took the HTTP/1 fast path,
+    /// [`crate::h1fast`]). Kept apart from `pool`: a hyper connection is
+    /// owned by its driver task and cannot be read directly.
+    pub(crate) raw_pool: Pool<ServerStream>,
+}
+
+impl ServerRt {
+    /// Close every idle connection to this server.
+    pub(crate) fn clear_pools(&self) {
+        self.pool.clear();
+        self.raw_pool.clear();
+    }
 }
 
 impl ServerRt {
@@ -101,6 +114,7 @@ impl BackendRt {
                     slots: (s.maxconn > 0).then(|| Arc::new(Semaphore::new(s.maxconn))),
                     stats: Counters::default(),
                     pool: Pool::new(cfg.pool_max_idle_per_server, cfg.pool_idle_timeout),
+                    raw_pool: Pool::new(cfg.pool_max_idle_per_server, cfg.pool_idle_timeout),
                 })
             })
             .collect();
@@ -254,17 +268,54 @@ impl Drop for DecOnDrop<'_> {
     }
 }
 
+/// A connection that can wait in a [`Pool`].
+pub(crate) trait Pooled {
+    /// Whether the connection can carry another request now (checked at
+    /// checkout).
+    fn usable(&mut self) -> bool;
+    /// Whether the connection is known to be closed (swept when the pool is full).
+    fn is_closed(&self) -> bool;
+}
+
+impl Pooled for SendRequest<ProxyBody> {
+    fn usable(&mut self) -> bool {
+        self.is_ready()
+    }
+    fn is_closed(&self) -> bool {
+        SendRequest::is_closed(self)
+    }
+}
+
+impl Pooled for ServerStream {
+    /// An idle HTTP/1 connection has nothing to read: readable means the
+    /// server closed it (or sent junk). Asking tokio's cached readiness
+    /// costs no system call; a close it has not seen yet is caught by the
+    /// fast path's retry on a fresh connection.
+    fn usable(&mut self) -> bool {
+        match self {
+            Self::Plain(s) => {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                s.poll_read_ready(&mut cx).is_pending()
+            }
+            Self::Tls(_) => true,
+        }
+    }
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
 /// Idle keep-alive HTTP/1 connections to one server, most recent first out.
 /// Entries are pushed at the back, so they are ordered by the time they
 /// went idle: the oldest, the first to expire, are at the front.
 #[derive(Debug)]
-pub(crate) struct Pool {
-    idle: Mutex<VecDeque<(SendRequest<ProxyBody>, Instant)>>,
+pub(crate) struct Pool<C> {
+    idle: Mutex<VecDeque<(C, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
 
-impl Pool {
+impl<C: Pooled> Pool<C> {
     fn new(max_idle: usize, idle_timeout: Duration) -> Self {
         Self {
             idle: Mutex::new(VecDeque::new()),
@@ -274,12 +325,12 @@ impl Pool {
     }
 
     /// An idle connection that is still open and ready, if any.
-    pub(crate) fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
+    pub(crate) fn checkout(&self) -> Option<C> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((sender, since)) = idle.pop_back() {
-            if sender.is_ready() && now.saturating_duration_since(since) < self.idle_timeout {
-                return Some(sender);
+        while let Some((mut conn, since)) = idle.pop_back() {
+            if now.saturating_duration_since(since) < self.idle_timeout && conn.usable() {
+                return Some(conn);
             }
         }
         None
@@ -291,7 +342,7 @@ impl Pool {
     /// looks at the expired end of the queue (amortised O(1)); connections
     /// the server closed are swept only when the pool is full (a closed one
     /// holds no socket, and checkout skips it).
-    pub(crate) fn checkin(&self, sender: SendRequest<ProxyBody>) {
+    pub(crate) fn checkin(&self, conn: C) {
         let now = Instant::now();
         let timeout = self.idle_timeout;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -304,10 +355,10 @@ impl Pool {
             idle.pop_front();
         }
         if idle.len() >= self.max_idle {
-            idle.retain(|(s, _)| !s.is_closed());
+            idle.retain(|(c, _)| !c.is_closed());
         }
         if idle.len() < self.max_idle {
-            idle.push_back((sender, now));
+            idle.push_back((conn, now));
         }
     }
 

@@ -13,8 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::backend::BackendRt;
-use crate::config::{FrontendConfig, Mode};
+use crate::config::{FrontendConfig, Mode, SendProxy};
 use crate::conn::{ConnWatch, Expired, HttpTimers, Scanned};
+use crate::h1fast::{self, Outcome};
 use crate::http::{self, ConnCtx};
 use crate::io::{Rewind, read_proxy_header};
 use crate::limits::TokenBucket;
@@ -134,7 +135,9 @@ pub(crate) async fn accept_loop(
         fe.stats.session_start();
         let (fe2, phase2, drain2) = (fe.clone(), phase.clone(), drain.clone());
         tokio::spawn(async move {
-            serve_conn(&fe2, stream, peer, phase2).await;
+            // A connection's future is as large as its largest state (kilobytes);
+            // boxed here, the task stays small and spawn copies only a few words.
+            Box::pin(serve_conn(&fe2, stream, peer, phase2)).await;
             Counters::dec(&fe2.stats.sessions_current);
             drop(permit);
             drop(drain2);
@@ -169,8 +172,15 @@ async fn serve_conn(
     phase: watch::Receiver<Phase>,
 ) {
     let _ = stream.set_nodelay(true);
-    let Ok(mut local) = stream.local_addr() else {
-        return;
+    // Only a PROXY header to the servers carries the local address: ask the
+    // kernel (one system call per connection) only then.
+    let mut local = if fe.backend.cfg.send_proxy == SendProxy::None {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        match stream.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        }
     };
     let mut client = peer;
     let io = if fe.cfg.accept_proxy {
@@ -197,30 +207,46 @@ async fn serve_conn(
             tcp::serve_plain(fe.clone(), fe.backend.clone(), io, client, local, phase).await
         }
         (None, Mode::Http) => serve_http(fe, io, client, local, false, false, phase).await,
+        // Boxed: the handshake's state is large, and a task's future is
+        // as large as its largest state and copied at spawn.
         (Some(tls_config), mode) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls_config.clone());
-            let tls = match tokio::time::timeout(fe.cfg.timeout_http_request, acceptor.accept(io))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(frontend = %fe.cfg.name, %peer, error = %e, "TLS handshake failed");
-                    Counters::inc(&fe.stats.err_request);
-                    return;
-                }
-                Err(_) => {
-                    Counters::inc(&fe.stats.err_request);
-                    return;
-                }
-            };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            match mode {
-                Mode::Tcp => {
-                    tcp::serve(fe.clone(), fe.backend.clone(), tls, client, local, phase).await
-                }
-                Mode::Http => serve_http(fe, tls, client, local, true, h2, phase).await,
-            }
+            Box::pin(serve_tls(
+                fe, tls_config, mode, io, peer, client, local, phase,
+            ))
+            .await
         }
+    }
+}
+
+/// TLS handshake (within `timeout_http_request`), then the frontend's mode.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls(
+    fe: &Arc<FrontendRt>,
+    tls_config: &Arc<rustls::ServerConfig>,
+    mode: Mode,
+    io: Rewind<TcpStream>,
+    peer: SocketAddr,
+    client: SocketAddr,
+    local: SocketAddr,
+    phase: watch::Receiver<Phase>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config.clone());
+    let tls = match tokio::time::timeout(fe.cfg.timeout_http_request, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(frontend = %fe.cfg.name, %peer, error = %e, "TLS handshake failed");
+            Counters::inc(&fe.stats.err_request);
+            return;
+        }
+        Err(_) => {
+            Counters::inc(&fe.stats.err_request);
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    match mode {
+        Mode::Tcp => tcp::serve(fe.clone(), fe.backend.clone(), tls, client, local, phase).await,
+        Mode::Http => serve_http(fe, tls, client, local, true, h2, phase).await,
     }
 }
 
@@ -235,15 +261,56 @@ async fn serve_http<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let new_ctx = |watch: &Arc<ConnWatch>| {
+        Arc::new(ConnCtx {
+            fe: fe.clone(),
+            be: fe.backend.clone(),
+            client,
+            local,
+            https,
+            watch: watch.clone(),
+        })
+    };
+    if !h2 {
+        // HTTP/1: the fast path first; hyper's path takes over at the first
+        // request it does not handle, with the bytes already read.
+        let mut io = io;
+        let ctx = new_ctx(&ConnWatch::new());
+        let mut fast_phase = phase.clone();
+        let outcome = tokio::select! {
+            o = h1fast::serve(&ctx, &mut io, &mut fast_phase) => o,
+            () = wait_phase(&mut phase, Phase::Stopped) => return,
+        };
+        let Outcome::Handoff(rest) = outcome else {
+            return;
+        };
+        // Boxed, like every path taken by few connections: a task's future
+        // is as large as its largest state, and it is copied at spawn.
+        return Box::pin(serve_hyper(
+            fe,
+            Rewind::new(io, rest.freeze()),
+            new_ctx,
+            false,
+            phase,
+        ))
+        .await;
+    }
+    Box::pin(serve_hyper(fe, io, new_ctx, true, phase)).await;
+}
+
+/// Serve a client connection with hyper (HTTP/2, or HTTP/1 from the first
+/// request the fast path hands over).
+async fn serve_hyper<S>(
+    fe: &Arc<FrontendRt>,
+    io: S,
+    new_ctx: impl Fn(&Arc<ConnWatch>) -> Arc<ConnCtx>,
+    h2: bool,
+    mut phase: watch::Receiver<Phase>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn_watch = ConnWatch::new();
-    let ctx = Arc::new(ConnCtx {
-        fe: fe.clone(),
-        be: fe.backend.clone(),
-        client,
-        local,
-        https,
-        watch: conn_watch.clone(),
-    });
+    let ctx = new_ctx(&conn_watch);
     let svc = service_fn(move |req| http::handle(ctx.clone(), req));
     let timers = HttpTimers {
         http_request: fe.cfg.timeout_http_request,
@@ -313,7 +380,7 @@ fn count_parse_error(fe: &FrontendRt, err: Option<hyper::Error>) {
 
 /// A head that started but did not complete in time is a request error
 /// (HAProxy logs it as a 408); an idle connection closing is normal.
-fn count_expired(fe: &FrontendRt, why: Expired) {
+pub(crate) fn count_expired(fe: &FrontendRt, why: Expired) {
     tracing::debug!(frontend = %fe.cfg.name, ?why, "closing client connection");
     if why == (Expired::HttpRequest { partial: true }) {
         Counters::inc(&fe.stats.err_request);

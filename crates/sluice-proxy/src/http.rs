@@ -82,7 +82,9 @@ pub(crate) struct ConnCtx {
     pub(crate) be: Arc<BackendRt>,
     /// Client address (from the PROXY header when `accept_proxy`).
     pub(crate) client: SocketAddr,
-    /// Address the client connected to (PROXY `dst` when present).
+    /// Address the client connected to (PROXY `dst` when present). Read
+    /// from the socket only when the backend sends PROXY headers (its one
+    /// use); `0.0.0.0:0` otherwise.
     pub(crate) local: SocketAddr,
     pub(crate) https: bool,
     /// Request progress, smuggling verdicts and idle time. `Tq` is measured
@@ -93,29 +95,68 @@ pub(crate) struct ConnCtx {
 /// Per-request timers and identity, written to the access log when the
 /// response ends.
 #[derive(Debug)]
-struct LogRecord {
+pub(crate) struct LogRecord {
     ctx: Arc<ConnCtx>,
     start: Instant,
     method: Method,
     uri: String,
-    server: Option<Arc<ServerRt>>,
-    status: u16,
+    pub(crate) server: Option<Arc<ServerRt>>,
+    pub(crate) status: u16,
     tq: Duration,
-    tw: Option<Duration>,
-    tc: Option<Duration>,
-    tr: Option<Duration>,
-    bytes_in: Arc<AtomicU64>,
-    bytes_out: u64,
+    pub(crate) tw: Option<Duration>,
+    pub(crate) tc: Option<Duration>,
+    pub(crate) tr: Option<Duration>,
+    pub(crate) bytes_in: Arc<AtomicU64>,
+    pub(crate) bytes_out: u64,
     /// Why the session ended, HAProxy-style two letters: `--` normal, `CD`
     /// client went away during data, `SH` server timeout on headers, `SC`
     /// connect refused, `SQ` queue timeout, `PR` proxy rejected the request.
-    termination: &'static str,
+    pub(crate) termination: &'static str,
     /// Marks the request finished on the connection when the record goes.
     _request: RequestGuard,
 }
 
 impl LogRecord {
-    fn finish(self) {
+    /// A record for a request of `ctx` that started at `start`.
+    pub(crate) fn new(
+        ctx: &Arc<ConnCtx>,
+        start: Instant,
+        method: Method,
+        uri: String,
+        request: RequestGuard,
+    ) -> Self {
+        let (fe, be) = (&ctx.fe, &ctx.be);
+        Counters::inc(&fe.stats.requests);
+        Counters::inc(&be.stats.requests);
+        Self {
+            ctx: ctx.clone(),
+            start,
+            method,
+            uri,
+            server: None,
+            status: 0,
+            tq: start.saturating_duration_since(ctx.watch.idle_since()),
+            tw: None,
+            tc: None,
+            tr: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_out: 0,
+            termination: "--",
+            _request: request,
+        }
+    }
+
+    /// Record the response status in the record and the counters.
+    pub(crate) fn set_status(&mut self, status: u16) {
+        self.status = status;
+        self.ctx.fe.stats.status(status);
+        self.ctx.be.stats.status(status);
+        if let Some(s) = &self.server {
+            s.stats.status(status);
+        }
+    }
+
+    pub(crate) fn finish(self) {
         let fe = &self.ctx.fe;
         let be = &self.ctx.be;
         let bytes_in = self.bytes_in.load(Relaxed);
@@ -285,29 +326,12 @@ pub(crate) async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let (request_guard, ambiguous_framing) = ctx.watch.dispatch();
-    let tq = start.saturating_duration_since(ctx.watch.idle_since());
-    let (fe, be) = (ctx.fe.clone(), ctx.be.clone());
-    Counters::inc(&fe.stats.requests);
-    Counters::inc(&be.stats.requests);
-    let mut log = LogRecord {
-        ctx: ctx.clone(),
-        start,
-        method: req.method().clone(),
-        uri: req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().to_string(), |p| p.to_string()),
-        server: None,
-        status: 0,
-        tq,
-        tw: None,
-        tc: None,
-        tr: None,
-        bytes_in: Arc::new(AtomicU64::new(0)),
-        bytes_out: 0,
-        termination: "--",
-        _request: request_guard,
-    };
+    let fe = ctx.fe.clone();
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().to_string(), |p| p.to_string());
+    let mut log = LogRecord::new(&ctx, start, req.method().clone(), uri, request_guard);
 
     if ambiguous_framing {
         // Seen in the raw head by the reader (`h1scan`): hyper may already
@@ -352,81 +376,12 @@ pub(crate) async fn handle(
     let mut req = Request::from_parts(parts, body.boxed_unsync());
 
     // Phases 2 and 3: slot and connection, with retries.
-    let path = (be.cfg.balance == Balance::Uri).then(|| log.uri.clone());
-    let mut tried: Vec<usize> = Vec::new();
-    let mut same_server: Option<Slot> = None;
-    let mut failures: u32 = 0;
-    let (slot, mut sender, mut pooled) = loop {
-        let slot = match same_server.take() {
-            Some(s) => s,
-            None => {
-                let t = Instant::now();
-                let mut r = be.acquire(ctx.client.ip(), path.as_deref(), &tried).await;
-                if r.as_ref().err() == Some(&AcquireError::NoServer) && !tried.is_empty() {
-                    // Every server was tried once: go around again.
-                    tried.clear();
-                    r = be.acquire(ctx.client.ip(), path.as_deref(), &tried).await;
-                }
-                *log.tw.get_or_insert(Duration::ZERO) += t.elapsed();
-                match r {
-                    Ok(s) => s,
-                    Err(e) => {
-                        log.termination = if e == AcquireError::NoServer {
-                            "SC"
-                        } else {
-                            "sQ"
-                        };
-                        let msg = match e {
-                            AcquireError::NoServer => {
-                                "No server is available to handle this request."
-                            }
-                            AcquireError::QueueFull | AcquireError::QueueTimeout => {
-                                "Timed out waiting for a free server."
-                            }
-                        };
-                        return Ok(local_reply(
-                            log,
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            msg,
-                            false,
-                        ));
-                    }
-                }
-            }
+    let (slot, mut sender, mut pooled) =
+        match pick_and_connect(&ctx, &mut log, &HyperConnector(&ctx)).await {
+            Ok(x) => x,
+            Err(no) => return Ok(local_reply(log, no.status, no.msg, no.close)),
         };
-        log.server = Some(slot.server.clone());
-        let t = Instant::now();
-        match server_conn(&ctx, &slot.server).await {
-            Ok((sender, pooled)) => {
-                log.tc = Some(t.elapsed());
-                break (slot, sender, pooled);
-            }
-            Err(e) => {
-                tracing::debug!(server = %slot.server.cfg.name, error = %e, "connect failed");
-                Counters::inc(&slot.server.stats.err_connect);
-                Counters::inc(&be.stats.err_connect);
-                failures += 1;
-                if failures > be.cfg.retries {
-                    log.termination = "SC";
-                    return Ok(local_reply(
-                        log,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "No server is available to handle this request.",
-                        false,
-                    ));
-                }
-                Counters::inc(&be.stats.retries);
-                Counters::inc(&slot.server.stats.retries);
-                if be.cfg.redispatch && be.servers.len() > 1 {
-                    Counters::inc(&be.stats.redispatches);
-                    Counters::inc(&slot.server.stats.redispatches);
-                    tried.push(slot.index);
-                } else {
-                    same_server = Some(slot);
-                }
-            }
-        }
-    };
+    let be = ctx.be.clone();
 
     // Phase 4: send and wait for response headers.
     let t = Instant::now();
@@ -495,10 +450,7 @@ pub(crate) async fn handle(
     log.tr = Some(t.elapsed());
     let mut resp = resp;
     let status = resp.status();
-    log.status = status.as_u16();
-    fe.stats.status(log.status);
-    be.stats.status(log.status);
-    slot.server.stats.status(log.status);
+    log.set_status(status.as_u16());
 
     // Phase 5: response.
     if status == StatusCode::SWITCHING_PROTOCOLS
@@ -549,6 +501,118 @@ pub(crate) async fn handle(
         _slot: Some(slot),
     };
     Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// How a request path gets a connection to a server.
+pub(crate) trait Connector: Sync {
+    type Conn: Send;
+    /// A connection to `server`, and whether it came from a pool.
+    fn connect<'a>(
+        &'a self,
+        server: &'a ServerRt,
+    ) -> impl Future<Output = std::io::Result<(Self::Conn, bool)>> + Send + 'a;
+}
+
+/// Connections driven by hyper, from [`ServerRt::pool`] or new.
+struct HyperConnector<'c>(&'c ConnCtx);
+
+impl Connector for HyperConnector<'_> {
+    type Conn = SendRequest<ProxyBody>;
+    fn connect<'a>(
+        &'a self,
+        server: &'a ServerRt,
+    ) -> impl Future<Output = std::io::Result<(Self::Conn, bool)>> + Send + 'a {
+        server_conn(self.0, server)
+    }
+}
+
+/// The reply for a request that got no server connection.
+#[derive(Debug)]
+pub(crate) struct NoConn {
+    pub(crate) status: StatusCode,
+    pub(crate) msg: &'static str,
+    pub(crate) close: bool,
+}
+
+impl NoConn {
+    pub(crate) const NO_SERVER: Self = Self {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        msg: "No server is available to handle this request.",
+        close: false,
+    };
+}
+
+/// Phases 2 and 3 of a request, shared by hyper's path and the HTTP/1 fast
+/// path: take a server slot (`Tw`) and a connection to it (`Tc`) from
+/// `connect` (which says whether the connection came from a pool); a failed
+/// connect is retried `retries` times, on another server with `redispatch`.
+/// On failure the log record carries the termination code.
+pub(crate) async fn pick_and_connect<C: Connector>(
+    ctx: &ConnCtx,
+    log: &mut LogRecord,
+    connector: &C,
+) -> Result<(Slot, C::Conn, bool), NoConn> {
+    let be = &ctx.be;
+    let path = (be.cfg.balance == Balance::Uri).then(|| log.uri.clone());
+    let mut tried: Vec<usize> = Vec::new();
+    let mut same_server: Option<Slot> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let slot = match same_server.take() {
+            Some(s) => s,
+            None => {
+                let t = Instant::now();
+                let mut r = be.acquire(ctx.client.ip(), path.as_deref(), &tried).await;
+                if r.as_ref().err() == Some(&AcquireError::NoServer) && !tried.is_empty() {
+                    // Every server was tried once: go around again.
+                    tried.clear();
+                    r = be.acquire(ctx.client.ip(), path.as_deref(), &tried).await;
+                }
+                *log.tw.get_or_insert(Duration::ZERO) += t.elapsed();
+                match r {
+                    Ok(s) => s,
+                    Err(AcquireError::NoServer) => {
+                        log.termination = "SC";
+                        return Err(NoConn::NO_SERVER);
+                    }
+                    Err(AcquireError::QueueFull | AcquireError::QueueTimeout) => {
+                        log.termination = "sQ";
+                        return Err(NoConn {
+                            msg: "Timed out waiting for a free server.",
+                            ..NoConn::NO_SERVER
+                        });
+                    }
+                }
+            }
+        };
+        log.server = Some(slot.server.clone());
+        let t = Instant::now();
+        match connector.connect(&slot.server).await {
+            Ok((conn, pooled)) => {
+                log.tc = Some(t.elapsed());
+                return Ok((slot, conn, pooled));
+            }
+            Err(e) => {
+                tracing::debug!(server = %slot.server.cfg.name, error = %e, "connect failed");
+                Counters::inc(&slot.server.stats.err_connect);
+                Counters::inc(&be.stats.err_connect);
+                failures += 1;
+                if failures > be.cfg.retries {
+                    log.termination = "SC";
+                    return Err(NoConn::NO_SERVER);
+                }
+                Counters::inc(&be.stats.retries);
+                Counters::inc(&slot.server.stats.retries);
+                if be.cfg.redispatch && be.servers.len() > 1 {
+                    Counters::inc(&be.stats.redispatches);
+                    Counters::inc(&slot.server.stats.redispatches);
+                    tried.push(slot.index);
+                } else {
+                    same_server = Some(slot);
+                }
+            }
+        }
+    }
 }
 
 /// Reject requests whose framing two parsers could read differently
@@ -663,7 +727,7 @@ fn rewrite_request<B>(ctx: &ConnCtx, req: &mut Request<B>, upgrade: bool) {
 }
 
 /// Connections carrying a PROXY header belong to one client: never pooled.
-fn pooled_allowed(be: &BackendRt) -> bool {
+pub(crate) fn pooled_allowed(be: &BackendRt) -> bool {
     be.cfg.send_proxy == SendProxy::None
 }
 
@@ -680,16 +744,24 @@ async fn server_conn(
     Ok((server_conn_fresh(ctx, server).await?, false))
 }
 
-async fn server_conn_fresh(
+/// A new connection to `server`, with the PROXY header the backend asks for.
+pub(crate) async fn connect_fresh(
     ctx: &ConnCtx,
     server: &ServerRt,
-) -> std::io::Result<SendRequest<ProxyBody>> {
+) -> std::io::Result<crate::io::ServerStream> {
     let preamble = match ctx.be.cfg.send_proxy {
         SendProxy::None => None,
         SendProxy::V1 => Some(proxy_protocol::encode_v1(ctx.client, ctx.local)),
         SendProxy::V2 => Some(proxy_protocol::encode_v2(ctx.client, ctx.local)),
     };
-    let stream = ctx.be.connect(server, preamble.as_deref()).await?;
+    ctx.be.connect(server, preamble.as_deref()).await
+}
+
+async fn server_conn_fresh(
+    ctx: &ConnCtx,
+    server: &ServerRt,
+) -> std::io::Result<SendRequest<ProxyBody>> {
+    let stream = connect_fresh(ctx, server).await?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -708,26 +780,23 @@ fn empty() -> ProxyBody {
         .boxed_unsync()
 }
 
-/// A response made by the proxy itself (HAProxy-like HTML body).
-fn local_reply(
-    mut log: LogRecord,
-    status: StatusCode,
-    msg: &str,
-    close: bool,
-) -> Response<ProxyBody> {
+/// The body of a response made by the proxy itself (HAProxy-like HTML);
+/// records the status and ends the log record.
+pub(crate) fn local_body(mut log: LogRecord, status: StatusCode, msg: &str) -> String {
     let reason = status.canonical_reason().unwrap_or("");
     let body = format!(
         "<html><body><h1>{} {reason}</h1>\n{msg}\n</body></html>\n",
         status.as_u16()
     );
-    log.status = status.as_u16();
+    log.set_status(status.as_u16());
     log.bytes_out = body.len() as u64;
-    log.ctx.fe.stats.status(log.status);
-    log.ctx.be.stats.status(log.status);
-    if let Some(s) = &log.server {
-        s.stats.status(log.status);
-    }
     log.finish();
+    body
+}
+
+/// A response made by the proxy itself.
+fn local_reply(log: LogRecord, status: StatusCode, msg: &str, close: bool) -> Response<ProxyBody> {
+    let body = local_body(log, status, msg);
     let mut resp = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| -> BoxError { match never {} })

@@ -29,6 +29,7 @@ pub mod config;
 mod conn;
 mod error;
 mod frontend;
+mod h1fast;
 mod h1scan;
 mod http;
 mod io;
@@ -313,7 +314,7 @@ impl ProxyHandle {
         let s = self.server(backend, server)?;
         s.up.store(up, Relaxed);
         if !up {
-            s.pool.clear();
+            s.clear_pools();
         }
         Ok(())
     }
@@ -348,7 +349,7 @@ impl ProxyHandle {
         drop(drain_tx);
         for b in &backends {
             for s in &b.servers {
-                s.pool.clear();
+                s.clear_pools();
             }
         }
         // recv() returns None once every connection task dropped its sender.

@@ -43,8 +43,39 @@ enum Command {
     Doctor(cmd::doctor::Args),
 }
 
+/// Environment variable with `tracing` filter directives (`RUST_LOG`
+/// syntax, e.g. `debug` or `warn,sluice_proxy=debug`).
+const LOG_ENV: &str = "SLUICE_LOG";
+
+/// Filter when `SLUICE_LOG` is unset: warnings and notices of every crate.
+const DEFAULT_LOG_FILTER: &str = "info";
+
+/// Diagnostics to standard error. The proxy's access log (target
+/// `sluice::access`, one line per request) is off unless `access_log`
+/// (`sluice run --access-log`) turns it on: at tens of thousands of
+/// requests per second it is the operator's choice, as in HAProxy, where
+/// a frontend logs only with `log` and `option httplog`.
+fn init_logging(access_log: bool) {
+    use tracing_subscriber::EnvFilter;
+    let base = std::env::var(LOG_ENV).unwrap_or_else(|_| DEFAULT_LOG_FILTER.to_owned());
+    let access = if access_log { "info" } else { "off" };
+    let directives = format!("{base},{}={access}", sluice_proxy::ACCESS_LOG_TARGET);
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("sluice: ignoring {LOG_ENV}={base}: {e}");
+        EnvFilter::new(format!(
+            "{DEFAULT_LOG_FILTER},{}={access}",
+            sluice_proxy::ACCESS_LOG_TARGET
+        ))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(matches!(&cli.command, Command::Run(a) if a.access_log));
     let result = match cli.command {
         Command::Check(args) => cmd::check::run(args),
         Command::Run(args) => cmd::run::run(args),

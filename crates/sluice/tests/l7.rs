@@ -71,7 +71,7 @@ fn server_up(lab: &Lab, name: &str) -> bool {
 #[test]
 fn http_proxy_balances_forwards_and_survives_a_dead_server() {
     let lab = l4_lab("l7", 3);
-    let _d = start_daemon(&lab, &config(""));
+    let d = start_daemon_with(&lab, &config(""), &["--access-log"]);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
         let (status, len, who) = curl_ok(&lab, "http://10.99.0.1:8080/");
@@ -115,6 +115,18 @@ fn http_proxy_balances_forwards_and_survives_a_dead_server() {
     let ab = String::from_utf8_lossy(&ab.stdout);
     assert!(ab.contains("Complete requests:      500"), "{ab}");
     assert!(ab.contains("Failed requests:        0"), "{ab}");
+    // `--access-log`: a line per request, HAProxy-style, from both HTTP/1
+    // paths (curl and wrk speak HTTP/1.1, ab HTTP/1.0).
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("[www] web/rs")).collect();
+    assert!(lines.len() > 30 + 500 + 500, "{} access lines", lines.len());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("10.99.0.2:") && l.contains(" 200 5120 -- \"GET /\"")),
+        "{}",
+        lines.first().unwrap_or(&"")
+    );
     // ctl stats: the frontend counted them, every server answered 2xx.
     let stats = String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "stats"]).stdout).into_owned();
     assert!(

@@ -33,6 +33,11 @@ pub(crate) struct Args {
     /// Configuration file.
     #[arg(short = 'c', long = "config")]
     pub(crate) config: std::path::PathBuf,
+    /// Write the proxy's access log (one line per request or TCP session,
+    /// with HAProxy's Tq/Tw/Tc/Tr/Tt timers) to standard error. Other
+    /// diagnostics follow `SLUICE_LOG` (default `info`).
+    #[arg(long)]
+    pub(crate) access_log: bool,
 }
 
 type Plane = Arc<Mutex<L4Plane<KernelNeighbours>>>;

@@ -66,6 +66,11 @@ impl Drop for Daemon {
 /// Starts the daemon with `config` (TOML text) and waits for its admin
 /// endpoint.
 pub fn start_daemon(lab: &Lab, config: &str) -> Daemon {
+    start_daemon_with(lab, config, &[])
+}
+
+/// [`start_daemon`] with extra `sluice run` arguments.
+pub fn start_daemon_with(lab: &Lab, config: &str, extra: &[&str]) -> Daemon {
     let t = lab.topology();
     let sw_port = t.lb.switch_port.clone();
     let pass = lab
@@ -80,7 +85,10 @@ pub fn start_daemon(lab: &Lab, config: &str) -> Daemon {
     let log = dir.path().join("daemon.log");
     let logf = std::fs::File::create(&log).unwrap();
     let mut cmd = lab
-        .command(Node::Lb, &[SLUICE, "run", "-c", cfg.to_str().unwrap()])
+        .command(
+            Node::Lb,
+            &[&[SLUICE, "run", "-c", cfg.to_str().unwrap()], extra].concat(),
+        )
         .unwrap();
     cmd.stdout(logf.try_clone().unwrap()).stderr(logf);
     let child = cmd.spawn().unwrap();
