@@ -678,8 +678,6 @@ where
         // and that is idempotent (RFC 9110 section 9.2.2), since the server
         // may have acted on it before closing.
         let replayable = body_left == 0 && req.method.is_idempotent();
-        // A draining proxy tells the client this is the last response.
-        let client_close = req.close || *phase.borrow() >= Phase::Draining;
         let t = Instant::now();
         let resp = loop {
             let r = exchange(
@@ -691,7 +689,8 @@ where
                 &mut body_left,
                 &mut sbuf,
                 &mut resp_out,
-                (req.method == Method::HEAD, client_close),
+                (req.method == Method::HEAD, req.close),
+                phase,
             )
             .await;
             match r {
@@ -818,6 +817,7 @@ async fn exchange<S>(
     sbuf: &mut BytesMut,
     resp_out: &mut Vec<u8>,
     (request_head, client_close): (bool, bool),
+    phase: &watch::Receiver<Phase>,
 ) -> Result<ResponseHead, ExchangeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -847,7 +847,9 @@ where
     }
     sbuf.clear();
     loop {
-        match parse_response(sbuf, request_head, client_close, ctx.fe.cfg.via, resp_out) {
+        // A draining proxy tells the client this is the last response.
+        let close = client_close || *phase.borrow() >= Phase::Draining;
+        match parse_response(sbuf, request_head, close, ctx.fe.cfg.via, resp_out) {
             Parsed::Complete(h) if h.status < 200 => {
                 sbuf.advance(h.head_len);
                 write_within(io, resp_out, &[], client_limit)

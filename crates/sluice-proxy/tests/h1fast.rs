@@ -247,3 +247,28 @@ async fn a_response_head_that_does_not_parse_gives_502() {
         proxy.shutdown().await;
     });
 }
+
+#[tokio::test]
+async fn draining_ends_a_kept_alive_connection_after_the_response_in_flight() {
+    bounded!(async {
+        let a = Backend::start("a").await;
+        let (fe, be) = simple_config(servers(&[&a]));
+        let proxy = start(fe, be).await;
+        let mut c = TcpStream::connect(proxy.local_addr("fe").unwrap())
+            .await
+            .unwrap();
+        c.write_all(b"GET /slow?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let shutdown = tokio::spawn(proxy.shutdown());
+        // The response still comes, says it is the last, and the
+        // connection closes after it (read_to_string returns).
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        assert!(out.contains("connection: close\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\na"), "{out}");
+        shutdown.await.unwrap();
+    });
+}
