@@ -11,7 +11,7 @@
 //! message ends, all in the client connection's task.
 //!
 //! It takes only what it fully understands. A request that is not plain
-//! HTTP/1.1 with no body or a `Content-Length` body — HTTP/1.0, chunked or
+//! HTTP/1.1 or HTTP/1.0 with no body or a `Content-Length` body — chunked or
 //! ambiguous framing, `Upgrade`, `Expect`, `CONNECT`, absolute-form
 //! targets, a head that does not parse or is over `max_header_size` — is
 //! handed, with the bytes already read, to hyper's path ([`crate::http`]),
@@ -29,6 +29,7 @@
 //! is replaced by a new one when the request can be sent again.
 
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,8 +128,23 @@ struct RequestHead {
     target: String,
     /// `Content-Length` (0 without one).
     body_len: u64,
-    /// The client asked to close after this exchange.
+    /// The client asked to close after this exchange (HTTP/1.0: did not
+    /// ask to keep the connection).
     close: bool,
+    /// An HTTP/1.0 client: no chunked coding and no interim responses for
+    /// it (RFC 9112 section 6.1, RFC 9110 section 15.2).
+    http10: bool,
+}
+
+/// What the response head depends on in the request.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ask {
+    /// A HEAD request: the response has no body.
+    head: bool,
+    /// The client connection closes after this response.
+    close: bool,
+    /// The client speaks HTTP/1.0.
+    http10: bool,
 }
 
 /// How a response body ends (RFC 9112 section 6.3).
@@ -153,6 +169,9 @@ struct ResponseHead {
     /// The client connection must close after it (its framing ends at the
     /// close, or the client asked).
     client_close: bool,
+    /// A chunked body relayed without its chunk framing (to an HTTP/1.0
+    /// client; the close then ends it).
+    dechunk: bool,
 }
 
 /// `Connection` tokens of one message.
@@ -236,7 +255,8 @@ fn parse_request(buf: &[u8], rw: &Rewrite, out: &mut Vec<u8>) -> Parsed<RequestH
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Reject,
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(version @ (0 | 1))) = (req.method, req.path, req.version)
+    else {
         return Parsed::Reject;
     };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
@@ -299,19 +319,19 @@ fn parse_request(buf: &[u8], rw: &Rewrite, out: &mut Vec<u8>) -> Parsed<RequestH
         method,
         target: target.to_owned(),
         body_len: body_len.unwrap_or(0),
-        close: conn.close,
+        // HTTP/1.0 keeps a connection only when asked (RFC 9112 section 9.3).
+        close: if version == 0 {
+            conn.close || !conn.keep_alive
+        } else {
+            conn.close
+        },
+        http10: version == 0,
     })
 }
 
 /// Parse a response head at the front of `buf` and write the head to send
 /// to the client into `out`.
-fn parse_response(
-    buf: &[u8],
-    request_head: bool,
-    client_close: bool,
-    via: bool,
-    out: &mut Vec<u8>,
-) -> Parsed<ResponseHead> {
+fn parse_response(buf: &[u8], ask: Ask, via: bool, out: &mut Vec<u8>) -> Parsed<ResponseHead> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
@@ -348,7 +368,7 @@ fn parse_response(
             .next()
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
     });
-    let framing = if request_head || status < 200 || status == 204 || status == 304 {
+    let framing = if ask.head || status < 200 || status == 204 || status == 304 {
         Framing::Empty
     } else if te.is_some() {
         // Transfer-Encoding overrides Content-Length (RFC 9112 section 6.3).
@@ -365,7 +385,8 @@ fn parse_response(
     // HTTP/1.0 servers close unless they said keep-alive.
     let server_close =
         conn.close || framing == Framing::UntilClose || (version == 0 && !conn.keep_alive);
-    let client_close = (client_close || framing == Framing::UntilClose) && status >= 200;
+    let dechunk = ask.http10 && framing == Framing::Chunked;
+    let client_close = (ask.close || framing == Framing::UntilClose || dechunk) && status >= 200;
 
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -378,6 +399,7 @@ fn parse_response(
         if conn.drops(name)
             || (via && name.eq_ignore_ascii_case("via"))
             || (te.is_some() && name.eq_ignore_ascii_case("content-length"))
+            || (dechunk && name.eq_ignore_ascii_case("transfer-encoding"))
         {
             continue;
         }
@@ -393,6 +415,9 @@ fn parse_response(
     }
     if client_close {
         out.extend_from_slice(b"connection: close\r\n");
+    } else if ask.http10 && status >= 200 {
+        // An HTTP/1.0 client closes unless told otherwise.
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
     Parsed::Complete(ResponseHead {
@@ -401,6 +426,7 @@ fn parse_response(
         framing,
         server_close,
         client_close,
+        dechunk,
     })
 }
 
@@ -443,11 +469,20 @@ impl ChunkedEnd {
     }
 
     /// Feed body bytes; `Some(n)` when the body ends after `n` of them.
-    fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, BadChunk> {
+    /// With `spans`, the ranges of `data` that are chunk data (not framing)
+    /// are appended to it.
+    fn feed(
+        &mut self,
+        data: &[u8],
+        mut spans: Option<&mut Vec<Range<usize>>>,
+    ) -> Result<Option<usize>, BadChunk> {
         let mut i = 0;
         while i < data.len() {
             if let Chunk::Data(left) = self.0 {
                 let n = usize::try_from(left).map_or(data.len() - i, |l| l.min(data.len() - i));
+                if let Some(s) = spans.as_deref_mut() {
+                    s.push(i..i + n);
+                }
                 i += n;
                 let left = left - n as u64;
                 self.0 = if left == 0 {
@@ -689,7 +724,11 @@ where
                 &mut body_left,
                 &mut sbuf,
                 &mut resp_out,
-                (req.method == Method::HEAD, req.close),
+                Ask {
+                    head: req.method == Method::HEAD,
+                    close: req.close,
+                    http10: req.http10,
+                },
                 phase,
             )
             .await;
@@ -766,6 +805,7 @@ where
             &mut conn,
             &mut sbuf,
             resp.framing,
+            resp.dechunk,
             &resp_out,
             be.cfg.timeout_server,
             fe.cfg.timeout_client,
@@ -816,7 +856,7 @@ async fn exchange<S>(
     body_left: &mut u64,
     sbuf: &mut BytesMut,
     resp_out: &mut Vec<u8>,
-    (request_head, client_close): (bool, bool),
+    ask: Ask,
     phase: &watch::Receiver<Phase>,
 ) -> Result<ResponseHead, ExchangeError>
 where
@@ -848,13 +888,19 @@ where
     sbuf.clear();
     loop {
         // A draining proxy tells the client this is the last response.
-        let close = client_close || *phase.borrow() >= Phase::Draining;
-        match parse_response(sbuf, request_head, close, ctx.fe.cfg.via, resp_out) {
+        let ask = Ask {
+            close: ask.close || *phase.borrow() >= Phase::Draining,
+            ..ask
+        };
+        match parse_response(sbuf, ask, ctx.fe.cfg.via, resp_out) {
             Parsed::Complete(h) if h.status < 200 => {
                 sbuf.advance(h.head_len);
-                write_within(io, resp_out, &[], client_limit)
-                    .await
-                    .map_err(|_| ExchangeError::Client { timed_out: false })?;
+                // Never to an HTTP/1.0 client (RFC 9110 section 15.2).
+                if !ask.http10 {
+                    write_within(io, resp_out, &[], client_limit)
+                        .await
+                        .map_err(|_| ExchangeError::Client { timed_out: false })?;
+                }
                 continue;
             }
             Parsed::Complete(h) => {
@@ -887,15 +933,17 @@ struct RelayError {
     client: bool,
 }
 
-/// Send the response head and relay the body per its framing. `sbuf`
-/// starts with the body bytes read with the head; on success it holds what
-/// came after the body (nothing, from a well-behaved server). Returns the
-/// body bytes sent.
+/// Send the response head and relay the body per its framing (without the
+/// chunk framing when `dechunk`). `sbuf` starts with the body bytes read
+/// with the head; on success it holds what came after the body (nothing,
+/// from a well-behaved server). Returns the body bytes sent.
+#[allow(clippy::too_many_arguments)]
 async fn relay_body<S>(
     io: &mut S,
     conn: &mut ServerStream,
     sbuf: &mut BytesMut,
     framing: Framing,
+    dechunk: bool,
     head: &[u8],
     server_limit: Duration,
     client_limit: Duration,
@@ -912,10 +960,14 @@ where
     let mut chunks = ChunkedEnd::new();
     let mut head = head;
     let mut acked = false;
+    // Chunk data of the current read, when de-chunking.
+    let mut spans: Vec<Range<usize>> = Vec::new();
+    let mut data: Vec<u8> = Vec::new();
     loop {
         // How much of `sbuf` belongs to the body, and whether it ends there.
+        spans.clear();
         let (n, done) = match framing {
-            Framing::Chunked => match chunks.feed(sbuf) {
+            Framing::Chunked => match chunks.feed(sbuf, dechunk.then_some(&mut spans)) {
                 Ok(Some(end)) => (end, true),
                 Ok(None) => (sbuf.len(), false),
                 Err(BadChunk) => {
@@ -931,14 +983,20 @@ where
                 (n, left == 0)
             }
         };
-        if write_within(io, head, &sbuf[..n], client_limit)
-            .await
-            .is_err()
-        {
+        let body: &[u8] = if dechunk {
+            data.clear();
+            for r in &spans {
+                data.extend_from_slice(&sbuf[r.clone()]);
+            }
+            &data
+        } else {
+            &sbuf[..n]
+        };
+        if write_within(io, head, body, client_limit).await.is_err() {
             return Err(RelayError { sent, client: true });
         }
         head = &[];
-        sent += n as u64;
+        sent += body.len() as u64;
         sbuf.advance(n);
         if done {
             return Ok(sent);
@@ -1037,13 +1095,42 @@ mod tests {
         assert_eq!((h.body_len, h.close), (12, true));
         let (p, _) = req(b"GET / HTTP/1.1\r\nHost: x\r\n", &rw(false, false));
         assert_eq!(p, Parsed::Partial);
+        // HTTP/1.0: closes unless it asks to keep the connection; the
+        // server is asked in HTTP/1.1.
+        let (p, out) = req(b"GET / HTTP/1.0\r\n\r\n", &rw(false, false));
+        assert!(
+            matches!(
+                p,
+                Parsed::Complete(RequestHead {
+                    close: true,
+                    http10: true,
+                    ..
+                })
+            ),
+            "{p:?}"
+        );
+        assert_eq!(out, "GET / HTTP/1.1\r\n\r\n");
+        let (p, _) = req(
+            b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+            &rw(false, false),
+        );
+        assert!(
+            matches!(
+                p,
+                Parsed::Complete(RequestHead {
+                    close: false,
+                    http10: true,
+                    ..
+                })
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]
     fn requests_outside_the_fast_path_are_handed_off() {
         for raw in [
-            &b"GET / HTTP/1.0\r\n\r\n"[..],
-            b"GET http://x/ HTTP/1.1\r\n\r\n",
+            &b"GET http://x/ HTTP/1.1\r\n\r\n"[..],
             b"OPTIONS * HTTP/1.1\r\n\r\n",
             b"CONNECT x:443 HTTP/1.1\r\n\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -1062,8 +1149,13 @@ mod tests {
     }
 
     fn resp(raw: &[u8], head: bool, close: bool, via: bool) -> (Parsed<ResponseHead>, String) {
+        let ask = Ask {
+            head,
+            close,
+            http10: false,
+        };
         let mut out = Vec::new();
-        let p = parse_response(raw, head, close, via, &mut out);
+        let p = parse_response(raw, ask, via, &mut out);
         (p, String::from_utf8(out).unwrap())
     }
 
@@ -1169,26 +1261,83 @@ mod tests {
     }
 
     #[test]
+    fn http10_clients_get_no_chunking_and_an_explicit_keep_alive() {
+        let http10 = |close| Ask {
+            head: false,
+            close,
+            http10: true,
+        };
+        let mut out = Vec::new();
+        let p = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            http10(false),
+            false,
+            &mut out,
+        );
+        assert!(
+            matches!(
+                p,
+                Parsed::Complete(ResponseHead {
+                    dechunk: true,
+                    client_close: true,
+                    ..
+                })
+            ),
+            "{p:?}"
+        );
+        assert_eq!(out, b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
+        let p = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            http10(false),
+            false,
+            &mut out,
+        );
+        assert!(
+            matches!(
+                p,
+                Parsed::Complete(ResponseHead {
+                    dechunk: false,
+                    client_close: false,
+                    ..
+                })
+            ),
+            "{p:?}"
+        );
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn chunked_end_is_found_across_reads() {
         let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: x\r\n\r\nNEXT";
         let end = body.len() - 4;
         // Whole, then one byte at a time.
-        assert_eq!(ChunkedEnd::new().feed(body), Ok(Some(end)));
+        assert_eq!(ChunkedEnd::new().feed(body, None), Ok(Some(end)));
         let mut c = ChunkedEnd::new();
         let mut found = None;
         for (i, b) in body.iter().enumerate() {
-            if let Some(n) = c.feed(std::slice::from_ref(b)).unwrap() {
+            if let Some(n) = c.feed(std::slice::from_ref(b), None).unwrap() {
                 found = Some(i + n);
                 break;
             }
         }
         assert_eq!(found, Some(end));
-        assert_eq!(ChunkedEnd::new().feed(b"0\r\n\r\n"), Ok(Some(5)));
-        assert_eq!(ChunkedEnd::new().feed(b"5\r\nhel"), Ok(None));
-        assert_eq!(ChunkedEnd::new().feed(b"x\r\n"), Err(BadChunk));
-        assert_eq!(ChunkedEnd::new().feed(b"2\r\nabX"), Err(BadChunk));
+        // The data spans, without the framing.
+        let mut spans = Vec::new();
+        ChunkedEnd::new().feed(body, Some(&mut spans)).unwrap();
+        let data: Vec<u8> = spans
+            .iter()
+            .flat_map(|r| body[r.clone()].to_vec())
+            .collect();
+        assert_eq!(data, b"hello0123456789abcdef");
+        assert_eq!(ChunkedEnd::new().feed(b"0\r\n\r\n", None), Ok(Some(5)));
+        assert_eq!(ChunkedEnd::new().feed(b"5\r\nhel", None), Ok(None));
+        assert_eq!(ChunkedEnd::new().feed(b"x\r\n", None), Err(BadChunk));
+        assert_eq!(ChunkedEnd::new().feed(b"2\r\nabX", None), Err(BadChunk));
         assert_eq!(
-            ChunkedEnd::new().feed(b"11111111111111111\r\n"),
+            ChunkedEnd::new().feed(b"11111111111111111\r\n", None),
             Err(BadChunk)
         );
     }

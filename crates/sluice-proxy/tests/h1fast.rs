@@ -272,3 +272,59 @@ async fn draining_ends_a_kept_alive_connection_after_the_response_in_flight() {
         shutdown.await.unwrap();
     });
 }
+
+#[tokio::test]
+async fn http10_clients_get_bodies_without_chunking_and_keep_alive_when_asked() {
+    bounded!(async {
+        let (srv, _, _task) = raw_server(|mut s: TcpStream| async move {
+            let mut buf = Vec::new();
+            while let Some(req) = read_request(&mut s, &mut buf).await {
+                // The proxy asks in HTTP/1.1 whatever the client spoke.
+                assert!(req.contains(" HTTP/1.1\r\n"), "{req}");
+                let resp: &[u8] = if req.starts_with("GET /chunked") {
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                };
+                s.write_all(resp).await.unwrap();
+            }
+        })
+        .await;
+        let (fe, be) = simple_config(vec![ServerConfig::new("raw", srv)]);
+        let proxy = start(fe, be).await;
+        let addr = proxy.local_addr("fe").unwrap();
+        // Chunked from the server: plain bytes to the client, ended by the
+        // close; the interim 100 is not passed on.
+        let out = raw_exchange(
+            addr,
+            b"GET /chunked HTTP/1.0\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(!out.contains("100 Continue"), "{out}");
+        assert!(!out.to_lowercase().contains("transfer-encoding"), "{out}");
+        assert!(out.contains("connection: close\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\nabcdefg"), "{out}");
+        // Keep-alive when asked: two requests on one connection.
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..2 {
+            c.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"\r\n\r\nok") {
+                let mut b = [0u8; 1024];
+                let n = c.read(&mut b).await.unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&b[..n]);
+            }
+            let got = String::from_utf8(got).unwrap();
+            assert!(got.contains("connection: keep-alive\r\n"), "{got}");
+        }
+        // Without it, the connection closes after the response.
+        let out = raw_exchange(addr, b"GET / HTTP/1.0\r\n\r\n", Duration::from_secs(5)).await;
+        assert!(out.ends_with("\r\n\r\nok"), "{out}");
+        proxy.shutdown().await;
+    });
+}

@@ -115,8 +115,8 @@ fn http_proxy_balances_forwards_and_survives_a_dead_server() {
     let ab = String::from_utf8_lossy(&ab.stdout);
     assert!(ab.contains("Complete requests:      500"), "{ab}");
     assert!(ab.contains("Failed requests:        0"), "{ab}");
-    // `--access-log`: a line per request, HAProxy-style, from both HTTP/1
-    // paths (curl and wrk speak HTTP/1.1, ab HTTP/1.0).
+    // `--access-log`: a line per request, HAProxy-style (curl and wrk
+    // speak HTTP/1.1, ab HTTP/1.0).
     let log = std::fs::read_to_string(&d.log).unwrap();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("[www] web/rs")).collect();
     assert!(lines.len() > 30 + 500 + 500, "{} access lines", lines.len());
