@@ -750,48 +750,17 @@ where
                     }
                 }
                 Err(e) => {
-                    let (status, msg, termination) = match e {
-                        ExchangeError::ServerTimeout => {
-                            Counters::inc(&be.stats.err_timeout);
-                            Counters::inc(&slot.server.stats.err_timeout);
-                            (
-                                StatusCode::GATEWAY_TIMEOUT,
-                                "The server didn't respond in time.",
-                                "sH",
-                            )
+                    match failure_reply(ctx, &slot.server, e) {
+                        Some((no, termination)) => {
+                            log.termination = termination;
+                            reply(io, log, &no, true, fe.cfg.timeout_client).await;
                         }
-                        ExchangeError::Client { timed_out: true } => {
-                            Counters::inc(&fe.stats.err_request);
-                            (
-                                StatusCode::REQUEST_TIMEOUT,
-                                "The client did not send the request body in time.",
-                                "cD",
-                            )
-                        }
-                        ExchangeError::Client { timed_out: false } => {
-                            // Nobody to answer.
-                            Counters::inc(&fe.stats.err_request);
+                        None => {
+                            // The client went away: nobody to answer.
                             log.termination = "CD";
                             log.finish();
-                            return Outcome::Done;
                         }
-                        ExchangeError::NoResponse | ExchangeError::BadResponse => {
-                            Counters::inc(&be.stats.err_response);
-                            Counters::inc(&slot.server.stats.err_response);
-                            (
-                                StatusCode::BAD_GATEWAY,
-                                "The server returned an invalid or incomplete response.",
-                                "SH",
-                            )
-                        }
-                    };
-                    log.termination = termination;
-                    let no = NoConn {
-                        status,
-                        msg,
-                        close: true,
-                    };
-                    reply(io, log, &no, true, fe.cfg.timeout_client).await;
+                    }
                     return Outcome::Done;
                 }
             }
@@ -923,6 +892,53 @@ where
             Ok(_) => {}
         }
     }
+}
+
+/// Counts a failed exchange and gives the answer for it with the access
+/// log's termination code; `None` when the client is gone.
+fn failure_reply(
+    ctx: &ConnCtx,
+    server: &ServerRt,
+    e: ExchangeError,
+) -> Option<(NoConn, &'static str)> {
+    let (fe, be) = (&ctx.fe, &ctx.be);
+    let (status, msg, termination) = match e {
+        ExchangeError::ServerTimeout => {
+            Counters::inc(&be.stats.err_timeout);
+            Counters::inc(&server.stats.err_timeout);
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "The server didn't respond in time.",
+                "sH",
+            )
+        }
+        ExchangeError::Client { timed_out } => {
+            Counters::inc(&fe.stats.err_request);
+            if !timed_out {
+                return None;
+            }
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                "The client did not send the request body in time.",
+                "cD",
+            )
+        }
+        ExchangeError::NoResponse | ExchangeError::BadResponse => {
+            Counters::inc(&be.stats.err_response);
+            Counters::inc(&server.stats.err_response);
+            (
+                StatusCode::BAD_GATEWAY,
+                "The server returned an invalid or incomplete response.",
+                "SH",
+            )
+        }
+    };
+    let no = NoConn {
+        status,
+        msg,
+        close: true,
+    };
+    Some((no, termination))
 }
 
 /// A response body relay that failed after `sent` body bytes reached the
