@@ -9,15 +9,21 @@
 #              8 s per repetition, plus one `wrk -t2 -c100 -d10s --latency`
 #              cross-check per cell;
 #   newconn    `sluice bench` in ab mode (a new TCP connection per request,
-#              1 client thread), 20000 requests per repetition.
+#              1 client thread), 20000 requests per repetition;
+#   lbbound    keepalive again, 8 s per repetition, with every proxy held to
+#              LB_CPU_PCT percent of one CPU by a CPU cgroup
+#              (`--lb-cpu-pct`): the LB, not the client and the three nginx
+#              sharing the two vCPUs, is then the bottleneck, so req/s
+#              compares what each LB serves per unit of CPU.
 #
 # Runtime: about 5 minutes for keepalive (8 LB configurations × (3 × 8 s +
-# 10 s of wrk) plus start-ups) and 2 minutes for newconn (about 3–4 s per
-# repetition at 5–7k req/s) on the 2-vCPU development machine, plus the
+# 10 s of wrk) plus start-ups), 2 minutes for newconn (about 3–4 s per
+# repetition at 5–7k req/s) and 4 minutes for lbbound (8 × 3 × 8 s) on the
+# 2-vCPU development machine, plus the
 # release build (minutes the first time, seconds after). Bounded: every run
 # has a duration or a request count and `sluice lab bmt` caps both.
 #
-# Outputs: bench-results/<UTC stamp>-keepalive/ and -newconn/ (bmt.md,
+# Outputs: bench-results/<UTC stamp>-keepalive/, -newconn/ and -lbbound/ (bmt.md,
 # bmt.json with every repetition, bmt.svg, bmt.png); both tables are printed
 # at the end. Each bmt.md ends with the "sluice vs HAProxy (issue 4 targets)"
 # table. The lab is torn down on exit, also on Ctrl-C.
@@ -39,6 +45,10 @@ echo "l7-vs-haproxy: building the release binary (minutes the first time)" >&2
 cargo build --release --quiet -p sluice --bin sluice
 
 stamp="$(date -u +%Y%m%d-%H%M%S)"
+# The CPU budget of each proxy in the LB-bound run, in percent of one CPU:
+# about half of what either proxy uses unthrottled at 100 keep-alive
+# connections here, so both are throttled throughout.
+LB_CPU_PCT=25
 common=(--modes proxy,haproxy,proxy-tcp,haproxy-tcp --threads 1,2 --concurrency 100 --reps 3)
 status=0
 
@@ -50,7 +60,11 @@ echo "l7-vs-haproxy: new-connection-per-request run (about 2 minutes)" >&2
 ./target/release/sluice lab bmt "${common[@]}" --requests 20000 \
   --out "bench-results/${stamp}-newconn" "$@" >/dev/null || status=$?
 
-for run in keepalive newconn; do
+echo "l7-vs-haproxy: LB-bound keep-alive run, proxies held to ${LB_CPU_PCT}% of a CPU (about 4 minutes)" >&2
+./target/release/sluice lab bmt "${common[@]}" --keepalive --duration 8s --lb-cpu-pct "$LB_CPU_PCT" \
+  --out "bench-results/${stamp}-lbbound" "$@" >/dev/null || status=$?
+
+for run in keepalive newconn lbbound; do
   md="bench-results/${stamp}-${run}/bmt.md"
   echo
   echo "==================== ${run} (${md}) ===================="

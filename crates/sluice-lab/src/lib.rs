@@ -70,6 +70,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod cpucap;
 mod error;
 mod exec;
 mod lab;
@@ -80,6 +81,7 @@ mod process;
 mod topology;
 pub mod webserver;
 
+pub use cpucap::{CPU_CAP_PERIOD_US, CpuCap, MAX_CPU_CAP_PCT, MIN_CPU_CAP_PCT};
 pub use error::LabError;
 pub use exec::check_privileges;
 pub use lab::{

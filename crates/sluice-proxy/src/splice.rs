@@ -175,12 +175,35 @@ async fn splice_out(p: &Pipe, to: &TcpStream, mut n: usize) -> io::Result<()> {
 }
 
 /// Reads into the spare capacity of `buf` (appending).
+///
+/// A read that returns less than it had room for emptied the socket's
+/// receive queue, so the next read could only fail with `EAGAIN`: the
+/// socket's read readiness is cleared right away instead, and the next
+/// call waits for the reactor's next edge without that system call (one
+/// per burst and direction; two per request of a keep-alive exchange).
+/// The clearing is race-free because it happens inside `try_io`, which
+/// clears only the readiness it observed *before* the read: an edge that
+/// arrives during or after the read is newer and survives.
 async fn read(from: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     loop {
         from.readable().await?;
-        match from.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            r => return r,
+        let room = buf.capacity() - buf.len();
+        let mut got = None;
+        let r = from.try_io(Interest::READABLE, || {
+            // The inner call reads into spare capacity without unsafe code;
+            // its own `WouldBlock` (a spurious wake-up) passes through.
+            let n = from.try_read_buf(buf)?;
+            got = Some(n);
+            if n > 0 && n < room {
+                // Drained: have `try_io` clear the readiness it observed.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (r, got) {
+            (_, Some(n)) => return Ok(n),
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {}
+            (r, None) => return r,
         }
     }
 }

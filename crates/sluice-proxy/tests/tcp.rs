@@ -289,3 +289,59 @@ async fn tcp_splice_keeps_bytes_read_with_the_proxy_header() {
         proxy.shutdown().await;
     });
 }
+
+/// Echoes every read straight back until EOF.
+async fn echo_each_read(mut s: TcpStream) {
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Request/response rounds of small messages, some sent in two pieces with
+/// a pause between them: every read of the relay is short, so after each
+/// one it clears the socket's read readiness instead of reading again
+/// (`EAGAIN`). A wrongly cleared wake-up would stall a round (and time the
+/// test out); every round must come back whole and in order.
+#[tokio::test]
+async fn tcp_ping_pong_rounds_with_short_reads() {
+    /// Rounds of one message out, the same message back.
+    const ROUNDS: usize = 200;
+    bounded!(async {
+        let (echo, _, _t) = raw_server(echo_each_read).await;
+        let (mut fe, be) = simple_config(vec![ServerConfig::new("echo", echo)]);
+        fe.mode = Mode::Tcp;
+        let proxy = start(fe, be).await;
+        let mut s = TcpStream::connect(proxy.local_addr("fe").unwrap())
+            .await
+            .unwrap();
+        s.set_nodelay(true).unwrap();
+        for i in 0..ROUNDS {
+            let msg = format!("ping {i:05} {}", "x".repeat(i % 97));
+            let (a, b) = msg.as_bytes().split_at(msg.len() / 2);
+            s.write_all(a).await.unwrap();
+            if i % 3 == 0 {
+                // The second piece arrives after the relay read the first.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            s.write_all(b).await.unwrap();
+            let mut back = vec![0u8; msg.len()];
+            s.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, msg.as_bytes(), "round {i}");
+        }
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "{} stray bytes", rest.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let st = proxy.stats();
+        let c = &st.backend("be").unwrap().server("echo").unwrap().counters;
+        let total: u64 = (0..ROUNDS)
+            .map(|i| format!("ping {i:05} {}", "x".repeat(i % 97)).len() as u64)
+            .sum();
+        assert_eq!((c.bytes_in, c.bytes_out), (total, total));
+        proxy.shutdown().await;
+    });
+}

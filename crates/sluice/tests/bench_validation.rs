@@ -34,7 +34,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend};
+use sluice_lab::{CpuCap, Lab, LabError, LabSpec, LbForwarding, Node, RealBackend};
 
 /// Allowed deviation of sluice bench from the peer tool.
 const TOLERANCE: f64 = 0.15;
@@ -44,79 +44,7 @@ const RUNS: usize = 5;
 const AB_REQUESTS: &str = "3000";
 /// The share of one CPU nginx may use, in percent: low enough that either
 /// client, on a CPU of its own, outruns it.
-const NGINX_CPU_SHARE_PCT: u64 = 20;
-/// The CPU cgroup's accounting period, in microseconds: short, so that the
-/// throttling evens out within a run of a few seconds.
-const CGROUP_PERIOD_US: u64 = 10_000;
-
-/// A CPU cgroup that caps what its processes may use; removed on drop
-/// (after the processes in it are gone or moved back).
-struct CpuCap {
-    dir: PathBuf,
-    /// Where the processes go back to on drop: the parent's process list.
-    parent_procs: PathBuf,
-}
-
-impl CpuCap {
-    /// Makes the cgroup, v1 `cpu` controller first, then v2 (`cpu.max`).
-    fn new(name: &str, share_pct: u64) -> Result<Self, String> {
-        let quota_us = CGROUP_PERIOD_US * share_pct / 100;
-        let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
-        let v2 = PathBuf::from("/sys/fs/cgroup");
-        let (root, files) = if v1.join("cpu.cfs_quota_us").exists() {
-            (
-                v1,
-                vec![
-                    ("cpu.cfs_period_us", CGROUP_PERIOD_US.to_string()),
-                    ("cpu.cfs_quota_us", quota_us.to_string()),
-                ],
-            )
-        } else if std::fs::read_to_string(v2.join("cgroup.subtree_control"))
-            .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"))
-        {
-            (
-                v2,
-                vec![("cpu.max", format!("{quota_us} {CGROUP_PERIOD_US}"))],
-            )
-        } else {
-            return Err("no CPU cgroup controller (v1 cpu or v2 cpu.max)".into());
-        };
-        let dir = root.join(name);
-        std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let cap = CpuCap {
-            parent_procs: root.join("cgroup.procs"),
-            dir,
-        };
-        for (file, value) in files {
-            let path = cap.dir.join(file);
-            std::fs::write(&path, &value)
-                .map_err(|e| format!("writing {value} to {}: {e}", path.display()))?;
-        }
-        Ok(cap)
-    }
-
-    fn add(&self, pid: &str) {
-        let procs = self.dir.join("cgroup.procs");
-        std::fs::write(&procs, pid)
-            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", procs.display()));
-    }
-}
-
-impl Drop for CpuCap {
-    fn drop(&mut self) {
-        // Anything still inside goes back to the parent, then the (empty)
-        // cgroup can be removed.
-        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
-            for pid in procs.split_whitespace() {
-                let _ = std::fs::write(&self.parent_procs, pid);
-            }
-        }
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
-            eprintln!("removing {}: {e}", self.dir.display());
-        }
-    }
-}
-
+const NGINX_CPU_SHARE_PCT: u32 = 20;
 /// The release `sluice`, built by cargo if missing or stale.
 fn release_sluice() -> PathBuf {
     let debug_bin = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
@@ -197,7 +125,8 @@ fn pin_nginx(lab: &Lab, cpu: Option<&str>, cap: Option<&CpuCap>) {
                 assert!(out.status.success(), "taskset {p}: {out:?}");
             }
             if let Some(cap) = cap {
-                cap.add(p);
+                let pid: u32 = p.parse().unwrap();
+                cap.add(pid).unwrap();
             }
         }
     }

@@ -235,3 +235,86 @@ fn tcp_modes_under_keepalive_compare_with_haproxy_tcp() {
 
     assert_labs_gone(&stderr);
 }
+
+/// `--lb-cpu-pct`: the proxy runs in a CPU cgroup and its measured CPU use
+/// stays within the budget (uncapped, the debug-build proxy under this load
+/// takes several times more), the table says the run is LB-bound, and the
+/// cgroup is gone afterwards.
+#[test]
+fn lb_cpu_cap_holds_the_proxy_to_its_budget() {
+    /// The budget, in percent of one CPU.
+    const PCT: f64 = 10.0;
+    /// Throttling is enforced per 10 ms period; allow for the start and end
+    /// of the measurement window.
+    const SLACK: f64 = 1.3;
+    const KA_REQUESTS: u64 = 1500;
+    let out = tempfile::tempdir().unwrap();
+    let result = Command::new(SLUICE)
+        .args([
+            "lab",
+            "bmt",
+            "--modes",
+            "proxy",
+            "--threads",
+            "1",
+            "--concurrency",
+            "20",
+            "--keepalive",
+            "--requests",
+            &KA_REQUESTS.to_string(),
+            "--reps",
+            "1",
+            "--backend",
+            "sluice",
+            "--lb-cpu-pct",
+            &format!("{PCT}"),
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        result.status.success(),
+        "bmt failed ({}):\n{stdout}\n{stderr}",
+        result.status
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("bmt.json")).unwrap())
+            .unwrap();
+    let md = std::fs::read_to_string(out.path().join("bmt.md")).unwrap();
+    assert_eq!(json["plan"]["lb_cpu_pct"], 10, "{json}");
+    assert!(
+        md.contains("**LB-bound run**") && md.contains("10% of one CPU"),
+        "{md}"
+    );
+    let cell = json["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["mode"] == "proxy")
+        .unwrap_or_else(|| panic!("no proxy row: {json}"));
+    assert_eq!(cell["samples"][0]["ok"].as_u64().unwrap(), KA_REQUESTS);
+    // CPU seconds per wall-clock second = µs/req × req/s / 1e6.
+    let s = &cell["samples"][0];
+    let used =
+        s["lb_cpu_us_per_req"].as_f64().unwrap() * s["requests_per_sec"].as_f64().unwrap() / 1e6;
+    assert!(
+        used > 0.0 && used <= PCT / 100.0 * SLACK,
+        "the proxy used {:.1}% of a CPU under a {PCT}% cap: {cell}",
+        used * 100.0
+    );
+    for root in ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup"] {
+        if let Ok(dir) = std::fs::read_dir(root) {
+            for e in dir.flatten() {
+                let name = e.file_name();
+                assert!(
+                    !name.to_string_lossy().starts_with("sluice-bmt-"),
+                    "cgroup {name:?} left in {root}"
+                );
+            }
+        }
+    }
+    assert_labs_gone(&stderr);
+}

@@ -108,6 +108,9 @@ const DEFAULT_CLIENT_THREADS: usize = 1;
 const DEFAULT_KEEPALIVE_CLIENT_THREADS: usize = 2;
 /// Most client threads accepted.
 const MAX_CLIENT_THREADS: usize = 64;
+/// Smallest `--lb-cpu-pct` accepted, in percent of one CPU: below this a
+/// proxy spends its budget on timers and start-up probes, not on requests.
+const MIN_LB_CPU_PCT: u32 = 5;
 
 /// How long to wait for the load generator's runtime threads at the end of
 /// a run before leaving them behind.
@@ -314,6 +317,13 @@ pub(crate) struct BmtArgs {
     /// 2 with --keepalive, like wrk -t2).
     #[arg(long)]
     client_threads: Option<usize>,
+    /// Hold each proxy (sluice and HAProxy alike, all its threads together)
+    /// to this much CPU, in percent of one CPU, with a CPU cgroup: the LB
+    /// becomes the bottleneck instead of the client and reals sharing the
+    /// machine, so req/s compares the LBs' capacity per CPU. L4 modes run
+    /// in the kernel's softirq and are not capped.
+    #[arg(long)]
+    lb_cpu_pct: Option<u32>,
 }
 
 fn parse_cli_duration(s: &str) -> Result<Duration, String> {
@@ -336,6 +346,8 @@ struct Plan {
     keep_alive: bool,
     /// Length of the `wrk` cross-check run per cell, if any.
     wrk_secs: Option<f64>,
+    /// CPU budget of the proxies, in percent of one CPU (a CPU cgroup).
+    lb_cpu_pct: Option<u32>,
 }
 
 impl Plan {
@@ -414,6 +426,13 @@ impl Plan {
             (1..=MAX_CLIENT_THREADS).contains(&client_threads),
             "--client-threads must be 1..={MAX_CLIENT_THREADS}"
         );
+        if let Some(pct) = a.lb_cpu_pct {
+            anyhow::ensure!(
+                (MIN_LB_CPU_PCT..=sluice_lab::MAX_CPU_CAP_PCT).contains(&pct),
+                "--lb-cpu-pct must be {MIN_LB_CPU_PCT}..={} (percent of one CPU)",
+                sluice_lab::MAX_CPU_CAP_PCT
+            );
+        }
         Ok(Plan {
             modes,
             threads,
@@ -426,6 +445,7 @@ impl Plan {
             quick: a.quick,
             keep_alive: a.keepalive,
             wrk_secs: a.wrk.map(|d| d.as_secs_f64()),
+            lb_cpu_pct: a.lb_cpu_pct,
         })
     }
 
@@ -765,7 +785,7 @@ fn run_mode(
         None => mode.name().to_owned(),
     };
     let t = lab.topology();
-    let (lb, target) = match start_lb(lab, t, binary, mode, threads) {
+    let (lb, target) = match start_lb(lab, t, binary, mode, threads, plan.lb_cpu_pct) {
         Ok(x) => x,
         Err(reason) => {
             eprintln!("sluice lab bmt: {series}: not available: {reason}");
@@ -892,6 +912,7 @@ fn start_lb(
     binary: &Path,
     mode: Mode,
     threads: Option<u16>,
+    lb_cpu_pct: Option<u32>,
 ) -> Result<(RunningLb, SocketAddr), String> {
     let port = t.port;
     let lb_addr = SocketAddr::new(IpAddr::V4(t.lb.ipv4), port);
@@ -931,6 +952,7 @@ fn start_lb(
                     probe: lb_addr,
                     body_len: FILE_SIZE,
                     xdp: None,
+                    cpu_pct: lb_cpu_pct,
                 },
             )
             .map_err(|e| format!("sluice run (L7 proxy, mode {l7}): {e}"))?;
@@ -957,6 +979,7 @@ fn start_lb(
                     probe: lb_addr,
                     body_len: FILE_SIZE,
                     xdp: None,
+                    cpu_pct: lb_cpu_pct,
                 },
             )
             .map_err(|e| format!("haproxy (mode {l7}): {e}"))?;
@@ -985,6 +1008,8 @@ fn start_lb(
                     probe: vip,
                     body_len: FILE_SIZE,
                     xdp: Some((t.lb.switch_port.clone(), t.lb.iface.clone())),
+                    // XDP runs in softirq context, outside any cgroup.
+                    cpu_pct: None,
                 },
             )
             .map_err(|e| format!("sluice run (L4 {method}): {e}"))?;
@@ -1214,6 +1239,15 @@ fn markdown(r: &Results) -> String {
             ""
         }
     );
+    if let Some(pct) = p.lb_cpu_pct {
+        let _ = writeln!(
+            s,
+            "**LB-bound run**: every proxy (sluice and HAProxy, all threads together) is \
+             held to {pct}% of one CPU by a CPU cgroup ({} ms period), so the LB, not the \
+             client and reals sharing the machine, limits req/s. L4 modes are not capped.\n",
+            sluice_lab::CPU_CAP_PERIOD_US / 1000
+        );
+    }
     let _ = writeln!(
         s,
         "| Mode | Thread | Concurrency | Total Requests | File Size | Requests/sec | Latency (ms) | p50 (ms) | p99 (ms) | Errors | LB CPU (µs/req) | vs HAProxy | CPU vs HAProxy |"
@@ -1622,6 +1656,10 @@ mod tests {
             // wrk is a keep-alive cross-check; it needs --keepalive.
             &["--wrk", "5s"],
             &["--keepalive", "--wrk", "500ms"],
+            // A CPU budget too small to serve anything, or above 64 CPUs.
+            &["--lb-cpu-pct", "4"],
+            &["--lb-cpu-pct", "6401"],
+            &["--lb-cpu-pct", "-1"],
         ] {
             assert!(plan(argv).is_err(), "{argv:?} accepted");
         }

@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use sluice_l4::{AttachMode, Helper, HelperProgram};
-use sluice_lab::{Lab, Node, http_get};
+use sluice_lab::{CpuCap, Lab, Node, http_get};
 
 use super::measure;
 
@@ -56,6 +56,9 @@ pub(crate) struct RunningLb {
     /// Where its CPU cost is read.
     pub(crate) cpu: CpuSource,
     helper: Option<HelperProgram>,
+    /// The CPU cgroup holding the process; dropped (removed) after the
+    /// process is stopped, as fields drop after `Drop::drop`.
+    _cap: Option<CpuCap>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -66,6 +69,7 @@ impl RunningLb {
             child: None,
             cpu: CpuSource::None,
             helper: None,
+            _cap: None,
             _dir: None,
         }
     }
@@ -203,6 +207,8 @@ pub(crate) struct Start<'a> {
     /// XDP_TX into a veth needs a program on the receiving peer), and
     /// measure the XDP program on this LB interface.
     pub(crate) xdp: Option<(String, String)>,
+    /// Hold the process to this much CPU, in percent of one CPU.
+    pub(crate) cpu_pct: Option<u32>,
 }
 
 /// Starts an LB and waits until it serves; `Err` is the reason it is not
@@ -250,13 +256,24 @@ pub(crate) fn start(lab: &Lab, s: Start<'_>) -> Result<RunningLb, String> {
         .spawn()
         .map_err(|e| format!("starting {}: {e}", argv.join(" ")))?;
     lab.track(Node::Lb, &child, &argv.join(" "));
-    let pid = i32::try_from(child.id()).unwrap_or(0);
+    let child_id = child.id();
+    let pid = i32::try_from(child_id).unwrap_or(0);
     let mut lb = RunningLb {
         child: Some(child),
         cpu: CpuSource::Process(pid),
         helper,
+        _cap: None,
         _dir: None,
     };
+    if let Some(pct) = s.cpu_pct {
+        // Moved in before it serves (its worker threads follow); a cap that
+        // cannot be made is a reason, never an uncapped row.
+        let cap = CpuCap::new(&format!("sluice-bmt-{child_id}"), pct)
+            .map_err(|e| format!("CPU cap of {pct}%: {e}"))?;
+        cap.add(child_id)
+            .map_err(|e| format!("CPU cap of {pct}%: {e}"))?;
+        lb._cap = Some(cap);
+    }
     wait_serving(lab, &mut lb, s.probe, s.body_len, &log)?;
     if let Some((_, lb_if)) = &s.xdp {
         let out = lab
