@@ -22,6 +22,7 @@ use crate::limits::TokenBucket;
 use crate::proxy_protocol::ProxyHeader;
 use crate::stats::Counters;
 use crate::tcp;
+use crate::wake::OnOwnWake;
 
 /// Kernel accept backlog per listener. Connections beyond `maxconn` wait
 /// here; past it the kernel drops SYNs (or answers with SYN cookies).
@@ -279,7 +280,8 @@ async fn serve_http<S>(
         let mut fast_phase = phase.clone();
         let outcome = tokio::select! {
             o = h1fast::serve(&ctx, &mut io, &mut fast_phase) => o,
-            () = wait_phase(&mut phase, Phase::Stopped) => return,
+            // Polled only when the phase changes, not on every wake-up.
+            () = OnOwnWake::new(wait_phase(&mut phase, Phase::Stopped)) => return,
         };
         let Outcome::Handoff(rest) = outcome else {
             return;

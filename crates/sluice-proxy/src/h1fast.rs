@@ -47,6 +47,7 @@ use crate::http::{
 };
 use crate::io::ServerStream;
 use crate::stats::Counters;
+use crate::wake::OnOwnWake;
 
 /// Most header lines a message may have on the fast path; a request with
 /// more goes to hyper's path (limit 100), a response with more is a 502.
@@ -629,6 +630,12 @@ where
     let mut req_out = Vec::new();
     let mut resp_out = Vec::new();
     let mut served = false;
+    // One wait for the drain per connection, polled only when the phase
+    // changes: a wait made per request would register with (and leave)
+    // the phase channel, under its lock, on every request.
+    let mut drain_rx = phase.clone();
+    let drain = OnOwnWake::new(async move { wait_phase(&mut drain_rx, Phase::Draining).await });
+    tokio::pin!(drain);
     loop {
         // Phase 1: a request head.
         let mut head_start = (!cbuf.is_empty()).then(Instant::now);
@@ -672,7 +679,7 @@ where
                     count_expired(fe, why);
                     return Outcome::Done;
                 }
-                () = wait_phase(phase, Phase::Draining), if idle => return Outcome::Done,
+                () = &mut drain, if idle => return Outcome::Done,
             };
             match read {
                 Ok(0) | Err(_) => return Outcome::Done,

@@ -39,6 +39,7 @@ mod splice;
 pub mod stats;
 mod tcp;
 mod tls;
+mod wake;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

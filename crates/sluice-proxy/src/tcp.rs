@@ -15,6 +15,7 @@ use crate::config::{SendProxy, Splice};
 use crate::frontend::{FrontendRt, Phase, wait_phase};
 use crate::io::{Activity, Rewind, ServerStream, Tracked};
 use crate::stats::Counters;
+use crate::wake::OnOwnWake;
 use crate::{proxy_protocol, splice};
 
 /// How often the idle watchdog looks at the relay's activity. Idle timeouts
@@ -164,7 +165,8 @@ async fn run_relay(
             Counters::inc(&slot.server.stats.err_timeout);
             "cD"
         }
-        () = wait_phase(&mut phase, Phase::Stopped) => "KD",
+        // Polled only when the phase changes, not on every relay wake-up.
+        () = OnOwnWake::new(wait_phase(&mut phase, Phase::Stopped)) => "KD",
     }
 }
 

@@ -273,6 +273,47 @@ async fn draining_ends_a_kept_alive_connection_after_the_response_in_flight() {
     });
 }
 
+/// An idle kept-alive connection (its response delivered, no request in
+/// flight) is closed as soon as the proxy drains, not at the end of the
+/// shutdown grace period (10 s by default): the connection's drain wait
+/// must wake it even though it is polled only on its own wake-up.
+#[tokio::test]
+async fn draining_closes_an_idle_kept_alive_connection_at_once() {
+    bounded!(async {
+        let a = Backend::start("a").await;
+        let (fe, be) = simple_config(servers(&[&a]));
+        let proxy = start(fe, be).await;
+        let mut c = TcpStream::connect(proxy.local_addr("fe").unwrap())
+            .await
+            .unwrap();
+        // Several exchanges first: the task wakes many times for its
+        // sockets before the drain comes.
+        for _ in 0..5 {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"\r\n\r\na") {
+                let mut b = [0u8; 1024];
+                let n = c.read(&mut b).await.unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&b[..n]);
+            }
+        }
+        let started = std::time::Instant::now();
+        let shutdown = tokio::spawn(proxy.shutdown());
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+        shutdown.await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the idle connection was kept until the grace period ran out ({:?})",
+            started.elapsed()
+        );
+    });
+}
+
 #[tokio::test]
 async fn http10_clients_get_bodies_without_chunking_and_keep_alive_when_asked() {
     bounded!(async {
