@@ -67,9 +67,12 @@ fn init_logging(access_log: bool) {
             sluice_proxy::ACCESS_LOG_TARGET
         ))
     });
+    // Colours only for a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 

@@ -127,6 +127,12 @@ fn http_proxy_balances_forwards_and_survives_a_dead_server() {
         "{}",
         lines.first().unwrap_or(&"")
     );
+    // The log goes to a file here, not a terminal: no colour escapes.
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI escapes in a log file: {:?}",
+        lines.first()
+    );
     // ctl stats: the frontend counted them, every server answered 2xx.
     let stats = String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "stats"]).stdout).into_owned();
     assert!(
