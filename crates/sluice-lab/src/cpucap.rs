@@ -8,7 +8,7 @@
 //! `cpu.max`. A [`CpuCap`] is a drop guard: dropping it moves whatever is
 //! still inside back to the parent cgroup and removes the directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::LabError;
 
@@ -36,7 +36,6 @@ pub struct CpuCap {
     dir: PathBuf,
     /// Where processes go back to on drop: the parent's process list.
     parent_procs: PathBuf,
-    pct: u32,
 }
 
 impl CpuCap {
@@ -84,7 +83,6 @@ impl CpuCap {
         let cap = CpuCap {
             parent_procs: root.join("cgroup.procs"),
             dir,
-            pct,
         };
         for (file, value) in files {
             let path = cap.dir.join(file);
@@ -100,16 +98,6 @@ impl CpuCap {
         let procs = self.dir.join("cgroup.procs");
         std::fs::write(&procs, pid.to_string())
             .map_err(|e| LabError::io(format!("moving process {pid} into {}", procs.display()), e))
-    }
-
-    /// The budget, in percent of one CPU.
-    pub fn pct(&self) -> u32 {
-        self.pct
-    }
-
-    /// The cgroup's directory.
-    pub fn path(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -21,6 +21,19 @@ macro_rules! bounded {
     };
 }
 
+/// Read from `c` until what came ends with `end` (a response whose body
+/// is known); the connection must stay open until then.
+async fn read_until_end(c: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    while !got.ends_with(end) {
+        let mut b = [0u8; 1024];
+        let n = c.read(&mut b).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+    }
+    got
+}
+
 /// Read one HTTP/1 request head and its `Content-Length` body from `s`.
 async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     loop {
@@ -292,13 +305,7 @@ async fn draining_closes_an_idle_kept_alive_connection_at_once() {
             c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
                 .await
                 .unwrap();
-            let mut got = Vec::new();
-            while !got.ends_with(b"\r\n\r\na") {
-                let mut b = [0u8; 1024];
-                let n = c.read(&mut b).await.unwrap();
-                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-                got.extend_from_slice(&b[..n]);
-            }
+            read_until_end(&mut c, b"\r\n\r\na").await;
         }
         let started = std::time::Instant::now();
         let shutdown = tokio::spawn(proxy.shutdown());
@@ -353,13 +360,7 @@ async fn http10_clients_get_bodies_without_chunking_and_keep_alive_when_asked() 
             c.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
                 .await
                 .unwrap();
-            let mut got = Vec::new();
-            while !got.ends_with(b"\r\n\r\nok") {
-                let mut b = [0u8; 1024];
-                let n = c.read(&mut b).await.unwrap();
-                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-                got.extend_from_slice(&b[..n]);
-            }
+            let got = read_until_end(&mut c, b"\r\n\r\nok").await;
             let got = String::from_utf8(got).unwrap();
             assert!(got.contains("connection: keep-alive\r\n"), "{got}");
         }

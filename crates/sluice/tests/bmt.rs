@@ -12,40 +12,62 @@ const REQUESTS: u64 = 300;
 /// Modes asked for: two that exist, plus ones that may not (yet).
 const MODES: &[&str] = &["direct", "dr", "nat", "fullnat"];
 
-#[test]
-fn tiny_matrix_writes_table_json_and_charts_without_fake_rows() {
+/// What one `sluice lab bmt` run left: its output and its two result files.
+struct Bmt {
+    /// The output directory (removed on drop).
+    out: tempfile::TempDir,
+    stdout: String,
+    stderr: String,
+    json: serde_json::Value,
+    md: String,
+}
+
+/// Runs `sluice lab bmt ARGS --reps 1 --backend sluice` into a temporary
+/// directory; the run must succeed.
+fn run_bmt(args: &[&str]) -> Bmt {
     let out = tempfile::tempdir().unwrap();
     let result = Command::new(SLUICE)
-        .args([
-            "lab",
-            "bmt",
-            "--modes",
-            &MODES.join(","),
-            "--concurrency",
-            "10",
-            "--requests",
-            &REQUESTS.to_string(),
-            "--reps",
-            "1",
-            "--backend",
-            "sluice",
-            "--out",
-        ])
+        .args(["lab", "bmt"])
+        .args(args)
+        .args(["--reps", "1", "--backend", "sluice", "--out"])
         .arg(out.path())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&result.stdout);
-    let stderr = String::from_utf8_lossy(&result.stderr);
+    let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
     assert!(
         result.status.success(),
         "bmt failed ({}):\n{stdout}\n{stderr}",
         result.status
     );
-
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("bmt.json")).unwrap())
-            .unwrap();
+    let json = serde_json::from_str(&std::fs::read_to_string(out.path().join("bmt.json")).unwrap())
+        .unwrap();
     let md = std::fs::read_to_string(out.path().join("bmt.md")).unwrap();
+    Bmt {
+        out,
+        stdout,
+        stderr,
+        json,
+        md,
+    }
+}
+
+#[test]
+fn tiny_matrix_writes_table_json_and_charts_without_fake_rows() {
+    let Bmt {
+        out,
+        stdout,
+        stderr,
+        json,
+        md,
+    } = run_bmt(&[
+        "--modes",
+        &MODES.join(","),
+        "--concurrency",
+        "10",
+        "--requests",
+        &REQUESTS.to_string(),
+    ]);
     assert!(stdout.contains(&md), "the table is printed");
     assert!(stdout.contains("bmt.png") && stdout.contains("bmt.svg"));
     assert!(md.contains(
@@ -142,42 +164,21 @@ fn in_path(program: &str) -> bool {
 fn tcp_modes_under_keepalive_compare_with_haproxy_tcp() {
     /// Requests per repetition: one connection per worker carries them all.
     const KA_REQUESTS: u64 = 500;
-    let out = tempfile::tempdir().unwrap();
-    let result = Command::new(SLUICE)
-        .args([
-            "lab",
-            "bmt",
-            "--modes",
-            "proxy-tcp,haproxy-tcp",
-            "--threads",
-            "1",
-            "--concurrency",
-            "10",
-            "--keepalive",
-            "--requests",
-            &KA_REQUESTS.to_string(),
-            "--wrk",
-            "1s",
-            "--reps",
-            "1",
-            "--backend",
-            "sluice",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&result.stdout);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(
-        result.status.success(),
-        "bmt failed ({}):\n{stdout}\n{stderr}",
-        result.status
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("bmt.json")).unwrap())
-            .unwrap();
-    let md = std::fs::read_to_string(out.path().join("bmt.md")).unwrap();
+    let Bmt {
+        stderr, json, md, ..
+    } = run_bmt(&[
+        "--modes",
+        "proxy-tcp,haproxy-tcp",
+        "--threads",
+        "1",
+        "--concurrency",
+        "10",
+        "--keepalive",
+        "--requests",
+        &KA_REQUESTS.to_string(),
+        "--wrk",
+        "1s",
+    ]);
     assert_eq!(json["plan"]["keep_alive"], true);
     assert!(md.contains("keep-alive mode"), "{md}");
     assert!(md.contains("| p50 (ms) | p99 (ms) |"), "{md}");
@@ -248,42 +249,21 @@ fn lb_cpu_cap_holds_the_proxy_to_its_budget() {
     /// of the measurement window.
     const SLACK: f64 = 1.3;
     const KA_REQUESTS: u64 = 1500;
-    let out = tempfile::tempdir().unwrap();
-    let result = Command::new(SLUICE)
-        .args([
-            "lab",
-            "bmt",
-            "--modes",
-            "proxy",
-            "--threads",
-            "1",
-            "--concurrency",
-            "20",
-            "--keepalive",
-            "--requests",
-            &KA_REQUESTS.to_string(),
-            "--reps",
-            "1",
-            "--backend",
-            "sluice",
-            "--lb-cpu-pct",
-            &format!("{PCT}"),
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&result.stdout);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(
-        result.status.success(),
-        "bmt failed ({}):\n{stdout}\n{stderr}",
-        result.status
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("bmt.json")).unwrap())
-            .unwrap();
-    let md = std::fs::read_to_string(out.path().join("bmt.md")).unwrap();
+    let Bmt {
+        stderr, json, md, ..
+    } = run_bmt(&[
+        "--modes",
+        "proxy",
+        "--threads",
+        "1",
+        "--concurrency",
+        "20",
+        "--keepalive",
+        "--requests",
+        &KA_REQUESTS.to_string(),
+        "--lb-cpu-pct",
+        &format!("{PCT}"),
+    ]);
     assert_eq!(json["plan"]["lb_cpu_pct"], 10, "{json}");
     assert!(
         md.contains("**LB-bound run**") && md.contains("10% of one CPU"),

@@ -269,8 +269,7 @@ pub(crate) fn start(lab: &Lab, s: Start<'_>) -> Result<RunningLb, String> {
         // Moved in before it serves (its worker threads follow); a cap that
         // cannot be made is a reason, never an uncapped row.
         let cap = CpuCap::new(&format!("sluice-bmt-{child_id}"), pct)
-            .map_err(|e| format!("CPU cap of {pct}%: {e}"))?;
-        cap.add(child_id)
+            .and_then(|cap| cap.add(child_id).map(|()| cap))
             .map_err(|e| format!("CPU cap of {pct}%: {e}"))?;
         lb._cap = Some(cap);
     }
