@@ -22,14 +22,20 @@ struct Bmt {
     md: String,
 }
 
-/// Runs `sluice lab bmt ARGS --reps 1 --backend sluice` into a temporary
-/// directory; the run must succeed.
+/// Runs `sluice lab bmt ARGS --backend sluice` (with `--reps 1` unless ARGS
+/// say otherwise) into a temporary directory; the run must succeed.
 fn run_bmt(args: &[&str]) -> Bmt {
     let out = tempfile::tempdir().unwrap();
+    let reps: &[&str] = if args.contains(&"--reps") {
+        &[]
+    } else {
+        &["--reps", "1"]
+    };
     let result = Command::new(SLUICE)
         .args(["lab", "bmt"])
         .args(args)
-        .args(["--reps", "1", "--backend", "sluice", "--out"])
+        .args(reps)
+        .args(["--backend", "sluice", "--out"])
         .arg(out.path())
         .output()
         .unwrap();
@@ -159,7 +165,10 @@ fn in_path(program: &str) -> bool {
 
 /// The `mode tcp` pair under keep-alive load, with the wrk cross-check:
 /// sluice's byte relay is measured for real, compared with HAProxy `mode
-/// tcp` (not `mode http`) at equal threads, and p50 is reported.
+/// tcp` (not `mode http`) at equal threads, and p50 is reported. The two
+/// run side by side on their own ports and their repetitions alternate
+/// (round 2 starts with the LB that went second in round 1), and each
+/// round's req/s ratio is reported.
 #[test]
 fn tcp_modes_under_keepalive_compare_with_haproxy_tcp() {
     /// Requests per repetition: one connection per worker carries them all.
@@ -178,7 +187,10 @@ fn tcp_modes_under_keepalive_compare_with_haproxy_tcp() {
         &KA_REQUESTS.to_string(),
         "--wrk",
         "1s",
+        "--reps",
+        "2",
     ]);
+    assert_eq!(json["version"], 3);
     assert_eq!(json["plan"]["keep_alive"], true);
     assert!(md.contains("keep-alive mode"), "{md}");
     assert!(md.contains("| p50 (ms) | p99 (ms) |"), "{md}");
@@ -207,6 +219,33 @@ fn tcp_modes_under_keepalive_compare_with_haproxy_tcp() {
         let expect =
             tcp["requests_per_sec"].as_f64().unwrap() / h["requests_per_sec"].as_f64().unwrap();
         assert!((ratio - expect).abs() < 1e-9, "{ratio} vs {expect}");
+
+        // Side by side: two listeners, and the repetitions interleaved.
+        let serving: BTreeSet<&str> = stderr
+            .lines()
+            .filter_map(|l| l.split_once(": serving at ").map(|(_, a)| a))
+            .collect();
+        assert_eq!(serving.len(), 2, "{stderr}");
+        let at = |series: &str, rep: u32| {
+            stderr
+                .find(&format!("{series} c10 rep {rep}/2:"))
+                .unwrap_or_else(|| panic!("no {series} rep {rep}: {stderr}"))
+        };
+        assert!(at("proxy-tcp t1", 1) < at("haproxy-tcp t1", 1), "{stderr}");
+        assert!(
+            at("haproxy-tcp t1", 1) < at("haproxy-tcp t1", 2),
+            "{stderr}"
+        );
+        assert!(at("haproxy-tcp t1", 2) < at("proxy-tcp t1", 2), "{stderr}");
+        // One ratio per round, of that round's two repetitions.
+        let per_rep = tcp["rps_vs_haproxy_per_rep"].as_array().unwrap();
+        assert_eq!(per_rep.len(), 2, "{tcp}");
+        for (i, r) in per_rep.iter().enumerate() {
+            let expect = tcp["samples"][i]["requests_per_sec"].as_f64().unwrap()
+                / h["samples"][i]["requests_per_sec"].as_f64().unwrap();
+            assert!((r.as_f64().unwrap() - expect).abs() < 1e-9, "{tcp}");
+        }
+        assert!(md.contains("| per round |"), "{md}");
         assert!(
             md.contains("## sluice vs HAProxy (issue 4 targets)"),
             "{md}"

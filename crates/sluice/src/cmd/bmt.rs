@@ -49,8 +49,9 @@ use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend, Topolo
 
 use lb::{CpuSource, RunningLb, Start};
 
-/// Version of the `bmt.json` layout.
-const BMT_JSON_VERSION: u32 = 2;
+/// Version of the `bmt.json` layout (3: proxies measured side by side, with
+/// `rps_vs_haproxy_per_rep`).
+const BMT_JSON_VERSION: u32 = 3;
 
 /// Size of the file every real serves, in bytes (the seed's 5 KiB).
 const FILE_SIZE: usize = 5 * 1024;
@@ -181,6 +182,13 @@ impl Mode {
             Mode::Nat => "nat",
             Mode::Fullnat => "fullnat",
         }
+    }
+
+    /// Whether the LB can run at the same time as others (on its own port),
+    /// so its repetitions are interleaved with theirs: the user-space
+    /// proxies and `direct`; an L4 mode owns the LB interface's XDP hook.
+    fn side_by_side(self) -> bool {
+        self.l4_method().is_none()
     }
 
     /// Whether the LB has worker threads (the matrix's Thread column).
@@ -510,6 +518,10 @@ struct Cell {
     cpu_vs_haproxy: Option<f64>,
     /// p99 latency over the HAProxy peer's.
     p99_vs_haproxy: Option<f64>,
+    /// Req/s of each repetition over the HAProxy peer's repetition of the
+    /// same round (measured one after the other; empty unless both ran side
+    /// by side, see [`run_group`]). Drift between rounds cancels out here.
+    rps_vs_haproxy_per_rep: Vec<f64>,
     samples: Vec<Sample>,
 }
 
@@ -653,23 +665,20 @@ pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        for mode in modes {
-            for threads in plan.threads_of(mode) {
-                if cancel.load(Ordering::SeqCst) {
-                    break;
-                }
-                run_mode(
-                    &lab,
-                    &plan,
-                    &binary,
-                    mode,
-                    threads,
-                    &cancel,
-                    &mut cells,
-                    &mut unavailable,
-                    &mut wrk_runs,
-                );
+        for group in groups(&plan, &modes) {
+            if cancel.load(Ordering::SeqCst) {
+                break;
             }
+            run_group(
+                &lab,
+                &plan,
+                &binary,
+                &group,
+                &cancel,
+                &mut cells,
+                &mut unavailable,
+                &mut wrk_runs,
+            );
         }
         let report = lab.down();
         for e in &report.errors {
@@ -766,103 +775,166 @@ struct Runs {
     skipped: Vec<String>,
 }
 
-/// Starts the LB for `mode`/`threads`, measures every concurrency level and
-/// stops it again. Failures become `unavailable` entries.
+/// The LBs of `modes` (one family) in the order they are measured: every
+/// proxy and `direct` side by side in one group, each L4 mode alone (one XDP
+/// program per interface).
+fn groups(plan: &Plan, modes: &[Mode]) -> Vec<Vec<(Mode, Option<u16>)>> {
+    let lbs = |m: Mode| plan.threads_of(m).into_iter().map(move |t| (m, t));
+    let together: Vec<_> = modes
+        .iter()
+        .filter(|m| m.side_by_side())
+        .flat_map(|&m| lbs(m))
+        .collect();
+    let mut out = Vec::new();
+    if !together.is_empty() {
+        out.push(together);
+    }
+    for &m in modes.iter().filter(|m| !m.side_by_side()) {
+        out.extend(lbs(m).map(|lb| vec![lb]));
+    }
+    out
+}
+
+/// The legend label of an LB: mode, plus threads for threaded modes.
+fn series_label(mode: Mode, threads: Option<u16>) -> String {
+    match threads {
+        Some(t) => format!("{} t{t}", mode.name()),
+        None => mode.name().to_owned(),
+    }
+}
+
+/// One LB of a group while it runs, with the rows measured so far.
+struct Member {
+    mode: Mode,
+    threads: Option<u16>,
+    series: String,
+    lb: RunningLb,
+    target: SocketAddr,
+    cells: Vec<Cell>,
+    wrk: Vec<WrkRun>,
+}
+
+/// Starts the LBs of `group` side by side (LB k listens on the lab's
+/// port plus k), measures every concurrency level and stops them again. The
+/// repetitions are interleaved: repetition r loads every LB in turn,
+/// starting with LB r mod n, so a drift of the shared machine (other
+/// tenants, frequency, memory) hits all of them alike instead of whichever
+/// LB happened to be measured during it. Failures become `unavailable`
+/// entries; rows are reported LB by LB.
 #[allow(clippy::too_many_arguments)]
-fn run_mode(
+fn run_group(
     lab: &Lab,
     plan: &Plan,
     binary: &Path,
-    mode: Mode,
-    threads: Option<u16>,
+    group: &[(Mode, Option<u16>)],
     cancel: &AtomicBool,
     cells: &mut Vec<Cell>,
     unavailable: &mut Vec<Unavailable>,
     wrk_runs: &mut Runs,
 ) {
-    let series = match threads {
-        Some(t) => format!("{} t{t}", mode.name()),
-        None => mode.name().to_owned(),
-    };
     let t = lab.topology();
-    let (lb, target) = match start_lb(lab, t, binary, mode, threads, plan.lb_cpu_pct) {
-        Ok(x) => x,
-        Err(reason) => {
-            eprintln!("sluice lab bmt: {series}: not available: {reason}");
-            unavailable.push(Unavailable {
-                mode,
-                threads,
-                concurrency: None,
-                reason,
-            });
-            return;
+    let mut members = Vec::new();
+    for (k, &(mode, threads)) in group.iter().enumerate() {
+        let series = series_label(mode, threads);
+        // Groups hold at most every mode × every thread count (both bounded).
+        let slot = u16::try_from(k).unwrap_or(u16::MAX);
+        match start_lb(lab, t, binary, mode, threads, plan.lb_cpu_pct, slot) {
+            Ok((lb, target)) => {
+                eprintln!("sluice lab bmt: {series}: serving at http://{target}/");
+                members.push(Member {
+                    mode,
+                    threads,
+                    series,
+                    lb,
+                    target,
+                    cells: Vec::new(),
+                    wrk: Vec::new(),
+                });
+            }
+            Err(reason) => {
+                eprintln!("sluice lab bmt: {series}: not available: {reason}");
+                unavailable.push(Unavailable {
+                    mode,
+                    threads,
+                    concurrency: None,
+                    reason,
+                });
+            }
         }
-    };
-    eprintln!("sluice lab bmt: {series}: serving at http://{target}/");
+    }
+    let n = members.len();
     for &c in &plan.concurrency {
-        let mut samples = Vec::new();
-        let mut failure = None;
-        for rep in 0..plan.reps {
-            if cancel.load(Ordering::SeqCst) {
-                break;
-            }
-            match measure_rep(lab, &lb, target, c, plan, cancel) {
-                Ok(None) => break, // interrupted: the partial rep is dropped
-                Ok(Some(s)) if s.ok == 0 => {
-                    failure = Some(format!(
-                        "rep {}: no 2xx response ({} requests, {} errors)",
-                        rep + 1,
-                        s.requests,
-                        s.errors
-                    ));
-                    break;
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); n];
+        let mut failures: Vec<Option<String>> = vec![None; n];
+        'reps: for rep in 0..plan.reps as usize {
+            for j in 0..n {
+                let i = (rep + j) % n;
+                if failures[i].is_some() {
+                    continue;
                 }
-                Ok(Some(s)) => {
-                    eprintln!(
-                        "sluice lab bmt: {series} c{c} rep {}/{}: {:.0} req/s, {} errors, LB CPU {}",
-                        rep + 1,
-                        plan.reps,
-                        s.requests_per_sec,
-                        s.errors,
-                        s.lb_cpu_us_per_req
-                            .map_or_else(|| "–".to_owned(), |v| format!("{v:.1} µs/req"))
-                    );
-                    samples.push(s);
+                if cancel.load(Ordering::SeqCst) {
+                    break 'reps;
                 }
-                Err(e) => {
-                    failure = Some(format!("rep {}: {e:#}", rep + 1));
-                    break;
+                let m = &members[i];
+                match measure_rep(lab, &m.lb, m.target, c, plan, cancel) {
+                    Ok(None) => break 'reps, // interrupted: the partial rep is dropped
+                    Ok(Some(s)) if s.ok == 0 => {
+                        failures[i] = Some(format!(
+                            "rep {}: no 2xx response ({} requests, {} errors)",
+                            rep + 1,
+                            s.requests,
+                            s.errors
+                        ));
+                    }
+                    Ok(Some(s)) => {
+                        eprintln!(
+                            "sluice lab bmt: {} c{c} rep {}/{}: {:.0} req/s, {} errors, LB CPU {}",
+                            m.series,
+                            rep + 1,
+                            plan.reps,
+                            s.requests_per_sec,
+                            s.errors,
+                            s.lb_cpu_us_per_req
+                                .map_or_else(|| "–".to_owned(), |v| format!("{v:.1} µs/req"))
+                        );
+                        samples[i].push(s);
+                    }
+                    Err(e) => failures[i] = Some(format!("rep {}: {e:#}", rep + 1)),
                 }
             }
         }
-        if let Some(reason) = failure {
-            eprintln!("sluice lab bmt: {series} c{c}: not measured: {reason}");
-            unavailable.push(Unavailable {
-                mode,
-                threads,
-                concurrency: Some(c),
-                reason,
-            });
-            continue;
-        }
-        // Only complete cells become rows (an interrupt leaves a cell short).
-        if samples.len() == plan.reps as usize {
-            cells.push(aggregate(mode, &series, threads, c, &lb, samples));
+        for (m, (samples, failure)) in members.iter_mut().zip(samples.into_iter().zip(failures)) {
+            if let Some(reason) = failure {
+                eprintln!("sluice lab bmt: {} c{c}: not measured: {reason}", m.series);
+                unavailable.push(Unavailable {
+                    mode: m.mode,
+                    threads: m.threads,
+                    concurrency: Some(c),
+                    reason,
+                });
+                continue;
+            }
+            // Only complete cells become rows (an interrupt leaves a cell short).
+            if samples.len() != plan.reps as usize {
+                continue;
+            }
+            m.cells
+                .push(aggregate(m.mode, &m.series, m.threads, c, &m.lb, samples));
             if let Some(secs) = plan.wrk_secs
                 && wrk_runs.skipped.is_empty()
                 && !cancel.load(Ordering::SeqCst)
             {
                 let secs = wrk::whole_secs(Duration::from_secs_f64(secs));
-                match run_wrk(lab, &lb, target, c, secs) {
+                match run_wrk(lab, &m.lb, m.target, c, secs) {
                     Ok((r, lb_cpu)) => {
                         eprintln!(
-                            "sluice lab bmt: {series} c{c} wrk: {:.0} req/s, p99 {:.2} ms, {} errors",
-                            r.requests_per_sec, r.p99_ms, r.errors
+                            "sluice lab bmt: {} c{c} wrk: {:.0} req/s, p99 {:.2} ms, {} errors",
+                            m.series, r.requests_per_sec, r.p99_ms, r.errors
                         );
-                        wrk_runs.runs.push(WrkRun {
-                            mode,
-                            series: series.clone(),
-                            threads,
+                        m.wrk.push(WrkRun {
+                            mode: m.mode,
+                            series: m.series.clone(),
+                            threads: m.threads,
                             concurrency: c,
                             duration_secs: secs,
                             requests: r.requests,
@@ -874,14 +946,17 @@ fn run_mode(
                         });
                     }
                     Err(e) => {
-                        eprintln!("sluice lab bmt: {series} c{c} wrk: {e}");
-                        wrk_runs.skipped.push(format!("{series} c{c}: {e}"));
+                        eprintln!("sluice lab bmt: {} c{c} wrk: {e}", m.series);
+                        wrk_runs.skipped.push(format!("{} c{c}: {e}", m.series));
                     }
                 }
             }
         }
     }
-    drop(lb);
+    for m in members {
+        cells.extend(m.cells);
+        wrk_runs.runs.extend(m.wrk);
+    }
 }
 
 /// One `wrk` run against `target`, with the LB's CPU per request around it.
@@ -905,7 +980,8 @@ fn run_wrk(
     Ok((r, lb_cpu))
 }
 
-/// Starts the LB of a mode; returns it and the address the client loads.
+/// Starts the LB of a mode as member `slot` of its group; returns it and
+/// the address the client loads.
 fn start_lb(
     lab: &Lab,
     t: &Topology,
@@ -913,9 +989,12 @@ fn start_lb(
     mode: Mode,
     threads: Option<u16>,
     lb_cpu_pct: Option<u32>,
+    slot: u16,
 ) -> Result<(RunningLb, SocketAddr), String> {
     let port = t.port;
-    let lb_addr = SocketAddr::new(IpAddr::V4(t.lb.ipv4), port);
+    // Proxies of one group run side by side: each on its own port (the
+    // reals stay on the lab's port) and admin endpoint.
+    let lb_addr = SocketAddr::new(IpAddr::V4(t.lb.ipv4), port.saturating_add(slot));
     let reals: Vec<SocketAddr> = t
         .reals
         .iter()
@@ -947,7 +1026,7 @@ fn start_lb(
                     argv: vec![sluice, "run".into(), "-c".into(), "{CONFIG}".into()],
                     config: (
                         "sluice.toml",
-                        lb::proxy_config(threads, l7, lb_addr, &reals),
+                        lb::proxy_config(threads, l7, lb_addr, &reals, slot),
                     ),
                     probe: lb_addr,
                     body_len: FILE_SIZE,
@@ -1161,6 +1240,7 @@ fn aggregate(
         rps_vs_haproxy: None,
         cpu_vs_haproxy: None,
         p99_vs_haproxy: None,
+        rps_vs_haproxy_per_rep: Vec::new(),
         samples,
     }
 }
@@ -1195,6 +1275,14 @@ fn add_haproxy_ratios(cells: &mut [Cell]) {
             (Some(a), Some(b)) => ratio(a, b),
             _ => None,
         };
+        if c.mode.side_by_side() && peer.mode.side_by_side() {
+            c.rps_vs_haproxy_per_rep = c
+                .samples
+                .iter()
+                .zip(&peer.samples)
+                .filter_map(|(a, b)| ratio(a.requests_per_sec, b.requests_per_sec))
+                .collect();
+        }
     }
 }
 
@@ -1220,7 +1308,10 @@ fn markdown(r: &Results) -> String {
     let _ = writeln!(
         s,
         "Load: `sluice bench` in {}, {} client thread(s), {} per repetition, {} \
-         repetition(s) per cell; figures are medians{}.\n",
+         repetition(s) per cell; figures are medians{}. The proxies (and `direct`) run \
+         side by side, each on its own port, and are loaded in turn, one repetition each \
+         per round, so a slow phase of the shared machine hits all of them alike; L4 modes \
+         run one after the other.\n",
         if p.keep_alive {
             "keep-alive mode (wrk-style: each connection carries many requests)"
         } else {
@@ -1354,16 +1445,18 @@ fn targets_section(s: &mut String, cells: &[Cell]) {
     let _ = writeln!(
         s,
         "\n## sluice vs HAProxy (issue 4 targets)\n\n\
-         Same run, same threads, same concurrency, medians. `mode http` targets: req/s \
+         Same run, same threads, same concurrency, medians. The proxies ran side by side \
+         and were loaded in turn, one repetition each per round; \"per round\" is each \
+         round's req/s ratio (drift between rounds cancels out there). `mode http` targets: req/s \
          ≥ {TARGET_HTTP_RPS_RATIO}× HAProxy's, p99 ≤ HAProxy's, LB CPU per request \
          ≤ {TARGET_HTTP_CPU_RATIO}× HAProxy's. `mode tcp` target: req/s ≥ \
          {TARGET_TCP_RPS_RATIO}× HAProxy `mode tcp`'s.\n"
     );
     let _ = writeln!(
         s,
-        "| sluice | HAProxy | Concurrency | req/s sluice / HAProxy | req/s ratio | p99 ms sluice / HAProxy | LB CPU µs/req sluice / HAProxy | CPU ratio |"
+        "| sluice | HAProxy | Concurrency | req/s sluice / HAProxy | req/s ratio | per round | p99 ms sluice / HAProxy | LB CPU µs/req sluice / HAProxy | CPU ratio |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for (c, h, targets) in rows {
         let (rps_target, cpu_target) = (targets.rps_ratio_at_least, targets.cpu_ratio_at_most);
         let cpu = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"));
@@ -1377,7 +1470,7 @@ fn targets_section(s: &mut String, cells: &[Cell]) {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} / {:.0} | {} (≥ {rps_target}: {}) | {:.2} / {:.2}{} | {} / {} | {}{} |",
+            "| {} | {} | {} | {:.0} / {:.0} | {} (≥ {rps_target}: {}) | {} | {:.2} / {:.2}{} | {} / {} | {}{} |",
             c.series,
             h.series,
             c.concurrency,
@@ -1385,6 +1478,15 @@ fn targets_section(s: &mut String, cells: &[Cell]) {
             h.requests_per_sec,
             times(c.rps_vs_haproxy),
             verdict(c.rps_vs_haproxy, rps_target, true),
+            if c.rps_vs_haproxy_per_rep.is_empty() {
+                "–".to_owned()
+            } else {
+                c.rps_vs_haproxy_per_rep
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            },
             c.latency_p99_ms,
             h.latency_p99_ms,
             p99_verdict,
