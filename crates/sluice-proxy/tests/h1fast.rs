@@ -21,6 +21,18 @@ macro_rules! bounded {
     };
 }
 
+/// A proxy in front of one test backend, and a client connected to it.
+/// The backend must be kept alive as long as the proxy is used.
+async fn proxy_with_client() -> (Backend, sluice_proxy::ProxyHandle, TcpStream) {
+    let a = Backend::start("a").await;
+    let (fe, be) = simple_config(servers(&[&a]));
+    let proxy = start(fe, be).await;
+    let c = TcpStream::connect(proxy.local_addr("fe").unwrap())
+        .await
+        .unwrap();
+    (a, proxy, c)
+}
+
 /// Read from `c` until what came ends with `end` (a response whose body
 /// is known); the connection must stay open until then.
 async fn read_until_end(c: &mut TcpStream, end: &[u8]) -> Vec<u8> {
@@ -264,12 +276,7 @@ async fn a_response_head_that_does_not_parse_gives_502() {
 #[tokio::test]
 async fn draining_ends_a_kept_alive_connection_after_the_response_in_flight() {
     bounded!(async {
-        let a = Backend::start("a").await;
-        let (fe, be) = simple_config(servers(&[&a]));
-        let proxy = start(fe, be).await;
-        let mut c = TcpStream::connect(proxy.local_addr("fe").unwrap())
-            .await
-            .unwrap();
+        let (_a, proxy, mut c) = proxy_with_client().await;
         c.write_all(b"GET /slow?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n")
             .await
             .unwrap();
@@ -293,12 +300,7 @@ async fn draining_ends_a_kept_alive_connection_after_the_response_in_flight() {
 #[tokio::test]
 async fn draining_closes_an_idle_kept_alive_connection_at_once() {
     bounded!(async {
-        let a = Backend::start("a").await;
-        let (fe, be) = simple_config(servers(&[&a]));
-        let proxy = start(fe, be).await;
-        let mut c = TcpStream::connect(proxy.local_addr("fe").unwrap())
-            .await
-            .unwrap();
+        let (_a, proxy, mut c) = proxy_with_client().await;
         // Several exchanges first: the task wakes many times for its
         // sockets before the drain comes.
         for _ in 0..5 {

@@ -1376,11 +1376,10 @@ fn markdown(r: &Results) -> String {
     if !r.unavailable.is_empty() {
         let _ = writeln!(s, "\nNot measured (no row is shown for these):\n");
         for u in &r.unavailable {
-            let what = match (u.threads, u.concurrency) {
-                (Some(t), Some(c)) => format!("{} t{t} c{c}", u.mode.name()),
-                (Some(t), None) => format!("{} t{t}", u.mode.name()),
-                (None, Some(c)) => format!("{} c{c}", u.mode.name()),
-                (None, None) => u.mode.name().to_owned(),
+            let series = series_label(u.mode, u.threads);
+            let what = match u.concurrency {
+                Some(c) => format!("{series} c{c}"),
+                None => series,
             };
             let _ = writeln!(s, "- **{what}**: {}", u.reason.replace('|', "\\|"));
         }
@@ -1812,13 +1811,9 @@ mod tests {
             lb_cpu_us_per_req: cpu,
             softirq_us_per_req: None,
         };
-        let series = match threads {
-            Some(t) => format!("{} t{t}", mode.name()),
-            None => mode.name().to_owned(),
-        };
         aggregate(
             mode,
-            &series,
+            &series_label(mode, threads),
             threads,
             c,
             &RunningLb::none(),
