@@ -190,7 +190,7 @@ fn tcp_modes_under_keepalive_compare_with_haproxy_tcp() {
         "--reps",
         "2",
     ]);
-    assert_eq!(json["version"], 3);
+    assert_eq!(json["version"], 4);
     assert_eq!(json["plan"]["keep_alive"], true);
     assert!(md.contains("keep-alive mode"), "{md}");
     assert!(md.contains("| p50 (ms) | p99 (ms) |"), "{md}");
@@ -203,6 +203,16 @@ fn tcp_modes_under_keepalive_compare_with_haproxy_tcp() {
     assert_eq!(s["ok"].as_u64().unwrap(), KA_REQUESTS, "{tcp}");
     assert_eq!(tcp["cpu_source"], "process");
     assert!(tcp["lb_cpu_us_per_req"].as_f64().unwrap() > 0.0, "{tcp}");
+    // The whole machine (client, reals, LB) costs more per request than the
+    // LB alone, and its busy share is a share.
+    let machine = tcp["machine_cpu_us_per_req"].as_f64().unwrap();
+    assert!(
+        machine > tcp["lb_cpu_us_per_req"].as_f64().unwrap(),
+        "{tcp}"
+    );
+    let busy = tcp["machine_busy_pct"].as_f64().unwrap();
+    // 10 ms accounting ticks on a short run: allow some overshoot.
+    assert!(busy > 0.0 && busy <= 110.0, "{tcp}");
     let p50 = tcp["latency_p50_ms"].as_f64().unwrap();
     assert!(
         p50 > 0.0 && p50 <= tcp["latency_p99_ms"].as_f64().unwrap(),
@@ -245,7 +255,14 @@ fn tcp_modes_under_keepalive_compare_with_haproxy_tcp() {
                 / h["samples"][i]["requests_per_sec"].as_f64().unwrap();
             assert!((r.as_f64().unwrap() - expect).abs() < 1e-9, "{tcp}");
         }
-        assert!(md.contains("| per round |"), "{md}");
+        assert!(md.contains("| per round | ceiling |"), "{md}");
+        // The ceiling, where the run was CPU-bound, follows from HAProxy's
+        // figures and is above 1 (a free LB can only gain).
+        if let Some(c) = tcp["rps_ceiling_vs_haproxy"].as_f64() {
+            let t = h["machine_cpu_us_per_req"].as_f64().unwrap();
+            let l = h["lb_cpu_us_per_req"].as_f64().unwrap();
+            assert!((c - t / (t - l)).abs() < 1e-9 && c > 1.0, "{tcp}");
+        }
         assert!(
             md.contains("## sluice vs HAProxy (issue 4 targets)"),
             "{md}"

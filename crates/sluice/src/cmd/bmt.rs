@@ -50,8 +50,14 @@ use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend, Topolo
 use lb::{CpuSource, RunningLb, Start};
 
 /// Version of the `bmt.json` layout (3: proxies measured side by side, with
-/// `rps_vs_haproxy_per_rep`).
-const BMT_JSON_VERSION: u32 = 3;
+/// `rps_vs_haproxy_per_rep`; 4: machine CPU per request and busy share,
+/// `rps_ceiling_vs_haproxy`).
+const BMT_JSON_VERSION: u32 = 4;
+
+/// Share of all CPUs' time (percent) above which a repetition counts as
+/// CPU-bound. Only then does [`rps_ceiling`] apply: with idle CPU left, a
+/// cheaper LB does not turn into more requests per second.
+const MACHINE_SATURATED_PCT: f64 = 90.0;
 
 /// Size of the file every real serves, in bytes (the seed's 5 KiB).
 const FILE_SIZE: usize = 5 * 1024;
@@ -482,6 +488,11 @@ struct Sample {
     lb_cpu_us_per_req: Option<f64>,
     /// System-wide softirq time per request in µs (all namespaces).
     softirq_us_per_req: Option<f64>,
+    /// Busy CPU time of the whole machine per request in µs: client, reals,
+    /// LB and the kernel between them.
+    machine_cpu_us_per_req: Option<f64>,
+    /// Busy share of all CPUs during the repetition, in percent.
+    machine_busy_pct: Option<f64>,
 }
 
 /// One row: medians over the repetitions.
@@ -507,6 +518,8 @@ struct Cell {
     /// `process` (utime+stime), `bpf` (XDP run time) or `none`.
     cpu_source: &'static str,
     softirq_us_per_req: Option<f64>,
+    machine_cpu_us_per_req: Option<f64>,
+    machine_busy_pct: Option<f64>,
     /// The HAProxy row the `*_vs_haproxy` figures compare with (series
     /// label, e.g. `haproxy-tcp t2`): the same HAProxy mode as
     /// [`Mode::haproxy_peer`], same concurrency, same threads (HAProxy with
@@ -518,6 +531,10 @@ struct Cell {
     cpu_vs_haproxy: Option<f64>,
     /// p99 latency over the HAProxy peer's.
     p99_vs_haproxy: Option<f64>,
+    /// The highest req/s ratio over the HAProxy peer that this run's
+    /// machine allows, see [`rps_ceiling`]. `None` when the peer's run was
+    /// not CPU-bound or lacks a CPU figure.
+    rps_ceiling_vs_haproxy: Option<f64>,
     /// Req/s of each repetition over the HAProxy peer's repetition of the
     /// same round (measured one after the other; empty unless both ran side
     /// by side, see [`run_group`]). Drift between rounds cancels out here.
@@ -1117,9 +1134,11 @@ fn measure_rep(
     };
     let cpu0 = lb_cpu_ns(lb.cpu);
     let soft0 = measure::softirq_ns();
+    let busy0 = measure::machine_busy_ns();
     let report = bench_in_client(lab, spec, plan.client_threads, cancel)?;
     let cpu1 = lb_cpu_ns(lb.cpu);
     let soft1 = measure::softirq_ns();
+    let busy1 = measure::machine_busy_ns();
     if report.interrupted {
         return Ok(None);
     }
@@ -1153,7 +1172,17 @@ fn measure_rep(
         latency_p99_ms: report.latency_us.p99 as f64 / 1000.0,
         lb_cpu_us_per_req: lb_cpu,
         softirq_us_per_req: per_req_us(soft0, soft1),
+        machine_cpu_us_per_req: per_req_us(busy0, busy1),
+        machine_busy_pct: busy_pct(busy0, busy1, report.duration_secs, measure::cpus()),
     }))
+}
+
+/// Busy share of `cpus` CPUs over `secs` seconds, in percent, from two
+/// readings of [`measure::machine_busy_ns`].
+fn busy_pct(a: Option<u64>, b: Option<u64>, secs: f64, cpus: usize) -> Option<f64> {
+    let (a, b) = (a?, b?);
+    let capacity_ns = secs * 1e9 * cpus as f64;
+    (b >= a && capacity_ns > 0.0).then(|| (b - a) as f64 / capacity_ns * 100.0)
 }
 
 fn lb_cpu_ns(src: CpuSource) -> Option<u64> {
@@ -1236,10 +1265,13 @@ fn aggregate(
             CpuSource::None => "none",
         },
         softirq_us_per_req: median_opt(samples.iter().map(|s| s.softirq_us_per_req)),
+        machine_cpu_us_per_req: median_opt(samples.iter().map(|s| s.machine_cpu_us_per_req)),
+        machine_busy_pct: median_opt(samples.iter().map(|s| s.machine_busy_pct)),
         haproxy_peer: None,
         rps_vs_haproxy: None,
         cpu_vs_haproxy: None,
         p99_vs_haproxy: None,
+        rps_ceiling_vs_haproxy: None,
         rps_vs_haproxy_per_rep: Vec::new(),
         samples,
     }
@@ -1271,6 +1303,7 @@ fn add_haproxy_ratios(cells: &mut [Cell]) {
         c.haproxy_peer = Some(peer.series.clone());
         c.rps_vs_haproxy = ratio(c.requests_per_sec, peer.requests_per_sec);
         c.p99_vs_haproxy = ratio(c.latency_p99_ms, peer.latency_p99_ms);
+        c.rps_ceiling_vs_haproxy = rps_ceiling(peer);
         c.cpu_vs_haproxy = match (c.lb_cpu_us_per_req, peer.lb_cpu_us_per_req) {
             (Some(a), Some(b)) => ratio(a, b),
             _ => None,
@@ -1283,6 +1316,43 @@ fn add_haproxy_ratios(cells: &mut [Cell]) {
                 .filter_map(|(a, b)| ratio(a.requests_per_sec, b.requests_per_sec))
                 .collect();
         }
+    }
+}
+
+/// The highest req/s ratio over HAProxy that a CPU-bound run on this
+/// machine can show: the one sluice would reach if its LB cost no CPU at
+/// all. When every CPU is busy, req/s is the CPU capacity over the machine's
+/// CPU per request, `T`; of HAProxy's `T`, its own LB took `L`, and the rest
+/// (client, reals, kernel) stays whichever LB runs. So sluice's ratio is
+/// `(T_h) / (T_h - L_h + L_sluice)`, at most `T_h / (T_h - L_h)`. `None`
+/// unless HAProxy's run kept the CPUs at least [`MACHINE_SATURATED_PCT`]
+/// busy (LB-bound runs with a CPU cap are not, by design).
+fn rps_ceiling(haproxy: &Cell) -> Option<f64> {
+    let total = haproxy.machine_cpu_us_per_req?;
+    let lb = haproxy.lb_cpu_us_per_req?;
+    let saturated = haproxy.machine_busy_pct? >= MACHINE_SATURATED_PCT;
+    (saturated && lb > 0.0 && total > lb).then(|| total / (total - lb))
+}
+
+/// The LB CPU per request, as a ratio to HAProxy's, that sluice would need
+/// to reach `target` × HAProxy's req/s in this CPU-bound run: from
+/// `T_h / (T_h - L_h + L) = target`, `L = T_h / target - (T_h - L_h)`.
+/// `Some(0.0)` when even a zero-cost LB falls short (target above
+/// [`rps_ceiling`]); `None` where the ceiling does not apply.
+fn cpu_ratio_needed(haproxy: &Cell, target: f64) -> Option<f64> {
+    rps_ceiling(haproxy)?;
+    let total = haproxy.machine_cpu_us_per_req?;
+    let lb = haproxy.lb_cpu_us_per_req?;
+    Some(((total / target - (total - lb)) / lb).max(0.0))
+}
+
+/// The ceiling column: the ceiling and what the req/s target asks of the
+/// LB's CPU, or why there is no figure.
+fn ceiling_cell(haproxy: &Cell, ceiling: Option<f64>, target: f64) -> String {
+    match (ceiling, cpu_ratio_needed(haproxy, target)) {
+        (Some(c), Some(n)) if n > 0.0 => format!("{c:.2}× (≥ {target} needs CPU ≤ {n:.2}×)"),
+        (Some(c), Some(_)) => format!("{c:.2}× (≥ {target} out of reach)"),
+        _ => "–".to_owned(),
     }
 }
 
@@ -1449,13 +1519,18 @@ fn targets_section(s: &mut String, cells: &[Cell]) {
          round's req/s ratio (drift between rounds cancels out there). `mode http` targets: req/s \
          ≥ {TARGET_HTTP_RPS_RATIO}× HAProxy's, p99 ≤ HAProxy's, LB CPU per request \
          ≤ {TARGET_HTTP_CPU_RATIO}× HAProxy's. `mode tcp` target: req/s ≥ \
-         {TARGET_TCP_RPS_RATIO}× HAProxy `mode tcp`'s.\n"
+         {TARGET_TCP_RPS_RATIO}× HAProxy `mode tcp`'s. \"Ceiling\" is the highest req/s \
+         ratio this run's machine allows: the one sluice would show if its LB cost no CPU \
+         at all, from HAProxy's machine-wide and LB CPU per request (only when every CPU was \
+         at least {MACHINE_SATURATED_PCT} % busy; a target above it cannot be met here), and \
+         in brackets the LB CPU per request, over HAProxy's, that the req/s target needs in \
+         this run.\n"
     );
     let _ = writeln!(
         s,
-        "| sluice | HAProxy | Concurrency | req/s sluice / HAProxy | req/s ratio | per round | p99 ms sluice / HAProxy | LB CPU µs/req sluice / HAProxy | CPU ratio |"
+        "| sluice | HAProxy | Concurrency | req/s sluice / HAProxy | req/s ratio | per round | ceiling | p99 ms sluice / HAProxy | LB CPU µs/req sluice / HAProxy | CPU ratio |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for (c, h, targets) in rows {
         let (rps_target, cpu_target) = (targets.rps_ratio_at_least, targets.cpu_ratio_at_most);
         let cpu = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"));
@@ -1469,7 +1544,7 @@ fn targets_section(s: &mut String, cells: &[Cell]) {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} / {:.0} | {} (≥ {rps_target}: {}) | {} | {:.2} / {:.2}{} | {} / {} | {}{} |",
+            "| {} | {} | {} | {:.0} / {:.0} | {} (≥ {rps_target}: {}) | {} | {} | {:.2} / {:.2}{} | {} / {} | {}{} |",
             c.series,
             h.series,
             c.concurrency,
@@ -1486,6 +1561,7 @@ fn targets_section(s: &mut String, cells: &[Cell]) {
                     .collect::<Vec<_>>()
                     .join(" · ")
             },
+            ceiling_cell(h, c.rps_ceiling_vs_haproxy, rps_target),
             c.latency_p99_ms,
             h.latency_p99_ms,
             p99_verdict,
@@ -1810,6 +1886,8 @@ mod tests {
             latency_p99_ms: p99,
             lb_cpu_us_per_req: cpu,
             softirq_us_per_req: None,
+            machine_cpu_us_per_req: None,
+            machine_busy_pct: None,
         };
         aggregate(
             mode,
@@ -1856,7 +1934,13 @@ mod tests {
             cell_with(Mode::ProxyTcp, Some(1), 100, 21_000.0, 8.0, Some(30.0)),
             cell_with(Mode::ProxyTcp, Some(2), 100, 21_000.0, 8.0, None),
         ];
+        // HAProxy http kept the CPUs busy (the ceiling applies: 100 µs per
+        // request on the machine, 50 of them HAProxy's); HAProxy tcp did not.
+        (cells[0].machine_cpu_us_per_req, cells[0].machine_busy_pct) = (Some(100.0), Some(97.0));
+        (cells[1].machine_cpu_us_per_req, cells[1].machine_busy_pct) = (Some(90.0), Some(60.0));
         add_haproxy_ratios(&mut cells);
+        assert_eq!(cells[2].rps_ceiling_vs_haproxy, Some(2.0));
+        assert_eq!(cells[3].rps_ceiling_vs_haproxy, None);
         assert_eq!(cells[2].haproxy_peer.as_deref(), Some("haproxy t1"));
         assert_eq!(cells[2].rps_vs_haproxy, Some(1.4));
         assert_eq!(cells[2].cpu_vs_haproxy, Some(0.7));
@@ -1880,15 +1964,45 @@ mod tests {
         // http: 1.4× ≥ 1.3 met (and in each of the two rounds), p99 9 ≤ 10
         // met, CPU 0.7 ≤ 0.8 met.
         assert!(
-            md.contains("| proxy t1 | haproxy t1 | 100 | 14000 / 10000 | 1.40× (≥ 1.3: met) | 1.40 · 1.40 | 9.00 / 10.00 (met) | 35.0 / 50.0 | 0.70× (≤ 0.8: met) |"),
+            md.contains("| proxy t1 | haproxy t1 | 100 | 14000 / 10000 | 1.40× (≥ 1.3: met) | 1.40 · 1.40 | 2.00× (≥ 1.3 needs CPU ≤ 0.54×) | 9.00 / 10.00 (met) | 35.0 / 50.0 | 0.70× (≤ 0.8: met) |"),
             "{md}"
         );
         // tcp: 1.05× < 1.1, not met.
         assert!(
-            md.contains("| proxy-tcp t1 | haproxy-tcp t1 | 100 | 21000 / 20000 | 1.05× (≥ 1.1: **not met**) | 1.05 · 1.05 |"),
+            md.contains("| proxy-tcp t1 | haproxy-tcp t1 | 100 | 21000 / 20000 | 1.05× (≥ 1.1: **not met**) | 1.05 · 1.05 | – |"),
             "{md}"
         );
         assert!(!md.contains("| proxy-tcp t2 | haproxy"), "{md}");
+    }
+
+    #[test]
+    fn ceiling_needs_a_saturated_machine_and_both_cpu_figures() {
+        let mut h = cell_with(Mode::Haproxy, Some(1), 100, 10_000.0, 10.0, Some(20.0));
+        assert_eq!(rps_ceiling(&h), None, "no machine figure");
+        (h.machine_cpu_us_per_req, h.machine_busy_pct) = (Some(100.0), Some(95.0));
+        assert_eq!(rps_ceiling(&h), Some(1.25));
+        h.machine_busy_pct = Some(MACHINE_SATURATED_PCT - 1.0);
+        assert_eq!(rps_ceiling(&h), None, "idle CPU left");
+        h.machine_busy_pct = Some(99.0);
+        // 1.25× at most; 1.1× needs 100/1.1 - 80 = 10.9 µs, 0.545× of 20.
+        assert!((cpu_ratio_needed(&h, 1.1).unwrap() - (100.0 / 1.1 - 80.0) / 20.0).abs() < 1e-9);
+        assert_eq!(cpu_ratio_needed(&h, 1.3), Some(0.0));
+        assert_eq!(ceiling_cell(&h, rps_ceiling(&h), 1.3), "1.25× (≥ 1.3 out of reach)");
+        assert_eq!(ceiling_cell(&h, rps_ceiling(&h), 1.1), "1.25× (≥ 1.1 needs CPU ≤ 0.55×)");
+        // Inconsistent readings (LB above the machine) give no figure.
+        h.machine_cpu_us_per_req = Some(15.0);
+        assert_eq!(rps_ceiling(&h), None);
+        h.lb_cpu_us_per_req = None;
+        assert_eq!(rps_ceiling(&h), None);
+    }
+
+    #[test]
+    fn busy_share_is_over_all_cpus() {
+        // 3 s of CPU time in 2 s on 2 CPUs: 75 % busy.
+        assert_eq!(busy_pct(Some(1_000), Some(3_000_001_000), 2.0, 2), Some(75.0));
+        assert_eq!(busy_pct(Some(5), Some(4), 2.0, 2), None);
+        assert_eq!(busy_pct(None, Some(4), 2.0, 2), None);
+        assert_eq!(busy_pct(Some(1), Some(4), 0.0, 2), None);
     }
 
     fn results(cells: Vec<Cell>) -> Results {

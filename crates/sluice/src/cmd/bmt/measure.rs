@@ -43,6 +43,31 @@ fn parse_softirq_ticks(text: &str) -> Option<u64> {
     line.split_whitespace().nth(7)?.parse().ok()
 }
 
+/// Busy CPU time summed over all CPUs since boot (`/proc/stat`), in
+/// nanoseconds: everything but idle and iowait. System-wide, so it covers
+/// the client, the reals, the LB and the kernel work between them.
+pub(crate) fn machine_busy_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_busy_ticks(&text).map(|t| t.saturating_mul(NS_PER_TICK))
+}
+
+/// user + nice + system + irq + softirq + steal of the aggregate `cpu`
+/// line (values 1, 2, 3, 6, 7, 8). Guest time is already inside user.
+fn parse_busy_ticks(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = v[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
+}
+
 /// Kernel BPF run-time statistics, on while this value lives
 /// (`BPF_ENABLE_STATS`). Closing the descriptor, also when the process
 /// dies, turns them off again, so the global `kernel.bpf_stats_enabled`
@@ -120,6 +145,16 @@ mod tests {
         let text = "cpu  10 20 30 40 50 60 777 80 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
         assert_eq!(parse_softirq_ticks(text), Some(777));
         assert!(softirq_ns().is_some());
+    }
+
+    #[test]
+    fn busy_time_leaves_out_idle_and_iowait() {
+        let text = "cpu  10 20 30 40000 50 60 70 80 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(parse_busy_ticks(text), Some(10 + 20 + 30 + 60 + 70 + 80));
+        assert_eq!(parse_busy_ticks("cpu  1 2 3\n"), None);
+        assert_eq!(parse_busy_ticks("cpu  1 2 x 4 5 6 7 8\n"), None);
+        assert_eq!(parse_busy_ticks("intr 5\n"), None);
+        assert!(machine_busy_ns().is_some());
     }
 
     #[test]
