@@ -87,6 +87,28 @@ fn dr_serves_through_xdp_and_replies_bypass_the_lb() {
         "{text}"
     );
 
+    // ctl metrics: the XDP counters and the per-real traffic for Prometheus,
+    // the same numbers as ctl counters / ctl list.
+    let m = metrics(&lab);
+    let fwd_now = metric(&m, "sluice_l4_tx_forwarded_total").unwrap();
+    assert!(fwd_now >= fwd, "{m}");
+    let real_sessions: u64 = ["10.99.0.11", "10.99.0.12", "10.99.0.13"]
+        .iter()
+        .map(|r| {
+            let series = format!(r#"sluice_l4_real_sessions_total{{service="web",real="{r}"}}"#);
+            metric(&m, &series).unwrap()
+        })
+        .sum();
+    assert!(real_sessions >= SPREAD_REQUESTS as u64, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            r#"sluice_l4_real_healthy{service="web",real="10.99.0.11"}"#
+        ),
+        Some(1),
+        "{m}"
+    );
+
     // wrk with keep-alive through the VIP.
     let report = wrk(&lab, "http://10.99.255.1/", 20, 3);
     assert!(wrk_requests(&report) > 1000, "{report}");

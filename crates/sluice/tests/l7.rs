@@ -140,6 +140,38 @@ fn http_proxy_balances_forwards_and_survives_a_dead_server() {
         "{stats}"
     );
 
+    // ctl metrics: the same counters for Prometheus. Every request so far
+    // (31 curl, wrk, 500 ab) went through the frontend, and the three
+    // servers' 2xx add up to the frontend's.
+    let m = metrics(&lab);
+    let fe = metric(&m, r#"sluice_frontend_requests_total{frontend="www"}"#).unwrap();
+    assert!(fe > 30 + 500 + 500, "{m}");
+    let fe_2xx = metric(
+        &m,
+        r#"sluice_frontend_responses_total{frontend="www",code="2xx"}"#,
+    )
+    .unwrap();
+    // (wrk may cut requests short at the end of its run: no 2xx for those.)
+    assert!(fe_2xx > 30 + 500 + 500 && fe_2xx <= fe, "{m}");
+    let servers_2xx: u64 = ["rs1", "rs2", "rs3"]
+        .iter()
+        .map(|s| {
+            let series = format!(
+                r#"sluice_server_responses_total{{backend="web",server="{s}",code="2xx"}}"#
+            );
+            metric(&m, &series).unwrap()
+        })
+        .sum();
+    assert_eq!(servers_2xx, fe_2xx, "{m}");
+    assert_eq!(
+        metric(&m, r#"sluice_server_up{backend="web",server="rs2"}"#),
+        Some(1)
+    );
+    assert!(
+        m.contains("# TYPE sluice_frontend_requests_total counter\n"),
+        "{m}"
+    );
+
     // A server that stops answering leaves the pool by health check...
     let t = Instant::now();
     for cmd in [
@@ -154,6 +186,30 @@ fn http_proxy_balances_forwards_and_survives_a_dead_server() {
         assert!(t.elapsed() < Duration::from_secs(3), "rs2 still up");
         std::thread::sleep(Duration::from_millis(25));
     }
+    // ...which the health-check and server metrics show.
+    let m = metrics(&lab);
+    assert_eq!(
+        metric(&m, r#"sluice_server_up{backend="web",server="rs2"}"#),
+        Some(0),
+        "{m}"
+    );
+    let down: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("sluice_check_up{") && l.ends_with(" 0"))
+        .collect();
+    assert_eq!(down.len(), 1, "{m}");
+    assert!(
+        down[0].starts_with(r#"sluice_check_up{target="web/rs2",check="http"}"#),
+        "{m}"
+    );
+    // `ctl checks` lists the proxy's server checks too.
+    let checks =
+        String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "checks"]).stdout).into_owned();
+    let rs2 = checks
+        .lines()
+        .find(|l| l.starts_with("web/rs2 "))
+        .unwrap_or_else(|| panic!("{checks}"));
+    assert!(rs2.contains("down"), "{checks}");
     // ...and requests keep working without it.
     for _ in 0..20 {
         let (status, _, who) = curl_ok(&lab, "http://10.99.0.1:8080/");

@@ -1987,8 +1987,14 @@ mod tests {
         // 1.25× at most; 1.1× needs 100/1.1 - 80 = 10.9 µs, 0.545× of 20.
         assert!((cpu_ratio_needed(&h, 1.1).unwrap() - (100.0 / 1.1 - 80.0) / 20.0).abs() < 1e-9);
         assert_eq!(cpu_ratio_needed(&h, 1.3), Some(0.0));
-        assert_eq!(ceiling_cell(&h, rps_ceiling(&h), 1.3), "1.25× (≥ 1.3 out of reach)");
-        assert_eq!(ceiling_cell(&h, rps_ceiling(&h), 1.1), "1.25× (≥ 1.1 needs CPU ≤ 0.55×)");
+        assert_eq!(
+            ceiling_cell(&h, rps_ceiling(&h), 1.3),
+            "1.25× (≥ 1.3 out of reach)"
+        );
+        assert_eq!(
+            ceiling_cell(&h, rps_ceiling(&h), 1.1),
+            "1.25× (≥ 1.1 needs CPU ≤ 0.55×)"
+        );
         // Inconsistent readings (LB above the machine) give no figure.
         h.machine_cpu_us_per_req = Some(15.0);
         assert_eq!(rps_ceiling(&h), None);
@@ -1999,7 +2005,10 @@ mod tests {
     #[test]
     fn busy_share_is_over_all_cpus() {
         // 3 s of CPU time in 2 s on 2 CPUs: 75 % busy.
-        assert_eq!(busy_pct(Some(1_000), Some(3_000_001_000), 2.0, 2), Some(75.0));
+        assert_eq!(
+            busy_pct(Some(1_000), Some(3_000_001_000), 2.0, 2),
+            Some(75.0)
+        );
         assert_eq!(busy_pct(Some(5), Some(4), 2.0, 2), None);
         assert_eq!(busy_pct(None, Some(4), 2.0, 2), None);
         assert_eq!(busy_pct(Some(1), Some(4), 0.0, 2), None);

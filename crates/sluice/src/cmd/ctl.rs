@@ -29,6 +29,8 @@ pub(crate) enum CtlCommand {
     Counters,
     /// Health-check targets: health, operator state, last result, last change.
     Checks,
+    /// Everything above in Prometheus' text format (what `GET /metrics` serves).
+    Metrics,
     /// L7 proxy statistics per frontend, backend and server (like HAProxy's stats).
     Stats {
         /// Print the JSON the daemon returned.
@@ -86,6 +88,18 @@ async fn request(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (status, bytes) = request_raw(admin, method, path, body).await?;
+    let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((status, v))
+}
+
+/// One admin request; the status and the raw response body.
+async fn request_raw(
+    admin: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(u16, Bytes)> {
     let stream = tokio::net::TcpStream::connect(admin)
         .await
         .with_context(|| {
@@ -112,8 +126,7 @@ async fn request(
         .await
         .context("admin response")?
         .to_bytes();
-    let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    Ok((status, v))
+    Ok((status, bytes))
 }
 
 fn check(status: u16, v: &serde_json::Value) -> anyhow::Result<()> {
@@ -147,6 +160,14 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
                     println!("{k:<20} {n}");
                 }
             }
+        }
+        CtlCommand::Metrics => {
+            let (s, body) = request_raw(a, Method::GET, "/metrics", None).await?;
+            if s >= 400 {
+                let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                check(s, &v)?;
+            }
+            print!("{}", String::from_utf8_lossy(&body));
         }
         CtlCommand::Stats { json } => {
             let (s, v) = request(a, Method::GET, "/v1/l7", None).await?;

@@ -9,5 +9,6 @@ pub(crate) mod doctor;
 pub(crate) mod health_map;
 pub(crate) mod l7_map;
 pub(crate) mod lab;
+pub(crate) mod metrics;
 pub(crate) mod realserver;
 pub(crate) mod run;

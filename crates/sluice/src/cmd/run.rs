@@ -78,8 +78,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let _l7_checks = match proxy.clone() {
-        Some(p) => start_l7_health(&cfg, p)?,
+    let l7_checks = match proxy.clone() {
+        Some(p) => start_l7_health(&cfg, p)?.map(Arc::new),
         None => None,
     };
     let admin = tokio::net::TcpListener::bind(cfg.global.admin)
@@ -108,9 +108,14 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let admin_plane = plane.clone();
+    let state = AdminState {
+        plane: plane.clone(),
+        l4_checks: checks.clone(),
+        l7_checks,
+        proxy: proxy.clone(),
+    };
     tokio::select! {
-        r = admin_loop(admin, admin_plane, checks.clone(), proxy.clone()) => r?,
+        r = admin_loop(admin, state) => r?,
         _ = tokio::signal::ctrl_c() => eprintln!("sluice: SIGINT, shutting down"),
         _ = term.recv() => eprintln!("sluice: SIGTERM, shutting down"),
     }
@@ -495,23 +500,36 @@ type Checks = Option<Arc<sluice_health::CheckerHandle>>;
 
 type Proxy = Option<Arc<sluice_proxy::ProxyHandle>>;
 
-async fn admin_loop(
-    listener: tokio::net::TcpListener,
+/// What the admin endpoint reads and changes; cheap to clone (handles).
+#[derive(Clone)]
+struct AdminState {
     plane: Option<Plane>,
-    checks: Checks,
+    /// Checks of L4 reals (operator state changes go to these too).
+    l4_checks: Checks,
+    /// Checks of proxy servers.
+    l7_checks: Checks,
     proxy: Proxy,
-) -> anyhow::Result<()> {
+}
+
+impl AdminState {
+    /// Every health-check target, L4 reals first, then proxy servers.
+    fn check_targets(&self) -> Vec<sluice_health::TargetStatus> {
+        [&self.l4_checks, &self.l7_checks]
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c.snapshot())
+            .collect()
+    }
+}
+
+async fn admin_loop(listener: tokio::net::TcpListener, state: AdminState) -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await.context("admin accept")?;
-        let plane = plane.clone();
-        let checks = checks.clone();
-        let proxy = proxy.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let plane = plane.clone();
-                let checks = checks.clone();
-                let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(admin(req, plane, checks, proxy).await) }
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(admin(req, state).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -546,12 +564,7 @@ fn control_status(e: &ControlError) -> StatusCode {
     }
 }
 
-async fn admin(
-    req: Request<hyper::body::Incoming>,
-    plane: Option<Plane>,
-    checks: Checks,
-    proxy: Proxy,
-) -> Response<Full<Bytes>> {
+async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path: Vec<String> = req
         .uri()
@@ -571,7 +584,7 @@ async fn admin(
         return json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
     }
     if path == ["v1", "l7"] && method == HttpMethod::GET {
-        return match &proxy {
+        return match &state.proxy {
             Some(p) => json(
                 StatusCode::OK,
                 &serde_json::to_value(p.stats()).unwrap_or_default(),
@@ -579,16 +592,17 @@ async fn admin(
             None => error(StatusCode::NOT_FOUND, "no frontends configured"),
         };
     }
+    if path == ["metrics"] && method == HttpMethod::GET {
+        return metrics(state).await;
+    }
     if path == ["v1", "checks"] && method == HttpMethod::GET {
-        let list: Vec<serde_json::Value> = checks
-            .as_ref()
-            .map(|c| c.snapshot().iter().map(check_json).collect())
-            .unwrap_or_default();
+        let list: Vec<serde_json::Value> = state.check_targets().iter().map(check_json).collect();
         return json(StatusCode::OK, &serde_json::Value::Array(list));
     }
-    let Some(plane) = plane else {
+    let Some(plane) = state.plane else {
         return error(StatusCode::NOT_FOUND, "no L4 services configured");
     };
+    let checks = state.l4_checks;
     let result = tokio::task::spawn_blocking(move || {
         let mut g = plane.lock().map_err(|_| {
             (
@@ -604,6 +618,44 @@ async fn admin(
         Ok(Err((s, m))) => error(s, m),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// `GET /metrics`: everything the other read endpoints show, in
+/// Prometheus' text format. A failed read of the BPF maps fails the whole
+/// scrape (500) rather than leaving the L4 families out unnoticed.
+async fn metrics(state: AdminState) -> Response<Full<Bytes>> {
+    let mut f = super::metrics::Families::default();
+    if let Some(p) = &state.proxy {
+        super::metrics::proxy(&mut f, &p.stats());
+    }
+    super::metrics::checks(&mut f, &state.check_targets());
+    if let Some(plane) = state.plane {
+        let read = tokio::task::spawn_blocking(move || {
+            let g = plane
+                .lock()
+                .map_err(|_| "control plane lock poisoned".to_owned())?;
+            let services = g.list().map_err(|e| e.to_string())?;
+            let counters = g.dataplane().counters().map_err(|e| e.to_string())?;
+            Ok::<_, String>((counters, services))
+        })
+        .await;
+        match read {
+            Ok(Ok((counters, services))) => super::metrics::l4(&mut f, &counters, &services),
+            Ok(Err(e)) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reading the L4 maps: {e}"),
+                );
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+    let mut r = Response::new(Full::new(Bytes::from(f.render())));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+    );
+    r
 }
 
 type AdminResult = Result<(StatusCode, serde_json::Value), (StatusCode, String)>;

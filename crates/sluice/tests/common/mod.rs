@@ -155,6 +155,24 @@ pub fn counter(lab: &Lab, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name} in {text}"))
 }
 
+/// `sluice ctl metrics`: the Prometheus text the admin endpoint serves.
+pub fn metrics(lab: &Lab) -> String {
+    let out = sluice_in_lb(lab, &["ctl", "metrics"]);
+    assert!(
+        out.status.success(),
+        "ctl metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The value of one series (`name{labels}` exactly as rendered) in
+/// [`metrics`] text, if present.
+pub fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// GET on a new connection from the client namespace: (status, body
 /// length, X-Served-By).
 pub fn get(lab: &Lab, addr: SocketAddr, path: &str) -> Result<(u16, usize, String), String> {
