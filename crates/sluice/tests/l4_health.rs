@@ -69,7 +69,10 @@ fn health_of(lab: &Lab, addr: &str) -> String {
 }
 
 /// Waits until `addr` has health `want`; returns the time it took.
-fn wait_health(lab: &Lab, addr: &str, want: &str, limit: Duration) -> Duration {
+/// On a timeout the assertion shows the daemon's log (its health
+/// transitions and warnings), so a slow detection can be told apart from a
+/// slow control plane.
+fn wait_health(lab: &Lab, d: &Daemon, addr: &str, want: &str, limit: Duration) -> Duration {
     let t = Instant::now();
     loop {
         if health_of(lab, addr) == want {
@@ -77,8 +80,9 @@ fn wait_health(lab: &Lab, addr: &str, want: &str, limit: Duration) -> Duration {
         }
         assert!(
             t.elapsed() < limit,
-            "{addr} not {want} after {:?}",
-            t.elapsed()
+            "{addr} not {want} after {:?}; daemon log:\n{}",
+            t.elapsed(),
+            std::fs::read_to_string(&d.log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -111,13 +115,13 @@ fn blackhole(lab: &Lab, real: usize, on: bool) {
 #[test]
 fn http_check_takes_a_blackholed_real_out_and_back() {
     let lab = l4_lab("hchk", 3);
-    let _d = start_daemon(&lab, &config("type = \"http\"\npath = \"/health\""));
+    let d = start_daemon(&lab, &config("type = \"http\"\npath = \"/health\""));
     for a in ["10.99.0.11", "10.99.0.12", "10.99.0.13"] {
         assert_eq!(health_of(&lab, a), "up");
     }
     blackhole(&lab, 2, true);
     let bound = Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SLACK_MS);
-    let took = wait_health(&lab, "10.99.0.12", "down", Duration::from_secs(5));
+    let took = wait_health(&lab, &d, "10.99.0.12", "down", Duration::from_secs(5));
     assert!(took <= bound, "down after {took:?}, bound {bound:?}");
     // New flows only reach healthy reals, and all succeed.
     for _ in 0..30 {
@@ -128,7 +132,7 @@ fn http_check_takes_a_blackholed_real_out_and_back() {
     let report = wrk(&lab, "http://10.99.255.1/", 10, 2);
     assert_eq!(wrk_errors(&report), 0, "{report}");
     blackhole(&lab, 2, false);
-    let back = wait_health(&lab, "10.99.0.12", "up", Duration::from_secs(5));
+    let back = wait_health(&lab, &d, "10.99.0.12", "up", Duration::from_secs(5));
     assert!(
         back <= Duration::from_millis(INTERVAL_MS * RISE + TIMEOUT_MS + SLACK_MS),
         "up after {back:?}"
@@ -151,7 +155,7 @@ fn half_open_check_never_reaches_accept() {
         .unwrap()
     };
     let before = accepted(&lab, "10.99.0.13");
-    let _d = start_daemon(&lab, &config("type = \"tcp-half-open\""));
+    let d = start_daemon(&lab, &config("type = \"tcp-half-open\""));
     // 2 s of checks at 200 ms: ~10 half-open probes reached rs3.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(health_of(&lab, "10.99.0.13"), "up");
@@ -164,7 +168,7 @@ fn half_open_check_never_reaches_accept() {
     );
     // And a blackholed real goes down.
     blackhole(&lab, 3, true);
-    let took = wait_health(&lab, "10.99.0.13", "down", Duration::from_secs(5));
+    let took = wait_health(&lab, &d, "10.99.0.13", "down", Duration::from_secs(5));
     assert!(
         took <= Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SLACK_MS),
         "{took:?}"
@@ -174,7 +178,7 @@ fn half_open_check_never_reaches_accept() {
 #[test]
 fn icmp_check_follows_dropped_pings() {
     let lab = l4_lab("hicmp", 3);
-    let _d = start_daemon(&lab, &config("type = \"icmp\""));
+    let d = start_daemon(&lab, &config("type = \"icmp\""));
     assert_eq!(health_of(&lab, "10.99.0.11"), "up");
     for cmd in [
         "add table inet sltest",
@@ -184,7 +188,7 @@ fn icmp_check_follows_dropped_pings() {
         let argv: Vec<&str> = std::iter::once("nft").chain(cmd.split(' ')).collect();
         assert!(lab.exec(Node::Real(1), &argv).unwrap().status.success());
     }
-    let took = wait_health(&lab, "10.99.0.11", "down", Duration::from_secs(5));
+    let took = wait_health(&lab, &d, "10.99.0.11", "down", Duration::from_secs(5));
     assert!(
         took <= Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SLACK_MS),
         "{took:?}"
@@ -198,13 +202,13 @@ fn icmp_check_follows_dropped_pings() {
             .status
             .success()
     );
-    wait_health(&lab, "10.99.0.11", "up", Duration::from_secs(5));
+    wait_health(&lab, &d, "10.99.0.11", "up", Duration::from_secs(5));
 }
 
 #[test]
 fn tcp_check_and_failures_under_load() {
     let lab = l4_lab("htcp", 3);
-    let _d = start_daemon(&lab, &config("type = \"tcp\""));
+    let d = start_daemon(&lab, &config("type = \"tcp\""));
     // wrk runs across the failure; its errors are the detection window's cost.
     let during = std::thread::scope(|s| {
         let w = s.spawn(|| wrk(&lab, "http://10.99.255.1/", 10, 3));
@@ -212,7 +216,7 @@ fn tcp_check_and_failures_under_load() {
         blackhole(&lab, 3, true);
         w.join().unwrap()
     });
-    let took = wait_health(&lab, "10.99.0.13", "down", Duration::from_secs(5));
+    let took = wait_health(&lab, &d, "10.99.0.13", "down", Duration::from_secs(5));
     assert!(
         took <= Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SLACK_MS),
         "{took:?}"
@@ -231,12 +235,12 @@ fn tcp_check_and_failures_under_load() {
 fn http_content_check_compares_the_body() {
     let lab = l4_lab("hcont", 3);
     // /whoami names the real: only rs2's body contains "rs2".
-    let _d = start_daemon(
+    let d = start_daemon(
         &lab,
         &config("type = \"http-content\"\npath = \"/whoami\"\nbody_contains = \"rs2\""),
     );
-    wait_health(&lab, "10.99.0.11", "down", Duration::from_secs(5));
-    wait_health(&lab, "10.99.0.13", "down", Duration::from_secs(5));
+    wait_health(&lab, &d, "10.99.0.11", "down", Duration::from_secs(5));
+    wait_health(&lab, &d, "10.99.0.13", "down", Duration::from_secs(5));
     assert_eq!(health_of(&lab, "10.99.0.12"), "up");
     for _ in 0..20 {
         assert_eq!(get(&lab, vip(), "/").unwrap().2, "rs2");
@@ -252,13 +256,13 @@ fn script_check_runs_the_command() {
         "type = \"script\"\ncommand = [\"sh\", \"-c\", \"test ! -e {}/down-$SLUICE_CHECK_ADDR\"]",
         dir.path().display()
     );
-    let _d = start_daemon(&lab, &config(&check));
+    let d = start_daemon(&lab, &config(&check));
     assert_eq!(health_of(&lab, "10.99.0.11"), "up");
     std::fs::write(&flag, "").unwrap();
-    wait_health(&lab, "10.99.0.11", "down", Duration::from_secs(5));
+    wait_health(&lab, &d, "10.99.0.11", "down", Duration::from_secs(5));
     assert_eq!(health_of(&lab, "10.99.0.12"), "up");
     std::fs::remove_file(&flag).unwrap();
-    wait_health(&lab, "10.99.0.11", "up", Duration::from_secs(5));
+    wait_health(&lab, &d, "10.99.0.11", "up", Duration::from_secs(5));
 }
 
 #[test]
@@ -307,7 +311,7 @@ fn operator_state_is_kept_apart_from_health() {
 #[test]
 fn via_vip_check_catches_a_real_without_the_vip() {
     let lab = l4_lab("hvia", 3);
-    let _d = start_daemon(&lab, &config("type = \"tcp\"\nvia_vip = true"));
+    let d = start_daemon(&lab, &config("type = \"tcp\"\nvia_vip = true"));
     for a in ["10.99.0.11", "10.99.0.12", "10.99.0.13"] {
         assert_eq!(health_of(&lab, a), "up");
     }
@@ -326,7 +330,7 @@ fn via_vip_check_catches_a_real_without_the_vip() {
     );
     let own = get(&lab, "10.99.0.12:80".parse().unwrap(), "/health").unwrap();
     assert_eq!(own.0, 200, "rs2 still answers on its own address");
-    let took = wait_health(&lab, "10.99.0.12", "down", Duration::from_secs(5));
+    let took = wait_health(&lab, &d, "10.99.0.12", "down", Duration::from_secs(5));
     assert!(
         took <= Duration::from_millis(INTERVAL_MS * FALL + TIMEOUT_MS + SLACK_MS),
         "{took:?}"
@@ -344,5 +348,5 @@ fn via_vip_check_catches_a_real_without_the_vip() {
         )
         .unwrap();
     assert!(add.status.success());
-    wait_health(&lab, "10.99.0.12", "up", Duration::from_secs(5));
+    wait_health(&lab, &d, "10.99.0.12", "up", Duration::from_secs(5));
 }
