@@ -1,7 +1,8 @@
 //! Measurement validation: `sluice bench` against the reference tools on the
 //! same nginx target in the lab. ab mode (a new connection per request) is
 //! compared with Debian's `ab`, keep-alive mode with `wrk`; each pair must
-//! agree within ±15% in requests/s.
+//! agree within ±15% in requests/s (±20% in ab mode, see
+//! [`AB_MODE_TOLERANCE`]).
 //!
 //! What is validated is the *measurement* (counting, timing, the rate it
 //! reports), so the target must be the bottleneck, not the client: when the
@@ -20,9 +21,11 @@
 //! Noise: the lab shares two vCPUs with everything else on the machine, so a
 //! single short run can be off by 20% or more (see
 //! ../shared/reference/platform.md). Each tool runs five times,
-//! interleaved with its peer; each run is paired with the peer's run next
-//! to it, and the **median of the paired ratios** is compared: a pair sees
-//! the same machine conditions, and the median ignores a spoiled pair.
+//! interleaved with its peer (which runs once more, so that every run of
+//! ours sits between two of the peer's); each run is compared with the mean
+//! of the peer's runs around it, and the **median of those ratios** is
+//! compared: they see the same machine conditions, a steady drift cancels,
+//! and the median ignores a spoiled run.
 //!
 //! The load generator is compared as an optimised build: a debug build of
 //! `sluice` spends two to three times the CPU per request and would measure
@@ -36,8 +39,16 @@ use std::process::Command;
 
 use sluice_lab::{CpuCap, Lab, LabError, LabSpec, LbForwarding, Node, RealBackend};
 
-/// Allowed deviation of sluice bench from the peer tool.
+/// Allowed deviation of sluice bench from wrk (keep-alive).
 const TOLERANCE: f64 = 0.15;
+/// Allowed deviation of sluice bench from ab (a connection per request).
+/// Wider because the two do not load nginx alike: nginx spends about 10–20 %
+/// more CPU per request on sluice bench's HTTP/1.1 `Connection: close`
+/// exchange than on ab's (2026-12-03, `ab` and `sluice bench -n 10000 -c 20`
+/// against one uncapped nginx: 32–37 vs 38–40 CPU ticks per 10k requests),
+/// so with nginx as the bottleneck the paired ratio sits at 0.82–0.87, a
+/// difference in the workload rather than in the measurement.
+const AB_MODE_TOLERANCE: f64 = 0.20;
 /// Runs of each tool (paired with the peer's; the median ratio is compared).
 const RUNS: usize = 5;
 /// Requests per ab-mode run, of ab and of `sluice bench` alike.
@@ -187,27 +198,42 @@ fn sluice_rps(json: &str) -> (f64, u64, u64) {
     )
 }
 
-/// The median of the per-run ratios: each run of sluice bench is paired
-/// with the peer's run right next to it (same machine conditions), and the
-/// median ignores a run that an unrelated burst of load spoiled.
+/// The median of the per-run ratios. Each run of sluice bench sits between
+/// two runs of the peer (`theirs` has one run more than `ours`) and is
+/// compared with their mean, so a machine that slows down or speeds up
+/// steadily during the test does not favour whichever tool runs second (a
+/// CI run saw the rate fall by a third over the test, every pair against
+/// sluice bench). The median ignores a run that an unrelated burst of load
+/// spoiled.
 fn median_ratio(ours: &[f64], theirs: &[f64]) -> f64 {
-    let mut r: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| a / b).collect();
+    assert_eq!(theirs.len(), ours.len() + 1, "the peer brackets every run");
+    let mut r: Vec<f64> = ours
+        .iter()
+        .zip(theirs.windows(2))
+        .map(|(a, b)| a / ((b[0] + b[1]) / 2.0))
+        .collect();
     r.sort_by(f64::total_cmp);
     r[r.len() / 2]
 }
 
-fn check(name: &str, peer: &str, ours: &[f64], theirs: &[f64]) -> Result<(), String> {
+fn check(
+    name: &str,
+    peer: &str,
+    tolerance: f64,
+    ours: &[f64],
+    theirs: &[f64],
+) -> Result<(), String> {
     let ratio = median_ratio(ours, theirs);
     eprintln!(
         "{name}: sluice bench {ours:.0?} vs {peer} {theirs:.0?}: median paired ratio {ratio:.3}"
     );
-    if (1.0 - TOLERANCE..=1.0 + TOLERANCE).contains(&ratio) {
+    if (1.0 - tolerance..=1.0 + tolerance).contains(&ratio) {
         Ok(())
     } else {
         Err(format!(
             "{name}: sluice bench / {peer} median paired ratio {ratio:.3} outside ±{:.0}% \
              (sluice bench {ours:.0?}, {peer} {theirs:.0?})",
-            TOLERANCE * 100.0
+            tolerance * 100.0
         ))
     }
 }
@@ -234,28 +260,37 @@ fn sluice_bench_agrees_with_ab_and_wrk() {
     pin_nginx(&lab, cpus().map(|(_, server)| server), cap.as_ref());
 
     let (mut ab, mut ours_ab, mut wrk, mut ours_ka) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..RUNS {
+    let run_ab = |ab: &mut Vec<f64>| {
         let out = run(&lab, &["ab", "-q", "-n", AB_REQUESTS, "-c", "20", &url]);
         assert_eq!(number_after(&out, "Failed requests:"), 0.0, "{out}");
         ab.push(number_after(&out, "Requests per second:"));
+    };
+    // One client thread each: the clients share one CPU.
+    let run_wrk = |wrk: &mut Vec<f64>| {
+        let out = run(&lab, &["wrk", "-t", "1", "-c", "20", "-d", "3s", &url]);
+        assert!(!out.contains("Non-2xx"), "{out}");
+        wrk.push(number_after(&out, "Requests/sec:"));
+    };
+    // Peer, ours, peer, ours, ..., peer: every run of ours is bracketed.
+    run_ab(&mut ab);
+    run_wrk(&mut wrk);
+    for _ in 0..RUNS {
         let out = run_ours(&lab, sluice, ["-n", AB_REQUESTS], &url);
         let (rps, ok, n) = sluice_rps(&out);
         let want: u64 = AB_REQUESTS.parse().unwrap();
         assert_eq!((ok, n), (want, want), "{out}");
         ours_ab.push(rps);
+        run_ab(&mut ab);
 
-        // One client thread each: the clients share one CPU.
-        let out = run(&lab, &["wrk", "-t", "1", "-c", "20", "-d", "3s", &url]);
-        assert!(!out.contains("Non-2xx"), "{out}");
-        wrk.push(number_after(&out, "Requests/sec:"));
         let out = run_ours(&lab, sluice, ["-d", "3s"], &url);
         let (rps, ok, n) = sluice_rps(&out);
         assert!(ok > 0 && ok == n, "{out}");
         ours_ka.push(rps);
+        run_wrk(&mut wrk);
     }
     let results = [
-        check("ab mode", "ab", &ours_ab, &ab),
-        check("keep-alive", "wrk", &ours_ka, &wrk),
+        check("ab mode", "ab", AB_MODE_TOLERANCE, &ours_ab, &ab),
+        check("keep-alive", "wrk", TOLERANCE, &ours_ka, &wrk),
     ];
     let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(failures.is_empty(), "{failures:#?}");

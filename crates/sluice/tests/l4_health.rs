@@ -69,9 +69,10 @@ fn health_of(lab: &Lab, addr: &str) -> String {
 }
 
 /// Waits until `addr` has health `want`; returns the time it took.
-/// On a timeout the assertion shows the daemon's log (its health
-/// transitions and warnings), so a slow detection can be told apart from a
-/// slow control plane.
+/// On a timeout the assertion shows `ctl checks` (did the checks run, what
+/// did they see) and the daemon's log (its health transitions and
+/// warnings), so a check that passes wrongly can be told apart from one
+/// that did not run and from a slow control plane.
 fn wait_health(lab: &Lab, d: &Daemon, addr: &str, want: &str, limit: Duration) -> Duration {
     let t = Instant::now();
     loop {
@@ -80,8 +81,9 @@ fn wait_health(lab: &Lab, d: &Daemon, addr: &str, want: &str, limit: Duration) -
         }
         assert!(
             t.elapsed() < limit,
-            "{addr} not {want} after {:?}; daemon log:\n{}",
+            "{addr} not {want} after {:?}; checks:\n{}\ndaemon log:\n{}",
             t.elapsed(),
+            String::from_utf8_lossy(&sluice_in_lb(lab, &["ctl", "checks"]).stdout),
             std::fs::read_to_string(&d.log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(25));
