@@ -1328,10 +1328,17 @@ fn add_haproxy_ratios(cells: &mut [Cell]) {
 /// unless HAProxy's run kept the CPUs at least [`MACHINE_SATURATED_PCT`]
 /// busy (LB-bound runs with a CPU cap are not, by design).
 fn rps_ceiling(haproxy: &Cell) -> Option<f64> {
+    let (total, lb) = saturated_cpu(haproxy)?;
+    Some(total / (total - lb))
+}
+
+/// HAProxy's machine-wide and LB CPU per request (`T`, `L`), if its run was
+/// CPU-bound and the figures are consistent (`T > L > 0`).
+fn saturated_cpu(haproxy: &Cell) -> Option<(f64, f64)> {
     let total = haproxy.machine_cpu_us_per_req?;
     let lb = haproxy.lb_cpu_us_per_req?;
     let saturated = haproxy.machine_busy_pct? >= MACHINE_SATURATED_PCT;
-    (saturated && lb > 0.0 && total > lb).then(|| total / (total - lb))
+    (saturated && lb > 0.0 && total > lb).then_some((total, lb))
 }
 
 /// The LB CPU per request, as a ratio to HAProxy's, that sluice would need
@@ -1340,9 +1347,7 @@ fn rps_ceiling(haproxy: &Cell) -> Option<f64> {
 /// `Some(0.0)` when even a zero-cost LB falls short (target above
 /// [`rps_ceiling`]); `None` where the ceiling does not apply.
 fn cpu_ratio_needed(haproxy: &Cell, target: f64) -> Option<f64> {
-    rps_ceiling(haproxy)?;
-    let total = haproxy.machine_cpu_us_per_req?;
-    let lb = haproxy.lb_cpu_us_per_req?;
+    let (total, lb) = saturated_cpu(haproxy)?;
     Some(((total / target - (total - lb)) / lb).max(0.0))
 }
 

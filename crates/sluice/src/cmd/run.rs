@@ -603,21 +603,31 @@ async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Respon
         return error(StatusCode::NOT_FOUND, "no L4 services configured");
     };
     let checks = state.l4_checks;
-    let result = tokio::task::spawn_blocking(move || {
-        let mut g = plane.lock().map_err(|_| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "control plane lock poisoned".to_owned(),
-            )
-        })?;
-        admin_l4(&mut g, checks.as_deref(), &method, &path, &body)
+    let result = on_plane(plane, move |g| {
+        admin_l4(g, checks.as_deref(), &method, &path, &body)
     })
     .await;
     match result {
-        Ok(Ok((s, v))) => json(s, &v),
-        Ok(Err((s, m))) => error(s, m),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok((s, v)) => json(s, &v),
+        Err((s, m)) => error(s, m),
     }
+}
+
+/// Runs `f` on the locked control plane in the blocking pool (map reads and
+/// writes are system calls); a poisoned lock or a failed task is a 500.
+async fn on_plane<T: Send + 'static>(
+    plane: Plane,
+    f: impl FnOnce(&mut L4Plane<KernelNeighbours>) -> Result<T, (StatusCode, String)> + Send + 'static,
+) -> Result<T, (StatusCode, String)> {
+    let internal = |m: String| (StatusCode::INTERNAL_SERVER_ERROR, m);
+    tokio::task::spawn_blocking(move || {
+        let mut g = plane
+            .lock()
+            .map_err(|_| internal("control plane lock poisoned".to_owned()))?;
+        f(&mut g)
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))?
 }
 
 /// `GET /metrics`: everything the other read endpoints show, in
@@ -630,24 +640,24 @@ async fn metrics(state: AdminState) -> Response<Full<Bytes>> {
     }
     super::metrics::checks(&mut f, &state.check_targets());
     if let Some(plane) = state.plane {
-        let read = tokio::task::spawn_blocking(move || {
-            let g = plane
-                .lock()
-                .map_err(|_| "control plane lock poisoned".to_owned())?;
-            let services = g.list().map_err(|e| e.to_string())?;
-            let counters = g.dataplane().counters().map_err(|e| e.to_string())?;
-            Ok::<_, String>((counters, services))
+        let read = on_plane(plane, |g| {
+            let failed = |e: String| {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reading the L4 maps: {e}"),
+                )
+            };
+            let services = g.list().map_err(|e| failed(e.to_string()))?;
+            let counters = g
+                .dataplane()
+                .counters()
+                .map_err(|e| failed(e.to_string()))?;
+            Ok((counters, services))
         })
         .await;
         match read {
-            Ok(Ok((counters, services))) => super::metrics::l4(&mut f, &counters, &services),
-            Ok(Err(e)) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("reading the L4 maps: {e}"),
-                );
-            }
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            Ok((counters, services)) => super::metrics::l4(&mut f, &counters, &services),
+            Err((s, m)) => return error(s, m),
         }
     }
     let mut r = Response::new(Full::new(Bytes::from(f.render())));

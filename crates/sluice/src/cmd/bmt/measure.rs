@@ -36,11 +36,21 @@ pub(crate) fn softirq_ns() -> Option<u64> {
     parse_softirq_ticks(&text).map(|t| t.saturating_mul(NS_PER_TICK))
 }
 
-/// The 7th value of the aggregate `cpu` line: user nice system idle iowait
-/// irq **softirq** ...
-fn parse_softirq_ticks(text: &str) -> Option<u64> {
+/// The first eight values of `/proc/stat`'s aggregate `cpu` line, in ticks:
+/// user nice system idle iowait irq softirq steal.
+fn aggregate_cpu_ticks(text: &str) -> Option<[u64; 8]> {
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
-    line.split_whitespace().nth(7)?.parse().ok()
+    let mut v = [0u64; 8];
+    let mut fields = line.split_whitespace().skip(1);
+    for slot in &mut v {
+        *slot = fields.next()?.parse().ok()?;
+    }
+    Some(v)
+}
+
+/// The softirq value of the aggregate `cpu` line.
+fn parse_softirq_ticks(text: &str) -> Option<u64> {
+    aggregate_cpu_ticks(text).map(|v| v[6])
 }
 
 /// Busy CPU time summed over all CPUs since boot (`/proc/stat`), in
@@ -54,17 +64,7 @@ pub(crate) fn machine_busy_ns() -> Option<u64> {
 /// user + nice + system + irq + softirq + steal of the aggregate `cpu`
 /// line (values 1, 2, 3, 6, 7, 8). Guest time is already inside user.
 fn parse_busy_ticks(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = v[..] else {
-        return None;
-    };
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = aggregate_cpu_ticks(text)?;
     Some(user + nice + system + irq + softirq + steal)
 }
 
