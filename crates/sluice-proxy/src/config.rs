@@ -186,6 +186,11 @@ pub struct FrontendConfig {
     pub tls: Option<TlsConfig>,
     /// splice(2) use of the `mode tcp` relay.
     pub splice: Splice,
+    /// Serve plain HTTP/1 exchanges on the fast path (`h1fast`, no hyper);
+    /// `false` sends every HTTP/1 request through hyper's path. Both apply
+    /// the same header policy (`policy`); this is an escape hatch and
+    /// the switch the differential tests use to drive each engine.
+    pub h1_fast_path: bool,
 }
 
 /// TLS termination settings for a frontend.
@@ -292,6 +297,7 @@ impl FrontendConfig {
             timeout_http_keep_alive: DEFAULT_TIMEOUT_HTTP_KEEP_ALIVE,
             tls: None,
             splice: Splice::Auto,
+            h1_fast_path: true,
         }
     }
 }

@@ -272,7 +272,7 @@ async fn serve_http<S>(
             watch: watch.clone(),
         })
     };
-    if !h2 {
+    if !h2 && fe.cfg.h1_fast_path {
         // HTTP/1: the fast path first; hyper's path takes over at the first
         // request it does not handle, with the bytes already read.
         let mut io = io;
@@ -297,7 +297,7 @@ async fn serve_http<S>(
         ))
         .await;
     }
-    Box::pin(serve_hyper(fe, io, new_ctx, true, phase)).await;
+    Box::pin(serve_hyper(fe, io, new_ctx, h2, phase)).await;
 }
 
 /// Serve a client connection with hyper (HTTP/2, or HTTP/1 from the first

@@ -1061,6 +1061,157 @@ where
     }
 }
 
+/// Fuzz oracle: see [`crate::fuzzing::request_head`].
+pub(crate) fn fuzz_request_head(data: &[u8]) {
+    let rw = Rewrite {
+        client_ip: Some("192.0.2.7".to_owned()),
+        proto: b"http",
+        via: true,
+    };
+    let mut out = Vec::new();
+    let Parsed::Complete(head) = parse_request(data, &rw, &mut out) else {
+        return;
+    };
+    // What the server is sent must parse, and frame the body alike.
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
+    let mut again = httparse::Request::new(&mut headers);
+    match again.parse(&out) {
+        Ok(httparse::Status::Complete(n)) => assert_eq!(n, out.len(), "head ends early"),
+        other => panic!("forwarded head does not parse: {other:?}"),
+    }
+    let mut cl = None;
+    for h in again.headers.iter() {
+        assert!(
+            !h.name.eq_ignore_ascii_case("transfer-encoding"),
+            "transfer-encoding forwarded on the fast path"
+        );
+        if h.name.eq_ignore_ascii_case("content-length") {
+            assert!(cl.is_none(), "several content-length forwarded");
+            cl = content_length(h.value);
+        }
+    }
+    assert_eq!(
+        cl.unwrap_or(0),
+        head.body_len,
+        "the forwarded head frames the body differently from the relay"
+    );
+    let host_in = count_named(data, "host");
+    let host_out = again
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count();
+    assert_eq!(host_in, host_out, "host headers added or removed");
+}
+
+/// How many headers of a (complete, parseable) head are named `name`.
+fn count_named(data: &[u8], name: &str) -> usize {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(data) {
+        Ok(httparse::Status::Complete(_)) => req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .count(),
+        _ => 0,
+    }
+}
+
+/// Fuzz oracle: see [`crate::fuzzing::response_head`].
+pub(crate) fn fuzz_response_head(data: &[u8]) {
+    let Some((&flags, data)) = data.split_first() else {
+        return;
+    };
+    let ask = Ask {
+        head: flags & 1 != 0,
+        close: flags & 2 != 0,
+        http10: flags & 4 != 0,
+    };
+    let mut out = Vec::new();
+    let Parsed::Complete(head) = parse_response(data, ask, flags & 8 != 0, &mut out) else {
+        return;
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
+    let mut again = httparse::Response::new(&mut headers);
+    match again.parse(&out) {
+        Ok(httparse::Status::Complete(n)) => assert_eq!(n, out.len(), "head ends early"),
+        other => panic!("forwarded head does not parse: {other:?}"),
+    }
+    let mut cl = None;
+    let mut chunked = false;
+    for h in again.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            cl = content_length(h.value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = true;
+        }
+    }
+    let seen = if ask.head || head.status < 200 || head.status == 204 || head.status == 304 {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = cl {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    let relayed = if head.dechunk {
+        Framing::UntilClose
+    } else {
+        head.framing
+    };
+    // A body relayed until the close is ended by the close whatever the
+    // head says only when the client connection closes after it.
+    if relayed == Framing::UntilClose {
+        assert!(
+            head.client_close,
+            "a body ended by the close on a kept connection"
+        );
+    } else if !(seen == Framing::Chunked && relayed == Framing::Chunked) {
+        assert_eq!(
+            seen, relayed,
+            "the client reads the body differently from the relay"
+        );
+    }
+}
+
+/// Fuzz oracle: see [`crate::fuzzing::chunked`].
+pub(crate) fn fuzz_chunked(data: &[u8], step: usize) {
+    let mut spans = Vec::new();
+    let whole = ChunkedEnd::new().feed(data, Some(&mut spans));
+    let whole_data: Vec<u8> = spans
+        .iter()
+        .flat_map(|r| data[r.clone()].to_vec())
+        .collect();
+    let mut c = ChunkedEnd::new();
+    let mut cut_data = Vec::new();
+    let mut cut = Ok(None);
+    let mut at = 0;
+    for piece in data.chunks(step.max(1)) {
+        let mut spans = Vec::new();
+        let r = c.feed(piece, Some(&mut spans));
+        for s in &spans {
+            cut_data.extend_from_slice(&piece[s.clone()]);
+        }
+        match r {
+            Ok(None) => at += piece.len(),
+            Ok(Some(n)) => {
+                cut = Ok(Some(at + n));
+                break;
+            }
+            Err(e) => {
+                cut = Err(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(whole, cut, "read boundaries changed where the body ends");
+    if whole.is_ok() {
+        assert_eq!(whole_data, cut_data, "read boundaries changed the data");
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -29,6 +29,8 @@ pub mod config;
 mod conn;
 mod error;
 mod frontend;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1fast;
 mod h1scan;
 mod http;
