@@ -15,8 +15,8 @@ use sluice_core::sched::l7::{Backend, L7Algorithm, L7Balancer, RequestInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
+use crate::body::ProxyBody;
 use crate::config::{BackendConfig, Balance, ServerConfig};
-use crate::http::ProxyBody;
 use crate::io::{ServerStream, connect};
 use crate::stats::Counters;
 use crate::tls;

@@ -20,8 +20,8 @@ pub const DEFAULT_TIMEOUT_CONNECT: Duration = Duration::from_secs(5);
 /// Default inactivity timeout on the client side (HAProxy `timeout client`).
 pub const DEFAULT_TIMEOUT_CLIENT: Duration = Duration::from_secs(50);
 
-/// Default server timeout: the longest wait for response headers in HTTP mode,
-/// and the server-side inactivity timeout in TCP mode (HAProxy `timeout server`).
+/// Default server timeout: the server's inactivity, in HTTP and TCP mode
+/// (HAProxy `timeout server`).
 pub const DEFAULT_TIMEOUT_SERVER: Duration = Duration::from_secs(50);
 
 /// Default time a client has to send complete request headers (HAProxy
@@ -227,8 +227,16 @@ pub struct BackendConfig {
     pub redispatch: bool,
     /// Timeout for establishing a TCP connection to a server.
     pub timeout_connect: Duration,
-    /// Wait for response headers (HTTP) / server inactivity (TCP).
+    /// Server inactivity (HAProxy `timeout server`): the longest time the
+    /// server may stay silent while a request waits for it or a response
+    /// body is relayed (HTTP; a request body that keeps moving counts as
+    /// activity), or while a TCP session is idle on its side.
     pub timeout_server: Duration,
+    /// Idle timeout of a tunnel (WebSocket or another `Upgrade`), both
+    /// ways (HAProxy `timeout tunnel`); `None`: `timeout_client` on the
+    /// client side and `timeout_server` on the server side, as for
+    /// `mode tcp`.
+    pub timeout_tunnel: Option<Duration>,
     /// Longest wait for a free server slot.
     pub timeout_queue: Duration,
     /// Most requests waiting for a server slot in this backend.
@@ -315,6 +323,7 @@ impl BackendConfig {
             redispatch: true,
             timeout_connect: DEFAULT_TIMEOUT_CONNECT,
             timeout_server: DEFAULT_TIMEOUT_SERVER,
+            timeout_tunnel: None,
             timeout_queue: DEFAULT_TIMEOUT_QUEUE,
             max_queue: DEFAULT_MAX_QUEUE,
             send_proxy: SendProxy::None,

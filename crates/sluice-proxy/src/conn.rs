@@ -19,7 +19,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 
 use crate::h1scan::HeadScanner;
+use crate::policy::Violation;
 
 /// "None" in the `u64` atomics below.
 const UNSET: u64 = u64::MAX;
@@ -59,9 +60,11 @@ pub(crate) struct HttpTimers {
 #[derive(Debug)]
 pub(crate) struct ConnWatch {
     origin: Instant,
-    /// From the scanner (HTTP/1 only): index of the first request with
-    /// ambiguous framing, or [`UNSET`].
+    /// From the scanner (HTTP/1 only): index of the first request the
+    /// policy refuses, or [`UNSET`].
     first_bad: AtomicU64,
+    /// Why ([`Violation::to_u8`]); written before `first_bad`.
+    bad_why: AtomicU8,
     /// From the scanner: request heads completed.
     heads: AtomicU64,
     /// From the scanner: when the head in progress got its first byte
@@ -82,6 +85,7 @@ impl ConnWatch {
         Arc::new(Self {
             origin: Instant::now(),
             first_bad: AtomicU64::new(UNSET),
+            bad_why: AtomicU8::new(0),
             heads: AtomicU64::new(0),
             head_start_ns: AtomicU64::new(UNSET),
             dispatched: AtomicU64::new(0),
@@ -100,11 +104,13 @@ impl ConnWatch {
         self.origin + Duration::from_nanos(self.idle_since_ns.load(Relaxed))
     }
 
-    /// A request reached the handler: returns its index on the connection and
-    /// whether the scanner found its framing ambiguous (answer 400 and close).
-    pub(crate) fn dispatch(self: &Arc<Self>) -> (RequestGuard, bool) {
+    /// A request reached the handler: returns its guard, and the policy's
+    /// reason to refuse it when the scanner found one in its raw head (the
+    /// handler answers with it and closes).
+    pub(crate) fn dispatch(self: &Arc<Self>) -> (RequestGuard, Option<Violation>) {
         let seq = self.dispatched.fetch_add(1, Relaxed);
-        let bad = self.first_bad.load(Relaxed) <= seq;
+        let bad = (self.first_bad.load(Relaxed) <= seq)
+            .then(|| Violation::from_u8(self.bad_why.load(Relaxed)).unwrap_or(Violation::BadHead));
         (RequestGuard(self.clone()), bad)
     }
 
@@ -164,8 +170,12 @@ impl ConnWatch {
 
     /// Publish the scanner's findings after a read.
     fn scanned(&self, scan: &HeadScanner) {
-        if let Some(bad) = scan.first_bad() {
-            self.first_bad.fetch_min(bad, Relaxed);
+        // One reader publishes, so a plain check-then-store is enough.
+        if let Some((index, why)) = scan.first_bad()
+            && self.first_bad.load(Relaxed) == UNSET
+        {
+            self.bad_why.store(why.to_u8(), Relaxed);
+            self.first_bad.store(index, Relaxed);
         }
         self.heads.store(scan.heads(), Relaxed);
         if scan.in_head() {
@@ -246,7 +256,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(4096);
         let watch = ConnWatch::new();
         let mut s = Scanned::new(server, 1024, watch.clone());
-        let input = b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         client.write_all(input).await.unwrap();
         drop(client);
         let mut out = Vec::new();
@@ -254,8 +264,8 @@ mod tests {
         assert_eq!(out, input);
         let (_g0, bad0) = watch.dispatch();
         let (_g1, bad1) = watch.dispatch();
-        assert!(!bad0);
-        assert!(bad1);
+        assert_eq!(bad0, None);
+        assert_eq!(bad1, Some(Violation::LengthAndChunked));
     }
 
     #[tokio::test]
@@ -267,7 +277,7 @@ mod tests {
         assert_eq!(at, 200_000_000);
         // The first head arrives, then its request is in flight: no timer.
         let mut scan = HeadScanner::new(1024);
-        scan.feed(b"GET / HTTP/1.1\r\n\r\n");
+        scan.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         w.scanned(&scan);
         let (g, _) = w.dispatch();
         assert_eq!(w.deadline(TIMERS), None);
@@ -286,7 +296,7 @@ mod tests {
         assert_eq!(why, Expired::HttpRequest { partial: true });
         assert_eq!(at, w.head_start_ns.load(Relaxed) + 200_000_000);
         // Head complete but not yet dispatched: no timer.
-        scan.feed(b" HTTP/1.1\r\n\r\n");
+        scan.feed(b" HTTP/1.1\r\nHost: a\r\n\r\n");
         w.scanned(&scan);
         assert_eq!(w.deadline(TIMERS), None);
     }

@@ -6,8 +6,8 @@
 //! are the oracle: a fuzzer that finds a panic has found either a crash or
 //! a disagreement between what the proxy decided and what it forwards.
 
-use crate::h1fast;
 use crate::h1scan::HeadScanner;
+use crate::{body, h1fast};
 
 /// Head limit used by the targets (the default `max_header_size`).
 const MAX_HEAD_BYTES: usize = crate::config::DEFAULT_MAX_HEADER_SIZE_BYTES;
@@ -20,7 +20,8 @@ fn split(data: &[u8]) -> (usize, &[u8]) {
     }
 }
 
-/// A client byte stream through the hyper path's raw scanner: the verdict
+/// A client byte stream through hyper's path's raw scanner (which
+/// applies the header policy to every head): the verdict
 /// (first bad request, heads seen, whether a head is in progress) must not
 /// depend on how the bytes were cut into reads.
 pub fn request_stream(data: &[u8]) {
@@ -55,5 +56,5 @@ pub fn response_head(data: &[u8]) {
 /// yields must not depend on read boundaries.
 pub fn chunked(data: &[u8]) {
     let (step, data) = split(data);
-    h1fast::fuzz_chunked(data, step);
+    body::fuzz_chunked(data, step);
 }

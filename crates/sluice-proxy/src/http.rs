@@ -1,222 +1,106 @@
-//! `mode http`: the per-request path.
+//! `mode http`, hyper's path: HTTP/2, and every HTTP/1 request the fast
+//! path ([`crate::h1fast`]) hands over. Policy (what is refused, which
+//! headers cross, what is added) is [`crate::policy`]'s; this module is
+//! transport: hyper's parsed messages in, hyper's connections out.
 //!
 //! Phases of one request (pingora-like order, HAProxy-like timers):
 //!
-//! 1. headers received from the client (`Tq` ends): framing checks (request
-//!    smuggling: the raw-head verdict from [`crate::h1scan`], then the parsed
-//!    headers) and header rewriting (hop-by-hop, `X-Forwarded-*`, `Via`);
-//! 2. a server slot is taken (`Tw`: time queued when servers are at maxconn);
-//! 3. a pooled connection is reused or a new one opened (`Tc`); a failed
-//!    connect is retried (`retries`, `redispatch`), then answered 503;
-//! 4. the request is sent and response headers awaited (`Tr`, bounded by
-//!    `timeout_server` → 504; a bad or missing response → 502);
-//! 5. the response body is streamed back; when it ends (or the client goes
-//!    away) the access log line is written (`Tt`) and the connection returns
-//!    to the pool once hyper reports it ready for another request.
+//! 1. [`admit`]: the head as the client sent it is checked with the
+//!    policy (the raw scanner's verdict for HTTP/1, the parsed head for
+//!    HTTP/2); a refused request is answered with the policy's status and
+//!    the connection closes;
+//! 2. [`rewrite_request`]: header lines as the policy says;
+//! 3. a server slot and a connection ([`session::pick_and_connect`]: `Tw`,
+//!    `Tc`, retries, redispatch, 503);
+//! 4. [`send`]: the request goes out and the response head comes back
+//!    (`Tr`); `timeout_server` is the server's *inactivity*, so a request
+//!    body that keeps moving is never cut (504 only after that long with
+//!    nothing from either side of the server connection);
+//! 5. [`respond`]: a `101` becomes a tunnel ([`crate::relay`], with
+//!    `timeout_tunnel`); any other response is streamed back with its
+//!    headers rewritten; the access log line is written when it ends.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, Version};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-use crate::backend::{AcquireError, BackendRt, ServerRt, Slot};
-use crate::config::{Balance, SendProxy};
-use crate::conn::{ConnWatch, RequestGuard};
-use crate::frontend::FrontendRt;
-use crate::proxy_protocol;
-use crate::stats::Counters;
+use crate::backend::{ServerRt, Slot};
+use crate::body::{self, BoxError, ProxyBody};
+use crate::io::Activity;
+use crate::policy::{self, ConnectionOptions, Disposition, RequestBody, Violation};
+use crate::relay;
+use crate::session::{self, ConnCtx, Connector, LogRecord};
+use crate::termination::Termination;
 
-/// Body type on both sides of the proxy.
-pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Body errors: hyper's, or the proxy's own (a client body timeout).
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The error a request body yields when the client stalls in the middle of
-/// it for longer than `timeout_client`.
+/// The error a body yields when its sender stalls in the middle of it for
+/// longer than its inactivity limit.
 #[derive(Debug)]
-struct ClientBodyTimeout;
+struct Stalled;
 
-impl std::fmt::Display for ClientBodyTimeout {
+impl std::fmt::Display for Stalled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("client stalled while sending the request body")
+        f.write_str("the peer stalled in the middle of a body")
     }
 }
 
-impl std::error::Error for ClientBodyTimeout {}
+impl std::error::Error for Stalled {}
 
-/// Target of the access log events.
-pub const ACCESS_LOG_TARGET: &str = "sluice::access";
-
-/// Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1),
-/// plus the non-standard `Keep-Alive` and `Proxy-Connection`.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-
-/// What one client connection shares with its requests.
+/// Cuts a body whose frames stop coming for `limit` (zero: never).
 #[derive(Debug)]
-pub(crate) struct ConnCtx {
-    pub(crate) fe: Arc<FrontendRt>,
-    pub(crate) be: Arc<BackendRt>,
-    /// Client address (from the PROXY header when `accept_proxy`).
-    pub(crate) client: SocketAddr,
-    /// Address the client connected to (PROXY `dst` when present). Read
-    /// from the socket only when the backend sends PROXY headers (its one
-    /// use); `0.0.0.0:0` otherwise.
-    pub(crate) local: SocketAddr,
-    pub(crate) https: bool,
-    /// Request progress, smuggling verdicts and idle time. `Tq` is measured
-    /// from [`ConnWatch::idle_since`].
-    pub(crate) watch: Arc<ConnWatch>,
+struct StallTimer {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-/// Per-request timers and identity, written to the access log when the
-/// response ends.
+impl StallTimer {
+    fn new(limit: Duration) -> Self {
+        Self { limit, timer: None }
+    }
+
+    /// A frame arrived: the timer starts again at the next wait.
+    fn progress(&mut self) {
+        self.timer = None;
+    }
+
+    /// The body is pending: true once the limit has passed.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.limit.is_zero() {
+            return false;
+        }
+        let limit = self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// Request body wrapper: counts bytes received from the client, records
+/// progress (the server connection is not idle while the body moves), and
+/// cuts a client that stalls mid-body for longer than `timeout_client`
+/// (HAProxy's `timeout client`): the body then fails and `timed_out` is
+/// set, so the request is answered 408.
 #[derive(Debug)]
-pub(crate) struct LogRecord {
-    ctx: Arc<ConnCtx>,
-    start: Instant,
-    method: Method,
-    uri: String,
-    pub(crate) server: Option<Arc<ServerRt>>,
-    pub(crate) status: u16,
-    tq: Duration,
-    pub(crate) tw: Option<Duration>,
-    pub(crate) tc: Option<Duration>,
-    pub(crate) tr: Option<Duration>,
-    pub(crate) bytes_in: Arc<AtomicU64>,
-    pub(crate) bytes_out: u64,
-    /// Why the session ended, HAProxy-style two letters: `--` normal, `CD`
-    /// client went away during data, `SH` server timeout on headers, `SC`
-    /// connect refused, `SQ` queue timeout, `PR` proxy rejected the request.
-    pub(crate) termination: &'static str,
-    /// Marks the request finished on the connection when the record goes.
-    _request: RequestGuard,
-}
-
-impl LogRecord {
-    /// A record for a request of `ctx` that started at `start`.
-    pub(crate) fn new(
-        ctx: &Arc<ConnCtx>,
-        start: Instant,
-        method: Method,
-        uri: String,
-        request: RequestGuard,
-    ) -> Self {
-        let (fe, be) = (&ctx.fe, &ctx.be);
-        Counters::inc(&fe.stats.requests);
-        Counters::inc(&be.stats.requests);
-        Self {
-            ctx: ctx.clone(),
-            start,
-            method,
-            uri,
-            server: None,
-            status: 0,
-            tq: start.saturating_duration_since(ctx.watch.idle_since()),
-            tw: None,
-            tc: None,
-            tr: None,
-            bytes_in: Arc::new(AtomicU64::new(0)),
-            bytes_out: 0,
-            termination: "--",
-            _request: request,
-        }
-    }
-
-    /// Record the response status in the record and the counters.
-    pub(crate) fn set_status(&mut self, status: u16) {
-        self.status = status;
-        self.ctx.fe.stats.status(status);
-        self.ctx.be.stats.status(status);
-        if let Some(s) = &self.server {
-            s.stats.status(status);
-        }
-    }
-
-    pub(crate) fn finish(self) {
-        let fe = &self.ctx.fe;
-        let be = &self.ctx.be;
-        let bytes_in = self.bytes_in.load(Relaxed);
-        for c in [&fe.stats, &be.stats] {
-            Counters::add(&c.bytes_in, bytes_in);
-            Counters::add(&c.bytes_out, self.bytes_out);
-        }
-        if let Some(s) = &self.server {
-            Counters::add(&s.stats.bytes_in, bytes_in);
-            Counters::add(&s.stats.bytes_out, self.bytes_out);
-        }
-        let ms = |d: Option<Duration>| {
-            d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        };
-        let server = self
-            .server
-            .as_ref()
-            .map_or("<NOSRV>", |s| s.cfg.name.as_str());
-        let (tq, tw, tc, tr, tt) = (
-            ms(Some(self.tq)),
-            ms(self.tw),
-            ms(self.tc),
-            ms(self.tr),
-            ms(Some(self.start.elapsed())),
-        );
-        tracing::info!(
-            target: ACCESS_LOG_TARGET,
-            client = %self.ctx.client,
-            frontend = %fe.cfg.name,
-            backend = %be.cfg.name,
-            server,
-            tq, tw, tc, tr, tt,
-            status = self.status,
-            bytes_in,
-            bytes_out = self.bytes_out,
-            termination = self.termination,
-            method = %self.method,
-            uri = %self.uri,
-            "{} [{}] {}/{} {tq}/{tw}/{tc}/{tr}/{tt} {} {} {} \"{} {}\"",
-            self.ctx.client, fe.cfg.name, be.cfg.name, server, self.status, self.bytes_out,
-            self.termination, self.method, self.uri,
-        );
-    }
-}
-
-/// Request body wrapper counting bytes received from the client, and
-/// cutting a client that stalls mid-body for longer than `idle`
-/// (`timeout_client`, HAProxy's `timeout client`): the body then fails
-/// with [`ClientBodyTimeout`] and `timed_out` is set, so the request is
-/// answered 408.
-#[derive(Debug)]
-struct CountingBody {
+struct RequestBodyIn {
     inner: Incoming,
     bytes: Arc<AtomicU64>,
-    idle: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    timed_out: Arc<std::sync::atomic::AtomicBool>,
+    progress: Arc<Activity>,
+    stall: StallTimer,
+    timed_out: Arc<AtomicBool>,
 }
 
-impl Body for CountingBody {
+impl Body for RequestBodyIn {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -224,29 +108,20 @@ impl Body for CountingBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let res = Pin::new(&mut self.inner).poll_frame(cx);
-        match res {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
-                // Progress: the stall timer starts again.
-                self.timer = None;
-                if let Some(d) = f.data_ref() {
-                    self.bytes.fetch_add(d.len() as u64, Relaxed);
-                }
+                self.stall.progress();
+                let n = f.data_ref().map_or(0, Bytes::len);
+                self.bytes.fetch_add(n as u64, Relaxed);
+                self.progress.touch(n);
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                if self.idle.is_zero() {
-                    return Poll::Pending;
-                }
-                let idle = self.idle;
-                let timer = self
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                if timer.as_mut().poll(cx).is_ready() {
+                if self.stall.expired(cx) {
                     self.timed_out.store(true, Relaxed);
-                    return Poll::Ready(Some(Err(Box::new(ClientBodyTimeout))));
+                    return Poll::Ready(Some(Err(Box::new(Stalled))));
                 }
                 Poll::Pending
             }
@@ -260,17 +135,27 @@ impl Body for CountingBody {
     }
 }
 
-/// Response body wrapper: counts bytes, holds the server slot until the
-/// body is done, and writes the log line when dropped.
+/// Response body wrapper: counts bytes, cuts a server that stalls mid-body
+/// for `timeout_server`, holds the server slot until the body is done,
+/// and writes the log line when dropped.
 #[derive(Debug)]
-struct ResponseBody {
+struct ResponseBodyOut {
     inner: Incoming,
     log: Option<LogRecord>,
+    stall: StallTimer,
     ended: bool,
     _slot: Option<Slot>,
 }
 
-impl Body for ResponseBody {
+impl ResponseBodyOut {
+    fn end(&mut self, t: Termination) {
+        if let Some(log) = self.log.as_mut() {
+            log.end(t);
+        }
+    }
+}
+
+impl Body for ResponseBodyOut {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -278,27 +163,32 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let res = Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map_err(BoxError::from);
-        match &res {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
+                self.stall.progress();
                 if let (Some(d), Some(log)) = (f.data_ref(), self.log.as_mut()) {
                     log.bytes_out += d.len() as u64;
                 }
+                Poll::Ready(Some(Ok(f)))
             }
-            Poll::Ready(None) => self.ended = true,
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(log) = self.log.as_mut() {
-                    // The server broke off mid-body: the client sees a
-                    // truncated response (status already sent).
-                    log.termination = "SD";
-                    Counters::inc(&log.ctx.be.stats.err_response);
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The server broke off mid-body: the client sees a
+                // truncated response (status already sent).
+                self.end(Termination::ServerAborted);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => {
+                if self.stall.expired(cx) {
+                    self.end(Termination::ServerDataTimeout);
+                    return Poll::Ready(Some(Err(Box::new(Stalled))));
                 }
+                Poll::Pending
             }
-            Poll::Pending => {}
         }
-        res
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
@@ -308,11 +198,11 @@ impl Body for ResponseBody {
     }
 }
 
-impl Drop for ResponseBody {
+impl Drop for ResponseBodyOut {
     fn drop(&mut self) {
         if let Some(mut log) = self.log.take() {
-            if !self.ended && !self.inner.is_end_stream() && log.termination == "--" {
-                log.termination = "CD";
+            if !self.ended && !self.inner.is_end_stream() {
+                log.end(Termination::ClientAborted);
             }
             log.finish();
         }
@@ -325,162 +215,216 @@ pub(crate) async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
-    let (request_guard, ambiguous_framing) = ctx.watch.dispatch();
-    let fe = ctx.fe.clone();
+    let (guard, scanned) = ctx.watch.dispatch();
     let uri = req
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().to_string(), |p| p.to_string());
-    let mut log = LogRecord::new(&ctx, start, req.method().clone(), uri, request_guard);
+    let mut log = LogRecord::new(&ctx, start, req.method().clone(), uri, guard);
 
-    if ambiguous_framing {
-        // Seen in the raw head by the reader (`h1scan`): hyper may already
-        // have resolved it, the backend might not.
-        Counters::inc(&fe.stats.err_request);
-        log.termination = "PR";
-        return Ok(local_reply(
-            log,
-            StatusCode::BAD_REQUEST,
-            "Ambiguous request framing (Content-Length with Transfer-Encoding, conflicting Content-Length, or a folded header).",
-            true,
-        ));
-    }
+    // Phases 1 and 2: the policy's verdict, then the head to send.
+    let verdict = match admit(&req, scanned) {
+        Ok(v) => v,
+        Err(v) => return Ok(local_reply(log, Termination::Rejected(v))),
+    };
+    let client_upgrade = verdict.upgrade.then(|| hyper::upgrade::on(&mut req));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let progress = Activity::new();
+    let req = rewrite_request(&ctx, req, &verdict, &log, &progress, &timed_out);
 
-    if let Err(why) = check_request(&req) {
-        Counters::inc(&fe.stats.err_request);
-        log.termination = "PR";
-        return Ok(local_reply(log, StatusCode::BAD_REQUEST, why, true));
-    }
-    if req.method() == Method::CONNECT {
-        log.termination = "PR";
-        return Ok(local_reply(
-            log,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not supported.",
-            true,
-        ));
-    }
+    // Phase 3: a slot and a connection, with retries.
+    let be = &ctx.be;
+    let path = log.uri.clone();
+    let connected = session::pick_and_connect(
+        be,
+        ctx.client.ip(),
+        Some(&path),
+        &mut log.connect,
+        &HyperConnector(&ctx),
+    )
+    .await;
+    let (slot, sender, pooled) = match connected {
+        Ok(x) => x,
+        Err(t) => return Ok(local_reply(log, t)),
+    };
 
-    let upgrade = is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    rewrite_request(&ctx, &mut req, upgrade);
-    let (parts, body) = req.into_parts();
-    let body_timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let body = CountingBody {
+    // Phase 4: the request out, the response head back.
+    let t = Instant::now();
+    let resp = match send(&ctx, &slot.server, sender, pooled, req, &progress).await {
+        Ok(r) => r,
+        Err(e) => {
+            let t = if timed_out.load(Relaxed) {
+                // The client, not the server, broke the exchange.
+                Termination::ClientBodyTimeout
+            } else {
+                e
+            };
+            return Ok(local_reply(log, t));
+        }
+    };
+    log.tr = Some(t.elapsed());
+
+    // Phase 5: the response.
+    Ok(respond(&ctx, log, slot, resp, client_upgrade))
+}
+
+/// Phase 1: the policy's verdict on the request as the client sent it.
+/// For HTTP/1 the raw scanner saw the head before hyper parsed it
+/// (`scanned`); the parsed head is checked too, which for HTTP/2 is the
+/// only check.
+fn admit<B>(req: &Request<B>, scanned: Option<Violation>) -> Result<policy::Request, Violation> {
+    if let Some(v) = scanned {
+        return Err(v);
+    }
+    let version = match req.version() {
+        Version::HTTP_10 | Version::HTTP_09 => policy::Version::Http10,
+        _ => policy::Version::Http11,
+    };
+    let target = req.uri().to_string();
+    let fields = fields_of(req.headers());
+    policy::check_request(
+        req.method().as_str(),
+        &target,
+        version,
+        fields.iter().copied(),
+    )
+}
+
+/// A header map's lines as the policy reads them.
+fn fields_of(h: &HeaderMap) -> Vec<(&str, &[u8])> {
+    h.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect()
+}
+
+/// Phase 2: the request to send, with the policy's header lines, origin
+/// form, HTTP/1.1, and the body wrapped to count and watch it.
+fn rewrite_request(
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+    verdict: &policy::Request,
+    log: &LogRecord,
+    progress: &Arc<Activity>,
+    timed_out: &Arc<AtomicBool>,
+) -> Request<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    let old = std::mem::take(&mut parts.headers);
+    let list = fields_of(&old);
+    let fields = || list.iter().copied();
+    let conn = ConnectionOptions::of(fields()).unwrap_or_default();
+    let h = &mut parts.headers;
+    for (name, value) in &old {
+        match policy::request_disposition(name.as_str(), &conn, verdict, &ctx.add) {
+            Disposition::Keep => {
+                h.append(name.clone(), value.clone());
+            }
+            Disposition::Drop
+            | Disposition::Framing
+            | Disposition::Host
+            | Disposition::Rewritten => {}
+        }
+    }
+    // HTTP/2 carries the authority in the URI; the policy reports it for
+    // absolute-form targets too: either way it becomes Host.
+    policy::request_additions(fields(), verdict, &ctx.add, h);
+    // A Content-Length body keeps one canonical length; hyper frames a
+    // chunked one as it sends it.
+    if let RequestBody::Length(n) = verdict.body {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    if let Ok(uri) = verdict.origin.parse() {
+        parts.uri = uri;
+    }
+    parts.version = Version::HTTP_11;
+    let body = RequestBodyIn {
         inner: body,
         bytes: log.bytes_in.clone(),
-        idle: fe.cfg.timeout_client,
-        timer: None,
-        timed_out: body_timed_out.clone(),
+        progress: progress.clone(),
+        stall: StallTimer::new(ctx.fe.cfg.timeout_client),
+        timed_out: timed_out.clone(),
     };
-    let mut req = Request::from_parts(parts, body.boxed_unsync());
+    Request::from_parts(parts, body.boxed_unsync())
+}
 
-    // Phases 2 and 3: slot and connection, with retries.
-    let (slot, mut sender, mut pooled) =
-        match pick_and_connect(&ctx, &mut log, &HyperConnector(&ctx)).await {
-            Ok(x) => x,
-            Err(no) => return Ok(local_reply(log, no.status, no.msg, no.close)),
-        };
-    let be = ctx.be.clone();
-
-    // Phase 4: send and wait for response headers.
-    let t = Instant::now();
-    let resp = loop {
-        match tokio::time::timeout(be.cfg.timeout_server, sender.try_send_request(req)).await {
-            Err(_) => {
-                Counters::inc(&be.stats.err_timeout);
-                Counters::inc(&slot.server.stats.err_timeout);
-                log.termination = "sH";
-                return Ok(local_reply(
-                    log,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "The server didn't respond in time.",
-                    true,
-                ));
+/// Phase 4: send the request and wait for the response head. The server
+/// has `timeout_server` of inactivity: the wait restarts whenever the
+/// request body moves. A pooled connection that turns out closed before
+/// the request was written is replaced by a new one.
+async fn send(
+    ctx: &ConnCtx,
+    server: &ServerRt,
+    mut sender: SendRequest<ProxyBody>,
+    mut pooled: bool,
+    mut req: Request<ProxyBody>,
+    progress: &Activity,
+) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), Termination> {
+    let limit = ctx.be.cfg.timeout_server;
+    loop {
+        let waited = {
+            let exchange = sender.try_send_request(req);
+            tokio::pin!(exchange);
+            loop {
+                let idle = progress.idle();
+                if idle >= limit {
+                    break None;
+                }
+                tokio::select! {
+                    r = &mut exchange => break Some(r),
+                    () = tokio::time::sleep(limit - idle) => {}
+                }
             }
-            Ok(Ok(resp)) => break resp,
-            Ok(Err(mut e)) => {
-                // A pooled connection that turned out closed before the
-                // request was written: the request is intact, use a new one.
+        };
+        match waited {
+            None => return Err(Termination::ServerTimeout),
+            Some(Ok(resp)) => return Ok((resp, sender)),
+            Some(Err(mut e)) => {
                 if pooled && let Some(r) = e.take_message() {
                     req = r;
-                    match server_conn_fresh(&ctx, &slot.server).await {
+                    match server_conn_fresh(ctx, server).await {
                         Ok(s) => {
                             sender = s;
                             pooled = false;
                             continue;
                         }
                         Err(_) => {
-                            Counters::inc(&slot.server.stats.err_connect);
-                            Counters::inc(&be.stats.err_connect);
-                            log.termination = "SC";
-                            return Ok(local_reply(
-                                log,
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "No server is available to handle this request.",
-                                false,
-                            ));
+                            session::count_connect_failure(&ctx.be, server);
+                            return Err(Termination::NoServer);
                         }
                     }
                 }
-                if body_timed_out.load(Relaxed) {
-                    // The client, not the server, broke the exchange.
-                    Counters::inc(&fe.stats.err_request);
-                    log.termination = "cD";
-                    return Ok(local_reply(
-                        log,
-                        StatusCode::REQUEST_TIMEOUT,
-                        "The client did not send the request body in time.",
-                        true,
-                    ));
-                }
-                tracing::debug!(server = %slot.server.cfg.name, error = %e.error(), "bad response");
-                Counters::inc(&be.stats.err_response);
-                Counters::inc(&slot.server.stats.err_response);
-                log.termination = "SH";
-                return Ok(local_reply(
-                    log,
-                    StatusCode::BAD_GATEWAY,
-                    "The server returned an invalid or incomplete response.",
-                    true,
-                ));
+                tracing::debug!(server = %server.cfg.name, error = %e.error(), "bad response");
+                return Err(Termination::BadResponse);
             }
         }
-    };
-    log.tr = Some(t.elapsed());
-    let mut resp = resp;
+    }
+}
+
+/// Phase 5: a tunnel after `101`, else the response streamed back.
+fn respond(
+    ctx: &Arc<ConnCtx>,
+    mut log: LogRecord,
+    slot: Slot,
+    (mut resp, sender): (Response<Incoming>, SendRequest<ProxyBody>),
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
     let status = resp.status();
     log.set_status(status.as_u16());
-
-    // Phase 5: response.
-    if status == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_upgrade) = client_upgrade
-    {
-        let server_upgrade = hyper::upgrade::on(&mut resp);
-        let (mut parts, _) = resp.into_parts();
-        remove_hop_by_hop(&mut parts.headers, true);
-        let log_ctx = log;
-        tokio::spawn(async move {
-            let tunnel = async {
-                let (c, s) = tokio::try_join!(client_upgrade, server_upgrade).ok()?;
-                tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(s))
-                    .await
-                    .ok()
-            };
-            if let Some((up, down)) = tunnel.await {
-                let mut log = log_ctx;
-                log.bytes_in.fetch_add(up, Relaxed);
-                log.bytes_out = down;
-                log.finish();
-            } else {
-                log_ctx.finish();
-            }
-            drop(slot);
-        });
-        return Ok(Response::from_parts(parts, empty()));
+    let version = match resp.version() {
+        Version::HTTP_10 => policy::Version::Http10,
+        _ => policy::Version::Http11,
+    };
+    let server_upgrade = (status == http::StatusCode::SWITCHING_PROTOCOLS
+        && client_upgrade.is_some())
+    .then(|| hyper::upgrade::on(&mut resp));
+    if rewrite_response(ctx, &mut resp, version, server_upgrade.is_some()).is_err() {
+        return local_reply(log, Termination::BadResponse);
     }
-    if pooled_allowed(&be) {
+    let (parts, body) = resp.into_parts();
+    if let (Some(client), Some(server)) = (client_upgrade, server_upgrade) {
+        tunnel(ctx, log, slot, client, server);
+        return Response::from_parts(parts, body::empty());
+    }
+    if session::pooled_allowed(&ctx.be) {
         let server = slot.server.clone();
+        let mut sender = sender;
         tokio::spawn(async move {
             // Ready once the response body has been read to the end; fails
             // if the connection closed (body dropped, or `Connection: close`).
@@ -489,28 +433,73 @@ pub(crate) async fn handle(
             }
         });
     }
-    let (mut parts, body) = resp.into_parts();
-    remove_hop_by_hop(&mut parts.headers, false);
-    if fe.cfg.via {
-        append_via(&mut parts.headers, parts.version);
-    }
-    let body = ResponseBody {
+    let body = ResponseBodyOut {
         inner: body,
         log: Some(log),
+        stall: StallTimer::new(ctx.be.cfg.timeout_server),
         ended: false,
         _slot: Some(slot),
     };
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
-/// How a request path gets a connection to a server.
-pub(crate) trait Connector: Sync {
-    type Conn: Send;
-    /// A connection to `server`, and whether it came from a pool.
-    fn connect<'a>(
-        &'a self,
-        server: &'a ServerRt,
-    ) -> impl Future<Output = std::io::Result<(Self::Conn, bool)>> + Send + 'a;
+/// The response's header lines as the policy says (hyper frames the body
+/// towards the client: a `Content-Length` is kept only when it is the
+/// framing).
+fn rewrite_response(
+    ctx: &ConnCtx,
+    resp: &mut Response<Incoming>,
+    version: policy::Version,
+    upgrading: bool,
+) -> Result<(), Violation> {
+    let old = std::mem::take(resp.headers_mut());
+    let list = fields_of(&old);
+    let fields = || list.iter().copied();
+    let conn = ConnectionOptions::of(fields())?;
+    let chunked = old.contains_key(header::TRANSFER_ENCODING);
+    let h = resp.headers_mut();
+    for (name, value) in &old {
+        let keep = match policy::response_disposition(name.as_str(), &conn, &ctx.add, upgrading) {
+            Disposition::Keep => true,
+            Disposition::Framing => *name == header::CONTENT_LENGTH && !chunked,
+            Disposition::Drop | Disposition::Host | Disposition::Rewritten => false,
+        };
+        if keep {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    policy::response_additions(fields(), version, &ctx.add, upgrading, h);
+    Ok(())
+}
+
+/// Relay an upgraded connection (WebSocket, ...) both ways in a task of
+/// its own that holds the client connection's hold (maxconn, drain) and
+/// the server slot, with the tunnel's idle limits, cut by the shutdown.
+fn tunnel(
+    ctx: &Arc<ConnCtx>,
+    mut log: LogRecord,
+    slot: Slot,
+    client: hyper::upgrade::OnUpgrade,
+    server: hyper::upgrade::OnUpgrade,
+) {
+    let limits = relay::tunnel_limits(&ctx.fe, &ctx.be);
+    let life = ctx.life.clone();
+    tokio::spawn(async move {
+        let Ok((c, s)) = tokio::try_join!(client, server) else {
+            log.end(Termination::ClientAborted);
+            log.finish();
+            return;
+        };
+        let end =
+            relay::copy_both_ways(TokioIo::new(c), TokioIo::new(s), limits, life.phase.clone())
+                .await;
+        log.bytes_in.fetch_add(end.up, Relaxed);
+        log.bytes_out = end.down;
+        log.end(end.termination);
+        log.finish();
+        drop(slot);
+        drop(life);
+    });
 }
 
 /// Connections driven by hyper, from [`ServerRt::pool`] or new.
@@ -526,217 +515,12 @@ impl Connector for HyperConnector<'_> {
     }
 }
 
-/// The reply for a request that got no server connection.
-#[derive(Debug)]
-pub(crate) struct NoConn {
-    pub(crate) status: StatusCode,
-    pub(crate) msg: &'static str,
-    pub(crate) close: bool,
-}
-
-impl NoConn {
-    pub(crate) const NO_SERVER: Self = Self {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        msg: "No server is available to handle this request.",
-        close: false,
-    };
-}
-
-/// Phases 2 and 3 of a request, shared by hyper's path and the HTTP/1 fast
-/// path: take a server slot (`Tw`) and a connection to it (`Tc`) from
-/// `connect` (which says whether the connection came from a pool); a failed
-/// connect is retried `retries` times, on another server with `redispatch`.
-/// On failure the log record carries the termination code.
-pub(crate) async fn pick_and_connect<C: Connector>(
-    ctx: &ConnCtx,
-    log: &mut LogRecord,
-    connector: &C,
-) -> Result<(Slot, C::Conn, bool), NoConn> {
-    let be = &ctx.be;
-    let path = (be.cfg.balance == Balance::Uri).then(|| log.uri.clone());
-    let mut tried: Vec<usize> = Vec::new();
-    let mut same_server: Option<Slot> = None;
-    let mut failures: u32 = 0;
-    loop {
-        let slot = match same_server.take() {
-            Some(s) => s,
-            None => {
-                let t = Instant::now();
-                let mut r = be.acquire(ctx.client.ip(), path.as_deref(), &tried).await;
-                if r.as_ref().err() == Some(&AcquireError::NoServer) && !tried.is_empty() {
-                    // Every server was tried once: go around again.
-                    tried.clear();
-                    r = be.acquire(ctx.client.ip(), path.as_deref(), &tried).await;
-                }
-                *log.tw.get_or_insert(Duration::ZERO) += t.elapsed();
-                match r {
-                    Ok(s) => s,
-                    Err(AcquireError::NoServer) => {
-                        log.termination = "SC";
-                        return Err(NoConn::NO_SERVER);
-                    }
-                    Err(AcquireError::QueueFull | AcquireError::QueueTimeout) => {
-                        log.termination = "sQ";
-                        return Err(NoConn {
-                            msg: "Timed out waiting for a free server.",
-                            ..NoConn::NO_SERVER
-                        });
-                    }
-                }
-            }
-        };
-        log.server = Some(slot.server.clone());
-        let t = Instant::now();
-        match connector.connect(&slot.server).await {
-            Ok((conn, pooled)) => {
-                log.tc = Some(t.elapsed());
-                return Ok((slot, conn, pooled));
-            }
-            Err(e) => {
-                tracing::debug!(server = %slot.server.cfg.name, error = %e, "connect failed");
-                Counters::inc(&slot.server.stats.err_connect);
-                Counters::inc(&be.stats.err_connect);
-                failures += 1;
-                if failures > be.cfg.retries {
-                    log.termination = "SC";
-                    return Err(NoConn::NO_SERVER);
-                }
-                Counters::inc(&be.stats.retries);
-                Counters::inc(&slot.server.stats.retries);
-                if be.cfg.redispatch && be.servers.len() > 1 {
-                    Counters::inc(&be.stats.redispatches);
-                    Counters::inc(&slot.server.stats.redispatches);
-                    tried.push(slot.index);
-                } else {
-                    same_server = Some(slot);
-                }
-            }
-        }
-    }
-}
-
-/// Reject requests whose framing two parsers could read differently
-/// (request smuggling, RFC 9112 section 6.3): both `Content-Length` and
-/// `Transfer-Encoding`, or several differing `Content-Length` values.
-/// hyper rejects the second itself; checking again costs nothing.
-fn check_request<B>(req: &Request<B>) -> Result<(), &'static str> {
-    let h = req.headers();
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-        return Err("Both Content-Length and Transfer-Encoding.");
-    }
-    let mut cls = h.get_all(header::CONTENT_LENGTH).iter();
-    if let Some(first) = cls.next()
-        && cls.any(|v| v != first)
-    {
-        return Err("Conflicting Content-Length values.");
-    }
-    Ok(())
-}
-
-fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && connection_tokens(h).any(|t| t.eq_ignore_ascii_case("upgrade"))
-}
-
-fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
-    h.get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
-/// Drop hop-by-hop headers and those named in `Connection`. With
-/// `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is re-added,
-/// since an upgrade must reach the next hop.
-fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = connection_tokens(h)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            h.remove(name);
-        }
-    }
-    for name in HOP_BY_HOP {
-        if !(keep_upgrade && name == "upgrade") {
-            h.remove(name);
-        }
-    }
-    if keep_upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-fn append_via(h: &mut HeaderMap, version: Version) {
-    let proto = match version {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        _ => "1.1",
-    };
-    let mine = format!("{proto} sluice");
-    let value = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {mine}"),
-        None => mine,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert(header::VIA, v);
-    }
-}
-
-fn rewrite_request<B>(ctx: &ConnCtx, req: &mut Request<B>, upgrade: bool) {
-    let version = req.version();
-    // HTTP/2 requests carry the authority in the URI, not in Host.
-    if !req.headers().contains_key(header::HOST)
-        && let Some(auth) = req.uri().authority()
-        && let Ok(v) = HeaderValue::from_str(auth.as_str())
-    {
-        req.headers_mut().insert(header::HOST, v);
-    }
-    // Servers get origin-form (RFC 9112 section 3.2.1).
-    let origin = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    if let Ok(uri) = origin.parse() {
-        *req.uri_mut() = uri;
-    }
-    *req.version_mut() = Version::HTTP_11;
-    let h = req.headers_mut();
-    remove_hop_by_hop(h, upgrade);
-    if ctx.fe.cfg.forwardfor {
-        let ip = ctx.client.ip().to_canonical().to_string();
-        // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3).
-        let prev: Vec<&str> = h
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let value = if prev.is_empty() {
-            ip
-        } else {
-            format!("{}, {ip}", prev.join(", "))
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(X_FORWARDED_FOR, v);
-        }
-        let proto = if ctx.https { "https" } else { "http" };
-        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if ctx.fe.cfg.via {
-        append_via(h, version);
-    }
-}
-
-/// Connections carrying a PROXY header belong to one client: never pooled.
-pub(crate) fn pooled_allowed(be: &BackendRt) -> bool {
-    be.cfg.send_proxy == SendProxy::None
-}
-
 /// A connection to `server`: an idle pooled one if any (`true`), else new.
 async fn server_conn(
     ctx: &ConnCtx,
     server: &ServerRt,
 ) -> std::io::Result<(SendRequest<ProxyBody>, bool)> {
-    if pooled_allowed(&ctx.be)
+    if session::pooled_allowed(&ctx.be)
         && let Some(s) = server.pool.checkout()
     {
         return Ok((s, true));
@@ -744,25 +528,14 @@ async fn server_conn(
     Ok((server_conn_fresh(ctx, server).await?, false))
 }
 
-/// A new connection to `server`, with the PROXY header the backend asks for.
-pub(crate) async fn connect_fresh(
-    ctx: &ConnCtx,
-    server: &ServerRt,
-) -> std::io::Result<crate::io::ServerStream> {
-    let preamble = match ctx.be.cfg.send_proxy {
-        SendProxy::None => None,
-        SendProxy::V1 => Some(proxy_protocol::encode_v1(ctx.client, ctx.local)),
-        SendProxy::V2 => Some(proxy_protocol::encode_v2(ctx.client, ctx.local)),
-    };
-    ctx.be.connect(server, preamble.as_deref()).await
-}
-
 async fn server_conn_fresh(
     ctx: &ConnCtx,
     server: &ServerRt,
 ) -> std::io::Result<SendRequest<ProxyBody>> {
-    let stream = connect_fresh(ctx, server).await?;
+    let stream = session::connect_fresh(&ctx.be, server, ctx.client, ctx.local).await?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_headers(policy::MAX_HEADERS)
+        .max_buf_size(ctx.fe.cfg.max_header_size.max(MIN_CLIENT_BUF_BYTES))
         .handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;
@@ -774,100 +547,20 @@ async fn server_conn_fresh(
     Ok(sender)
 }
 
-fn empty() -> ProxyBody {
-    Full::new(Bytes::new())
-        .map_err(|never| -> BoxError { match never {} })
-        .boxed_unsync()
-}
+/// hyper's smallest read buffer (it refuses less than 8 KiB).
+const MIN_CLIENT_BUF_BYTES: usize = 8 * 1024;
 
-/// The body of a response made by the proxy itself (HAProxy-like HTML);
-/// records the status and ends the log record.
-pub(crate) fn local_body(mut log: LogRecord, status: StatusCode, msg: &str) -> String {
-    let reason = status.canonical_reason().unwrap_or("");
-    let body = format!(
-        "<html><body><h1>{} {reason}</h1>\n{msg}\n</body></html>\n",
-        status.as_u16()
-    );
-    log.set_status(status.as_u16());
-    log.bytes_out = body.len() as u64;
-    log.finish();
-    body
-}
-
-/// A response made by the proxy itself.
-fn local_reply(log: LogRecord, status: StatusCode, msg: &str, close: bool) -> Response<ProxyBody> {
-    let body = local_body(log, status, msg);
-    let mut resp = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| -> BoxError { match never {} })
-            .boxed_unsync(),
-    );
+/// A response made by the proxy itself for `t`.
+fn local_reply(log: LogRecord, t: Termination) -> Response<ProxyBody> {
+    let (status, text) = session::local_body(log, t);
+    let mut resp = Response::new(body::full(Bytes::from(text)));
     *resp.status_mut() = status;
-    let h = resp.headers_mut();
+    let h: &mut HeaderMap = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if close {
+    if t.closes() {
         // The request's framing or state is suspect: do not reuse the connection.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_and_connection_listed_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "connection",
-            HeaderValue::from_static("keep-alive, X-Secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("te", HeaderValue::from_static("trailers"));
-        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
-        h.insert("x-keep", HeaderValue::from_static("1"));
-        remove_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-keep"));
-    }
-
-    #[test]
-    fn upgrade_is_kept_when_asked() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("Upgrade"));
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
-        assert!(is_upgrade(&h));
-        remove_hop_by_hop(&mut h, true);
-        assert_eq!(h.get("upgrade").unwrap(), "websocket");
-        assert_eq!(h.get("connection").unwrap(), "upgrade");
-    }
-
-    #[test]
-    fn smuggling_checks() {
-        let req = |hs: &[(&str, &str)]| {
-            let mut r = Request::new(());
-            for (k, v) in hs {
-                r.headers_mut().append(
-                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    HeaderValue::from_str(v).unwrap(),
-                );
-            }
-            r
-        };
-        assert!(check_request(&req(&[("content-length", "5")])).is_ok());
-        assert!(check_request(&req(&[("content-length", "5"), ("content-length", "5")])).is_ok());
-        assert!(check_request(&req(&[("content-length", "5"), ("content-length", "6")])).is_err());
-        assert!(
-            check_request(&req(&[
-                ("content-length", "5"),
-                ("transfer-encoding", "chunked")
-            ]))
-            .is_err()
-        );
-    }
 }

@@ -24,7 +24,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod accept;
 mod backend;
+mod body;
 pub mod config;
 mod conn;
 mod error;
@@ -35,11 +37,16 @@ mod h1fast;
 mod h1scan;
 mod http;
 mod io;
+mod lifecycle;
 mod limits;
+mod policy;
 pub mod proxy_protocol;
+mod relay;
+mod session;
 mod splice;
 pub mod stats;
 mod tcp;
+mod termination;
 mod tls;
 mod wake;
 
@@ -54,19 +61,20 @@ use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use crate::accept::LISTEN_BACKLOG;
 pub use crate::config::{
     BackendConfig, Balance, FrontendConfig, Mode, ProxyConfig, SendProxy, ServerConfig, Splice,
     TlsCertConfig, TlsConfig,
 };
 pub use crate::error::ProxyError;
-pub use crate::frontend::LISTEN_BACKLOG;
-pub use crate::http::ACCESS_LOG_TARGET;
+pub use crate::session::ACCESS_LOG_TARGET;
 pub use crate::splice::{COPY_BUF_BYTES, PIPE_BYTES, SPLICE_AUTO_FULL_READS};
 pub use crate::stats::StatsSnapshot;
 pub use crate::tls::SYSTEM_CA_BUNDLES;
 
 use crate::backend::BackendRt;
-use crate::frontend::{FrontendRt, Phase};
+use crate::frontend::FrontendRt;
+use crate::lifecycle::Phase;
 use crate::stats::{BackendSnapshot, NamedCounters, ServerSnapshot};
 
 /// How long [`ProxyHandle::shutdown`] waits for sessions to notice a hard
@@ -143,7 +151,7 @@ impl Proxy {
                     addr,
                     source,
                 };
-                let l = frontend::bind(addr).map_err(bind_err)?;
+                let l = accept::bind(addr).map_err(bind_err)?;
                 addrs.push((fe.cfg.name.clone(), l.local_addr().map_err(bind_err)?));
                 fe_listeners.push(l);
             }
@@ -155,7 +163,7 @@ impl Proxy {
         let accept_tasks = listeners
             .into_iter()
             .map(|(fe, l)| {
-                tokio::spawn(frontend::accept_loop(
+                tokio::spawn(accept::accept_loop(
                     fe,
                     l,
                     phase_rx.clone(),

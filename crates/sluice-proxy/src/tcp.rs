@@ -4,41 +4,62 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::backend::{BackendRt, Slot};
-use crate::config::{SendProxy, Splice};
-use crate::frontend::{FrontendRt, Phase, wait_phase};
-use crate::io::{Activity, Rewind, ServerStream, Tracked};
+use crate::config::Splice;
+use crate::frontend::FrontendRt;
+use crate::io::{Activity, Rewind, ServerStream};
+use crate::lifecycle::Lifecycle;
+use crate::relay::{self, IdleLimits, RelayEnd};
+use crate::session::{self, ACCESS_LOG_TARGET, ConnectTimes, FreshConnector};
+use crate::splice;
 use crate::stats::Counters;
-use crate::wake::OnOwnWake;
-use crate::{proxy_protocol, splice};
 
-/// How often the idle watchdog looks at the relay's activity. Idle timeouts
-/// fire up to this much late.
-const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// One `mode tcp` session: its frontend, backend and addresses.
+struct Session<'a> {
+    fe: &'a FrontendRt,
+    be: &'a BackendRt,
+    client: SocketAddr,
+    local: SocketAddr,
+    life: Lifecycle,
+}
+
+impl Session<'_> {
+    fn limits(&self) -> IdleLimits {
+        IdleLimits {
+            client: self.fe.cfg.timeout_client,
+            server: self.be.cfg.timeout_server,
+        }
+    }
+}
 
 /// Relay one client connection (TLS-terminated or otherwise wrapped:
 /// always copied). `client`/`local` are the addresses after any PROXY
 /// header.
 pub(crate) async fn serve<S>(
     fe: Arc<FrontendRt>,
-    be: Arc<BackendRt>,
     client_io: S,
     client: SocketAddr,
     local: SocketAddr,
-    phase: watch::Receiver<Phase>,
+    life: Lifecycle,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some((slot, server_io)) = connect_logged(&fe, &be, client, local).await else {
+    let s = Session {
+        fe: &fe,
+        be: &fe.backend,
+        client,
+        local,
+        life,
+    };
+    let Some((slot, server_io, times)) = connect_logged(&s).await else {
         return;
     };
-    relay_copied(&fe, &be, &slot, client_io, server_io, client, phase).await;
+    let end = relay::copy_both_ways(client_io, server_io, s.limits(), s.life.phase.clone()).await;
+    log_session(&s, &slot, &times, &end);
 }
 
 /// Relay one plain TCP client connection: with splice(2) as the
@@ -46,19 +67,27 @@ pub(crate) async fn serve<S>(
 /// too, copied otherwise.
 pub(crate) async fn serve_plain(
     fe: Arc<FrontendRt>,
-    be: Arc<BackendRt>,
     client_io: Rewind<TcpStream>,
     client: SocketAddr,
     local: SocketAddr,
-    phase: watch::Receiver<Phase>,
+    life: Lifecycle,
 ) {
-    let Some((slot, server_io)) = connect_logged(&fe, &be, client, local).await else {
+    let s = Session {
+        fe: &fe,
+        be: &fe.backend,
+        client,
+        local,
+        life,
+    };
+    let Some((slot, server_io, times)) = connect_logged(&s).await else {
         return;
     };
     let server = match server_io {
         ServerStream::Plain(server) if fe.cfg.splice != Splice::Never => server,
         other => {
-            relay_copied(&fe, &be, &slot, client_io, other, client, phase).await;
+            let end =
+                relay::copy_both_ways(client_io, other, s.limits(), s.life.phase.clone()).await;
+            log_session(&s, &slot, &times, &end);
             return;
         }
     };
@@ -74,170 +103,55 @@ pub(crate) async fn serve_plain(
         }
         splice::relay(&client_sock, &server, &up, &down, fe.cfg.splice, &spliced).await
     };
-    let end = run_relay(&fe, &be, &slot, &up, &down, relay, phase).await;
+    let t = relay::run_relay(s.limits(), &up, &down, relay, s.life.phase.clone()).await;
     let spliced = spliced.load(Relaxed);
-    for st in [&fe.stats, &be.stats, &slot.server.stats] {
+    for st in [&fe.stats, &s.be.stats, &slot.server.stats] {
         Counters::add(&st.bytes_spliced, spliced);
     }
-    log_session(&fe, &be, &slot, &up, &down, client, end);
-}
-
-/// The copying relay, for any pair of streams.
-async fn relay_copied<S, T>(
-    fe: &FrontendRt,
-    be: &BackendRt,
-    slot: &Slot,
-    client_io: S,
-    server_io: T,
-    client: SocketAddr,
-    phase: watch::Receiver<Phase>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    let up = Activity::new();
-    let down = Activity::new();
-    let mut c = Tracked::new(client_io, up.clone());
-    let mut s = Tracked::new(server_io, down.clone());
-    let relay = async {
-        tokio::io::copy_bidirectional_with_sizes(
-            &mut c,
-            &mut s,
-            splice::COPY_BUF_BYTES,
-            splice::COPY_BUF_BYTES,
-        )
-        .await
-        .map(|_| ())
-    };
-    let end = run_relay(fe, be, slot, &up, &down, relay, phase).await;
-    log_session(fe, be, slot, &up, &down, client, end);
+    log_session(&s, &slot, &times, &relay::ended(t, &up, &down));
 }
 
 /// Picks a server and connects; logs the session as `<NOSRV>` if none
 /// could be reached.
-async fn connect_logged(
-    fe: &FrontendRt,
-    be: &BackendRt,
-    client: SocketAddr,
-    local: SocketAddr,
-) -> Option<(Slot, ServerStream)> {
-    let connected = connect_with_retries(be, client, local).await;
-    if connected.is_none() {
-        tracing::info!(
-            target: crate::http::ACCESS_LOG_TARGET,
-            client = %client, frontend = %fe.cfg.name, backend = %be.cfg.name,
-            "{client} [{}] {}/<NOSRV> no server available", fe.cfg.name, be.cfg.name
-        );
-    }
-    connected
-}
-
-/// Runs `relay` against the idle timeouts and the shutdown phase; returns
-/// the termination code of the access log (HAProxy's: `--` normal end,
-/// `SD` error on the data path, `cD` idle timeout, `KD` stopped).
-async fn run_relay(
-    fe: &FrontendRt,
-    be: &BackendRt,
-    slot: &Slot,
-    up: &Activity,
-    down: &Activity,
-    relay: impl Future<Output = std::io::Result<()>>,
-    mut phase: watch::Receiver<Phase>,
-) -> &'static str {
-    let (tc, ts) = (fe.cfg.timeout_client, be.cfg.timeout_server);
-    let watchdog = async {
-        // The session is idle once the client has sent nothing for
-        // `timeout client` and the server nothing for `timeout server`.
-        loop {
-            tokio::time::sleep(IDLE_CHECK_INTERVAL).await;
-            if up.idle() >= tc && down.idle() >= ts {
-                return;
-            }
-        }
+async fn connect_logged(s: &Session<'_>) -> Option<(Slot, ServerStream, ConnectTimes)> {
+    let mut times = ConnectTimes::default();
+    let connector = FreshConnector {
+        be: s.be,
+        client: s.client,
+        local: s.local,
     };
-    tokio::select! {
-        r = relay => match r {
-            Ok(()) => "--",
-            Err(_) => "SD",
-        },
-        () = watchdog => {
-            Counters::inc(&be.stats.err_timeout);
-            Counters::inc(&slot.server.stats.err_timeout);
-            "cD"
+    match session::pick_and_connect(s.be, s.client.ip(), None, &mut times, &connector).await {
+        Ok((slot, stream, _)) => Some((slot, stream, times)),
+        Err(t) => {
+            let (client, fe, be) = (s.client, &s.fe.cfg.name, &s.be.cfg.name);
+            tracing::info!(
+                target: ACCESS_LOG_TARGET,
+                %client, frontend = %fe, backend = %be, termination = t.code(),
+                tw = session::ms(times.tw),
+                "{client} [{fe}] {be}/<NOSRV> {}/-1 0 0 {}", session::ms(times.tw), t.code()
+            );
+            None
         }
-        // Polled only when the phase changes, not on every relay wake-up.
-        () = OnOwnWake::new(wait_phase(&mut phase, Phase::Stopped)) => "KD",
     }
 }
 
-/// Adds the session's bytes to the counters and writes its access log line.
-fn log_session(
-    fe: &FrontendRt,
-    be: &BackendRt,
-    slot: &Slot,
-    up: &Activity,
-    down: &Activity,
-    client: SocketAddr,
-    end: &str,
-) {
-    let (bin, bout) = (up.bytes.load(Relaxed), down.bytes.load(Relaxed));
-    for st in [&fe.stats, &be.stats, &slot.server.stats] {
-        Counters::add(&st.bytes_in, bin);
-        Counters::add(&st.bytes_out, bout);
+/// Counts the session's ending and bytes and writes its access log line.
+fn log_session(s: &Session<'_>, slot: &Slot, times: &ConnectTimes, end: &RelayEnd) {
+    let (fe, be, server) = (s.fe, s.be, &slot.server);
+    end.termination
+        .count(&fe.stats, &be.stats, Some(&server.stats));
+    for st in [&fe.stats, &be.stats, &server.stats] {
+        Counters::add(&st.bytes_in, end.up);
+        Counters::add(&st.bytes_out, end.down);
     }
+    let (client, code) = (s.client, end.termination.code());
+    let (tw, tc) = (session::ms(times.tw), session::ms(times.tc));
     tracing::info!(
-        target: crate::http::ACCESS_LOG_TARGET,
-        client = %client, frontend = %fe.cfg.name, backend = %be.cfg.name,
-        server = %slot.server.cfg.name, bytes_in = bin, bytes_out = bout, termination = end,
-        "{client} [{}] {}/{} {bin} {bout} {end}", fe.cfg.name, be.cfg.name, slot.server.cfg.name
+        target: ACCESS_LOG_TARGET,
+        %client, frontend = %fe.cfg.name, backend = %be.cfg.name,
+        server = %server.cfg.name, tw, tc, bytes_in = end.up, bytes_out = end.down,
+        termination = code,
+        "{client} [{}] {}/{} {tw}/{tc} {} {} {code}", fe.cfg.name, be.cfg.name, server.cfg.name,
+        end.up, end.down
     );
-}
-
-async fn connect_with_retries(
-    be: &BackendRt,
-    client: SocketAddr,
-    local: SocketAddr,
-) -> Option<(Slot, ServerStream)> {
-    let preamble = match be.cfg.send_proxy {
-        SendProxy::None => None,
-        SendProxy::V1 => Some(proxy_protocol::encode_v1(client, local)),
-        SendProxy::V2 => Some(proxy_protocol::encode_v2(client, local)),
-    };
-    let mut tried = Vec::new();
-    let mut same: Option<Slot> = None;
-    let mut failures = 0u32;
-    loop {
-        let slot = match same.take() {
-            Some(s) => s,
-            None => match be.acquire(client.ip(), None, &tried).await {
-                Ok(s) => s,
-                Err(_) if !tried.is_empty() => {
-                    tried.clear();
-                    be.acquire(client.ip(), None, &tried).await.ok()?
-                }
-                Err(_) => return None,
-            },
-        };
-        match be.connect(&slot.server, preamble.as_deref()).await {
-            Ok(stream) => return Some((slot, stream)),
-            Err(e) => {
-                tracing::debug!(server = %slot.server.cfg.name, error = %e, "connect failed");
-                Counters::inc(&slot.server.stats.err_connect);
-                Counters::inc(&be.stats.err_connect);
-                failures += 1;
-                if failures > be.cfg.retries {
-                    return None;
-                }
-                Counters::inc(&be.stats.retries);
-                Counters::inc(&slot.server.stats.retries);
-                if be.cfg.redispatch && be.servers.len() > 1 {
-                    Counters::inc(&be.stats.redispatches);
-                    Counters::inc(&slot.server.stats.redispatches);
-                    tried.push(slot.index);
-                } else {
-                    same = Some(slot);
-                }
-            }
-        }
-    }
 }
