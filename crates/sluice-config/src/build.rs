@@ -30,7 +30,14 @@ const SECTIONS: &[&str] = &[
     "sync",
 ];
 
-const GLOBAL_KEYS: &[&str] = &["admin", "log_level", "log_format", "threads", "cpu_map"];
+const GLOBAL_KEYS: &[&str] = &[
+    "admin",
+    "log_level",
+    "log_format",
+    "threads",
+    "cpu_map",
+    "hard_stop_after",
+];
 const DEFAULTS_KEYS: &[&str] = &[
     "timeout_connect",
     "timeout_client",
@@ -38,6 +45,7 @@ const DEFAULTS_KEYS: &[&str] = &[
     "timeout_http_request",
     "timeout_http_keep_alive",
     "timeout_queue",
+    "timeout_tunnel",
     "retries",
     "maxconn",
 ];
@@ -78,6 +86,7 @@ const FRONTEND_KEYS: &[&str] = &[
     "tls",
     "alpn",
     "splice",
+    "h1_fast_path",
 ];
 const TLS_KEYS: &[&str] = &["cert", "key", "sni"];
 const BACKEND_KEYS: &[&str] = &[
@@ -87,6 +96,7 @@ const BACKEND_KEYS: &[&str] = &[
     "timeout_connect",
     "timeout_server",
     "timeout_queue",
+    "timeout_tunnel",
     "retries",
     "redispatch",
     "health_check",
@@ -236,6 +246,7 @@ fn global(cx: &mut Ctx<'_>, root: &Tbl<'_, '_>) -> Global {
             log_format: LogFormat::Text,
             threads: None,
             cpu_map: Vec::new(),
+            hard_stop_after: DEFAULT_HARD_STOP_AFTER,
         };
     };
     cx.check_keys(&t, GLOBAL_KEYS);
@@ -255,6 +266,9 @@ fn global(cx: &mut Ctx<'_>, root: &Tbl<'_, '_>) -> Global {
                 non_empty_list(int_in(0, MAX_CPU_ID), "CPU id"),
             )
             .unwrap_or_default(),
+        hard_stop_after: cx
+            .opt(&t, "hard_stop_after", duration)
+            .unwrap_or(DEFAULT_HARD_STOP_AFTER),
     }
 }
 
@@ -266,6 +280,7 @@ fn defaults(cx: &mut Ctx<'_>, root: &Tbl<'_, '_>) -> Defaults {
         timeout_http_request: DEFAULT_TIMEOUT_HTTP_REQUEST,
         timeout_http_keep_alive: DEFAULT_TIMEOUT_HTTP_KEEP_ALIVE,
         timeout_queue: DEFAULT_TIMEOUT_QUEUE,
+        timeout_tunnel: None,
         retries: DEFAULT_RETRIES,
         maxconn: DEFAULT_MAXCONN,
     };
@@ -292,6 +307,7 @@ fn defaults(cx: &mut Ctx<'_>, root: &Tbl<'_, '_>) -> Defaults {
         timeout_queue: cx
             .opt(&t, "timeout_queue", duration)
             .unwrap_or(built_in.timeout_queue),
+        timeout_tunnel: cx.opt(&t, "timeout_tunnel", duration),
         retries: cx
             .opt(&t, "retries", int_in(0, MAX_RETRIES))
             .unwrap_or(built_in.retries),
@@ -974,6 +990,7 @@ fn frontend(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, defaults: &Defaults, rec: &mut Re
         tls,
         alpn,
         splice: splice.unwrap_or(Splice::Auto),
+        h1_fast_path: cx.opt(t, "h1_fast_path", boolean).unwrap_or(true),
     }
 }
 
@@ -1110,6 +1127,9 @@ fn backend(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, defaults: &Defaults, rec: &mut Rec
         timeout_queue: cx
             .opt(t, "timeout_queue", duration)
             .unwrap_or(defaults.timeout_queue),
+        timeout_tunnel: cx
+            .opt(t, "timeout_tunnel", duration)
+            .or(defaults.timeout_tunnel),
         retries: cx
             .opt(t, "retries", int_in(0, MAX_RETRIES))
             .unwrap_or(defaults.retries),

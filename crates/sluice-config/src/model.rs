@@ -30,6 +30,9 @@ pub const DEFAULT_TIMEOUT_HTTP_REQUEST: Duration = Duration::from_secs(10);
 pub const DEFAULT_TIMEOUT_HTTP_KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Default `timeout_queue`: time a request may wait for a free server slot.
 pub const DEFAULT_TIMEOUT_QUEUE: Duration = Duration::from_secs(5);
+/// Default `hard_stop_after`: how long a graceful shutdown lets open
+/// connections (tunnels included) finish before cutting them.
+pub const DEFAULT_HARD_STOP_AFTER: Duration = Duration::from_secs(10);
 /// Default `retries`: connection attempts to servers after the first fails.
 pub const DEFAULT_RETRIES: u32 = 3;
 /// Most `retries` accepted.
@@ -366,6 +369,8 @@ pub struct Global {
     pub threads: Option<u16>,
     /// CPU ids to pin worker threads to, in order; empty means no pinning.
     pub cpu_map: Vec<u16>,
+    /// How long a graceful shutdown lets open connections finish.
+    pub hard_stop_after: Duration,
 }
 
 /// `[defaults]`: values inherited by frontends and backends that don't set them.
@@ -383,6 +388,9 @@ pub struct Defaults {
     pub timeout_http_keep_alive: Duration,
     /// Time a request may wait in the queue for a free server slot.
     pub timeout_queue: Duration,
+    /// Idle timeout of WebSocket/Upgrade tunnels, both ways; `None`: the
+    /// client and server timeouts.
+    pub timeout_tunnel: Option<Duration>,
     /// Connection attempts to servers after the first fails.
     pub retries: u32,
     /// Concurrent client connections per frontend.
@@ -474,6 +482,8 @@ pub struct Frontend {
     pub alpn: Vec<String>,
     /// splice(2) use of the `mode = "tcp"` relay.
     pub splice: Splice,
+    /// Relay plain HTTP/1 exchanges on the fast path (else hyper's path).
+    pub h1_fast_path: bool,
 }
 
 /// `[[frontend.tls]]`: one certificate and the names it serves.
@@ -502,6 +512,9 @@ pub struct Backend {
     pub timeout_server: Duration,
     /// Time a request may wait for a free server slot.
     pub timeout_queue: Duration,
+    /// Idle timeout of WebSocket/Upgrade tunnels, both ways; `None`: the
+    /// client and server timeouts.
+    pub timeout_tunnel: Option<Duration>,
     /// Connection attempts after the first fails.
     pub retries: u32,
     /// Allow a retry to go to another server.

@@ -99,7 +99,7 @@ fn unknown_key_suggests_the_closest() {
 fn unknown_key_far_from_any_lists_the_choices() {
     assert_eq!(
         only(&with_tail("[global]\ncolour = \"red\"\n")),
-        "t.toml:2:1: global.colour: unknown key \"colour\", expected one of: admin, log_level, log_format, threads, cpu_map"
+        "t.toml:2:1: global.colour: unknown key \"colour\", expected one of: admin, log_level, log_format, threads, cpu_map, hard_stop_after"
     );
 }
 
@@ -757,6 +757,57 @@ address = "10.99.0.11:80"
     assert_eq!(app.timeout_queue, Duration::from_secs(5));
     assert_eq!(app.retries, 5);
     assert_eq!(c.defaults.retries, 5);
+    assert_eq!(app.timeout_tunnel, None);
+    assert!(a.h1_fast_path);
+    assert_eq!(c.global.hard_stop_after, Duration::from_secs(10));
+}
+
+#[test]
+fn tunnel_timeout_hard_stop_and_fast_path_switch() {
+    let s = r#"
+[global]
+hard_stop_after = "30s"
+
+[defaults]
+timeout_tunnel = "1h"
+
+[[frontend]]
+name = "a"
+bind = ["0.0.0.0:80"]
+mode = "http"
+default_backend = "ws"
+h1_fast_path = false
+
+[[backend]]
+name = "ws"
+mode = "http"
+[[backend.server]]
+name = "s"
+address = "10.99.0.11:80"
+
+[[backend]]
+name = "ws2"
+mode = "http"
+timeout_tunnel = "90s"
+[[backend.server]]
+name = "s"
+address = "10.99.0.12:80"
+"#;
+    let c = ok(text(s));
+    assert_eq!(c.global.hard_stop_after, Duration::from_secs(30));
+    assert!(!c.frontends[0].h1_fast_path);
+    assert_eq!(
+        c.backend("ws").unwrap().timeout_tunnel,
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(
+        c.backend("ws2").unwrap().timeout_tunnel,
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(
+        only(&with_tail("[defaults]\ntimeout_tunnel = \"0s\"\n")),
+        "t.toml:2:18: defaults.timeout_tunnel: \"0s\" is zero, expected a duration greater than zero"
+    );
 }
 
 #[test]

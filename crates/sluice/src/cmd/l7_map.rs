@@ -32,6 +32,7 @@ pub(crate) fn proxy_config(cfg: &Config) -> Option<ProxyConfig> {
             fe.timeout_client = f.timeout_client;
             fe.timeout_http_request = f.timeout_http_request;
             fe.timeout_http_keep_alive = f.timeout_http_keep_alive;
+            fe.h1_fast_path = f.h1_fast_path;
             fe.splice = match f.splice {
                 model::Splice::Auto => Splice::Auto,
                 model::Splice::Always => Splice::Always,
@@ -83,6 +84,7 @@ pub(crate) fn proxy_config(cfg: &Config) -> Option<ProxyConfig> {
             be.timeout_connect = b.timeout_connect;
             be.timeout_server = b.timeout_server;
             be.timeout_queue = b.timeout_queue;
+            be.timeout_tunnel = b.timeout_tunnel;
             be.send_proxy = match b.send_proxy {
                 model::SendProxy::None => SendProxy::None,
                 model::SendProxy::V1 => SendProxy::V1,
@@ -98,5 +100,6 @@ pub(crate) fn proxy_config(cfg: &Config) -> Option<ProxyConfig> {
     let mut pc = ProxyConfig::new(frontends, backends);
     pc.threads = usize::from(cfg.global.threads.unwrap_or(0));
     pc.cpu_map = cfg.global.cpu_map.iter().map(|c| usize::from(*c)).collect();
+    pc.shutdown_grace = cfg.global.hard_stop_after;
     Some(pc)
 }
