@@ -233,6 +233,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Scanned<S> {
             let this = &mut *self;
             this.scan.feed(&buf.filled()[before..]);
             this.watch.scanned(&this.scan);
+            if this.scan.broken_body() {
+                // hyper must not read on: what follows cannot be framed.
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed chunked request body",
+                )));
+            }
         }
         res
     }

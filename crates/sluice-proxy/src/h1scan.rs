@@ -46,6 +46,8 @@ pub(crate) struct HeadScanner {
     /// Request heads completed so far; also the index of the head in progress.
     heads: u64,
     first_bad: Option<(u64, Violation)>,
+    /// A body's framing broke after its head was accepted.
+    broken_body: bool,
 }
 
 impl HeadScanner {
@@ -58,7 +60,15 @@ impl HeadScanner {
             head: Vec::new(),
             heads: 0,
             first_bad: None,
+            broken_body: false,
         }
+    }
+
+    /// Whether a request body's framing broke after its head was accepted
+    /// (and dispatched): nothing after it can be framed, and the request
+    /// itself is incomplete, so the connection must fail.
+    pub(crate) fn broken_body(&self) -> bool {
+        self.broken_body
     }
 
     /// Index (0-based, in arrival order) of the first request the policy
@@ -112,7 +122,9 @@ impl HeadScanner {
                     }
                     Ok(None) => return,
                     Err(_) => {
-                        // hyper refuses the body too; nothing after it is framed.
+                        // Nothing after it is framed: the reader fails
+                        // the connection (see `conn::Scanned`).
+                        self.broken_body = true;
                         self.lose(self.heads.saturating_sub(1), Violation::BadHead);
                         return;
                     }
@@ -278,13 +290,16 @@ mod tests {
     fn bare_lf_line_ends_are_followed() {
         let input = b"GET / HTTP/1.1\nHost: a\n\nPOST / HTTP/1.1\nHost: a\nContent-Length: 1\nTransfer-Encoding: chunked\n\n";
         assert_eq!(verdict(input), (Some(1), 2));
+        assert!(!scan(input, 4).broken_body());
     }
 
     #[test]
     fn unfollowable_framing_fails_closed() {
         // A malformed chunk size: the request it belongs to is refused.
         let input = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
-        assert_eq!(scan(input, 3).first_bad(), Some((0, Violation::BadHead)));
+        let s = scan(input, 3);
+        assert_eq!(s.first_bad(), Some((0, Violation::BadHead)));
+        assert!(s.broken_body());
         // A head past the limit.
         let mut s = HeadScanner::new(64);
         s.feed(b"GET / HTTP/1.1\r\n");

@@ -325,10 +325,20 @@ fn rewrite_request(
     // HTTP/2 carries the authority in the URI; the policy reports it for
     // absolute-form targets too: either way it becomes Host.
     policy::request_additions(fields(), verdict, &ctx.add, h);
-    // A Content-Length body keeps one canonical length; hyper frames a
-    // chunked one as it sends it.
-    if let RequestBody::Length(n) = verdict.body {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    // A Content-Length body keeps one canonical length; a chunked one is
+    // chunked again by hyper as it sends it, said explicitly: hyper would
+    // send a GET whose length it does not know without its body.
+    match verdict.body {
+        RequestBody::Length(n) => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        RequestBody::Chunked => {
+            h.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        RequestBody::None => {}
     }
     if let Ok(uri) = verdict.origin.parse() {
         parts.uri = uri;

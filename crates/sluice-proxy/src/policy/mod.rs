@@ -440,6 +440,11 @@ where
 /// The origin-form target to send and, for an absolute-form target, its
 /// authority (RFC 9112 section 3.2).
 fn request_target(method: &Method, target: &str) -> Result<(String, Option<String>), Violation> {
+    // A fragment is never part of a request target (RFC 9112 section 3.2);
+    // forwarding it would let two parsers disagree on the path.
+    if target.contains('#') {
+        return Err(Violation::BadTarget);
+    }
     if target.starts_with('/') {
         return Ok((target.to_owned(), None));
     }
@@ -451,7 +456,8 @@ fn request_target(method: &Method, target: &str) -> Result<(String, Option<Strin
         .scheme_str()
         .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
     match (scheme_ok, uri.authority()) {
-        (true, Some(a)) if !a.host().is_empty() => {
+        // User info is refused (RFC 9110 section 4.2.4).
+        (true, Some(a)) if valid_host(a.as_str().as_bytes()) => {
             let origin = uri.path_and_query().map_or("/", |p| p.as_str());
             // `http://h?q` has the path empty: origin-form needs "/".
             let origin = if origin.starts_with('/') {
@@ -459,9 +465,7 @@ fn request_target(method: &Method, target: &str) -> Result<(String, Option<Strin
             } else {
                 format!("/{origin}")
             };
-            // User info never travels in Host (RFC 9110 section 4.2.4).
-            let host = a.as_str().rsplit('@').next().unwrap_or(a.as_str());
-            Ok((origin, Some(host.to_owned())))
+            Ok((origin, Some(a.as_str().to_owned())))
         }
         _ => Err(Violation::BadTarget),
     }
@@ -470,7 +474,27 @@ fn request_target(method: &Method, target: &str) -> Result<(String, Option<Strin
 /// A `Host` value: an authority without user info (RFC 9110 section 7.2).
 fn valid_host(v: &[u8]) -> bool {
     let v = v.trim_ascii();
-    !v.is_empty() && !v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok()
+    if v.is_empty() || v.contains(&b'@') || http::uri::Authority::try_from(v).is_err() {
+        return false;
+    }
+    // The port, if any, is digits (the authority parser lets `h:abc` by).
+    let after_host = match v.first() {
+        Some(b'[') => v.iter().position(|&b| b == b']').map(|i| &v[i + 1..]),
+        _ => Some(
+            v.iter()
+                .position(|&b| b == b':')
+                .map_or(&v[..0], |i| &v[i..]),
+        ),
+    };
+    match after_host {
+        Some([]) => true,
+        Some([b':', port @ ..]) => {
+            port.len() <= 5
+                && port.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(port).is_ok_and(|p| p.is_empty() || p.parse::<u16>().is_ok())
+        }
+        _ => false,
+    }
 }
 
 /// A `Content-Length` value: 1*DIGIT (RFC 9110 section 8.6), leading

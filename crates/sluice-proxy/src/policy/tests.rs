@@ -137,11 +137,32 @@ fn absolute_form_sets_host_and_origin() {
     let r = check("GET http://b.example:81/p?q HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     assert_eq!(r.authority.as_deref(), Some("b.example:81"));
     assert_eq!(r.origin, "/p?q");
-    let r = check("GET http://u:p@b HTTP/1.1\r\n\r\n").unwrap();
+    let r = check("GET http://b HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(
         (r.authority.as_deref(), r.origin.as_str()),
         (Some("b"), "/")
     );
+    assert_eq!(
+        check("GET http://u:p@b/ HTTP/1.1\r\n\r\n"),
+        Err(Violation::BadTarget)
+    );
+    assert_eq!(
+        check("GET /a#f HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Err(Violation::BadTarget)
+    );
+    for host in ["h:abc", "h:99999", "[::1]x", "h:1:2"] {
+        assert_eq!(
+            check(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")),
+            Err(Violation::BadHost),
+            "{host}"
+        );
+    }
+    for host in ["h", "h:80", "h:", "[::1]:8080", "10.0.0.1"] {
+        assert!(
+            check(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")).is_ok(),
+            "{host}"
+        );
+    }
     let r = check("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     assert_eq!(r.origin, "*");
 }
