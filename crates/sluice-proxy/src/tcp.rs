@@ -27,7 +27,17 @@ struct Session<'a> {
     life: Lifecycle,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    fn new(fe: &'a FrontendRt, client: SocketAddr, local: SocketAddr, life: Lifecycle) -> Self {
+        Self {
+            fe,
+            be: &fe.backend,
+            client,
+            local,
+            life,
+        }
+    }
+
     fn limits(&self) -> IdleLimits {
         IdleLimits {
             client: self.fe.cfg.timeout_client,
@@ -48,13 +58,7 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let s = Session {
-        fe: &fe,
-        be: &fe.backend,
-        client,
-        local,
-        life,
-    };
+    let s = Session::new(&fe, client, local, life);
     let Some((slot, server_io, times)) = connect_logged(&s).await else {
         return;
     };
@@ -72,13 +76,7 @@ pub(crate) async fn serve_plain(
     local: SocketAddr,
     life: Lifecycle,
 ) {
-    let s = Session {
-        fe: &fe,
-        be: &fe.backend,
-        client,
-        local,
-        life,
-    };
+    let s = Session::new(&fe, client, local, life);
     let Some((slot, server_io, times)) = connect_logged(&s).await else {
         return;
     };

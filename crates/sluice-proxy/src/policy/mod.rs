@@ -383,11 +383,7 @@ where
     let mut expect = false;
     for (n, v) in fields {
         if n.eq_ignore_ascii_case(name::CONTENT_LENGTH) {
-            let l = content_length(v).ok_or(Violation::BadContentLength)?;
-            if length.is_some_and(|prev| prev != l) {
-                return Err(Violation::BadContentLength);
-            }
-            length = Some(l);
+            merge_length(&mut length, v)?;
         } else if n.eq_ignore_ascii_case(name::TRANSFER_ENCODING) {
             // Requests: exactly one coding, `chunked` (a list, a repeated
             // line or any other coding is refused).
@@ -507,6 +503,17 @@ pub(crate) fn content_length(v: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Add a `Content-Length` line to the length seen so far: repeated lines
+/// must agree.
+fn merge_length(length: &mut Option<u64>, v: &[u8]) -> Result<(), Violation> {
+    let l = content_length(v).ok_or(Violation::BadContentLength)?;
+    if length.is_some_and(|prev| prev != l) {
+        return Err(Violation::BadContentLength);
+    }
+    *length = Some(l);
+    Ok(())
 }
 
 /// What the proxy does with a request header line named `header`.
@@ -721,11 +728,7 @@ where
     let mut chunked_seen = false;
     for (n, v) in fields {
         if n.eq_ignore_ascii_case(name::CONTENT_LENGTH) {
-            let l = content_length(v).ok_or(Violation::BadContentLength)?;
-            if length.is_some_and(|prev| prev != l) {
-                return Err(Violation::BadContentLength);
-            }
-            length = Some(l);
+            merge_length(&mut length, v)?;
         } else if n.eq_ignore_ascii_case(name::TRANSFER_ENCODING) {
             te = true;
             for coding in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
