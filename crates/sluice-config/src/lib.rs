@@ -63,5 +63,29 @@ pub fn parse(file_name: &str, text: &str) -> Result<Config, Diagnostics> {
     }
 }
 
+/// A diagnostic for a problem that a check outside this crate found in a
+/// configuration this crate accepted (a plane's rule, e.g. "one interface
+/// per daemon"), positioned at `key_path` (e.g. `l4_service[1].interface`)
+/// in `text` the way [`parse`] positions its own: at the key's value, or
+/// at the nearest enclosing table that exists in the file.
+pub fn locate(
+    file_name: &str,
+    text: &str,
+    key_path: &str,
+    message: impl Into<String>,
+) -> Diagnostic {
+    let index = diag::LineIndex::new(text);
+    let (root, _) = DeTable::parse_recoverable(text);
+    let at = value::offset_of_path(root.get_ref(), key_path);
+    let (line, col) = index.position(at);
+    Diagnostic {
+        file: file_name.to_owned(),
+        line,
+        col,
+        key_path: key_path.to_owned(),
+        message: message.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests;

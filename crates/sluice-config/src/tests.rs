@@ -1086,3 +1086,23 @@ server = [{ name = "s1", address = "10.99.0.11:80" }]
         "t.toml:6:10: frontend[0].splice: splice applies to the byte relay of mode \"tcp\", expected mode \"tcp\" or no splice"
     );
 }
+
+#[test]
+fn locate_positions_a_key_path_found_outside_the_crate() {
+    let s = "[global]\nadmin = \"127.0.0.1:9900\"\n\n[[l4_service]]\nname = \"a\"\n\n[[l4_service]]\nname = \"b\"\ninterface = \"eth1\"\n";
+    let d = crate::locate(
+        "t.toml",
+        s,
+        "l4_service[1].interface",
+        "one interface per daemon",
+    );
+    assert_eq!(
+        d.to_string(),
+        "t.toml:9:13: l4_service[1].interface: one interface per daemon"
+    );
+    // A key the file does not have: the enclosing table.
+    let d = crate::locate("t.toml", s, "l4_service[0].interface", "x");
+    assert_eq!((d.line, d.col), (4, 1));
+    let d = crate::locate("t.toml", s, "vrrp_instance[0]", "x");
+    assert_eq!((d.line, d.col), (1, 1));
+}

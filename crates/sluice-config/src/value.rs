@@ -448,6 +448,35 @@ pub(crate) fn tables<'a, 'i>(cx: &mut Ctx<'_>, t: &Tbl<'a, 'i>, key: &str) -> Ve
 
 // === Helpers ===
 
+/// Byte offset of the value at `path` (`a.b[2].c`) in `root`, or of the
+/// deepest part of the path that exists (0: the start of the file).
+pub(crate) fn offset_of_path(root: &DeTable<'_>, path: &str) -> usize {
+    let mut table = root;
+    let mut at = 0usize;
+    for segment in path.split('.').filter(|s| !s.is_empty()) {
+        let (key, index) = match segment.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let Some((_, v)) = table.iter().find(|(k, _)| k.get_ref() == key) else {
+            return at;
+        };
+        let v = match (v.get_ref(), index) {
+            (DeValue::Array(items), Some(i)) => match items.get(i) {
+                Some(item) => item,
+                None => return v.span().start,
+            },
+            _ => v,
+        };
+        at = v.span().start;
+        match v.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => return at,
+        }
+    }
+    at
+}
+
 /// `l4_service[0].real` -> `l4_service.real`, the name used in a `[[...]]` header.
 pub(crate) fn strip_indices(path: &str) -> String {
     let mut out = String::with_capacity(path.len());

@@ -12,8 +12,8 @@
 //! - While **Up**, `fall` consecutive failures make it **Down**.
 //! - A result of the other kind resets the streak; a success while Up (or a
 //!   failure while Down) changes nothing but the counters.
-//! - The health state and the operator state ([`OperatorState`]) are
-//!   independent; [`effective`] combines them.
+//! - The health state and the operator state are independent;
+//!   [`crate::service::effective`] combines them with the service's policy.
 
 use std::time::Duration;
 
@@ -312,92 +312,6 @@ pub fn jittered(interval: Duration, jitter_percent: u8, random: u64) -> Duration
     Duration::from_nanos(u64::try_from(out).unwrap_or(u64::MAX))
 }
 
-/// Operator (admin) state, kept apart from health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum OperatorState {
-    /// Normal operation.
-    #[default]
-    Enabled,
-    /// No new flows; existing flows continue (if healthy).
-    Drain,
-    /// Out of service: no flows at all (checks keep running).
-    Maintenance,
-}
-
-/// What the data path does with a real.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Effective {
-    /// Gets new flows and keeps existing ones.
-    Serving,
-    /// Keeps existing flows only.
-    Draining,
-    /// Gets nothing; existing flows are dropped or rescheduled.
-    Out,
-}
-
-/// Combines health and operator state:
-///
-/// | health \ operator | Enabled | Drain | Maintenance |
-/// |---|---|---|---|
-/// | Up | Serving | Draining | Out |
-/// | Down | Out | Out | Out |
-///
-/// A down real keeps no flows: its existing connections are dead anyway,
-/// and rescheduling lets clients recover.
-pub const fn effective(health: Health, operator: OperatorState) -> Effective {
-    match (health, operator) {
-        (Health::Up, OperatorState::Enabled) => Effective::Serving,
-        (Health::Up, OperatorState::Drain) => Effective::Draining,
-        _ => Effective::Out,
-    }
-}
-
-/// Health and operator state of one real, as [`new_flow_targets`] takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RealStatus {
-    /// From the checks.
-    pub health: Health,
-    /// From the operator.
-    pub operator: OperatorState,
-}
-
-/// Which reals get new flows, and whether that is a fail-open decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewFlowTargets {
-    /// `eligible[i]`: real `i` may get new flows.
-    pub eligible: Vec<bool>,
-    /// `true` when every enabled real is down and `fail_open` put all
-    /// enabled reals back (worth a loud log line and a metric).
-    pub failed_open: bool,
-}
-
-/// The fail-open policy: reals that are [`Effective::Serving`] get new
-/// flows. If none is and `fail_open` is set, every real the operator left
-/// **Enabled** gets new flows regardless of health (checks may be wrong,
-/// e.g. a broken health endpoint; sending traffic beats a certain outage).
-/// Drained and maintenance reals are never brought back.
-pub fn new_flow_targets(reals: &[RealStatus], fail_open: bool) -> NewFlowTargets {
-    let serving: Vec<bool> = reals
-        .iter()
-        .map(|r| effective(r.health, r.operator) == Effective::Serving)
-        .collect();
-    if serving.iter().any(|&s| s) || !fail_open {
-        return NewFlowTargets {
-            eligible: serving,
-            failed_open: false,
-        };
-    }
-    let enabled: Vec<bool> = reals
-        .iter()
-        .map(|r| r.operator == OperatorState::Enabled)
-        .collect();
-    let failed_open = enabled.iter().any(|&e| e);
-    NewFlowTargets {
-        eligible: enabled,
-        failed_open,
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -539,69 +453,5 @@ mod tests {
             assert_eq!(j, jittered(i, 10, r));
         }
         assert!(jittered(i, 255, u64::MAX) <= ms(4000), "clamped to 100 %");
-    }
-
-    #[test]
-    fn operator_state_is_independent_of_health() {
-        use Effective::*;
-        use OperatorState::*;
-        assert_eq!(effective(Health::Up, Enabled), Serving);
-        assert_eq!(effective(Health::Up, Drain), Draining);
-        assert_eq!(effective(Health::Up, Maintenance), Out);
-        assert_eq!(effective(Health::Down, Enabled), Out);
-        assert_eq!(effective(Health::Down, Drain), Out);
-        // A target in maintenance still tracks health: coming back from
-        // maintenance uses the current health, not a stale one.
-        let mut s = HealthState::new(HealthConfig {
-            fall: 1,
-            ..Default::default()
-        })
-        .unwrap();
-        let op = Maintenance;
-        s.observe(ms(1), err());
-        assert_eq!(effective(s.health(), op), Out);
-        assert_eq!(
-            effective(s.health(), Enabled),
-            Out,
-            "still down after maintenance"
-        );
-    }
-
-    #[test]
-    fn fail_open() {
-        use OperatorState::*;
-        let st = |h, o| RealStatus {
-            health: h,
-            operator: o,
-        };
-        let some_up = [
-            st(Health::Up, Enabled),
-            st(Health::Down, Enabled),
-            st(Health::Up, Drain),
-        ];
-        let r = new_flow_targets(&some_up, true);
-        assert_eq!(
-            (r.eligible, r.failed_open),
-            (vec![true, false, false], false)
-        );
-
-        let all_down = [
-            st(Health::Down, Enabled),
-            st(Health::Down, Maintenance),
-            st(Health::Down, Enabled),
-            st(Health::Up, Drain),
-        ];
-        let r = new_flow_targets(&all_down, false);
-        assert_eq!((r.eligible, r.failed_open), (vec![false; 4], false));
-        let r = new_flow_targets(&all_down, true);
-        assert_eq!(
-            (r.eligible, r.failed_open),
-            (vec![true, false, true, false], true)
-        );
-
-        let none_enabled = [st(Health::Down, Drain), st(Health::Down, Maintenance)];
-        let r = new_flow_targets(&none_enabled, true);
-        assert_eq!((r.eligible, r.failed_open), (vec![false, false], false));
-        assert!(!new_flow_targets(&[], true).failed_open);
     }
 }

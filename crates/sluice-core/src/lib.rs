@@ -57,3 +57,4 @@ pub mod conn;
 pub mod hash;
 pub mod health;
 pub mod sched;
+pub mod service;

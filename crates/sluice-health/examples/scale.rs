@@ -119,6 +119,7 @@ fn main() {
                 addr: addr.ip(),
                 port: addr.port(),
                 spec: spec.clone(),
+                on_down: Default::default(),
             })
             .collect();
         let (checker, _rx) = Checker::start(list).unwrap();

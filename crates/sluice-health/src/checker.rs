@@ -20,10 +20,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use sluice_core::health::{
-    CheckResult, Effective, FailureReason, Health, HealthState, OperatorState, Transition,
-    effective, jittered,
-};
+use sluice_core::health::{CheckResult, FailureReason, Health, HealthState, Transition, jittered};
+use sluice_core::service::{Effective, OnRealDown, OperatorState, effective};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -73,6 +71,10 @@ pub struct Target {
     pub port: u16,
     /// How.
     pub spec: CheckSpec,
+    /// What the target's service does with its flows when it goes down
+    /// (for the effective state shown with it; the proxy keeps a down
+    /// server's sessions: [`OnRealDown::Keep`]).
+    pub on_down: OnRealDown,
 }
 
 /// A change of health, published on the event channel and logged.
@@ -186,6 +188,7 @@ struct Shared {
     addr: IpAddr,
     port: u16,
     check: &'static str,
+    on_down: OnRealDown,
     inner: Mutex<Inner>,
 }
 
@@ -216,7 +219,7 @@ impl Shared {
             check: self.check,
             health: inner.state.health(),
             operator: inner.operator,
-            effective: effective(inner.state.health(), inner.operator),
+            effective: effective(inner.state.health(), inner.operator, self.on_down),
             last: inner.last.clone(),
             last_latency: inner.last_latency,
             last_change: inner.state.last_change(),
@@ -288,6 +291,7 @@ impl Checker {
                 addr: t.addr,
                 port: t.spec.port.unwrap_or(t.port),
                 check: t.spec.probe.kind(),
+                on_down: t.on_down,
                 inner: Mutex::new(Inner {
                     state,
                     operator: OperatorState::Enabled,

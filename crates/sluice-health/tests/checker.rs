@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use sluice_core::health::{Effective, FailureReason, Health, HealthConfig, OperatorState};
+use sluice_core::health::{FailureReason, Health, HealthConfig};
+use sluice_core::service::{Effective, OperatorState, table};
 use sluice_health::{
     CheckSpec, Checker, CheckerError, ContentSpec, HealthEvent, HttpSpec, ProbeSpec, SpecError,
     Target,
@@ -45,6 +46,7 @@ fn target(id: &str, addr: SocketAddr, spec: CheckSpec) -> Target {
         addr: addr.ip(),
         port: addr.port(),
         spec,
+        on_down: Default::default(),
     }
 }
 
@@ -97,7 +99,8 @@ async fn falls_after_fall_probes_and_rises_after_rise() {
     );
     let st = checker.status("web/1").unwrap();
     assert_eq!(st.health, Health::Down);
-    assert_eq!(st.effective, Effective::Out);
+    // The target's service keeps a down real's flows (the default).
+    assert_eq!(st.effective, Effective::Draining);
     assert!(st.consecutive_failures >= fall);
     assert_eq!(st.last_change, Some(ev.at));
     assert_eq!(
@@ -380,4 +383,53 @@ async fn transitions_are_logged_with_reason_and_latency() {
     );
     let up = text.lines().find(|l| l.contains("is UP")).expect(&text);
     assert!(up.contains("INFO") && up.contains("latency"), "{up}");
+}
+
+/// The checker shows each target's effective state by sluice-core's one
+/// rule (`sluice_core::service`): every case of its table that a single
+/// target can show (fail-open needs the whole service, so only the cases
+/// where it cannot trigger), with real health from a live and a refused
+/// port.
+#[tokio::test]
+async fn effective_states_follow_the_service_table() {
+    let live = counting_listener("127.0.0.1:0").await;
+    let refused = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let cases: Vec<table::Case> = table::cases()
+        .into_iter()
+        .filter(|c| !c.policy.fail_open || c.with_healthy_peer)
+        .collect();
+    let mut s = spec(ProbeSpec::Tcp, 30 * MS, 30 * MS);
+    s.health.rise = 1;
+    s.health.fall = 1;
+    let targets = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let addr = if c.real.health == Health::Up {
+                live.addr
+            } else {
+                refused
+            };
+            Target {
+                on_down: c.policy.on_real_down,
+                ..target(&i.to_string(), addr, s.clone())
+            }
+        })
+        .collect();
+    let (checker, _rx) = Checker::start(targets).unwrap();
+    for (i, c) in cases.iter().enumerate() {
+        checker
+            .set_operator_state(&i.to_string(), c.real.operator)
+            .unwrap();
+    }
+    tokio::time::sleep(300 * MS).await;
+    for (i, c) in cases.iter().enumerate() {
+        let st = checker.status(&i.to_string()).unwrap();
+        assert_eq!(st.health, c.real.health, "{c:?}");
+        assert_eq!(st.effective, c.expect, "{c:?}");
+    }
+    checker.shutdown().await;
 }

@@ -14,23 +14,19 @@
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
+use sluice_core::health::Health;
 use sluice_core::sched::{hashsched::real_key, maglev, rr::wrr_sequence};
+// The operator state, `on_real_down` and the rule that decides with them
+// what a real gets are sluice-core's; the method is sluice-wire's (the byte
+// the XDP program reads).
+use sluice_core::service::{OnRealDown, OperatorState, RealPolicy, RealStatus, service_view};
+use sluice_wire::maps::Method;
 use sluice_wire::maps::{
     Addr, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, NO_REAL, RealDef, VipKey, VipMeta,
-    addr_from_bytes, addr_v4, family, method, real_flags, sched, state, vip_flags,
+    addr_from_bytes, addr_v4, family, real_flags, sched, state, vip_flags,
 };
 
 use crate::{Dataplane, Error};
-
-/// Forwarding method of a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// L2 direct routing (MAC rewrite).
-    Dr,
-    /// L3 DSR (IPIP / IP6IP6).
-    Tun,
-}
 
 /// Scheduler of a service: sluice-core's, by IPVS name.
 pub use sluice_core::sched::L4Scheduler as Scheduler;
@@ -78,44 +74,6 @@ pub struct ServiceSpec {
     pub reals: Vec<RealSpec>,
 }
 
-/// The operator's say over a real, kept apart from its health.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Operator {
-    /// Serves when healthy.
-    #[default]
-    Enabled,
-    /// Keeps its sessions, gets no new flows (weight stays configured).
-    Drain,
-    /// Out: no new flows and its sessions are rescheduled.
-    Maintenance,
-}
-
-impl std::str::FromStr for Operator {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "enabled" | "enable" => Ok(Self::Enabled),
-            "drain" => Ok(Self::Drain),
-            "maintenance" | "maint" => Ok(Self::Maintenance),
-            other => Err(format!(
-                "unknown state {other:?}, expected enabled, drain or maintenance"
-            )),
-        }
-    }
-}
-
-/// Sessions of a real that its health check marked down.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnRealDown {
-    /// Keep them (the real only stops getting new flows), like a drain.
-    #[default]
-    Keep,
-    /// Expire them: their next packet is scheduled to a healthy real.
-    Expire,
-}
-
 /// Finds the MAC address to send to for a real (its own for `dr`, the next
 /// hop's for `tun`). Implemented with the kernel's neighbour table by
 /// [`crate::neigh::KernelNeighbours`]; tests may substitute a fixed table.
@@ -134,7 +92,30 @@ struct RealState {
     /// Latest health verdict.
     healthy: bool,
     /// Operator state.
-    operator: Operator,
+    operator: OperatorState,
+}
+
+impl RealState {
+    fn status(&self) -> RealStatus {
+        RealStatus {
+            health: if self.healthy {
+                Health::Up
+            } else {
+                Health::Down
+            },
+            operator: self.operator,
+        }
+    }
+}
+
+impl ServiceSpec {
+    /// The service's policy for its reals.
+    pub fn policy(&self) -> RealPolicy {
+        RealPolicy {
+            on_real_down: self.on_real_down,
+            fail_open: self.fail_open,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -157,8 +138,8 @@ pub struct ServiceView {
     pub address: String,
     /// Scheduler (IPVS name).
     pub scheduler: String,
-    /// Method.
-    pub method: Method,
+    /// Method (`dr`, `tun`).
+    pub method: &'static str,
     /// Persistence timeout in seconds.
     pub persistence_s: Option<u64>,
     /// Packets to the service.
@@ -182,8 +163,8 @@ pub struct RealView {
     pub mac: Option<String>,
     /// Health verdict: "up" or "down".
     pub health: &'static str,
-    /// Operator state.
-    pub operator: Operator,
+    /// Operator state (`enabled`, `drain`, `maintenance`).
+    pub operator: &'static str,
     /// Established sessions (IPVS ActiveConn).
     pub active: u64,
     /// Other live sessions (IPVS InActConn).
@@ -277,59 +258,8 @@ impl<R: NeighbourResolver> L4Plane<R> {
     }
 
     fn validate(&self, s: &ServiceSpec) -> Result<(), ControlError> {
-        let (_, fam) = addr16(s.vip);
-        if s.proto != 6 && s.proto != 17 {
-            return Err(ControlError::Invalid(format!(
-                "service {}: protocol {} is not tcp (6) or udp (17)",
-                s.name, s.proto
-            )));
-        }
-        if s.reals.len() as u64 > u64::from(MAX_REALS_PER_VIP) {
-            return Err(ControlError::Invalid(format!(
-                "service {}: {} reals, at most {MAX_REALS_PER_VIP} (MAX_REALS_PER_VIP)",
-                s.name,
-                s.reals.len()
-            )));
-        }
-        for r in &s.reals {
-            if addr16(r.addr).1 != fam {
-                return Err(ControlError::Invalid(format!(
-                    "service {}: real {} is not of the VIP's address family",
-                    s.name, r.addr
-                )));
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        for r in &s.reals {
-            if !seen.insert(r.addr) {
-                return Err(ControlError::Invalid(format!(
-                    "service {}: real {} listed twice",
-                    s.name, r.addr
-                )));
-            }
-        }
-        let ring = self.dp.params().ring_size;
-        if matches!(s.scheduler, Scheduler::Mh | Scheduler::Sh | Scheduler::Dh)
-            && (s.table_size > ring || !maglev::is_prime(s.table_size as usize))
-        {
-            return Err(ControlError::Invalid(format!(
-                "service {}: table size {} must be a prime ≤ the loaded ring size {ring}",
-                s.name, s.table_size
-            )));
-        }
-        if matches!(s.scheduler, Scheduler::Wrr | Scheduler::Rr) {
-            let len = wrr_sequence(&s.reals.iter().map(|r| r.weight).collect::<Vec<_>>())
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX);
-            if len as u64 > u64::from(ring) {
-                return Err(ControlError::Invalid(format!(
-                    "service {}: the weighted cycle has {len} entries, more than the ring size {ring}; \
-                     use smaller weights (their ratio is what counts)",
-                    s.name
-                )));
-            }
-        }
-        Ok(())
+        validate_spec(s, self.dp.params().ring_size)
+            .map_err(|p| ControlError::Invalid(format!("service {}: {}", s.name, p.message)))
     }
 
     fn alloc_slot(&mut self) -> Result<u32, ControlError> {
@@ -389,7 +319,11 @@ impl<R: NeighbourResolver> L4Plane<R> {
         for r in &spec.reals {
             let (slot, healthy, operator) = match st.reals.iter().find(|x| x.spec.addr == r.addr) {
                 Some(x) => (x.slot, x.healthy, x.operator),
-                None => (self.alloc_slot()?, spec.initially_up, Operator::Enabled),
+                None => (
+                    self.alloc_slot()?,
+                    spec.initially_up,
+                    OperatorState::Enabled,
+                ),
             };
             reals.push(RealState {
                 spec: r.clone(),
@@ -458,24 +392,24 @@ impl<R: NeighbourResolver> L4Plane<R> {
     /// Computes and writes everything of one service.
     fn write_service(&mut self, st: &mut ServiceState) -> Result<(), ControlError> {
         let spec = &st.spec;
-        // Fail-open: with every real down, treat them all as up rather
-        // than dropping the service's traffic.
-        let all_down = !st.reals.iter().any(|r| r.healthy);
-        let open = spec.fail_open && all_down;
-        for r in &mut st.reals {
+        // What each real gets: sluice-core's one rule (health, operator,
+        // on_real_down, fail-open), shared with the proxy and the checker.
+        let view = service_view(
+            &st.reals.iter().map(RealState::status).collect::<Vec<_>>(),
+            spec.policy(),
+        );
+        if view.failed_open {
+            tracing::warn!(service = %spec.name, "every real is down: failing open to the enabled ones");
+        }
+        for (r, e) in st.reals.iter_mut().zip(&view.reals) {
             r.mac = self.resolver.resolve(r.spec.addr);
             let (addr, fam) = addr16(r.spec.addr);
-            let up = (r.healthy || open) && r.operator == Operator::Enabled;
+            let up = e.new_flows();
             let mut flags = 0;
-            // A down real keeps its sessions (weight 0, still present)
-            // unless the service expires them (not present: rescheduled);
-            // maintenance always reschedules, drain always keeps.
-            let keep = match r.operator {
-                Operator::Maintenance => false,
-                Operator::Drain => true,
-                Operator::Enabled => up || spec.on_real_down == OnRealDown::Keep,
-            };
-            if keep {
+            // A real that keeps its flows stays present (with weight 0 when
+            // it gets no new ones); one that does not is absent, so its
+            // sessions' next packets are scheduled again.
+            if e.keeps_flows() {
                 flags |= real_flags::PRESENT;
             }
             if r.mac.is_some() {
@@ -497,13 +431,8 @@ impl<R: NeighbourResolver> L4Plane<R> {
         let weights: Vec<u32> = st
             .reals
             .iter()
-            .map(|r| {
-                if (r.healthy || open) && r.operator == Operator::Enabled {
-                    r.spec.weight
-                } else {
-                    0
-                }
-            })
+            .zip(&view.reals)
+            .map(|(r, e)| if e.new_flows() { r.spec.weight } else { 0 })
             .collect();
         let (ksched, ring, ring_len): (u8, Vec<u32>, u32) = match spec.scheduler {
             Scheduler::Mh | Scheduler::Sh | Scheduler::Dh => {
@@ -570,10 +499,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
             },
             VipMeta {
                 vip_index: st.index,
-                method: match spec.method {
-                    Method::Dr => method::DR,
-                    Method::Tun => method::TUN,
-                },
+                method: spec.method.to_byte(),
                 sched: ksched,
                 flags,
                 family: fam,
@@ -685,7 +611,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
         &mut self,
         service: &str,
         addr: IpAddr,
-        op: Operator,
+        op: OperatorState,
     ) -> Result<(), ControlError> {
         let mut st = self
             .services
@@ -794,7 +720,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     weight: r.spec.weight,
                     mac: r.mac.map(fmt_mac),
                     health: if r.healthy { "up" } else { "down" },
-                    operator: r.operator,
+                    operator: r.operator.as_str(),
                     active,
                     inactive,
                     packets: rs.packets,
@@ -806,7 +732,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
                 name: s.name.clone(),
                 address: format!("{addr}/{}", proto_name(s.proto)),
                 scheduler: s.scheduler.to_string(),
-                method: s.method,
+                method: s.method.as_str(),
                 persistence_s: s.persistence.map(|d| d.as_secs()),
                 packets: vs.packets,
                 bytes: vs.bytes,
@@ -816,6 +742,86 @@ impl<R: NeighbourResolver> L4Plane<R> {
         }
         Ok(out)
     }
+}
+
+/// A service specification the data plane cannot run, and the field at
+/// fault (the configuration key of `[[l4_service]]`, for positions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecProblem {
+    /// The `[[l4_service]]` key at fault (`"method"`, `"real"`, ...).
+    pub field: &'static str,
+    /// What is wrong, then what was expected.
+    pub message: String,
+}
+
+/// Checks one service against what the XDP data plane can do, with rings
+/// of `ring_size` entries: the one place these rules live, used by
+/// [`L4Plane::apply`] and by `sluice check` (which gives positions).
+pub fn validate_spec(s: &ServiceSpec, ring_size: u32) -> Result<(), SpecProblem> {
+    let bad = |field, message: String| Err(SpecProblem { field, message });
+    if !matches!(s.method, Method::Dr | Method::Tun) {
+        return bad(
+            "method",
+            format!(
+                "method {} is not in the XDP data plane yet, expected dr or tun",
+                s.method
+            ),
+        );
+    }
+    let (_, fam) = addr16(s.vip);
+    if s.proto != 6 && s.proto != 17 {
+        return bad(
+            "protocol",
+            format!("protocol {} is not tcp (6) or udp (17)", s.proto),
+        );
+    }
+    if s.reals.len() as u64 > u64::from(MAX_REALS_PER_VIP) {
+        return bad(
+            "real",
+            format!(
+                "{} reals, at most {MAX_REALS_PER_VIP} (MAX_REALS_PER_VIP)",
+                s.reals.len()
+            ),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for r in &s.reals {
+        if addr16(r.addr).1 != fam {
+            return bad(
+                "real",
+                format!("real {} is not of the VIP's address family", r.addr),
+            );
+        }
+        if !seen.insert(r.addr) {
+            return bad("real", format!("real {} listed twice", r.addr));
+        }
+    }
+    if matches!(s.scheduler, Scheduler::Mh | Scheduler::Sh | Scheduler::Dh)
+        && (s.table_size > ring_size || !maglev::is_prime(s.table_size as usize))
+    {
+        return bad(
+            "maglev_table_size",
+            format!(
+                "table size {} must be a prime ≤ the ring size {ring_size}",
+                s.table_size
+            ),
+        );
+    }
+    if matches!(s.scheduler, Scheduler::Wrr | Scheduler::Rr) {
+        let len = wrr_sequence(&s.reals.iter().map(|r| r.weight).collect::<Vec<_>>())
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if len as u64 > u64::from(ring_size) {
+            return bad(
+                "real",
+                format!(
+                    "the weighted cycle of the reals' weights has {len} entries, more than the ring size {ring_size}; \
+                     use smaller weights (their ratio is what counts)"
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `CLOCK_MONOTONIC_COARSE` in ns: the clock `bpf_ktime_get_coarse_ns` reads.

@@ -11,8 +11,8 @@ mod loader;
 pub mod neigh;
 
 pub use control::{
-    ControlError, L4Plane, Method, NeighbourResolver, OnRealDown, Operator, RealSpec, RealView,
-    Scheduler, ServiceSpec, ServiceView,
+    ControlError, L4Plane, NeighbourResolver, RealSpec, RealView, Scheduler, ServiceSpec,
+    ServiceView, SpecProblem, validate_spec,
 };
 pub use loader::{
     AttachMode, Dataplane, DataplaneParams, Error, Helper, HelperProgram, MAX_SESSION_CAPACITY,

@@ -8,7 +8,7 @@
 //!
 //! A server thread writes `MiB` (default 2048) into every connection it
 //! accepts and closes; a client thread reads to the end. The proxy runs on
-//! its own one-thread runtime (`build_runtime(1)`, thread name
+//! its own one-thread runtime (`one_thread_runtime()`, thread name
 //! `sluice-proxy`), so its CPU (utime + stime from
 //! `/proc/self/task/*/stat`) is told apart from the two peers'. Median of
 //! `runs` (default 3) per mode. Bounded: one transfer per run.
@@ -138,7 +138,7 @@ fn main() {
     );
     let mut never_cpu = None;
     for mode in [Splice::Never, Splice::Auto, Splice::Always] {
-        let rt = sluice_proxy::build_runtime(1, &[]).unwrap();
+        let rt = one_thread_runtime();
         let mut fe = FrontendConfig::new("fe", "127.0.0.1:0".parse().unwrap(), "be");
         fe.mode = Mode::Tcp;
         fe.splice = mode;
@@ -175,4 +175,15 @@ fn main() {
             None => println!("{name}: not run (haproxy missing or did not start)"),
         }
     }
+}
+
+/// A runtime with one worker thread named like the daemon's
+/// (`sluice-proxy`), so its CPU time can be read per thread.
+fn one_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("sluice-proxy")
+        .build()
+        .unwrap()
 }

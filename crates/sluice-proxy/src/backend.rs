@@ -10,13 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
+use sluice_core::health::Health;
 use sluice_core::sched::hashsched::real_key;
 use sluice_core::sched::l7::{Backend, L7Algorithm, L7Balancer, RequestInfo};
+use sluice_core::service::{OnRealDown, OperatorState, effective};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
 use crate::body::ProxyBody;
-use crate::config::{BackendConfig, Balance, ServerConfig};
+use crate::config::{BackendConfig, ServerConfig};
 use crate::io::{ServerStream, connect};
 use crate::stats::Counters;
 use crate::tls;
@@ -25,6 +27,7 @@ use crate::tls;
 #[derive(Debug)]
 pub(crate) struct ServerRt {
     pub(crate) cfg: ServerConfig,
+    /// Health from the checks (`true`: up).
     pub(crate) up: AtomicBool,
     pub(crate) weight: AtomicU32,
     /// `maxconn` slots; `None` = unlimited.
@@ -47,13 +50,26 @@ impl ServerRt {
 }
 
 impl ServerRt {
+    /// Whether the server gets new requests: sluice-core's one rule for
+    /// every plane, with the proxy's policy (no operator state of its own:
+    /// weight 0 drains; a down server keeps its open sessions, as HAProxy
+    /// does by default; no fail-open: backup servers play that part).
+    pub(crate) fn serving(&self) -> bool {
+        let health = if self.up.load(Relaxed) {
+            Health::Up
+        } else {
+            Health::Down
+        };
+        effective(health, OperatorState::Enabled, OnRealDown::Keep).new_flows()
+    }
+
     /// The server as sluice-core's balancer sees it, read now.
     fn snapshot(&self, key: u64) -> Backend {
         Backend {
             key,
             weight: self.weight.load(Relaxed),
             active: u32::try_from(self.stats.sessions_current.load(Relaxed)).unwrap_or(u32::MAX),
-            available: self.up.load(Relaxed),
+            available: self.serving(),
             backup: self.cfg.backup,
         }
     }
@@ -124,7 +140,7 @@ impl BackendRt {
                 .iter()
                 .map(|s| real_key(s.addr.ip(), s.addr.port()))
                 .collect(),
-            balancer: Mutex::new(L7Balancer::new(algorithm(cfg.balance))),
+            balancer: Mutex::new(L7Balancer::new(cfg.balance)),
             cfg,
             servers,
             stats: Arc::new(Counters::default()),
@@ -181,7 +197,7 @@ impl BackendRt {
                 client_ip: Some(client),
                 path,
                 hash_key: None,
-                random: if self.cfg.balance == Balance::Random {
+                random: if self.cfg.balance == L7Algorithm::Random {
                     [next_random(), next_random()]
                 } else {
                     [0; 2]
@@ -225,19 +241,6 @@ impl BackendRt {
 
     pub(crate) fn server_index(&self, name: &str) -> Option<usize> {
         self.servers.iter().position(|s| s.cfg.name == name)
-    }
-}
-
-/// sluice-core's algorithm for a configured [`Balance`].
-fn algorithm(b: Balance) -> L7Algorithm {
-    match b {
-        Balance::RoundRobin => L7Algorithm::RoundRobin,
-        Balance::StaticRr => L7Algorithm::StaticRr,
-        Balance::LeastConn => L7Algorithm::LeastConn,
-        Balance::Source => L7Algorithm::Source,
-        Balance::Uri => L7Algorithm::Uri,
-        Balance::Random => L7Algorithm::Random,
-        Balance::Consistent => L7Algorithm::Consistent,
     }
 }
 
@@ -376,7 +379,7 @@ mod tests {
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-    fn backend(balance: Balance, weights: &[u32]) -> BackendRt {
+    fn backend(balance: L7Algorithm, weights: &[u32]) -> BackendRt {
         let servers = weights
             .iter()
             .enumerate()
@@ -399,14 +402,14 @@ mod tests {
 
     #[tokio::test]
     async fn roundrobin_and_static_rr_follow_core_sequences() {
-        let be = backend(Balance::RoundRobin, &[5, 1, 1]);
+        let be = backend(L7Algorithm::RoundRobin, &[5, 1, 1]);
         let mut picks = Vec::new();
         for _ in 0..7 {
             picks.push(pick(&be, CLIENT, None, &[]).await);
         }
         // nginx's documented smooth sequence for weights 5,1,1.
         assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
-        let be = backend(Balance::StaticRr, &[4, 3, 2]);
+        let be = backend(L7Algorithm::StaticRr, &[4, 3, 2]);
         let mut picks = Vec::new();
         for _ in 0..9 {
             picks.push(pick(&be, CLIENT, None, &[]).await);
@@ -417,7 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn leastconn_counts_held_slots() {
-        let be = backend(Balance::LeastConn, &[1, 1, 1]);
+        let be = backend(L7Algorithm::LeastConn, &[1, 1, 1]);
         let a = be.acquire(CLIENT, None, &[]).await.unwrap();
         let b = be.acquire(CLIENT, None, &[]).await.unwrap();
         assert_ne!(a.index, b.index);
@@ -436,7 +439,7 @@ mod tests {
 
     #[tokio::test]
     async fn uri_hashes_the_path_without_query_and_spreads() {
-        let be = backend(Balance::Uri, &[1, 1, 1]);
+        let be = backend(L7Algorithm::Uri, &[1, 1, 1]);
         let first = pick(&be, CLIENT, Some("/img/a.png?v=1"), &[]).await;
         for q in 0..10 {
             let path = format!("/img/a.png?v={q}");
@@ -451,7 +454,7 @@ mod tests {
 
     #[tokio::test]
     async fn random_prefers_the_less_loaded_server() {
-        let be = backend(Balance::Random, &[1, 1]);
+        let be = backend(L7Algorithm::Random, &[1, 1]);
         // Load server 0 with sessions; server 1 stays idle.
         let mut held = Vec::new();
         for _ in 0..20 {
@@ -477,7 +480,7 @@ mod tests {
 
     #[tokio::test]
     async fn consistent_moves_only_the_down_servers_clients() {
-        let be = backend(Balance::Consistent, &[1, 1, 1, 1]);
+        let be = backend(L7Algorithm::Consistent, &[1, 1, 1, 1]);
         let clients: Vec<IpAddr> = (0..400u32)
             .map(|c| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + c)))
             .collect();
@@ -498,7 +501,7 @@ mod tests {
 
     #[tokio::test]
     async fn retries_skip_tried_servers_but_never_spill_onto_backups() {
-        for balance in Balance::ALL {
+        for balance in L7Algorithm::ALL {
             let mut cfg = backend(balance, &[1, 1, 1]).cfg;
             cfg.servers[2].backup = true;
             let be = BackendRt::new(cfg, None);
@@ -519,7 +522,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_first_choice_passes_to_the_next_candidate_then_queues() {
-        let mut cfg = backend(Balance::Source, &[1, 1]).cfg;
+        let mut cfg = backend(L7Algorithm::Source, &[1, 1]).cfg;
         cfg.servers[0].maxconn = 1;
         cfg.servers[1].maxconn = 1;
         cfg.timeout_queue = Duration::from_millis(50);

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use sluice_core::sched::l7::L7Algorithm;
+
 /// Default `max_header_size`: the most bytes of request line plus headers
 /// hyper buffers before answering 431. Same order as HAProxy's `tune.bufsize`
 /// (16 KiB).
@@ -57,12 +59,6 @@ pub struct ProxyConfig {
     pub frontends: Vec<FrontendConfig>,
     /// Server pools, referenced by name from [`FrontendConfig::default_backend`].
     pub backends: Vec<BackendConfig>,
-    /// Worker threads for [`crate::build_runtime`]; `0` means one per core.
-    /// [`crate::Proxy::start`] runs on whatever runtime it is called from.
-    pub threads: usize,
-    /// CPU ids to pin runtime threads to, round-robin, for
-    /// [`crate::build_runtime`]; empty means no pinning.
-    pub cpu_map: Vec<usize>,
     /// How long a graceful shutdown waits for open sessions.
     pub shutdown_grace: Duration,
 }
@@ -105,45 +101,6 @@ pub enum SendProxy {
     V1,
     /// The binary form.
     V2,
-}
-
-/// Server selection algorithm (HAProxy `balance`), implemented by
-/// sluice-core's [`sluice_core::sched::l7`] balancer.
-///
-/// Every algorithm uses backup servers only when no primary server is up with
-/// weight > 0, and on a retry with `redispatch` walks the algorithm's
-/// candidate order, skipping servers already tried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Balance {
-    /// `roundrobin`: smooth weighted round robin; weight changes apply at once.
-    #[default]
-    RoundRobin,
-    /// `static-rr`: weighted round robin in IPVS order.
-    StaticRr,
-    /// `leastconn`: fewest active sessions relative to weight; ties rotate.
-    LeastConn,
-    /// `source`: hash of the client IP address, weighted (map-based).
-    Source,
-    /// `uri`: hash of the request path before `?` (HTTP mode only).
-    Uri,
-    /// `random`: power of two random choices, the less loaded wins.
-    Random,
-    /// `consistent`: Maglev consistent hashing of the client IP address, so
-    /// a server going down or away moves only its own clients.
-    Consistent,
-}
-
-impl Balance {
-    /// Every algorithm, in documentation order (tests run them all).
-    pub const ALL: [Balance; 7] = [
-        Balance::RoundRobin,
-        Balance::StaticRr,
-        Balance::LeastConn,
-        Balance::Source,
-        Balance::Uri,
-        Balance::Random,
-        Balance::Consistent,
-    ];
 }
 
 /// A listener.
@@ -217,8 +174,11 @@ pub struct TlsCertConfig {
 pub struct BackendConfig {
     /// Name referenced by frontends.
     pub name: String,
-    /// Selection algorithm.
-    pub balance: Balance,
+    /// Selection algorithm (HAProxy `balance`), sluice-core's. Backup
+    /// servers are used only when no primary server is up with weight > 0;
+    /// a retry with `redispatch` walks the algorithm's candidate order,
+    /// skipping servers already tried.
+    pub balance: L7Algorithm,
     /// Servers, in configuration order.
     pub servers: Vec<ServerConfig>,
     /// Extra connect attempts after a failed connect (HAProxy `retries`).
@@ -317,7 +277,7 @@ impl BackendConfig {
     pub fn new(name: impl Into<String>, servers: Vec<ServerConfig>) -> Self {
         Self {
             name: name.into(),
-            balance: Balance::RoundRobin,
+            balance: L7Algorithm::RoundRobin,
             servers,
             retries: 3,
             redispatch: true,
@@ -360,8 +320,6 @@ impl ProxyConfig {
         Self {
             frontends,
             backends,
-            threads: 0,
-            cpu_map: Vec::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }

@@ -46,7 +46,4 @@ pub enum ProxyError {
         /// Server name.
         server: String,
     },
-    /// Building the tokio runtime failed.
-    #[error("cannot build the runtime: {0}")]
-    Runtime(#[source] std::io::Error),
 }

@@ -53,24 +53,22 @@ mod wake;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use nix::sched::{CpuSet, sched_setaffinity};
-use nix::unistd::Pid;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use crate::accept::LISTEN_BACKLOG;
 pub use crate::config::{
-    BackendConfig, Balance, FrontendConfig, Mode, ProxyConfig, SendProxy, ServerConfig, Splice,
+    BackendConfig, FrontendConfig, L7Algorithm, Mode, ProxyConfig, SendProxy, ServerConfig, Splice,
     TlsCertConfig, TlsConfig,
 };
 pub use crate::error::ProxyError;
 pub use crate::session::ACCESS_LOG_TARGET;
 pub use crate::splice::{COPY_BUF_BYTES, PIPE_BYTES, SPLICE_AUTO_FULL_READS};
 pub use crate::stats::StatsSnapshot;
-pub use crate::tls::SYSTEM_CA_BUNDLES;
+pub use crate::tls::{SYSTEM_CA_BUNDLES, check_backend_tls, check_certificate};
 
 use crate::backend::BackendRt;
 use crate::frontend::FrontendRt;
@@ -92,10 +90,18 @@ pub struct ProxyHandle {
     frontends: Vec<Arc<FrontendRt>>,
     backends: Vec<Arc<BackendRt>>,
     phase: watch::Sender<Phase>,
+    /// Taken by the first [`ProxyHandle::shutdown`].
+    stopping: tokio::sync::Mutex<Option<Stopping>>,
+    grace: Duration,
+}
+
+/// What a shutdown needs: the accept loops to wait for, and the drain
+/// channel whose receiver ends once every connection is gone.
+#[derive(Debug)]
+struct Stopping {
     drain_tx: mpsc::Sender<()>,
     drain_rx: mpsc::Receiver<()>,
     accept_tasks: Vec<JoinHandle<()>>,
-    grace: Duration,
 }
 
 impl Proxy {
@@ -176,9 +182,11 @@ impl Proxy {
             frontends,
             backends,
             phase,
-            drain_tx,
-            drain_rx,
-            accept_tasks,
+            stopping: tokio::sync::Mutex::new(Some(Stopping {
+                drain_tx,
+                drain_rx,
+                accept_tasks,
+            })),
             grace: config.shutdown_grace,
         })
     }
@@ -223,7 +231,7 @@ fn validate(config: &ProxyConfig) -> Result<(), ProxyError> {
             && config
                 .backends
                 .iter()
-                .any(|b| b.name == f.default_backend && b.balance == Balance::Uri)
+                .any(|b| b.name == f.default_backend && b.balance == L7Algorithm::Uri)
         {
             return bad(format!(
                 "frontend {:?}: balance uri needs HTTP requests, but the frontend is in TCP mode",
@@ -341,24 +349,27 @@ impl ProxyHandle {
     }
 
     /// Stop accepting, let open sessions finish for up to the configured
-    /// `shutdown_grace`, then cut what remains. Idle backend connections are closed.
-    pub async fn shutdown(self) {
-        let Self {
-            phase,
+    /// `shutdown_grace` (`hard_stop_after`), then cut what remains. Idle
+    /// backend connections are closed. Takes `&self` so that a handle
+    /// shared with the admin endpoint and the health checks can be shut
+    /// down; a second call returns at once.
+    pub async fn shutdown(&self) {
+        let Some(Stopping {
             drain_tx,
             mut drain_rx,
             accept_tasks,
-            grace,
-            backends,
-            ..
-        } = self;
+        }) = self.stopping.lock().await.take()
+        else {
+            return;
+        };
+        let (phase, grace, backends) = (&self.phase, self.grace, &self.backends);
         let _ = phase.send(Phase::Draining);
         for t in accept_tasks {
             // The loops return on Draining; a panic there is already logged by tokio.
             let _ = t.await;
         }
         drop(drain_tx);
-        for b in &backends {
+        for b in backends {
             for s in &b.servers {
                 s.clear_pools();
             }
@@ -368,123 +379,5 @@ impl ProxyHandle {
             let _ = phase.send(Phase::Stopped);
             let _ = tokio::time::timeout(HARD_STOP_WAIT, drain_rx.recv()).await;
         }
-    }
-}
-
-/// Build a multi-thread tokio runtime with `threads` workers (`0` = one per
-/// core), for callers that let the proxy own its runtime (`threads = N`).
-///
-/// A non-empty `cpu_map` pins runtime threads round-robin to the listed CPU
-/// ids as they start (HAProxy `cpu-map`): the workers, which start first,
-/// get `cpu_map[0]`, `cpu_map[1]`, ... in turn, and so do blocking-pool
-/// threads started later. A CPU the process may not use is logged and that
-/// thread left unpinned.
-///
-/// # Errors
-///
-/// [`ProxyError::Config`] for a CPU id beyond the kernel's CPU set size,
-/// [`ProxyError::Runtime`] if the OS refuses threads.
-pub fn build_runtime(
-    threads: usize,
-    cpu_map: &[usize],
-) -> Result<tokio::runtime::Runtime, ProxyError> {
-    if let Some(cpu) = cpu_map.iter().find(|&&c| c >= CpuSet::count()) {
-        return Err(ProxyError::Config(format!(
-            "cpu_map: CPU {cpu} is beyond the CPU set size {}",
-            CpuSet::count()
-        )));
-    }
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        b.worker_threads(threads);
-    }
-    if !cpu_map.is_empty() {
-        let cpus: Arc<[usize]> = cpu_map.into();
-        let next = AtomicUsize::new(0);
-        b.on_thread_start(move || {
-            let cpu = cpus[next.fetch_add(1, Relaxed) % cpus.len()];
-            if let Err(e) = pin_current_thread(cpu) {
-                tracing::warn!(cpu, error = %e, "cannot pin a proxy thread");
-            }
-        });
-    }
-    b.enable_all()
-        .thread_name("sluice-proxy")
-        .build()
-        .map_err(ProxyError::Runtime)
-}
-
-/// Restrict the calling thread to `cpu` (pid 0 means the calling thread).
-fn pin_current_thread(cpu: usize) -> nix::Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu)?;
-    sched_setaffinity(Pid::from_raw(0), &set)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use nix::sched::sched_getaffinity;
-
-    /// CPUs this process may run on.
-    fn allowed_cpus() -> Vec<usize> {
-        let set = sched_getaffinity(Pid::from_raw(0)).unwrap();
-        (0..CpuSet::count())
-            .filter(|&c| set.is_set(c).unwrap())
-            .collect()
-    }
-
-    /// The CPUs each of many tasks saw itself allowed on, per thread.
-    fn affinities(rt: &tokio::runtime::Runtime) -> Vec<(std::thread::ThreadId, Vec<usize>)> {
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..32)
-                .map(|_| {
-                    tokio::spawn(async {
-                        // Give other workers a chance to run some of the tasks.
-                        tokio::task::yield_now().await;
-                        (std::thread::current().id(), allowed_cpus())
-                    })
-                })
-                .collect();
-            let mut out = Vec::new();
-            for t in tasks {
-                out.push(t.await.unwrap());
-            }
-            out
-        })
-    }
-
-    #[test]
-    fn workers_are_pinned_to_the_cpu_map() {
-        let allowed = allowed_cpus();
-        let last = *allowed.last().unwrap();
-        let rt = build_runtime(2, &[last]).unwrap();
-        for (_, cpus) in affinities(&rt) {
-            assert_eq!(cpus, [last]);
-        }
-        drop(rt);
-
-        // Two CPUs, two workers: each worker on exactly one of them.
-        if allowed.len() >= 2 {
-            let map = [allowed[0], allowed[1]];
-            let rt = build_runtime(2, &map).unwrap();
-            for (_, cpus) in affinities(&rt) {
-                assert_eq!(cpus.len(), 1, "{cpus:?}");
-                assert!(map.contains(&cpus[0]), "{cpus:?}");
-            }
-        }
-
-        // No map: threads keep the process's affinity.
-        let rt = build_runtime(1, &[]).unwrap();
-        for (_, cpus) in affinities(&rt) {
-            assert_eq!(cpus, allowed);
-        }
-    }
-
-    #[test]
-    fn cpu_ids_beyond_the_set_are_rejected() {
-        let err = build_runtime(1, &[CpuSet::count()]).unwrap_err();
-        assert!(matches!(err, ProxyError::Config(_)), "{err}");
     }
 }

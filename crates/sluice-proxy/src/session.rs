@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 
 use crate::backend::{AcquireError, BackendRt, ServerRt, Slot};
-use crate::config::{Balance, SendProxy};
+use crate::config::{L7Algorithm, SendProxy};
 use crate::conn::{ConnWatch, RequestGuard};
 use crate::frontend::FrontendRt;
 use crate::io::ServerStream;
@@ -214,7 +214,7 @@ pub(crate) async fn pick_and_connect<C: Connector>(
     times: &mut ConnectTimes,
     connector: &C,
 ) -> Result<(Slot, C::Conn, bool), Termination> {
-    let path = path.filter(|_| be.cfg.balance == Balance::Uri);
+    let path = path.filter(|_| be.cfg.balance == L7Algorithm::Uri);
     let mut tried: Vec<usize> = Vec::new();
     let mut same_server: Option<Slot> = None;
     let mut failures: u32 = 0;

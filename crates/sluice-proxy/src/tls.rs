@@ -12,7 +12,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sluice_tls::NoCertVerification;
 
-use crate::config::{BackendConfig, Mode, ServerConfig, TlsConfig};
+use crate::config::{BackendConfig, Mode, ServerConfig, TlsCertConfig, TlsConfig};
 use crate::error::ProxyError;
 
 /// Picks the certificate whose SNI names contain the client's server name,
@@ -50,21 +50,7 @@ pub(crate) fn acceptor(
     let mut by_name = HashMap::new();
     let mut default = None;
     for c in &cfg.certs {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert_pem)
-            .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| err(format!("reading {}: {e}", c.cert_pem.display())))?;
-        if certs.is_empty() {
-            return Err(err(format!("no certificate in {}", c.cert_pem.display())));
-        }
-        let key = PrivateKeyDer::from_pem_file(&c.key_pem)
-            .map_err(|e| err(format!("reading {}: {e}", c.key_pem.display())))?;
-        let ck = Arc::new(CertifiedKey::from_der(certs, key, &provider).map_err(|e| {
-            err(format!(
-                "{} / {}: {e}",
-                c.cert_pem.display(),
-                c.key_pem.display()
-            ))
-        })?);
+        let ck = Arc::new(certified_key(c, &provider).map_err(err)?);
         for name in &c.sni_names {
             by_name
                 .entry(name.to_ascii_lowercase())
@@ -84,6 +70,50 @@ pub(crate) fn acceptor(
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     }
     Ok(Arc::new(config))
+}
+
+/// Load one certificate chain and its key, and check that they match.
+fn certified_key(
+    c: &TlsCertConfig,
+    provider: &Arc<CryptoProvider>,
+) -> Result<CertifiedKey, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert_pem)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("reading {}: {e}", c.cert_pem.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", c.cert_pem.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&c.key_pem)
+        .map_err(|e| format!("reading {}: {e}", c.key_pem.display()))?;
+    CertifiedKey::from_der(certs, key, provider)
+        .map_err(|e| format!("{} / {}: {e}", c.cert_pem.display(), c.key_pem.display()))
+}
+
+/// Check a frontend certificate as [`crate::Proxy::start`] loads it: both
+/// files readable, a chain in the one, a key in the other, and the key the
+/// chain's. `sluice check` runs it so that it refuses what `sluice run`
+/// would.
+///
+/// # Errors
+///
+/// What is wrong, with the file names.
+pub fn check_certificate(c: &TlsCertConfig) -> Result<(), String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    certified_key(c, &provider).map(|_| ())
+}
+
+/// Check a backend's TLS client settings (its `tls_ca` file, or a system
+/// bundle when it verifies without one) as [`crate::Proxy::start`] loads
+/// them.
+///
+/// # Errors
+///
+/// What is wrong, with the file name.
+pub fn check_backend_tls(cfg: &BackendConfig) -> Result<(), String> {
+    client_config(cfg).map(|_| ()).map_err(|e| match e {
+        ProxyError::BackendTls { what, .. } => what,
+        other => other.to_string(),
+    })
 }
 
 /// CA bundles tried, in order, when a backend verifies its servers without

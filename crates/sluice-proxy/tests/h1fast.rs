@@ -284,7 +284,7 @@ async fn draining_ends_a_kept_alive_connection_after_the_response_in_flight() {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let shutdown = tokio::spawn(proxy.shutdown());
+        let shutdown = tokio::spawn(async move { proxy.shutdown().await });
         // The response still comes, says it is the last, and the
         // connection closes after it (read_to_string returns).
         let mut out = String::new();
@@ -313,7 +313,7 @@ async fn draining_closes_an_idle_kept_alive_connection_at_once() {
             read_until_end(&mut c, b"\r\n\r\na").await;
         }
         let started = std::time::Instant::now();
-        let shutdown = tokio::spawn(proxy.shutdown());
+        let shutdown = tokio::spawn(async move { proxy.shutdown().await });
         let mut rest = Vec::new();
         c.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::*;
 use http::Request;
 use http_body_util::BodyExt;
-use sluice_proxy::{Balance, ServerConfig};
+use sluice_proxy::{L7Algorithm, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -561,7 +561,7 @@ async fn connect_failure_is_retried_on_another_server_then_503() {
 async fn every_algorithm_serves_and_redispatches_past_a_dead_server() {
     bounded!(async {
         let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-        for balance in Balance::ALL {
+        for balance in L7Algorithm::ALL {
             let mut srv = servers(&[&a, &b]);
             srv.insert(1, ServerConfig::new("dead", dead_addr().await));
             let (fe, mut be) = simple_config(srv);
@@ -583,7 +583,7 @@ async fn every_algorithm_serves_and_redispatches_past_a_dead_server() {
             assert_eq!(be.counters.responses.http_2xx, 24, "{balance:?}");
             if matches!(
                 balance,
-                Balance::RoundRobin | Balance::StaticRr | Balance::Uri
+                L7Algorithm::RoundRobin | L7Algorithm::StaticRr | L7Algorithm::Uri
             ) {
                 assert!(
                     be.counters.errors.connect > 0,
@@ -604,7 +604,7 @@ async fn uri_balance_is_sticky_per_path() {
             Backend::start("c").await,
         );
         let (fe, mut be) = simple_config(servers(&[&a, &b, &c]));
-        be.balance = Balance::Uri;
+        be.balance = L7Algorithm::Uri;
         let proxy = start(fe, be).await;
         let addr = proxy.local_addr("fe").unwrap();
         let mut seen = std::collections::HashSet::new();
@@ -709,7 +709,7 @@ async fn leastconn_and_source_balance() {
     bounded!(async {
         let (a, b) = (Backend::start("a").await, Backend::start("b").await);
         let (fe, mut be) = simple_config(servers(&[&a, &b]));
-        be.balance = Balance::LeastConn;
+        be.balance = L7Algorithm::LeastConn;
         let proxy = start(fe, be).await;
         let addr = proxy.local_addr("fe").unwrap();
         // One slow request holds a; the next requests go to b.
@@ -727,7 +727,7 @@ async fn leastconn_and_source_balance() {
         proxy.shutdown().await;
 
         let (fe, mut be) = simple_config(servers(&[&a, &b]));
-        be.balance = Balance::Source;
+        be.balance = L7Algorithm::Source;
         let proxy = start(fe, be).await;
         let addr = proxy.local_addr("fe").unwrap();
         let first = get(addr, "/").await.headers["x-server"].clone();

@@ -204,7 +204,7 @@ async fn shutdown_waits_for_a_tunnel_then_cuts_it_after_the_grace() {
         let mut s = open_tunnel(proxy.local_addr("fe").unwrap()).await;
         echo(&mut s, b"before").await;
         let t = Instant::now();
-        let stopping = tokio::spawn(proxy.shutdown());
+        let stopping = tokio::spawn(async move { proxy.shutdown().await });
         // Draining: the tunnel still works.
         tokio::time::sleep(grace / 5).await;
         echo(&mut s, b"during").await;

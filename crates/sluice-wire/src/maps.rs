@@ -177,16 +177,90 @@ pub mod family {
     pub const V6: u8 = 6;
 }
 
-/// Forwarding method byte of [`VipMeta::method`].
-pub mod method {
+/// An L4 forwarding method: the one type for it, from the configuration
+/// keyword to the byte in [`VipMeta::method`] the XDP program reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Method {
     /// L2 direct routing: rewrite the destination MAC.
-    pub const DR: u8 = 0;
+    Dr = 0,
     /// L3 DSR: IPIP / IP6IP6 encapsulation.
-    pub const TUN: u8 = 1;
+    Tun = 1,
     /// Destination NAT (not in the XDP program yet).
-    pub const NAT: u8 = 2;
+    Nat = 2,
     /// Full NAT (not in the XDP program yet).
-    pub const FULLNAT: u8 = 3;
+    Fullnat = 3,
+}
+
+impl Method {
+    /// Every method, in documentation order.
+    pub const ALL: [Method; 4] = [Self::Dr, Self::Tun, Self::Nat, Self::Fullnat];
+
+    /// The configuration keyword (`"dr"`, `"tun"`, `"nat"`, `"fullnat"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Dr => "dr",
+            Self::Tun => "tun",
+            Self::Nat => "nat",
+            Self::Fullnat => "fullnat",
+        }
+    }
+
+    /// The byte in [`VipMeta::method`].
+    pub const fn to_byte(self) -> u8 {
+        self as u8
+    }
+
+    /// The method a [`VipMeta::method`] byte names; `None` for anything else.
+    pub const fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Self::Dr),
+            1 => Some(Self::Tun),
+            2 => Some(Self::Nat),
+            3 => Some(Self::Fullnat),
+            _ => None,
+        }
+    }
+}
+
+/// A name that is not a [`Method`]'s keyword.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownMethod;
+
+impl core::fmt::Display for UnknownMethod {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("unknown forwarding method, expected dr, tun, nat or fullnat")
+    }
+}
+
+impl core::str::FromStr for Method {
+    type Err = UnknownMethod;
+    fn from_str(s: &str) -> Result<Self, UnknownMethod> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or(UnknownMethod)
+    }
+}
+
+impl core::fmt::Display for Method {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Forwarding method bytes of [`VipMeta::method`], as constants for the
+/// XDP program's matches (defined by [`Method`]).
+pub mod method {
+    use super::Method;
+    /// L2 direct routing: rewrite the destination MAC.
+    pub const DR: u8 = Method::Dr.to_byte();
+    /// L3 DSR: IPIP / IP6IP6 encapsulation.
+    pub const TUN: u8 = Method::Tun.to_byte();
+    /// Destination NAT (not in the XDP program yet).
+    pub const NAT: u8 = Method::Nat.to_byte();
+    /// Full NAT (not in the XDP program yet).
+    pub const FULLNAT: u8 = Method::Fullnat.to_byte();
 }
 
 /// Scheduler byte of [`VipMeta::sched`].
@@ -497,5 +571,16 @@ mod tests {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as u32, i as u32, "{}", c.name());
         }
+    }
+
+    #[test]
+    fn methods_round_trip_through_names_and_bytes() {
+        for m in Method::ALL {
+            assert_eq!(m.as_str().parse::<Method>(), Ok(m));
+            assert_eq!(Method::from_byte(m.to_byte()), Some(m));
+        }
+        assert_eq!("masq".parse::<Method>(), Err(UnknownMethod));
+        assert_eq!(Method::from_byte(4), None);
+        assert_eq!((method::DR, method::TUN), (0, 1));
     }
 }

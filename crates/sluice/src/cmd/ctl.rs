@@ -10,7 +10,7 @@ use hyper::{Method, Request, body::Bytes};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Admin endpoint of the daemon (`global.admin`).
-    #[arg(short = 'a', long = "admin", default_value_t = super::run::default_admin())]
+    #[arg(short = 'a', long = "admin", default_value_t = super::admin::default_admin())]
     pub(crate) admin: SocketAddr,
     #[command(subcommand)]
     pub(crate) command: CtlCommand,

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
+use sluice_wire::maps::Method as L4Method;
 
 /// Where sysctls live.
 const SYSCTL_ROOT: &str = "/proc/sys";
@@ -53,8 +54,8 @@ pub(crate) struct Args {
     /// The machine's role.
     #[arg(long, value_enum, default_value_t = Role::Lb)]
     role: Role,
-    /// The forwarding method in use.
-    #[arg(long, value_enum, default_value_t = Method::Dr)]
+    /// The forwarding method in use: dr, tun, nat, fullnat or proxy.
+    #[arg(long, default_value_t = Method::DR)]
     method: Method,
     /// Print one JSON object.
     #[arg(long)]
@@ -75,20 +76,53 @@ enum Role {
     Real,
 }
 
-/// The forwarding method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// How traffic reaches the reals: an L4 method (sluice-wire's one type,
+/// by its configuration keyword) or the L7/TCP proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
-    /// L2 direct server return (VIP on the reals' loopback).
-    Dr,
-    /// IPIP tunnelling (L3 DSR).
-    Tun,
-    /// Destination NAT (replies through the LB).
-    Nat,
-    /// Full NAT (source and destination rewritten).
-    Fullnat,
-    /// L7/TCP proxy.
+    /// `dr`, `tun`, `nat` or `fullnat`.
+    L4(L4Method),
+    /// The L7/TCP proxy.
     Proxy,
+}
+
+impl Method {
+    const DR: Self = Self::L4(L4Method::Dr);
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::L4(m) => m.as_str(),
+            Self::Proxy => "proxy",
+        }
+    }
+
+    fn is(self, m: L4Method) -> bool {
+        self == Self::L4(m)
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "proxy" {
+            return Ok(Self::Proxy);
+        }
+        s.parse()
+            .map(Self::L4)
+            .map_err(|_| format!("unknown method {s:?}, expected dr, tun, nat, fullnat or proxy"))
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// Verdict on one setting.
@@ -211,7 +245,8 @@ fn rules(role: Role, method: Method) -> Vec<(String, Want, String)> {
                 .into(),
         ),
     ];
-    let opens_connections = role == Role::Lb && matches!(method, Method::Proxy | Method::Fullnat);
+    let opens_connections =
+        role == Role::Lb && matches!(method, Method::Proxy | Method::L4(L4Method::Fullnat));
     if opens_connections {
         r.push((
             "net.ipv4.ip_local_port_range".into(),
@@ -228,7 +263,12 @@ fn rules(role: Role, method: Method) -> Vec<(String, Want, String)> {
                 .into(),
         ));
     }
-    if role == Role::Lb && matches!(method, Method::Proxy | Method::Nat | Method::Fullnat) {
+    if role == Role::Lb
+        && matches!(
+            method,
+            Method::Proxy | Method::L4(L4Method::Nat | L4Method::Fullnat)
+        )
+    {
         r.push((
             "net.netfilter.nf_conntrack_max".into(),
             Want::AtLeast(WANT_CONNTRACK_MAX),
@@ -244,7 +284,7 @@ fn rules(role: Role, method: Method) -> Vec<(String, Want, String)> {
             "every connection is a file descriptor".into(),
         ));
     }
-    if role == Role::Real && matches!(method, Method::Dr | Method::Tun) {
+    if role == Role::Real && matches!(method, Method::L4(L4Method::Dr | L4Method::Tun)) {
         r.push((
             "net.ipv4.conf.all.arp_ignore".into(),
             Want::OneOf(&["1", "2"]),
@@ -259,7 +299,7 @@ fn rules(role: Role, method: Method) -> Vec<(String, Want, String)> {
              this real)"
                 .into(),
         ));
-        let why_rp = if method == Method::Tun {
+        let why_rp = if method.is(L4Method::Tun) {
             "decapsulated packets arrive on the tunnel with the client's source; strict \
              reverse-path filtering (1) drops them"
         } else {
@@ -665,7 +705,7 @@ mod tests {
             ("net.ipv4.conf.default.rp_filter", "0"),
             ("fs.file-max", "1000"),
         ]);
-        let mut f = check_sysctls(root.path(), Role::Real, Method::Dr, false);
+        let mut f = check_sysctls(root.path(), Role::Real, Method::DR, false);
         let get = |f: &[Finding], k: &str| f.iter().find(|x| x.item == k).unwrap().clone();
         assert_eq!(get(&f, "net.core.somaxconn").status, Status::Change);
         assert_eq!(
@@ -711,7 +751,7 @@ mod tests {
         // are opened.
         let lb = check_sysctls(root.path(), Role::Lb, Method::Proxy, false);
         assert!(lb.iter().any(|x| x.item == "net.ipv4.ip_local_port_range"));
-        let dr = check_sysctls(root.path(), Role::Lb, Method::Dr, false);
+        let dr = check_sysctls(root.path(), Role::Lb, Method::DR, false);
         assert!(dr.iter().all(|x| x.item != "net.ipv4.ip_local_port_range"));
     }
 

@@ -1,11 +1,17 @@
 //! Maps the configuration's `[[frontend]]` / `[[backend]]` onto
-//! sluice-proxy's own config types.
+//! sluice-proxy's own config types (the balance keyword by name onto
+//! sluice-core's algorithm), and checks the files they name as the proxy
+//! loads them.
 
 use sluice_config::{self as model, Config};
+use sluice_core::sched::l7::L7Algorithm;
 use sluice_proxy::{
-    BackendConfig, Balance, FrontendConfig, Mode, ProxyConfig, SendProxy, ServerConfig, Splice,
+    BackendConfig, FrontendConfig, Mode, ProxyConfig, SendProxy, ServerConfig, Splice,
     TlsCertConfig, TlsConfig,
 };
+
+use super::l4_map::by_name;
+use super::plan::Problem;
 
 /// The proxy's config, or `None` when no frontend is configured.
 pub(crate) fn proxy_config(cfg: &Config) -> Option<ProxyConfig> {
@@ -70,15 +76,8 @@ pub(crate) fn proxy_config(cfg: &Config) -> Option<ProxyConfig> {
                 })
                 .collect();
             let mut be = BackendConfig::new(b.name.clone(), servers);
-            be.balance = match b.balance {
-                model::Balance::RoundRobin => Balance::RoundRobin,
-                model::Balance::StaticRr => Balance::StaticRr,
-                model::Balance::LeastConn => Balance::LeastConn,
-                model::Balance::Source => Balance::Source,
-                model::Balance::Uri => Balance::Uri,
-                model::Balance::Random => Balance::Random,
-                model::Balance::Consistent => Balance::Consistent,
-            };
+            // The config crate's keywords and core's names agree (tested).
+            be.balance = by_name::<L7Algorithm, _>(b.balance).unwrap_or(L7Algorithm::RoundRobin);
             be.retries = b.retries;
             be.redispatch = b.redispatch;
             be.timeout_connect = b.timeout_connect;
@@ -98,8 +97,59 @@ pub(crate) fn proxy_config(cfg: &Config) -> Option<ProxyConfig> {
         })
         .collect();
     let mut pc = ProxyConfig::new(frontends, backends);
-    pc.threads = usize::from(cfg.global.threads.unwrap_or(0));
-    pc.cpu_map = cfg.global.cpu_map.iter().map(|c| usize::from(*c)).collect();
     pc.shutdown_grace = cfg.global.hard_stop_after;
     Some(pc)
+}
+
+/// The TLS files of frontends and backends, loaded as the proxy loads them
+/// at start-up: unreadable, empty or mismatched ones are problems at their
+/// keys.
+pub(crate) fn check_files(cfg: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (i, f) in cfg.frontends.iter().enumerate() {
+        for (j, t) in f.tls.iter().enumerate() {
+            let c = TlsCertConfig {
+                cert_pem: t.cert.clone().into(),
+                key_pem: t.key.clone().into(),
+                sni_names: t.sni.clone(),
+            };
+            if let Err(e) = sluice_proxy::check_certificate(&c) {
+                out.push(Problem::new(
+                    format!("frontend[{i}].tls[{j}].cert"),
+                    format!("{e}, expected a readable PEM certificate chain and its private key"),
+                ));
+            }
+        }
+    }
+    let Some(pc) = proxy_config(cfg) else {
+        return out;
+    };
+    for (i, b) in pc.backends.iter().enumerate() {
+        if b.tls
+            && let Err(e) = sluice_proxy::check_backend_tls(b)
+        {
+            let key = if b.tls_ca.is_some() {
+                "tls_ca"
+            } else {
+                "tls_verify"
+            };
+            out.push(Problem::new(format!("backend[{i}].{key}"), e));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use sluice_config::Keyword as _;
+
+    #[test]
+    fn every_balance_keyword_names_a_core_algorithm() {
+        for (kw, k) in model::Balance::ALL {
+            let a: L7Algorithm = by_name(*k).unwrap();
+            assert_eq!(a.name(), *kw);
+        }
+    }
 }

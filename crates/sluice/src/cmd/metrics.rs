@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use sluice_core::health::{Effective, Health};
+use sluice_core::health::Health;
+use sluice_core::service::Effective;
 use sluice_health::TargetStatus;
 use sluice_l4::ServiceView;
 use sluice_l4::wire_maps::Counter;
@@ -405,7 +406,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::time::Duration;
 
-    use sluice_core::health::OperatorState;
+    use sluice_core::service::OperatorState;
     use sluice_proxy::stats::{BackendSnapshot, NamedCounters, ServerSnapshot};
 
     use super::*;

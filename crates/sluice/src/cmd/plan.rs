@@ -1,0 +1,83 @@
+//! What `sluice run` would do with a configuration that parses, decided
+//! before anything starts: the L4 data plane, the proxy's configuration,
+//! and every rule a plane refuses the file for, each with the key at
+//! fault. `sluice check` and `sluice run` both call [`plan`], so a file
+//! that `check` passes is one `run` accepts, and what `run` refuses
+//! `check` refuses first with `FILE:LINE:COL`.
+
+use sluice_config::{Config, Diagnostics};
+use sluice_proxy::ProxyConfig;
+
+use super::l4_map::{self, L4Plan};
+use super::l7_map;
+
+/// A rule a configuration breaks, and the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    /// Key path, as in the config crate's diagnostics (`l4_service[1].interface`).
+    pub(crate) path: String,
+    /// What is wrong, then what was expected.
+    pub(crate) message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything `sluice run` starts.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) l4: Option<L4Plan>,
+    pub(crate) proxy: Option<ProxyConfig>,
+}
+
+/// The plan for `cfg`, or every problem found (all planes are checked).
+pub(crate) fn plan(cfg: &Config) -> Result<Plan, Vec<Problem>> {
+    let mut problems = not_implemented(cfg);
+    let l4 = l4_map::plan(cfg).unwrap_or_else(|p| {
+        problems.extend(p);
+        None
+    });
+    problems.extend(l7_map::check_files(cfg));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Plan {
+        l4,
+        proxy: l7_map::proxy_config(cfg),
+    })
+}
+
+/// Sections that parse but that no plane runs yet: refused rather than
+/// silently ignored.
+fn not_implemented(cfg: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if !cfg.vrrp_instances.is_empty() {
+        out.push(Problem::new(
+            "vrrp_instance[0]",
+            "VRRP is not implemented yet (sluice-ha): sluice run would not run it, expected no [[vrrp_instance]] section",
+        ));
+    }
+    if cfg.sync.enabled {
+        out.push(Problem::new(
+            "sync",
+            "connection-state sync is not implemented yet (sluice-ha): sluice run would not run it, expected no [sync] section or enabled = false",
+        ));
+    }
+    out
+}
+
+/// Problems as positioned diagnostics of `file` (whose text is `text`).
+pub(crate) fn diagnostics(file: &str, text: &str, problems: &[Problem]) -> Diagnostics {
+    let mut d: Vec<_> = problems
+        .iter()
+        .map(|p| sluice_config::locate(file, text, &p.path, p.message.clone()))
+        .collect();
+    d.sort_by_key(|d| (d.line, d.col));
+    Diagnostics(d)
+}

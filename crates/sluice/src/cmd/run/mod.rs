@@ -1,0 +1,126 @@
+//! `sluice run -c FILE`: the daemon. Plans the configuration (the same
+//! checks as `sluice check`), builds the runtime, starts the planes (the
+//! L4 XDP data plane, the L7 proxy, their health checks) and the admin
+//! endpoint, and on SIGINT/SIGTERM shuts the proxy down gracefully (open
+//! connections get `hard_stop_after`) and detaches the XDP program.
+
+mod l4;
+mod l7;
+
+use std::{
+    process::ExitCode,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context as _, bail};
+use sluice_config::Config;
+
+use super::admin::{AdminState, admin_loop};
+use super::plan::Plan;
+pub(crate) use l4::Plane;
+
+/// Arguments of `sluice run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Configuration file.
+    #[arg(short = 'c', long = "config")]
+    pub(crate) config: std::path::PathBuf,
+    /// Write the proxy's access log (one line per request or TCP session,
+    /// with HAProxy's Tq/Tw/Tc/Tr/Tt timers) to standard error. Other
+    /// diagnostics follow `SLUICE_LOG` (default `info`).
+    #[arg(long)]
+    pub(crate) access_log: bool,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (cfg, plan) = match super::check::load(&args.config)? {
+        Ok(x) => x,
+        Err(d) => {
+            eprintln!("{d}");
+            bail!("{}: invalid configuration", args.config.display());
+        }
+    };
+    // One runtime for everything: the proxy's workers (`global.threads`,
+    // pinned per `global.cpu_map`), health checks and the admin endpoint.
+    let threads = usize::from(cfg.global.threads.unwrap_or(0));
+    let cpus: Vec<usize> = cfg.global.cpu_map.iter().map(|c| usize::from(*c)).collect();
+    let rt = super::runtime::build_runtime(threads, &cpus).context("starting the runtime")?;
+    rt.block_on(serve(cfg, plan))
+}
+
+async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
+    let plane = match &plan.l4 {
+        Some(l4) => Some(Arc::new(Mutex::new(l4::start(l4)?))),
+        None => None,
+    };
+    // L7: every frontend bound before anything is served; bind errors end
+    // start-up with the address in the message.
+    let proxy = match plan.proxy {
+        Some(pc) => {
+            let h = sluice_proxy::Proxy::start(pc)
+                .await
+                .context("starting the L7 proxy")?;
+            for (name, addr) in h.local_addrs() {
+                eprintln!("sluice: frontend {name} listening on {addr}");
+            }
+            Some(Arc::new(h))
+        }
+        None => None,
+    };
+    let l7_checks = match proxy.clone() {
+        Some(p) => l7::start_health(&cfg, p)?.map(Arc::new),
+        None => None,
+    };
+    let admin = tokio::net::TcpListener::bind(cfg.global.admin)
+        .await
+        .with_context(|| format!("binding the admin endpoint {}", cfg.global.admin))?;
+    eprintln!(
+        "sluice: running; admin endpoint http://{}",
+        admin.local_addr().unwrap_or(cfg.global.admin)
+    );
+
+    // Health checks of L4 reals; the handle keeps the checks running.
+    let specs = plan.l4.as_ref().map_or(&[][..], |p| &p.specs[..]);
+    let (checks, _via_vip_routes) = match plane.clone() {
+        Some(p) => match l4::start_health(&cfg, specs, p)? {
+            Some((h, routes)) => (Some(Arc::new(h)), Some(routes)),
+            None => (None, None),
+        },
+        None => (None, None),
+    };
+
+    if let Some(p) = plane.clone() {
+        std::thread::Builder::new()
+            .name("sluice-l4-control".into())
+            .spawn(move || l4::control_loop(&p))
+            .context("starting the control thread")?;
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let state = AdminState {
+        plane: plane.clone(),
+        l4_checks: checks.clone(),
+        l7_checks,
+        proxy: proxy.clone(),
+    };
+    tokio::select! {
+        r = admin_loop(admin, state) => r?,
+        _ = tokio::signal::ctrl_c() => eprintln!("sluice: SIGINT, shutting down"),
+        _ = term.recv() => eprintln!("sluice: SIGTERM, shutting down"),
+    }
+    if let Some(p) = proxy {
+        // Stop accepting, let open connections (tunnels included) finish,
+        // cut what remains after `hard_stop_after`.
+        p.shutdown().await;
+    }
+    if let Some(p) = plane {
+        let mut g = p
+            .lock()
+            .map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?;
+        g.dataplane_mut()
+            .detach()
+            .context("detaching the XDP program")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
