@@ -8,14 +8,35 @@ fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
 }
 
+/// A self-signed certificate and its key, as PEM files in `dir`.
+fn cert_pair(dir: &std::path::Path, name: &str) -> (String, String) {
+    let c = rcgen::generate_simple_self_signed(vec![format!("{name}.example.com")]).unwrap();
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    (cert.display().to_string(), key.display().to_string())
+}
+
 #[test]
 fn every_example_passes() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    // The examples name certificates where an operator keeps them; check
+    // reads them, so they are made here and the paths swapped in.
+    let pki = tempfile::tempdir().unwrap();
+    for name in ["app", "default"] {
+        cert_pair(pki.path(), name);
+    }
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
-            let out = sluice().args(["check", "-c"]).arg(&p).output().unwrap();
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("/etc/sluice/tls/", &format!("{}/", pki.path().display()));
+            let copy = pki.path().join(p.file_name().unwrap());
+            std::fs::write(&copy, text).unwrap();
+            let out = sluice().args(["check", "-c"]).arg(&copy).output().unwrap();
             assert!(
                 out.status.success(),
                 "{}: {}",
@@ -29,6 +50,97 @@ fn every_example_passes() {
         }
     }
     assert!(n >= 4, "only {n} examples");
+}
+
+/// A file that parses but that `sluice run` refuses: `check` exits 1 with
+/// `FILE:LINE:COL: PATH: ...` at the key at fault, and `run` refuses the
+/// same file with the same line, before starting anything.
+fn check_and_run_refuse(name: &str, toml: &str, at: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&p, toml).unwrap();
+    let want = format!("{}:{at}", p.display());
+    let out = sluice().args(["check", "-c"]).arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{name}: check passed: {err}");
+    assert!(
+        err.contains(&want),
+        "{name}: check said:\n{err}\nwanted {want}"
+    );
+    let out = sluice().args(["run", "-c"]).arg(&p).output().unwrap();
+    let run_err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{name}: run started");
+    assert!(
+        run_err.contains(&want),
+        "{name}: run said:\n{run_err}\nwanted {want}"
+    );
+}
+
+/// An L4 service on `lb0` with `extra` keys, named `name`.
+fn l4(name: &str, extra: &str) -> String {
+    format!(
+        "[[l4_service]]\nname = \"{name}\"\nvip = \"10.99.255.{}\"\nport = 80\nmethod = \"dr\"\ninterface = \"lb0\"\n{extra}\n[[l4_service.real]]\naddress = \"10.99.0.11\"\n\n",
+        name.len()
+    )
+}
+
+#[test]
+fn check_refuses_what_run_refuses_with_a_position() {
+    let two_interfaces = l4("a", "") + &l4("bb", "").replace("\"lb0\"", "\"lb1\"");
+    check_and_run_refuse(
+        "interfaces",
+        &two_interfaces,
+        "16:13: l4_service[1].interface:",
+    );
+    let modes = l4("a", "") + &l4("bb", "xdp_mode = \"generic\"");
+    check_and_run_refuse("xdp-modes", &modes, "17:12: l4_service[1].xdp_mode:");
+    let tables = l4("a", "") + &l4("bb", "session_capacity = 4096");
+    check_and_run_refuse(
+        "session-tables",
+        &tables,
+        "17:20: l4_service[1].session_capacity:",
+    );
+    let nat = l4("a", "").replace("\"dr\"", "\"nat\"");
+    check_and_run_refuse("nat", &nat, "5:10: l4_service[0].method:");
+    // A weighted cycle longer than the ring (65537 entries by default).
+    let wrr = "[[l4_service]]\nname = \"w\"\nvip = \"10.99.255.1\"\nport = 80\nmethod = \"dr\"\n\
+               scheduler = \"wrr\"\ninterface = \"lb0\"\n\n\
+               [[l4_service.real]]\naddress = \"10.99.0.11\"\nweight = 65535\n\n\
+               [[l4_service.real]]\naddress = \"10.99.0.12\"\nweight = 65534\n";
+    check_and_run_refuse("wrr-cycle", wrr, "9:1: l4_service[0].real:");
+    let vrrp = "[[vrrp_instance]]\nname = \"v\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = 100\nvirtual_addresses = [\"10.99.255.1\"]\n";
+    check_and_run_refuse("vrrp", vrrp, "1:1: vrrp_instance[0]:");
+    let sync = l4("a", "")
+        + "[sync]\nenabled = true\nlisten = \"10.99.0.1:7946\"\npeers = [\"10.99.0.2:7946\"]\n";
+    check_and_run_refuse("sync", &sync, "11:1: sync:");
+}
+
+#[test]
+fn check_reads_the_certificates_as_run_loads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_pair(dir.path(), "a");
+    let (_, other_key) = cert_pair(dir.path(), "b");
+    let fe = |cert: &str, key: &str| {
+        format!(
+            "[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\ndefault_backend = \"app\"\n\n\
+             [[frontend.tls]]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
+             [[backend]]\nname = \"app\"\nmode = \"http\"\n[[backend.server]]\nname = \"s\"\naddress = \"127.0.0.1:1\"\n"
+        )
+    };
+    let at = "8:8: frontend[0].tls[0].cert:";
+    check_and_run_refuse("missing-cert", &fe("/nonexistent/a.pem", &key), at);
+    check_and_run_refuse("missing-key", &fe(&cert, "/nonexistent/a.key"), at);
+    check_and_run_refuse("key-of-another-cert", &fe(&cert, &other_key), at);
+    check_and_run_refuse("key-as-cert", &fe(&key, &key), at);
+    // The matching pair passes.
+    let p = dir.path().join("ok.toml");
+    std::fs::write(&p, fe(&cert, &key)).unwrap();
+    let out = sluice().args(["check", "-c"]).arg(&p).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
