@@ -49,10 +49,28 @@ fn full_example_uses_every_section() {
     };
     assert_eq!(
         config.summary(),
-        "ok: 2 L4 services (5 reals), 2 frontends, 2 backends (5 servers), 5 health checks, 1 VRRP instance, state sync to 1 peer"
+        "ok: 1 L4 service (3 reals), 2 frontends, 2 backends (5 servers), 5 health checks, 0 VRRP instances"
+    );
+    assert_eq!(config.frontends[0].tls.len(), 2);
+}
+
+/// What parses but is not run yet (fullnat, VRRP, sync): `sluice check`
+/// refuses it, but the keys are validated here until the planes run them.
+#[test]
+fn sections_not_run_yet_still_parse() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/not-yet-run.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let config = match sluice_config::parse("not-yet-run.toml", &text) {
+        Ok(c) => c,
+        Err(d) => panic!("{d}"),
+    };
+    assert_eq!(
+        config.summary(),
+        "ok: 1 L4 service (2 reals), 0 frontends, 0 backends (0 servers), 1 health check, 1 VRRP instance, state sync to 1 peer"
     );
     assert!(config.sync.enabled);
-    assert_eq!(config.frontends[0].tls.len(), 2);
+    assert_eq!(config.l4_services[0].local_addresses.len(), 2);
 }
 
 #[test]
