@@ -2,7 +2,6 @@
 //! `run(..) -> anyhow::Result<ExitCode>`.
 
 pub(crate) mod bench;
-pub(crate) mod bmt;
 pub(crate) mod check;
 pub(crate) mod ctl;
 pub(crate) mod doctor;

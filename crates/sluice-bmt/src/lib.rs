@@ -1,5 +1,8 @@
 //! `sluice lab bmt`: the seed study's benchmark matrix, reproduced in the
-//! namespace lab (see ../shared/seeds/l2dsr-vs-proxy-bmt.txt).
+//! namespace lab (see ../shared/seeds/l2dsr-vs-proxy-bmt.txt). A tool of
+//! this repository, run only through the `sluice` binary, which passes
+//! [`BmtArgs`] and its own path to [`run`]: the matrix starts that binary
+//! as the LB (`sluice run`) and as the reals' web server.
 //!
 //! For each mode (the `direct` baseline, sluice's L7 proxy in `mode http`
 //! and `mode tcp`, HAProxy in both modes, sluice L4 `dr`/`tun`, and
@@ -31,9 +34,12 @@
 //!   the global `kernel.bpf_stats_enabled` sysctl is never written.
 
 mod chart;
+mod error;
 mod lb;
 mod measure;
 mod wrk;
+
+pub use error::BmtError;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -43,10 +49,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use serde::Serialize;
 use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend, Topology};
 
+use error::{chain, require};
 use lb::{CpuSource, RunningLb, Start};
 
 /// Version of the `bmt.json` layout (3: proxies measured side by side, with
@@ -287,7 +293,7 @@ pub(crate) enum Backend {
                         in --out. Exit status: 0 when at least one cell was measured, 1 when \
                         none was, 130 after Ctrl-C (what was measured is still written)."
 )]
-pub(crate) struct BmtArgs {
+pub struct BmtArgs {
     /// Reduced matrix: threads 1, concurrency 50 and 200, short runs (under
     /// 3 minutes here). Explicit options still win.
     #[arg(long)]
@@ -365,7 +371,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn from_args(a: &BmtArgs) -> anyhow::Result<Self> {
+    fn from_args(a: &BmtArgs) -> Result<Self, BmtError> {
         let mut modes = a.modes.clone().unwrap_or_else(|| Mode::ALL.to_vec());
         modes.sort();
         modes.dedup();
@@ -401,51 +407,52 @@ impl Plan {
         } else {
             DEFAULT_CLIENT_THREADS
         });
-        anyhow::ensure!(!modes.is_empty(), "--modes must name at least one mode");
-        anyhow::ensure!(
+        require(!modes.is_empty(), || {
+            "--modes must name at least one mode".to_owned()
+        })?;
+        require(
             threads.iter().all(|t| (1..=MAX_LB_THREADS).contains(t)) && !threads.is_empty(),
-            "--threads must be 1..={MAX_LB_THREADS}"
-        );
-        anyhow::ensure!(
+            || format!("--threads must be 1..={MAX_LB_THREADS}"),
+        )?;
+        require(
             concurrency
                 .iter()
                 .all(|c| (1..=MAX_CONCURRENCY).contains(c))
                 && !concurrency.is_empty(),
-            "--concurrency must be 1..={MAX_CONCURRENCY}"
-        );
-        anyhow::ensure!(
-            (1..=MAX_REPS).contains(&reps),
-            "--reps must be 1..={MAX_REPS}"
-        );
+            || format!("--concurrency must be 1..={MAX_CONCURRENCY}"),
+        )?;
+        require((1..=MAX_REPS).contains(&reps), || {
+            format!("--reps must be 1..={MAX_REPS}")
+        })?;
         if let Some(n) = requests {
-            anyhow::ensure!(
-                (1..=MAX_REQUESTS).contains(&n),
-                "--requests must be 1..={MAX_REQUESTS}"
-            );
+            require((1..=MAX_REQUESTS).contains(&n), || {
+                format!("--requests must be 1..={MAX_REQUESTS}")
+            })?;
         }
         if let Some(d) = duration {
-            anyhow::ensure!(
-                !d.is_zero() && d <= MAX_REP_DURATION,
-                "--duration must be more than 0 and at most {MAX_REP_DURATION:?}"
-            );
+            require(!d.is_zero() && d <= MAX_REP_DURATION, || {
+                format!("--duration must be more than 0 and at most {MAX_REP_DURATION:?}")
+            })?;
         }
         if let Some(d) = a.wrk {
             // wrk counts whole seconds.
-            anyhow::ensure!(
-                d >= Duration::from_secs(1) && d <= MAX_REP_DURATION,
-                "--wrk must be at least 1s and at most {MAX_REP_DURATION:?}"
-            );
+            require(d >= Duration::from_secs(1) && d <= MAX_REP_DURATION, || {
+                format!("--wrk must be at least 1s and at most {MAX_REP_DURATION:?}")
+            })?;
         }
-        anyhow::ensure!(
-            (1..=MAX_CLIENT_THREADS).contains(&client_threads),
-            "--client-threads must be 1..={MAX_CLIENT_THREADS}"
-        );
+        require((1..=MAX_CLIENT_THREADS).contains(&client_threads), || {
+            format!("--client-threads must be 1..={MAX_CLIENT_THREADS}")
+        })?;
         if let Some(pct) = a.lb_cpu_pct {
-            anyhow::ensure!(
+            require(
                 (MIN_LB_CPU_PCT..=sluice_lab::MAX_CPU_CAP_PCT).contains(&pct),
-                "--lb-cpu-pct must be {MIN_LB_CPU_PCT}..={} (percent of one CPU)",
-                sluice_lab::MAX_CPU_CAP_PCT
-            );
+                || {
+                    format!(
+                        "--lb-cpu-pct must be {MIN_LB_CPU_PCT}..={} (percent of one CPU)",
+                        sluice_lab::MAX_CPU_CAP_PCT
+                    )
+                },
+            )?;
         }
         Ok(Plan {
             modes,
@@ -593,7 +600,18 @@ struct Machine {
     kernel: String,
 }
 
-pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
+/// Runs the matrix of `args` with `binary` (the `sluice` executable) as the
+/// LB and, with `--backend sluice`, as the reals' web server; writes
+/// `bmt.md`, `bmt.json`, `bmt.svg` and `bmt.png` and prints the table.
+///
+/// Returns the exit status: success when at least one cell was measured,
+/// failure when none was, 130 after Ctrl-C (what was measured is still
+/// written).
+///
+/// # Errors
+/// [`BmtError`] when the matrix is out of bounds, without the privileges
+/// the lab needs, or when the results cannot be written.
+pub fn run(args: BmtArgs, binary: &Path) -> Result<ExitCode, BmtError> {
     let plan = Plan::from_args(&args)?;
     sluice_lab::check_privileges()?;
     let started = Instant::now();
@@ -604,9 +622,9 @@ pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("bench-results").join(utc_stamp(started_unix)));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(&out)
+        .map_err(|e| BmtError::io(format!("creating {}", out.display()), e))?;
     let cancel = signal_flag()?;
-    let binary = std::env::current_exe().context("locating the sluice binary")?;
 
     eprintln!(
         "sluice lab bmt: modes {}; threads {:?}; concurrency {:?}; {} × {} rep(s), {}; reals: {} × {REALS}",
@@ -666,7 +684,7 @@ pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
         if modes.is_empty() || cancel.load(Ordering::SeqCst) {
             continue;
         }
-        let lab = match lab_up(family, &plan, &binary, &cancel) {
+        let lab = match lab_up(family, &plan, binary, &cancel) {
             Ok(lab) => lab,
             Err(reason) => {
                 for m in modes {
@@ -689,7 +707,7 @@ pub(crate) fn run(args: BmtArgs) -> anyhow::Result<ExitCode> {
             run_group(
                 &lab,
                 &plan,
-                &binary,
+                binary,
                 &group,
                 &cancel,
                 &mut cells,
@@ -916,7 +934,7 @@ fn run_group(
                         );
                         samples[i].push(s);
                     }
-                    Err(e) => failures[i] = Some(format!("rep {}: {e:#}", rep + 1)),
+                    Err(e) => failures[i] = Some(format!("rep {}: {}", rep + 1, chain(&e))),
                 }
             }
         }
@@ -1123,7 +1141,7 @@ fn measure_rep(
     concurrency: u32,
     plan: &Plan,
     cancel: &AtomicBool,
-) -> anyhow::Result<Option<Sample>> {
+) -> Result<Option<Sample>, BmtError> {
     let spec = sluice_bench::BenchSpec {
         concurrency,
         requests: plan.requests,
@@ -1201,9 +1219,10 @@ fn bench_in_client(
     spec: sluice_bench::BenchSpec,
     threads: usize,
     cancel: &AtomicBool,
-) -> anyhow::Result<sluice_bench::Report> {
+) -> Result<sluice_bench::Report, BmtError> {
     lab.in_netns(Node::Client, move || {
-        let rt = sluice_bench::runtime(threads).context("starting the load generator's runtime")?;
+        let rt = sluice_bench::runtime(threads)
+            .map_err(|e| BmtError::io("starting the load generator's runtime", e))?;
         let cancelled = async {
             while !cancel.load(Ordering::SeqCst) {
                 tokio::time::sleep(CANCEL_POLL).await;
@@ -1636,13 +1655,14 @@ fn wrk_section(s: &mut String, r: &Results) {
     }
 }
 
-fn write_outputs(r: &Results, out: &Path) -> anyhow::Result<()> {
+fn write_outputs(r: &Results, out: &Path) -> Result<(), BmtError> {
     let md = markdown(r);
     let md_path = out.join("bmt.md");
-    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    std::fs::write(&md_path, &md)
+        .map_err(|e| BmtError::io(format!("writing {}", md_path.display()), e))?;
     let json_path = out.join("bmt.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(r)?)
-        .with_context(|| format!("writing {}", json_path.display()))?;
+        .map_err(|e| BmtError::io(format!("writing {}", json_path.display()), e))?;
 
     let mut series: Vec<chart::Series> = Vec::new();
     for c in &r.cells {
@@ -1675,7 +1695,8 @@ fn write_outputs(r: &Results, out: &Path) -> anyhow::Result<()> {
     );
     let svg = chart::svg(&title, &r.plan.concurrency, &series);
     let svg_path = out.join("bmt.svg");
-    std::fs::write(&svg_path, &svg).with_context(|| format!("writing {}", svg_path.display()))?;
+    std::fs::write(&svg_path, &svg)
+        .map_err(|e| BmtError::io(format!("writing {}", svg_path.display()), e))?;
     let png_path = out.join("bmt.png");
     chart::write_png(&svg, &png_path)?;
 
@@ -1686,21 +1707,25 @@ fn write_outputs(r: &Results, out: &Path) -> anyhow::Result<()> {
 }
 
 /// A flag set on the first SIGINT or SIGTERM, by a watcher thread.
-fn signal_flag() -> anyhow::Result<Arc<AtomicBool>> {
+fn signal_flag() -> Result<Arc<AtomicBool>, BmtError> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = Arc::clone(&flag);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the signal runtime")?;
+        .map_err(|e| BmtError::io("starting the signal runtime", e))?;
     // Registering here (not in the thread) means a Ctrl-C right after this
     // returns is already ours, not the default "terminate".
-    let mut term = rt.block_on(async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    })?;
-    let mut int = rt.block_on(async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-    })?;
+    let mut term = rt
+        .block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        })
+        .map_err(BmtError::Signal)?;
+    let mut int = rt
+        .block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        })
+        .map_err(BmtError::Signal)?;
     std::thread::Builder::new()
         .name("bmt-signals".into())
         .spawn(move || {
@@ -1713,7 +1738,7 @@ fn signal_flag() -> anyhow::Result<Arc<AtomicBool>> {
             eprintln!("sluice lab bmt: interrupted; stopping and tearing down the lab");
             set.store(true, Ordering::SeqCst);
         })
-        .context("starting the signal thread")?;
+        .map_err(|e| BmtError::io("starting the signal thread", e))?;
     Ok(flag)
 }
 
@@ -1751,10 +1776,10 @@ mod tests {
         args: BmtArgs,
     }
 
-    fn plan(argv: &[&str]) -> anyhow::Result<Plan> {
+    fn plan(argv: &[&str]) -> Result<Plan, Box<dyn std::error::Error>> {
         let mut full = vec!["bmt"];
         full.extend_from_slice(argv);
-        Plan::from_args(&Cli::try_parse_from(full)?.args)
+        Ok(Plan::from_args(&Cli::try_parse_from(full)?.args)?)
     }
 
     #[test]
