@@ -6,14 +6,11 @@
 //! the median of `RUNS` runs of `REPEAT` repetitions each.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-#[path = "../tests/support/frames.rs"]
-mod frames;
-#[path = "support/setup.rs"]
-mod setup;
-
-use frames::{tcp, v4};
-use setup::{RING, median, service, three_reals};
 use sluice_l4::{AttachMode, Dataplane, DataplaneParams, Helper, HelperProgram, verdict};
+use sluice_testkit::frames::{self, tcp, v4};
+use sluice_testkit::median;
+use sluice_testkit::netns::{Netns, unique_label};
+use sluice_testkit::services::{RING, SESSION_CAPACITY, service, three_reals};
 use sluice_wire::maps::method;
 
 /// Repetitions per run for the cached paths.
@@ -26,15 +23,22 @@ fn main() {
     let mut dp = Dataplane::load(
         DataplaneParams {
             ring_size: RING,
-            session_capacity: 1 << 20,
+            session_capacity: SESSION_CAPACITY,
             ..Default::default()
         },
         frames::LB_MAC,
     )
     .unwrap_or_else(|e| panic!("needs root: {e}"));
-    three_reals(&mut dp, |i| [2, 0xaa, 0, 0, 0, i as u8]);
-    service(&mut dp, 0, [10, 99, 255, 1], method::DR);
-    service(&mut dp, 1, [10, 99, 255, 2], method::TUN);
+    for (slot, real) in three_reals(|i| [2, 0xaa, 0, 0, 0, i as u8]) {
+        dp.set_real(slot, real).unwrap();
+    }
+    for s in [
+        service(0, [10, 99, 255, 1], method::DR),
+        service(1, [10, 99, 255, 2], method::TUN),
+    ] {
+        dp.set_ring(s.index, &s.ring).unwrap();
+        dp.set_service(s.key, s.meta).unwrap();
+    }
 
     let client = [10, 99, 0, 2];
     // Repeated runs reuse the frame as the program left it (the kernel does
@@ -123,8 +127,7 @@ fn main() {
         median(per_run)
     );
     // Baseline: a bare reflector, loaded the same way.
-    let ns = sluice_lab::Netns::create(&format!("sl-{}", sluice_lab::LabSpec::unique_label("tr")))
-        .unwrap();
+    let ns = Netns::create(&format!("sl-{}", unique_label("tr"))).unwrap();
     let refl = ns
         .in_netns(|| HelperProgram::attach(Helper::Reflect, "lo", AttachMode::Generic))
         .unwrap()

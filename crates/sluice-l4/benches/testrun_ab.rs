@@ -13,14 +13,10 @@
 //! Without a second path, B is the object this build embeds.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-#[path = "../tests/support/frames.rs"]
-mod frames;
-#[path = "support/setup.rs"]
-mod setup;
-
-use frames::{tcp, v4};
-use setup::{RING, median, service, three_reals};
 use sluice_l4::{Dataplane, DataplaneParams, object_bytes};
+use sluice_testkit::frames::{self, tcp, v4};
+use sluice_testkit::median;
+use sluice_testkit::services::{RING, SESSION_CAPACITY, service, three_reals};
 use sluice_wire::maps::method;
 
 /// Repetitions per timed run.
@@ -35,14 +31,18 @@ fn setup(object: &[u8]) -> Dataplane {
         object,
         DataplaneParams {
             ring_size: RING,
-            session_capacity: 1 << 20,
+            session_capacity: SESSION_CAPACITY,
             ..Default::default()
         },
         frames::LB_MAC,
     )
     .unwrap_or_else(|e| panic!("needs root and a valid object: {e}"));
-    three_reals(&mut dp, |i| [2, 0xaa, 0, 0, 0, i as u8]);
-    service(&mut dp, 0, [10, 99, 255, 1], method::DR);
+    for (slot, real) in three_reals(|i| [2, 0xaa, 0, 0, 0, i as u8]) {
+        dp.set_real(slot, real).unwrap();
+    }
+    let s = service(0, [10, 99, 255, 1], method::DR);
+    dp.set_ring(s.index, &s.ring).unwrap();
+    dp.set_service(s.key, s.meta).unwrap();
     dp
 }
 

@@ -6,14 +6,14 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use sluice_l4::{AttachMode, Dataplane, DataplaneParams};
-use sluice_lab::{LabSpec, Netns, create_veth};
+use sluice_testkit::netns::{Netns, create_veth, unique_label};
 use sluice_wire::maps::Counter;
 
 /// Pings sent; the counter must see at least this many frames.
 const PINGS: u32 = 5;
 
 fn pair(tag: &str) -> (Netns, Netns) {
-    let label = LabSpec::unique_label(tag);
+    let label = unique_label(tag);
     let a = Netns::create(&format!("sl-{label}-a"))
         .unwrap_or_else(|e| panic!("creating a namespace failed (this test needs root): {e}"));
     let b = Netns::create(&format!("sl-{label}-b")).unwrap();

@@ -12,19 +12,17 @@ use sluice_wire::{
     checksum,
     hash::{addr_hash, flow_hash},
     maps::{
-        Addr, Counter, RealDef, VipKey, VipMeta, addr_from_bytes, addr_v4, family, method,
-        real_flags, sched, vip_flags,
+        Addr, Counter, RealDef, VipKey, VipMeta, addr_from_bytes, family, method, real_flags,
+        sched, vip_flags,
     },
 };
 
-use frames::{CLIENT_MAC, LB_MAC};
+use sluice_testkit::frames::{CLIENT_MAC, LB_MAC, eth, ipv4_hdr, tcp, udp, v4, v6};
+use sluice_testkit::services::{TUN_SRC, a4};
 const RING: u32 = 13;
 
 fn mac(i: u32) -> [u8; 6] {
     [0x02, 0xaa, 0, 0, 0, i as u8]
-}
-fn a4(a: [u8; 4]) -> Addr {
-    addr_v4(a)
 }
 fn a6(last: u8, sub: u8) -> [u8; 16] {
     [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, sub, last]
@@ -34,10 +32,6 @@ fn w6(b: [u8; 16]) -> Addr {
 }
 const VIP6: [u8; 16] = [0xfd, 0x99, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const VIP6_TUN: [u8; 16] = [0xfd, 0x99, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-
-#[path = "support/frames.rs"]
-mod frames;
-use frames::{eth, ipv4_hdr, tcp, udp, v4, v6};
 
 const CLIENT: [u8; 4] = [10, 99, 0, 2];
 const CLIENT6: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
@@ -49,7 +43,6 @@ const VIP_EMPTY: [u8; 4] = [10, 99, 255, 5];
 const VIP_NOMAC: [u8; 4] = [10, 99, 255, 6];
 const VIP_SH: [u8; 4] = [10, 99, 255, 7];
 const VIP_PERSIST: [u8; 4] = [10, 99, 255, 8];
-const TUN_SRC: [u8; 4] = [10, 99, 0, 1];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const FIN_ACK: u8 = 0x11;
@@ -1022,8 +1015,8 @@ fn decap_strips_ipip_and_ip6ip6() {
     use sluice_l4::{AttachMode, Helper, HelperProgram};
     // Attach to loopback of a private namespace: test runs need a loaded
     // program, and loading the helper goes through the attach API.
-    let label = sluice_lab::LabSpec::unique_label("decap");
-    let ns = sluice_lab::Netns::create(&format!("sl-{label}"))
+    let label = sluice_testkit::netns::unique_label("decap");
+    let ns = sluice_testkit::netns::Netns::create(&format!("sl-{label}"))
         .unwrap_or_else(|e| panic!("this test needs root: {e}"));
     let prog = ns
         .in_netns(|| HelperProgram::attach(Helper::Decap, "lo", AttachMode::Generic))

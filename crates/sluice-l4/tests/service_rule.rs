@@ -9,18 +9,15 @@
 //! Needs root (CAP_BPF), like the golden table.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-#[path = "support/frames.rs"]
-mod frames;
-
 use std::net::{IpAddr, Ipv4Addr};
 
-use frames::{LB_MAC, tcp, v4};
 use sluice_core::health::Health;
 use sluice_core::sched::L4Scheduler;
 use sluice_core::service::table;
 use sluice_l4::{
     Dataplane, DataplaneParams, L4Plane, NeighbourResolver, RealSpec, ServiceSpec, verdict,
 };
+use sluice_testkit::frames::{LB_MAC, tcp, v4};
 use sluice_wire::maps::Method;
 
 const VIP: [u8; 4] = [10, 97, 255, 1];

@@ -33,11 +33,9 @@ use std::{io::Write as _, time::Instant};
 
 use sluice_l4::{AttachMode, Dataplane, DataplaneParams, Helper, HelperProgram};
 use sluice_lab::{LabSpec, Netns, create_veth};
+use sluice_testkit::median;
+use sluice_testkit::services::{RING, SESSION_CAPACITY, service, three_reals};
 use sluice_wire::maps::method;
-
-#[path = "../../sluice-l4/benches/support/setup.rs"]
-mod setup;
-use setup::{RING, median, service, three_reals};
 
 /// Frames kept bouncing (enough to keep both veth rings busy).
 const INFLIGHT: u32 = 200;
@@ -184,7 +182,7 @@ fn main() {
             let mut dp = Dataplane::load(
                 DataplaneParams {
                     ring_size: RING,
-                    session_capacity: 1 << 20,
+                    session_capacity: SESSION_CAPACITY,
                     ..Default::default()
                 },
                 [2, 0, 0, 0, 0, 1],
@@ -196,9 +194,16 @@ fn main() {
         .unwrap();
     // The "reals" are the generator itself, so every forwarded frame comes
     // back to the bouncer.
-    three_reals(&mut dp, |_| [2, 0, 0, 0, 0, 2]);
-    service(&mut dp, 0, [10, 99, 255, 1], method::DR);
-    service(&mut dp, 1, [10, 99, 255, 2], method::TUN);
+    for (slot, real) in three_reals(|_| [2, 0, 0, 0, 0, 2]) {
+        dp.set_real(slot, real).unwrap();
+    }
+    for s in [
+        service(0, [10, 99, 255, 1], method::DR),
+        service(1, [10, 99, 255, 2], method::TUN),
+    ] {
+        dp.set_ring(s.index, &s.ring).unwrap();
+        dp.set_service(s.key, s.meta).unwrap();
+    }
     for (name, helper, cfg) in [
         ("(b) dr, session hits", Helper::Bounce, &hit_dr),
         ("(c) dr, new flows (Maglev)", Helper::BounceVary, &new_dr),

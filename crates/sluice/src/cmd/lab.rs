@@ -1,6 +1,6 @@
 //! `sluice lab up|status|down`: the network-namespace lab, kept running
 //! between commands through a state file (`/run/sluice-lab/<label>.json`);
-//! `sluice lab bmt`: the benchmark matrix (in `bmt.rs`).
+//! `sluice lab bmt`: the benchmark matrix (the `sluice-bmt` crate).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ pub(crate) enum LabCommand {
     Down(CommonArgs),
     /// Run the seed study's benchmark matrix (proxy vs HAProxy vs L4 modes)
     /// in fresh labs; writes a table, JSON and a chart.
-    Bmt(super::bmt::BmtArgs),
+    Bmt(sluice_bmt::BmtArgs),
 }
 
 /// Options shared by every lab subcommand.
@@ -91,7 +91,12 @@ pub(crate) fn run(c: LabCommand) -> anyhow::Result<ExitCode> {
         LabCommand::Up(args) => up(args),
         LabCommand::Status(args) => status(&args),
         LabCommand::Down(args) => down(&args),
-        LabCommand::Bmt(args) => super::bmt::run(args),
+        LabCommand::Bmt(args) => {
+            // The matrix starts this very binary as the LB (`sluice run`)
+            // and as the reals' web server.
+            let binary = std::env::current_exe().context("locating the sluice binary")?;
+            Ok(sluice_bmt::run(args, &binary)?)
+        }
     }
 }
 

@@ -6,7 +6,6 @@
 
 pub(crate) mod admin;
 pub(crate) mod bench;
-pub(crate) mod bmt;
 pub(crate) mod check;
 pub(crate) mod ctl;
 pub(crate) mod doctor;

@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::BmtError;
+
 /// Width of the whole chart, in pixels.
 const WIDTH: f64 = 1100.0;
 /// Height of the whole chart, in pixels.
@@ -198,13 +200,13 @@ fn escape(t: &str) -> String {
 }
 
 /// Rasterises `svg` to a PNG file with the system's fonts.
-pub(crate) fn write_png(svg: &str, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_png(svg: &str, path: &Path) -> Result<(), BmtError> {
     let mut opt = resvg::usvg::Options::default();
     opt.fontdb_mut().load_system_fonts();
     let tree = resvg::usvg::Tree::from_str(svg, &opt)?;
     let size = tree.size().to_int_size();
     let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| anyhow::anyhow!("chart size {size:?} cannot be rasterised"))?;
+        .ok_or_else(|| BmtError::Chart(format!("chart size {size:?} cannot be rasterised")))?;
     pixmap.fill(resvg::tiny_skia::Color::WHITE);
     resvg::render(
         &tree,
@@ -213,7 +215,7 @@ pub(crate) fn write_png(svg: &str, path: &Path) -> anyhow::Result<()> {
     );
     pixmap
         .save_png(path)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+        .map_err(|e| BmtError::Chart(format!("writing {}: {e}", path.display())))
 }
 
 #[cfg(test)]
