@@ -332,16 +332,7 @@ fn wait_serving(
 /// The end of a log file, one line, for reasons.
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let text = text.trim().replace('\n', " | ");
-    if text.is_empty() {
-        return "(empty)".to_owned();
-    }
-    let start = text
-        .char_indices()
-        .map(|(i, _)| i)
-        .find(|&i| text.len() - i <= LOG_TAIL_BYTES)
-        .unwrap_or(0);
-    text[start..].to_owned()
+    sluice_lab::text_tail(&text.replace('\n', " | "), LOG_TAIL_BYTES)
 }
 
 #[cfg(test)]

@@ -1080,6 +1080,12 @@ fn log_tail(paths: &[&Path]) -> String {
             text.push_str(&String::from_utf8_lossy(&bytes));
         }
     }
+    text_tail(&text, LOG_TAIL_BYTES)
+}
+
+/// At most the last `max_bytes` of `text` (trimmed, cut at a character
+/// boundary), or `(empty)`: the end of a log for an error message.
+pub fn text_tail(text: &str, max_bytes: usize) -> String {
     let text = text.trim();
     if text.is_empty() {
         return "(empty)".to_owned();
@@ -1087,7 +1093,7 @@ fn log_tail(paths: &[&Path]) -> String {
     let start = text
         .char_indices()
         .map(|(i, _)| i)
-        .find(|&i| text.len() - i <= LOG_TAIL_BYTES)
+        .find(|&i| text.len() - i <= max_bytes)
         .unwrap_or(0);
     text[start..].to_owned()
 }

@@ -86,7 +86,7 @@ pub use error::LabError;
 pub use exec::check_privileges;
 pub use lab::{
     DEFAULT_STATE_DIR, Lab, LabState, PROBE_TIMEOUT_MS, READY_TIMEOUT_MS, RealProbe,
-    TeardownReport, VipProbe, probe_lab, teardown_label,
+    TeardownReport, VipProbe, probe_lab, teardown_label, text_tail,
 };
 pub use netns::{Netns, VethPair, create_veth, run_in_netns};
 pub use probe::{HttpResponse, ProbeError, http_get};

@@ -138,7 +138,7 @@ fn main() {
     );
     let mut never_cpu = None;
     for mode in [Splice::Never, Splice::Auto, Splice::Always] {
-        let rt = one_thread_runtime();
+        let rt = cpu::one_thread_runtime();
         let mut fe = FrontendConfig::new("fe", "127.0.0.1:0".parse().unwrap(), "be");
         fe.mode = Mode::Tcp;
         fe.splice = mode;
@@ -175,15 +175,4 @@ fn main() {
             None => println!("{name}: not run (haproxy missing or did not start)"),
         }
     }
-}
-
-/// A runtime with one worker thread named like the daemon's
-/// (`sluice-proxy`), so its CPU time can be read per thread.
-fn one_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("sluice-proxy")
-        .build()
-        .unwrap()
 }

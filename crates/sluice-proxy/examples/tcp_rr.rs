@@ -50,7 +50,7 @@ fn main() {
         }
     });
 
-    let rt = one_thread_runtime();
+    let rt = cpu::one_thread_runtime();
     let mut addrs = Vec::new();
     let mut proxies = Vec::new();
     for (name, mode) in [("never", Splice::Never), ("auto", Splice::Auto)] {
@@ -99,15 +99,4 @@ fn main() {
     for p in proxies {
         rt.block_on(p.shutdown());
     }
-}
-
-/// A runtime with one worker thread named like the daemon's
-/// (`sluice-proxy`), so its CPU time can be read per thread.
-fn one_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("sluice-proxy")
-        .build()
-        .unwrap()
 }

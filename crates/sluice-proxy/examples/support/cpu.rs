@@ -37,3 +37,14 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// A runtime with one worker thread named like the daemon's
+/// (`sluice-proxy`), so its CPU time can be read per thread.
+pub fn one_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("sluice-proxy")
+        .build()
+        .unwrap()
+}

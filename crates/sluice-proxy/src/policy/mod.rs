@@ -538,7 +538,7 @@ pub(crate) fn request_disposition(
     if req.upgrade && header.eq_ignore_ascii_case(name::UPGRADE) {
         return Disposition::Keep;
     }
-    common_disposition(header, conn, add)
+    hop_disposition(header, conn, rewritten_in_request(header, add))
 }
 
 /// What the proxy does with a response header line named `header`;
@@ -558,27 +558,27 @@ pub(crate) fn response_disposition(
         return Disposition::Keep;
     }
     // X-Forwarded-* are request headers: a response's pass unchanged.
-    if add.via && header.eq_ignore_ascii_case(name::VIA) {
-        return Disposition::Rewritten;
-    }
-    if is_hop_by_hop(header) || conn.lists(header) {
-        Disposition::Drop
-    } else {
-        Disposition::Keep
-    }
+    hop_disposition(
+        header,
+        conn,
+        add.via && header.eq_ignore_ascii_case(name::VIA),
+    )
 }
 
-fn common_disposition(header: &str, conn: &ConnectionOptions<'_>, add: &Additions) -> Disposition {
-    if add.forwarded_for.is_some()
+/// The lines sluice rewrites in a request: the forwarding headers (with
+/// `forwardfor`) and `Via` (with `via`).
+fn rewritten_in_request(header: &str, add: &Additions) -> bool {
+    (add.forwarded_for.is_some()
         && (header.eq_ignore_ascii_case(name::X_FORWARDED_FOR)
-            || header.eq_ignore_ascii_case(name::X_FORWARDED_PROTO))
-    {
-        return Disposition::Rewritten;
-    }
-    if add.via && header.eq_ignore_ascii_case(name::VIA) {
-        return Disposition::Rewritten;
-    }
-    if is_hop_by_hop(header) || conn.lists(header) {
+            || header.eq_ignore_ascii_case(name::X_FORWARDED_PROTO)))
+        || (add.via && header.eq_ignore_ascii_case(name::VIA))
+}
+
+/// Rewritten lines first, then hop-by-hop and `Connection`-named ones.
+fn hop_disposition(header: &str, conn: &ConnectionOptions<'_>, rewritten: bool) -> Disposition {
+    if rewritten {
+        Disposition::Rewritten
+    } else if is_hop_by_hop(header) || conn.lists(header) {
         Disposition::Drop
     } else {
         Disposition::Keep
