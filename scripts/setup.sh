@@ -8,7 +8,8 @@
 #     to build the eBPF programs (with RUSTC_BOOTSTRAP=1 for -Z build-std=core);
 #   - llvm-22-dev and bpf-linker 0.13.0 built against it (--features llvm-22);
 #   - the lab's tools and peers: iproute2, ethtool, nftables, curl, nginx-light,
-#     haproxy, wrk, ab (apache2-utils), tcpdump, tshark-free tools.
+#     haproxy, wrk, ab (apache2-utils), tcpdump, tshark-free tools;
+#   - cargo-fuzz, for the fuzz targets in fuzz/ (benches/fuzz.sh).
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -19,6 +20,8 @@ APT_PACKAGES=(
   nginx-light haproxy wrk apache2-utils tcpdump nghttp2-client netsniff-ng bpftool fonts-dejavu-core
 )
 BPF_LINKER_VERSION="0.13.0"
+# Builds with rustup's stable 1.95; drives libFuzzer through RUSTC_BOOTSTRAP=1.
+CARGO_FUZZ_VERSION="0.13.2"
 
 if [ "$(id -u)" -ne 0 ]; then
   log "must run as root (installs Debian packages; the lab needs CAP_NET_ADMIN)"
@@ -61,6 +64,13 @@ if ! "$CARGO_BIN/bpf-linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSIO
     --no-default-features --features llvm-22
 else
   log "bpf-linker $BPF_LINKER_VERSION present"
+fi
+
+if ! "$CARGO_BIN/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION (about 30 seconds)"
+  cargo install "cargo-fuzz@$CARGO_FUZZ_VERSION" --locked
+else
+  log "cargo-fuzz $CARGO_FUZZ_VERSION present"
 fi
 
 log "ready"
