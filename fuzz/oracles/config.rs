@@ -6,7 +6,7 @@
 //! reads a file lossily would) and given to [`sluice_config::parse`], which
 //! must never panic. When it rejects the text, there is at least one
 //! diagnostic, each names the file it was given, points at a line:col that
-//! lies inside the text, and they come in file order.
+//! lies inside the text, each is one line, and they come in file order.
 
 /// The file name given to the parser; every diagnostic must echo it.
 const FILE_NAME: &str = "fuzz.toml";
@@ -43,6 +43,11 @@ pub(crate) fn check(data: &[u8]) {
         assert!(
             (d.line, d.col) >= previous,
             "diagnostics out of file order at {d}"
+        );
+        // One problem, one line: a key holding a newline is escaped.
+        assert!(
+            !d.to_string().contains('\n'),
+            "a diagnostic spans lines: {d:?}"
         );
         previous = (d.line, d.col);
     }

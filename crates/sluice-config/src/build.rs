@@ -334,7 +334,7 @@ fn health_checks(cx: &mut Ctx<'_>, root: &Tbl<'_, '_>, rec: &mut Records) -> Vec
     let mut out = Vec::new();
     for (key, value) in all.table.iter() {
         let name: &str = key.get_ref();
-        let path = format!("health_check.{name}");
+        let path = format!("health_check.{}", crate::value::path_key(name));
         if name.trim().is_empty() {
             cx.error(
                 key.span().start,

@@ -1106,3 +1106,18 @@ fn locate_positions_a_key_path_found_outside_the_crate() {
     let d = crate::locate("t.toml", s, "vrrp_instance[0]", "x");
     assert_eq!((d.line, d.col), (1, 1));
 }
+
+#[test]
+fn odd_keys_are_quoted_in_key_paths_and_each_problem_stays_one_line() {
+    let d = diags("[global]\n\"a\\nb\" = 1\n\"c.d\" = 2\n");
+    assert_eq!(d.len(), 3, "{d:?}");
+    for line in &d {
+        assert!(!line.contains('\n'), "{line:?}");
+    }
+    assert!(
+        d[1].contains("global.\"a\\nb\": unknown key \"a\\nb\""),
+        "{}",
+        d[1]
+    );
+    assert!(d[2].contains("global.\"c.d\": unknown key"), "{}", d[2]);
+}

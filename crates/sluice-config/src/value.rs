@@ -393,8 +393,9 @@ impl<'a, 'i> Tbl<'a, 'i> {
 
     /// `path.key` (or `key` at the root).
     pub(crate) fn key_path(&self, key: &str) -> String {
+        let key = path_key(key);
         if self.path.is_empty() {
-            key.to_owned()
+            key.into_owned()
         } else {
             format!("{}.{key}", self.path)
         }
@@ -447,6 +448,22 @@ pub(crate) fn tables<'a, 'i>(cx: &mut Ctx<'_>, t: &Tbl<'a, 'i>, key: &str) -> Ve
 }
 
 // === Helpers ===
+
+/// A key as it appears in a key path: as it is, unless it holds what
+/// would break a path or a one-line diagnostic (control characters,
+/// white space, dots, quotes, brackets); then quoted with escapes, as
+/// TOML writes it.
+pub(crate) fn path_key(key: &str) -> std::borrow::Cow<'_, str> {
+    let bare = !key.is_empty()
+        && !key
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '.' | '"' | '[' | ']'));
+    if bare {
+        std::borrow::Cow::Borrowed(key)
+    } else {
+        std::borrow::Cow::Owned(format!("{key:?}"))
+    }
+}
 
 /// Byte offset of the value at `path` (`a.b[2].c`) in `root`, or of the
 /// deepest part of the path that exists (0: the start of the file).
@@ -508,6 +525,8 @@ pub(crate) fn unknown_message<'k>(
         .map(|c| (edit_distance(found, c), c))
         .filter(|(d, _)| *d <= MAX_SUGGESTION_DISTANCE)
         .min_by_key(|(d, _)| *d);
+    // Escaped: a key may hold a newline, and a diagnostic is one line.
+    let found = found.escape_debug();
     match closest {
         Some((_, c)) => format!("unknown {what} \"{found}\", did you mean \"{c}\"?"),
         None => {

@@ -62,6 +62,12 @@ use http::{Method, StatusCode};
 /// 502 (response).
 pub(crate) const MAX_HEADERS: usize = 100;
 
+/// The lowest and highest response status forwarded (RFC 9110 section
+/// 15: three digits, classes 1 to 5); others are a bad response (502).
+pub(crate) const MIN_STATUS: u16 = 100;
+/// See [`MIN_STATUS`].
+pub(crate) const MAX_STATUS: u16 = 599;
+
 /// Most `Connection` options of one message; more is a bad message (a
 /// legitimate client sends one or two).
 pub(crate) const MAX_CONNECTION_OPTIONS: usize = 16;
@@ -721,6 +727,11 @@ pub(crate) fn check_response<'a, I>(
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
 {
+    // A status is three digits, 100 to 599 (RFC 9110 section 15); httparse
+    // also reads `001` as 1, which would be written back as `1`.
+    if !(MIN_STATUS..=MAX_STATUS).contains(&status) {
+        return Err(Violation::BadHead);
+    }
     let conn = ConnectionOptions::of(fields.clone())?;
     let mut length: Option<u64> = None;
     let mut te = false;

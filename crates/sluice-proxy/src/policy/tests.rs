@@ -345,4 +345,11 @@ fn response_framing_table() {
         .is_err()
     );
     assert!(resp(200, Http10, false, &[("transfer-encoding", "chunked")]).is_err());
+    for status in [0, 1, 99, 600, 999] {
+        assert_eq!(
+            resp(status, Http11, false, &[]),
+            Err(Violation::BadHead),
+            "{status}"
+        );
+    }
 }
