@@ -12,8 +12,8 @@ use sluice_wire::{
     checksum,
     hash::{addr_hash, flow_hash},
     maps::{
-        Addr, Counter, RealDef, VipKey, VipMeta, addr_from_bytes, family, method, real_flags,
-        sched, vip_flags,
+        Addr, Counter, Method, RealDef, VipKey, VipMeta, addr_from_bytes, family, method,
+        real_flags, sched, vip_flags,
     },
 };
 
@@ -43,6 +43,10 @@ const VIP_EMPTY: [u8; 4] = [10, 99, 255, 5];
 const VIP_NOMAC: [u8; 4] = [10, 99, 255, 6];
 const VIP_SH: [u8; 4] = [10, 99, 255, 7];
 const VIP_PERSIST: [u8; 4] = [10, 99, 255, 8];
+const VIP_NAT: [u8; 4] = [10, 99, 255, 9];
+const VIP_BAD_METHOD: [u8; 4] = [10, 99, 255, 10];
+/// A method byte that names no `Method`.
+const UNKNOWN_METHOD: u8 = 0xff;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const FIN_ACK: u8 = 0x11;
@@ -242,6 +246,29 @@ impl Fixture {
             sched::HASH_FLOW,
             vip_flags::PERSIST,
             hash_ring(&[15, 16]),
+        );
+        // Methods the program cannot send with: `nat` (not implemented
+        // yet) and a byte that names no method. Their reals are usable `dr`
+        // reals, so a fall-through to `dr` would show as a forwarded frame.
+        f.service(
+            11,
+            VIP_NAT,
+            80,
+            6,
+            method::NAT,
+            sched::HASH_FLOW,
+            0,
+            hash_ring(&[0, 1, 2]),
+        );
+        f.service(
+            12,
+            VIP_BAD_METHOD,
+            80,
+            6,
+            UNKNOWN_METHOD,
+            sched::HASH_FLOW,
+            0,
+            hash_ring(&[0, 1, 2]),
         );
         // IPv6 services.
         let ring6 = hash_ring(&[5, 6]);
@@ -865,6 +892,22 @@ fn golden_packet_table() {
         Counter::DropNoNeighbour,
     ));
 
+    // --- methods this program cannot send with ---
+    cases.push(case(
+        "nat service: dropped (not implemented yet), not sent as dr",
+        v4(CLIENT, VIP_NAT, 6, &tcp(48000, 80, SYN)),
+        verdict::DROP,
+        None,
+        Counter::DropUnknownMethod,
+    ));
+    cases.push(case(
+        "service with an unknown method byte: dropped, not sent as dr",
+        v4(CLIENT, VIP_BAD_METHOD, 6, &tcp(48000, 80, SYN)),
+        verdict::DROP,
+        None,
+        Counter::DropUnknownMethod,
+    ));
+
     // The wlc expectations above assume these counters.
     fx.dp.set_real_conns(10, 0).unwrap();
     fx.dp.set_real_conns(11, 5).unwrap();
@@ -941,6 +984,45 @@ fn golden_packet_table() {
         (verdict::TX, dr_out(&ack, mac(moved))),
         "a removed real's flows move"
     );
+}
+
+/// A service whose method the program cannot send with is dropped before
+/// the session table is touched: a new flow leaves no session, and an
+/// established flow of a service whose method becomes one is dropped on
+/// the session-hit path too.
+#[test]
+fn unknown_methods_leave_no_session() {
+    pin_to_one_cpu();
+    let mut fx = Fixture::new();
+    let count = |fx: &Fixture, c: Counter| fx.dp.counter(c).unwrap();
+    assert!(Method::from_byte(UNKNOWN_METHOD).is_none());
+
+    let syn = v4(CLIENT, VIP_NAT, 6, &tcp(49000, 80, SYN));
+    let (misses, drops) = (
+        count(&fx, Counter::SessionMiss),
+        count(&fx, Counter::DropUnknownMethod),
+    );
+    assert_eq!(fx.dp.test_run(&syn, 1).unwrap().verdict, verdict::DROP);
+    assert_eq!(fx.dp.test_run(&syn, 1).unwrap().verdict, verdict::DROP);
+    assert_eq!(count(&fx, Counter::SessionMiss), misses, "no session made");
+    assert_eq!(count(&fx, Counter::DropUnknownMethod), drops + 2);
+
+    // A dr flow with a session; then its service's record says nat.
+    let flow = v4(CLIENT, VIP_DR, 6, &tcp(49001, 80, ACK));
+    assert_eq!(fx.dp.test_run(&flow, 1).unwrap().verdict, verdict::TX);
+    let ring: Vec<u32> = fx.rings[&0].clone();
+    fx.service(0, VIP_DR, 80, 6, method::NAT, sched::HASH_FLOW, 0, ring);
+    let (hits, drops) = (
+        count(&fx, Counter::SessionHit),
+        count(&fx, Counter::DropUnknownMethod),
+    );
+    assert_eq!(fx.dp.test_run(&flow, 1).unwrap().verdict, verdict::DROP);
+    assert_eq!(
+        count(&fx, Counter::SessionHit),
+        hits,
+        "not counted as a hit"
+    );
+    assert_eq!(count(&fx, Counter::DropUnknownMethod), drops + 1);
 }
 
 /// A session hit finds its service by the index kept in the session, not

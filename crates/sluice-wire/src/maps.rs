@@ -49,11 +49,16 @@ pub enum Counter {
     PassNoService = 15,
     /// ICMP to a VIP that is not a "too big" error (passed to the kernel).
     PassIcmp = 16,
+    /// VIP packets dropped because their service's method byte is not one
+    /// the XDP program can send with: `nat` and `fullnat` until they are
+    /// implemented, or a byte that names no [`Method`] (a loader and program
+    /// of different versions). Dropped before any session is made.
+    DropUnknownMethod = 17,
 }
 
 impl Counter {
     /// Number of slots in [`MAP_STATS`].
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     /// Every counter, in slot order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -74,6 +79,7 @@ impl Counter {
         Counter::DropNoNeighbour,
         Counter::PassNoService,
         Counter::PassIcmp,
+        Counter::DropUnknownMethod,
     ];
 
     /// Stable snake_case name, used by `sluice ctl` and metrics.
@@ -96,6 +102,7 @@ impl Counter {
             Counter::DropNoNeighbour => "drop_no_neighbour",
             Counter::PassNoService => "pass_no_service",
             Counter::PassIcmp => "pass_icmp",
+            Counter::DropUnknownMethod => "drop_unknown_method",
         }
     }
 }
@@ -249,8 +256,9 @@ impl core::fmt::Display for Method {
     }
 }
 
-/// Forwarding method bytes of [`VipMeta::method`], as constants for the
-/// XDP program's matches (defined by [`Method`]).
+/// Forwarding method bytes of [`VipMeta::method`] as constants (defined by
+/// [`Method`]), for code that writes raw records (tests, benchmarks); the
+/// XDP program matches on [`Method::from_byte`].
 pub mod method {
     use super::Method;
     /// L2 direct routing: rewrite the destination MAC.

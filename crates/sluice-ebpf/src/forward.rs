@@ -1,0 +1,80 @@
+//! From a parsed VIP packet to a verdict: the service, the method it is
+//! sent with, the real (session, else persistence and the scheduler), the
+//! neighbour check and the accounting; the rewrite itself is [`xmit`]'s.
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use sluice_wire::maps::{Counter, NO_REAL, VipMeta, real_flags};
+
+use crate::maps::{SLUICE_REAL_STATS, SLUICE_VIP_STATS, cfg, count, lookup_service, real, traffic};
+use crate::parse::Parsed;
+use crate::session::{self, Session};
+use crate::{sched, xmit};
+
+/// Session lookup / scheduling and the rewrite. `icmp` marks a forwarded
+/// ICMP error: it uses an existing session (or the scheduler's answer) but
+/// never creates or updates one.
+#[inline(always)]
+pub(crate) fn forward(
+    ctx: &XdpContext,
+    len: u64,
+    p: Parsed,
+    icmp: bool,
+    meta: Option<&'static VipMeta>,
+    session: Session,
+) -> Result<u32, Counter> {
+    let Some(m) = meta.or_else(|| lookup_service(&p.key)) else {
+        if icmp {
+            count(Counter::PassIcmp);
+        } else {
+            count(Counter::PassNoService);
+        }
+        return Ok(xdp_action::XDP_PASS);
+    };
+    // A service this program cannot send for is dropped before the
+    // session table is touched: it leaves no session, persistence entry or
+    // connection count behind.
+    if !xmit::can_send(m) {
+        return Err(Counter::DropUnknownMethod);
+    }
+    let Some(c) = cfg() else {
+        return Err(Counter::DropNoReal);
+    };
+    // The coarse monotonic clock (tick resolution, a few ms) is plenty for
+    // timeouts of seconds and much cheaper per packet than the precise one.
+    // SAFETY: reading the kernel's clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+
+    let hit = match session.resolve(&p.key) {
+        Some(sp) => session::refresh(c, sp, &p, icmp, now),
+        None => None,
+    };
+    let (chosen, r, new_session) = match hit {
+        Some((chosen, r)) => (chosen, r, false),
+        None => {
+            let chosen = sched::choose(m, &p.key, c.ring_size, now);
+            if chosen == NO_REAL {
+                return Err(Counter::DropNoReal);
+            }
+            if !icmp {
+                session::create(m, &p, chosen, now);
+            }
+            let Some(r) = real(chosen) else {
+                return Err(Counter::DropNoReal);
+            };
+            (chosen, r, !icmp)
+        }
+    };
+    if r.flags & real_flags::HAS_MAC == 0 {
+        return Err(Counter::DropNoNeighbour);
+    }
+    traffic(&SLUICE_VIP_STATS, m.vip_index, len, new_session);
+    traffic(&SLUICE_REAL_STATS, chosen, len, new_session);
+
+    let verdict = xmit::transmit(ctx, m, r, &p, c)?;
+    if icmp {
+        count(Counter::IcmpForwarded);
+    } else {
+        count(Counter::TxForwarded);
+    }
+    Ok(verdict)
+}

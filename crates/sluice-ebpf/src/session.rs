@@ -1,0 +1,201 @@
+//! The session table (`SLUICE_SESSIONS`): the lookup that comes before the
+//! service lookup on the fast path, the refresh of a live session, the
+//! creation of a new one (with its persistence entry and connection count),
+//! and the TCP state a DSR balancer can follow from the client's half of a
+//! connection (docs/L4.md, "Sessions").
+
+use sluice_wire::maps::{
+    Counter, FlowKey, FlowVal, GlobalCfg, PersistKey, PersistVal, RealDef, VipMeta, real_flags,
+    state, vip_filter_slot, vip_flags,
+};
+
+use crate::consts::{LAST_SEEN_GRANULARITY_NS, PROTO_TCP, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::maps::{
+    SLUICE_PERSIST, SLUICE_REAL_CONNS, SLUICE_SESSIONS, SLUICE_VIP_BY_INDEX, SLUICE_VIP_FILTER,
+    count, real,
+};
+use crate::parse::Parsed;
+
+/// The session of a packet, as far as known before [`crate::forward`].
+#[derive(Clone, Copy)]
+pub(crate) enum Session {
+    /// Not looked up yet.
+    Unknown,
+    /// Looked up: there is none.
+    Absent,
+    /// Looked up: this one.
+    Found(*mut FlowVal),
+}
+
+impl Session {
+    /// The session entry of `key`, looked up only if the fast path has not
+    /// done so already.
+    #[inline(always)]
+    pub(crate) fn resolve(self, key: &FlowKey) -> Option<*mut FlowVal> {
+        match self {
+            Session::Found(sp) => Some(sp),
+            Session::Absent => None,
+            Session::Unknown => SLUICE_SESSIONS.get_ptr_mut(key),
+        }
+    }
+}
+
+/// A session hit found before any service lookup: the session, and its
+/// service from `SLUICE_VIP_BY_INDEX` by the index the session keeps,
+/// so that an established flow costs one hash lookup, not two. Otherwise
+/// (look the service up instead) what was learnt of the session:
+/// `Unknown` when no VIP address ends in the destination's last byte
+/// (non-VIP traffic pays an array read, not a session lookup) or when the
+/// session's index no longer holds a service that matches this packet's
+/// destination; `Absent` on a session miss (a new flow then skips a second
+/// lookup in [`crate::forward`]).
+#[inline(always)]
+pub(crate) fn session_first(key: &FlowKey) -> Result<(&'static VipMeta, *mut FlowVal), Session> {
+    match SLUICE_VIP_FILTER.get(vip_filter_slot(&key.dst, key.family)) {
+        Some(n) if *n != 0 => {}
+        _ => return Err(Session::Unknown),
+    }
+    let Some(sp) = SLUICE_SESSIONS.get_ptr_mut(key) else {
+        return Err(Session::Absent);
+    };
+    // SAFETY: value pointer from a successful lookup, valid for this run.
+    let slot = unsafe { (*sp).vip_slot };
+    let Some(vs) = u32::from(slot)
+        .checked_sub(1)
+        .and_then(|i| SLUICE_VIP_BY_INDEX.get(i))
+    else {
+        return Err(Session::Unknown);
+    };
+    let k = &vs.key;
+    if k.family != key.family
+        || k.proto != key.proto
+        || k.addr != key.dst
+        || (k.port != 0 && k.port != key.dport)
+    {
+        return Err(Session::Unknown);
+    }
+    Ok((&vs.meta, sp))
+}
+
+/// The real of session `sp` (its slot and definition) if the session is
+/// fresh and its real present, else `None` (the flow is then scheduled
+/// anew). A packet of the flow itself (not a quoted ICMP error) moves the
+/// session's TCP state and `last_seen` on and counts a hit. The real is
+/// handed back so that the caller does not look the same slot up again.
+#[inline(always)]
+pub(crate) fn refresh(
+    c: &GlobalCfg,
+    sp: *mut FlowVal,
+    p: &Parsed,
+    icmp: bool,
+    now: u64,
+) -> Option<(u32, &'static RealDef)> {
+    // SAFETY: value pointer from a successful lookup. Concurrent updates
+    // from another CPU for the same flow are benign (last writer wins on
+    // plain fields).
+    let s = unsafe { &mut *sp };
+    let fresh = now.saturating_sub(s.last_seen_ns) <= timeout_ns(c, s.state);
+    let r = real(s.real)?;
+    if !fresh || r.flags & real_flags::PRESENT == 0 {
+        return None;
+    }
+    if !icmp {
+        let st = next_state(p.key.proto, s.state, p.tcp_flags);
+        if st == state::TCP_CLOSING && s.state != state::TCP_CLOSING {
+            conns_sub(s.real);
+        }
+        if st != s.state {
+            s.state = st;
+        }
+        if now.saturating_sub(s.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
+            s.last_seen_ns = now;
+        }
+        count(Counter::SessionHit);
+    }
+    Some((s.real, r))
+}
+
+/// Records the choice of `chosen` for a new flow of service `m`: the
+/// session, the client's persistence entry (if the service has
+/// persistence), and the real's connection count; counts a miss.
+#[inline(always)]
+pub(crate) fn create(m: &VipMeta, p: &Parsed, chosen: u32, now: u64) {
+    let st = next_state(p.key.proto, state::TCP_SYN, p.tcp_flags);
+    let v = FlowVal {
+        real: chosen,
+        state: st,
+        _pad: 0,
+        // Fits: vip_index < MAX_VIPS (64), checked by the loader.
+        vip_slot: (m.vip_index + 1) as u16,
+        last_seen_ns: now,
+    };
+    // A full table evicts the least recently used entry of this CPU's
+    // list; an insert failure only costs the session affinity of this
+    // flow, so it is not a drop.
+    let _ = SLUICE_SESSIONS.insert(&p.key, &v, 0);
+    if m.flags & vip_flags::PERSIST != 0 {
+        let pk = PersistKey {
+            src: p.key.src,
+            vip_index: m.vip_index,
+        };
+        let pv = PersistVal {
+            real: chosen,
+            _pad: 0,
+            last_seen_ns: now,
+        };
+        let _ = SLUICE_PERSIST.insert(&pk, &pv, 0);
+    }
+    if st != state::TCP_CLOSING && p.key.proto == PROTO_TCP {
+        conns_add(chosen);
+    }
+    count(Counter::SessionMiss);
+}
+
+#[inline(always)]
+fn timeout_ns(c: &GlobalCfg, st: u8) -> u64 {
+    // `& 3`: the four states index the array; the mask is the bounds proof.
+    c.timeouts_ns[(st & 3) as usize]
+}
+
+/// The TCP state after a client segment with `flags` (UDP has one state).
+#[inline(always)]
+fn next_state(proto: u8, old: u8, flags: u8) -> u8 {
+    if proto != PROTO_TCP {
+        return state::UDP;
+    }
+    if flags & (TCP_FIN | TCP_RST) != 0 {
+        state::TCP_CLOSING
+    } else if flags & TCP_SYN != 0 && old == state::TCP_SYN {
+        state::TCP_SYN
+    } else if old == state::TCP_CLOSING {
+        state::TCP_CLOSING
+    } else {
+        state::TCP_ESTABLISHED
+    }
+}
+
+/// Connection counters are shared across CPUs and updated with plain
+/// read-modify-write: the BPF target's `core` has no 64-bit atomic RMW on
+/// stable, and a rare lost update only skews the `lc` family slightly until
+/// userspace reconciles the counters from the session table (docs/L4.md).
+#[inline(always)]
+fn conns_add(real: u32) {
+    if let Some(p) = SLUICE_REAL_CONNS.get_ptr_mut(real) {
+        // SAFETY: in-range element of an array from a successful lookup,
+        // valid and aligned; a concurrent writer can only lose an update.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn conns_sub(real: u32) {
+    if let Some(p) = SLUICE_REAL_CONNS.get_ptr_mut(real) {
+        // SAFETY: as in `conns_add`. Never below zero: userspace may have
+        // reset the counter since this session was counted.
+        unsafe {
+            if *p > 0 {
+                *p -= 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! `dr` (L2 direct server return): the destination MAC becomes the real's,
+//! the source MAC ours; the IP packet is not touched, because the real
+//! holds the VIP on its loopback and answers the client directly.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use sluice_wire::maps::{Counter, GlobalCfg, RealDef};
+
+use crate::frame::ptr_at_mut;
+
+/// Destination MAC := the real's, source MAC := ours; `XDP_TX`.
+#[inline(always)]
+pub(super) fn rewrite_macs(ctx: &XdpContext, r: &RealDef, c: &GlobalCfg) -> Result<u32, Counter> {
+    let Some(eth) = ptr_at_mut::<[u8; 12]>(ctx, 0) else {
+        return Err(Counter::DropTruncated);
+    };
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&r.mac);
+    macs[6..].copy_from_slice(&c.iface_mac);
+    // SAFETY: `ptr_at_mut` checked that 12 bytes at offset 0 are in the frame.
+    unsafe { *eth = macs };
+    Ok(xdp_action::XDP_TX)
+}
