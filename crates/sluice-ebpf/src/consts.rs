@@ -31,6 +31,7 @@ pub(crate) const PROTO_V6_DEST_OPTS: u8 = 60;
 pub(crate) const TCP_FIN: u8 = 0x01;
 pub(crate) const TCP_SYN: u8 = 0x02;
 pub(crate) const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_ACK: u8 = 0x10;
 pub(crate) const ICMP_DEST_UNREACH: u8 = 3;
 pub(crate) const ICMP_FRAG_NEEDED: u8 = 4;
 pub(crate) const ICMPV6_PKT_TOO_BIG: u8 = 2;

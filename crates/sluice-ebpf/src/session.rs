@@ -9,7 +9,7 @@ use sluice_wire::maps::{
     state, vip_filter_slot, vip_flags,
 };
 
-use crate::consts::{LAST_SEEN_GRANULARITY_NS, PROTO_TCP, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::consts::{LAST_SEEN_GRANULARITY_NS, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::maps::{
     SLUICE_PERSIST, SLUICE_REAL_CONNS, SLUICE_SESSIONS, SLUICE_VIP_BY_INDEX, SLUICE_VIP_FILTER,
     count, real,
@@ -78,8 +78,8 @@ pub(crate) fn session_first(key: &FlowKey) -> Result<(&'static VipMeta, *mut Flo
 }
 
 /// The real of session `sp` (its slot and definition) if the session is
-/// fresh and its real present, else `None` (the flow is then scheduled
-/// anew). A packet of the flow itself (not a quoted ICMP error) moves the
+/// fresh and its real present and the packet is not a new connection on a
+/// closing session's tuple, else `None` (the flow is then scheduled anew). A packet of the flow itself (not a quoted ICMP error) moves the
 /// session's TCP state and `last_seen` on and counts a hit. The real is
 /// handed back so that the caller does not look the same slot up again.
 #[inline(always)]
@@ -94,6 +94,17 @@ pub(crate) fn refresh(
     // from another CPU for the same flow are benign (last writer wins on
     // plain fields).
     let s = unsafe { &mut *sp };
+    // A new connection on the 4-tuple of one that is closing (a client
+    // reusing its port): the old session says nothing about it, and kept
+    // it would stay CLOSING with that state's timeout. It is scheduled
+    // anew and gets a fresh session (IPVS's `conn_reuse_mode`).
+    if !icmp
+        && s.state == state::TCP_CLOSING
+        && p.key.proto == PROTO_TCP
+        && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    {
+        return None;
+    }
     let fresh = now.saturating_sub(s.last_seen_ns) <= timeout_ns(c, s.state);
     let r = real(s.real)?;
     if !fresh || r.flags & real_flags::PRESENT == 0 {

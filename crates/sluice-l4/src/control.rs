@@ -211,6 +211,10 @@ pub struct L4Plane<R: NeighbourResolver> {
     /// different real that inherited its slot.
     next_slot: u32,
     free_slots: Vec<u32>,
+    /// Outer sources of `tun` services without `tun_source`: the
+    /// interface's addresses (see [`L4Plane::set_outer_sources`]).
+    outer_v4: Option<std::net::Ipv4Addr>,
+    outer_v6: Option<std::net::Ipv6Addr>,
 }
 
 fn addr16(a: IpAddr) -> (Addr, u8) {
@@ -244,7 +248,30 @@ impl<R: NeighbourResolver> L4Plane<R> {
             services: BTreeMap::new(),
             next_slot: 0,
             free_slots: Vec::new(),
+            outer_v4: None,
+            outer_v6: None,
         }
+    }
+
+    /// The outer source addresses of encapsulated packets for `tun`
+    /// services that set no `tun_source`: the attached interface's own
+    /// (the binary reads them with [`crate::neigh::iface_addrs`]). A `tun`
+    /// service without either is refused, never sent from `0.0.0.0`.
+    pub fn set_outer_sources(
+        &mut self,
+        v4: Option<std::net::Ipv4Addr>,
+        v6: Option<std::net::Ipv6Addr>,
+    ) {
+        self.outer_v4 = v4;
+        self.outer_v6 = v6;
+    }
+
+    /// The outer source of `spec`'s encapsulated packets, if it is `tun`.
+    fn outer_source(&self, spec: &ServiceSpec) -> Option<IpAddr> {
+        spec.tun_source.or(match spec.vip {
+            IpAddr::V4(_) => self.outer_v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.outer_v6.map(IpAddr::V6),
+        })
     }
 
     /// The data plane (counters, test runs).
@@ -259,7 +286,14 @@ impl<R: NeighbourResolver> L4Plane<R> {
 
     fn validate(&self, s: &ServiceSpec) -> Result<(), ControlError> {
         validate_spec(s, self.dp.params().ring_size)
-            .map_err(|p| ControlError::Invalid(format!("service {}: {}", s.name, p.message)))
+            .map_err(|p| ControlError::Invalid(format!("service {}: {}", s.name, p.message)))?;
+        if s.method == Method::Tun && self.outer_source(s).is_none() {
+            return Err(ControlError::Invalid(format!(
+                "service {}: tun needs an outer source address: set tun_source, or give the interface an address of the VIP's family",
+                s.name
+            )));
+        }
+        Ok(())
     }
 
     fn alloc_slot(&mut self) -> Result<u32, ControlError> {
@@ -489,7 +523,11 @@ impl<R: NeighbourResolver> L4Plane<R> {
         if spec.persistence.is_some() {
             flags |= vip_flags::PERSIST;
         }
-        let tun_src = spec.tun_source.map(|a| addr16(a).0).unwrap_or_default();
+        // Validated: a tun service has one (`validate`).
+        let tun_src = self
+            .outer_source(spec)
+            .map(|a| addr16(a).0)
+            .unwrap_or_default();
         self.dp.set_service(
             VipKey {
                 addr,

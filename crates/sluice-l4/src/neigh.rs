@@ -78,6 +78,32 @@ pub fn iface_mac(dev: &str) -> Option<[u8; 6]> {
         .and_then(parse_mac)
 }
 
+/// The first global IPv4 and IPv6 addresses of interface `dev`: the outer
+/// source of `tun` packets of a service without `tun_source`.
+pub fn iface_addrs(dev: &str) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
+    let Some(v) = ip_json(&["addr", "show", "dev", dev]) else {
+        return (None, None);
+    };
+    let infos = v
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|l| l.get("addr_info"))
+        .and_then(|i| i.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let global = |family: &str| {
+        infos
+            .iter()
+            .filter(|i| i.get("family").and_then(|f| f.as_str()) == Some(family))
+            .filter(|i| i.get("scope").and_then(|f| f.as_str()) == Some("global"))
+            .find_map(|i| i.get("local").and_then(|a| a.as_str()).map(str::to_owned))
+    };
+    (
+        global("inet").and_then(|a| a.parse().ok()),
+        global("inet6").and_then(|a| a.parse().ok()),
+    )
+}
+
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];

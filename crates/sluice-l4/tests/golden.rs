@@ -13,7 +13,7 @@ use sluice_wire::{
     hash::{addr_hash, flow_hash},
     maps::{
         Addr, Counter, Method, RealDef, VipKey, VipMeta, addr_from_bytes, family, method,
-        real_flags, sched, vip_flags,
+        real_flags, sched, state, vip_flags,
     },
 };
 
@@ -1090,6 +1090,37 @@ fn session_hits_follow_service_removal_and_index_reuse() {
     let before = hits(&fx);
     assert_eq!(fx.dp.test_run(&flow, 1).unwrap().verdict, verdict::TX);
     assert_eq!(hits(&fx), before + 1, "the surviving session is used again");
+}
+
+#[test]
+fn a_syn_on_a_closing_session_starts_a_fresh_one() {
+    pin_to_one_cpu();
+    let fx = Fixture::new();
+    let misses = |fx: &Fixture| fx.dp.counter(Counter::SessionMiss).unwrap();
+    let state_of = |fx: &Fixture, sport: u16| {
+        fx.dp
+            .sessions()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k.sport == sport && k.dst == a4(VIP_DR))
+            .map(|(_, v)| v.state)
+    };
+    const PORT: u16 = 42000;
+    let syn = v4(CLIENT, VIP_DR, 6, &tcp(PORT, 80, SYN));
+    assert_eq!(fx.dp.test_run(&syn, 1).unwrap().verdict, verdict::TX);
+    assert_eq!(state_of(&fx, PORT), Some(state::TCP_SYN));
+    let fin = v4(CLIENT, VIP_DR, 6, &tcp(PORT, 80, FIN_ACK));
+    assert_eq!(fx.dp.test_run(&fin, 1).unwrap().verdict, verdict::TX);
+    assert_eq!(state_of(&fx, PORT), Some(state::TCP_CLOSING));
+    // A later segment of the closing connection keeps it closing ...
+    let ack = v4(CLIENT, VIP_DR, 6, &tcp(PORT, 80, ACK));
+    assert_eq!(fx.dp.test_run(&ack, 1).unwrap().verdict, verdict::TX);
+    assert_eq!(state_of(&fx, PORT), Some(state::TCP_CLOSING));
+    // ... but a new connection on the same tuple starts a fresh session.
+    let before = misses(&fx);
+    assert_eq!(fx.dp.test_run(&syn, 1).unwrap().verdict, verdict::TX);
+    assert_eq!(misses(&fx), before + 1, "the SYN was not scheduled anew");
+    assert_eq!(state_of(&fx, PORT), Some(state::TCP_SYN));
 }
 
 #[test]

@@ -18,7 +18,7 @@
 //! current request, so any disagreement fails closed.
 
 use crate::body::ChunkedDecoder;
-use crate::policy::{self, MAX_HEADERS, RequestBody, Violation};
+use crate::policy::{self, RequestBody, Violation};
 
 /// Where in the request stream the scanner is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +150,7 @@ impl HeadScanner {
         self.head.truncate(end);
         let index = self.heads;
         self.heads += 1;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = policy::header_space();
         match policy::parse_request_head(&self.head, self.max_head_bytes, &mut headers) {
             Ok(Some(head)) => {
                 self.state = match head.request.body {

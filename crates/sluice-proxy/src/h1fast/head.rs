@@ -5,8 +5,8 @@
 use http::Method;
 
 use crate::policy::{
-    self, Additions, ConnectionOptions, Disposition, MAX_HEADERS, RequestBody, ResponseBody,
-    Version, Violation, fields,
+    self, Additions, Disposition, MAX_HEADERS, RequestBody, ResponseBody, Version, Violation,
+    fields,
 };
 
 /// The result of parsing a head from a buffer.
@@ -115,18 +115,16 @@ pub(super) fn parse_request(
     add: &Additions,
     out: &mut Vec<u8>,
 ) -> Parsed<RequestHead> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let (head_len, req, hs) = match policy::parse_request_head(buf, max_head, &mut headers) {
+    let mut headers = policy::header_space();
+    let (head_len, req, hs, conn) = match policy::parse_request_head(buf, max_head, &mut headers) {
         Ok(None) => return Parsed::Partial,
-        Ok(Some(h)) => (h.len, h.request, h.headers),
+        Ok(Some(h)) => (h.len, h.request, h.headers, h.conn),
         Err(v) => return Parsed::Refuse(v),
     };
     // Transport: what hyper's path relays for this engine.
     if req.body == RequestBody::Chunked || req.upgrade || req.expect {
         return Parsed::Handoff;
     }
-    // The policy accepted the options already.
-    let conn = ConnectionOptions::of(fields(hs)).unwrap_or_default();
     out.clear();
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
@@ -166,9 +164,13 @@ pub(super) fn parse_response(
     add: &Additions,
     out: &mut Vec<u8>,
 ) -> Parsed<ResponseHead> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
+    let mut headers = policy::header_space();
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(n)) if n <= max_head => n,
         Ok(httparse::Status::Partial) if buf.len() <= max_head => return Parsed::Partial,
         Ok(_) => return Parsed::Refuse(Violation::HeadTooLarge),
@@ -184,20 +186,16 @@ pub(super) fn parse_response(
         return Parsed::Refuse(Violation::BadHead);
     }
     let hs: &[httparse::Header<'_>] = resp.headers;
-    let checked = match policy::check_response(status, version, ask.head, fields(hs)) {
-        Ok(r) => r,
-        Err(v) => return Parsed::Refuse(v),
-    };
-    let Ok(conn) = ConnectionOptions::of(fields(hs)) else {
-        return Parsed::Refuse(Violation::TooManyConnectionOptions);
-    };
+    let (checked, conn) =
+        match policy::check_response_options(status, version, ask.head, fields(hs)) {
+            Ok(r) => r,
+            Err(v) => return Parsed::Refuse(v),
+        };
     let framing = checked.body;
     let dechunk = ask.http10 && framing == ResponseBody::Chunked;
     let client_close =
         (ask.close || framing == ResponseBody::UntilClose || dechunk) && status >= 200;
-    let te = hs
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case(policy::name::TRANSFER_ENCODING));
+    let te = checked.transfer_encoding;
 
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");

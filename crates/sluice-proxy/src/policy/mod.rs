@@ -376,6 +376,20 @@ pub(crate) fn check_request<'a, I>(
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
 {
+    check_request_options(method, target, version, fields).map(|(r, _)| r)
+}
+
+/// [`check_request`], with the message's `Connection` options (read once,
+/// for the dispositions that follow).
+pub(crate) fn check_request_options<'a, I>(
+    method: &str,
+    target: &str,
+    version: Version,
+    fields: I,
+) -> Result<(Request, ConnectionOptions<'a>), Violation>
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
+{
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| Violation::BadHead)?;
     if method == Method::CONNECT {
         return Err(Violation::Connect);
@@ -427,16 +441,20 @@ where
         Version::Http10 => conn.close || !conn.keep_alive,
         Version::Http11 => conn.close,
     };
-    Ok(Request {
-        method,
-        version,
-        body,
-        close,
-        upgrade: upgrade_header && conn.upgrade,
-        expect,
-        authority,
-        origin,
-    })
+    let upgrade = upgrade_header && conn.upgrade;
+    Ok((
+        Request {
+            method,
+            version,
+            body,
+            close,
+            upgrade,
+            expect,
+            authority,
+            origin,
+        },
+        conn,
+    ))
 }
 
 /// The origin-form target to send and, for an absolute-form target, its
@@ -473,30 +491,80 @@ fn request_target(method: &Method, target: &str) -> Result<(String, Option<Strin
     }
 }
 
-/// A `Host` value: an authority without user info (RFC 9110 section 7.2).
+/// A `Host` value: an authority without user info (RFC 9110 section 7.2,
+/// RFC 3986 section 3.2): a bracketed IPv6 literal or a reg-name / IPv4
+/// address, then an optional `:port` of digits up to 65535. Checked by
+/// hand, byte by byte: this runs on every request of the fast path.
 fn valid_host(v: &[u8]) -> bool {
     let v = v.trim_ascii();
-    if v.is_empty() || v.contains(&b'@') || http::uri::Authority::try_from(v).is_err() {
-        return false;
-    }
-    // The port, if any, is digits (the authority parser lets `h:abc` by).
-    let after_host = match v.first() {
-        Some(b'[') => v.iter().position(|&b| b == b']').map(|i| &v[i + 1..]),
-        _ => Some(
-            v.iter()
-                .position(|&b| b == b':')
-                .map_or(&v[..0], |i| &v[i..]),
-        ),
-    };
-    match after_host {
-        Some([]) => true,
-        Some([b':', port @ ..]) => {
-            port.len() <= 5
-                && port.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(port).is_ok_and(|p| p.is_empty() || p.parse::<u16>().is_ok())
+    let (host_ok, rest) = match v.first() {
+        Some(b'[') => match v.iter().position(|&b| b == b']') {
+            Some(end) => (
+                end > 1
+                    && v[1..end]
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+                &v[end + 1..],
+            ),
+            None => return false,
+        },
+        Some(_) => {
+            let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+            (
+                end > 0 && v[..end].iter().all(|&b| is_reg_name(b)),
+                &v[end..],
+            )
         }
-        _ => false,
+        None => return false,
+    };
+    host_ok
+        && match rest {
+            [] => true,
+            [b':', port @ ..] => {
+                port.len() <= 5
+                    && port.iter().all(u8::is_ascii_digit)
+                    && digits_value(port).is_none_or(|p| p <= u64::from(u16::MAX))
+            }
+            _ => false,
+        }
+}
+
+/// A byte of an RFC 3986 reg-name: unreserved, sub-delims or `%` of a
+/// pct-encoding.
+fn is_reg_name(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b'%'
+        )
+}
+
+/// The value of 1*DIGIT, `None` when empty, not all digits, or over `u64`.
+fn digits_value(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
     }
+    v.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 /// A `Content-Length` value: 1*DIGIT (RFC 9110 section 8.6), leading
@@ -504,11 +572,7 @@ fn valid_host(v: &[u8]) -> bool {
 /// refused: hyper's parser refuses it, and one policy for both engines
 /// means the stricter rule. Repeated lines with one value are accepted.
 pub(crate) fn content_length(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
+    digits_value(v.trim_ascii())
 }
 
 /// Add a `Content-Length` line to the length seen so far: repeated lines
@@ -714,6 +778,9 @@ pub(crate) struct Response {
     pub(crate) body: ResponseBody,
     /// The server closes the connection after this response.
     pub(crate) server_close: bool,
+    /// It has a `Transfer-Encoding` (its `Content-Length`, if any, is then
+    /// not forwarded).
+    pub(crate) transfer_encoding: bool,
 }
 
 /// Check a response head from a server to a request that was a `HEAD`
@@ -724,6 +791,20 @@ pub(crate) fn check_response<'a, I>(
     head: bool,
     fields: I,
 ) -> Result<Response, Violation>
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
+{
+    check_response_options(status, version, head, fields).map(|(r, _)| r)
+}
+
+/// [`check_response`], with the message's `Connection` options and whether
+/// it has a `Transfer-Encoding` (read once, for the dispositions).
+pub(crate) fn check_response_options<'a, I>(
+    status: u16,
+    version: Version,
+    head: bool,
+    fields: I,
+) -> Result<(Response, ConnectionOptions<'a>), Violation>
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
 {
@@ -778,18 +859,22 @@ where
     let server_close = conn.close
         || body == ResponseBody::UntilClose
         || (version == Version::Http10 && !conn.keep_alive);
-    Ok(Response {
-        status,
-        version,
-        body,
-        server_close,
-    })
+    Ok((
+        Response {
+            status,
+            version,
+            body,
+            server_close,
+            transfer_encoding: te,
+        },
+        conn,
+    ))
 }
 
 /// The parts of a head parsed with httparse, as the policy reads them.
-pub(crate) fn fields<'a>(
-    headers: &'a [httparse::Header<'a>],
-) -> impl Iterator<Item = (&'a str, &'a [u8])> + Clone {
+pub(crate) fn fields<'h, 'b>(
+    headers: &'h [httparse::Header<'b>],
+) -> impl Iterator<Item = (&'b str, &'b [u8])> + Clone + 'h {
     headers.iter().map(|h| (h.name, h.value))
 }
 
@@ -801,6 +886,17 @@ pub(crate) struct AcceptedHead<'h, 'b> {
     pub(crate) request: Request,
     /// Its header lines, in the caller's array.
     pub(crate) headers: &'h [httparse::Header<'b>],
+    /// Its `Connection` options.
+    pub(crate) conn: ConnectionOptions<'b>,
+}
+
+/// Header storage for one parse: left uninitialised (httparse writes what
+/// it parses), so a parse does not first clear [`MAX_HEADERS`] entries.
+pub(crate) type HeaderSpace<'b> = [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// Fresh [`HeaderSpace`].
+pub(crate) fn header_space<'b>() -> HeaderSpace<'b> {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
 /// A request head parsed with httparse (as both engines' raw readers do):
@@ -809,10 +905,10 @@ pub(crate) struct AcceptedHead<'h, 'b> {
 pub(crate) fn parse_request_head<'h, 'b: 'h>(
     buf: &'b [u8],
     max_head: usize,
-    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut HeaderSpace<'b>,
 ) -> Result<Option<AcceptedHead<'h, 'b>>, Violation> {
-    let mut req = httparse::Request::new(headers);
-    let status = req.parse(buf);
+    let mut req = httparse::Request::new(&mut []);
+    let status = req.parse_with_uninit_headers(buf, headers);
     let head_len = match status {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > max_head => {
@@ -830,11 +926,12 @@ pub(crate) fn parse_request_head<'h, 'b: 'h>(
     };
     let version = Version::from_minor(minor).ok_or(Violation::BadHead)?;
     let headers: &'h [httparse::Header<'b>] = req.headers;
-    let request = check_request(method, target, version, fields(headers))?;
+    let (request, conn) = check_request_options(method, target, version, fields(headers))?;
     Ok(Some(AcceptedHead {
         len: head_len,
         request,
         headers,
+        conn,
     }))
 }
 

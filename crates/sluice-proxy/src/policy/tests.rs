@@ -4,7 +4,7 @@
 use super::*;
 
 fn check(raw: &str) -> Result<Request, Violation> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = header_space();
     parse_request_head(raw.as_bytes(), 16 * 1024, &mut headers).map(|r| r.unwrap().request)
 }
 
@@ -107,7 +107,7 @@ fn framing_table() {
         &format!("GET / HTTP/1.1\r\nHost: a\r\n{lines}\r\n"),
         V::TooManyHeaders,
     );
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = header_space();
     let big = format!(
         "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
         "y".repeat(2000)
@@ -116,7 +116,7 @@ fn framing_table() {
         parse_request_head(big.as_bytes(), 1024, &mut headers).err(),
         Some(V::HeadTooLarge)
     );
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = header_space();
     assert_eq!(
         parse_request_head(&big.as_bytes()[..1500], 1024, &mut headers).err(),
         Some(V::HeadTooLarge)
@@ -172,7 +172,7 @@ fn connection_options_never_remove_protected_headers() {
     let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\
                Connection: content-length, host, x-forwarded-for, x-forwarded-proto, via, transfer-encoding, x-secret, keep-alive\r\n\
                X-Secret: 1\r\nX-Forwarded-For: 10.0.0.1\r\nVia: 1.0 a\r\nKeep-Alive: 5\r\nX-Other: 2\r\n\r\n";
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = header_space();
     let head = parse_request_head(raw.as_bytes(), 16 * 1024, &mut headers)
         .unwrap()
         .unwrap();

@@ -34,6 +34,9 @@ pub(super) fn start(plan: &L4Plan) -> anyhow::Result<L4Plane<KernelNeighbours>> 
         .context("loading the XDP program (needs root: CAP_BPF and CAP_NET_ADMIN)")?;
     dp.attach(iface, plan.mode)?;
     let mut plane = L4Plane::new(dp, KernelNeighbours { wait: true });
+    // `tun` without `tun_source` sends from the interface's own address.
+    let (v4, v6) = sluice_l4::neigh::iface_addrs(iface);
+    plane.set_outer_sources(v4, v6);
     plane.apply(plan.specs.clone())?;
     eprintln!(
         "sluice: XDP data plane attached to {iface} ({:?}), {} L4 service(s)",
