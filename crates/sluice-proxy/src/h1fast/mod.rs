@@ -263,35 +263,49 @@ where
         http10: req.http10,
     };
     let t = Instant::now();
-    let sent = send(
-        ctx,
-        io,
-        bufs,
-        Upload {
-            conn,
-            pooled,
-            slot: &slot,
-            body_left: req.body_len - buffered as u64,
-            replayable: req.method.is_idempotent(),
-        },
-        ask,
-        phase,
-    )
-    .await;
-    let (mut conn, resp) = match sent {
-        Ok(x) => x,
-        Err(t) => {
-            match t {
-                // The client went away: nobody to answer.
-                Termination::ClientAborted => {
-                    log.end(t);
-                    log.finish();
-                }
-                t => reply(io, log, t, true, fe.cfg.timeout_client).await,
-            }
-            return false;
-        }
+    let mut up = Upload {
+        conn,
+        pooled,
+        slot: &slot,
+        body_left: req.body_len - buffered as u64,
     };
+    // Sent again on a new connection if a pooled one turns out closed
+    // without answering: only a request whose bytes are all at hand and
+    // that is idempotent (RFC 9110 section 9.2.2), since the server may
+    // have acted on it before closing.
+    let replayable = up.body_left == 0 && req.method.is_idempotent();
+    // The loop is here, not in a function of its own: every level of
+    // async call copies its future once per request (BENCHMARKS.md §3).
+    let resp = loop {
+        let failed = match send_once(ctx, io, bufs, &mut up, ask, phase).await {
+            Ok(head) => break head,
+            Err(ExchangeError::NoResponse) if up.pooled && replayable => {
+                let server = &up.slot.server;
+                match session::connect_fresh(&ctx.be, server, ctx.client, ctx.local).await {
+                    Ok(c) => {
+                        up.conn = c;
+                        up.pooled = false;
+                        continue;
+                    }
+                    Err(_) => {
+                        session::count_connect_failure(&ctx.be, server);
+                        Termination::NoServer
+                    }
+                }
+            }
+            Err(e) => e.termination(),
+        };
+        match failed {
+            // The client went away: nobody to answer.
+            Termination::ClientAborted => {
+                log.end(failed);
+                log.finish();
+            }
+            t => reply(io, log, t, true, fe.cfg.timeout_client).await,
+        }
+        return false;
+    };
+    let mut conn = up.conn;
     log.tr = Some(t.elapsed());
     log.set_status(resp.status);
 
@@ -341,47 +355,6 @@ struct Upload<'a> {
     slot: &'a Slot,
     /// Body bytes still to come from the client.
     body_left: u64,
-    /// The request may be sent again on a new connection if a pooled one
-    /// turns out closed without answering: only when all of it is at hand
-    /// and it is idempotent (RFC 9110 section 9.2.2), since the server may
-    /// have acted on it before closing.
-    replayable: bool,
-}
-
-/// Phase 4: send the request (its head and the body bytes at hand are in
-/// `bufs.req_out`), relay the rest of its body, and read the response
-/// head, replacing a pooled connection the server had closed.
-async fn send<S>(
-    ctx: &ConnCtx,
-    io: &mut S,
-    bufs: &mut Buffers,
-    mut up: Upload<'_>,
-    ask: Ask,
-    phase: &watch::Receiver<Phase>,
-) -> Result<(ServerStream, ResponseHead), Termination>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let replayable = up.replayable && up.body_left == 0;
-    loop {
-        match send_once(ctx, io, bufs, &mut up, ask, phase).await {
-            Ok(head) => return Ok((up.conn, head)),
-            Err(ExchangeError::NoResponse) if up.pooled && replayable => {
-                let server = &up.slot.server;
-                match session::connect_fresh(&ctx.be, server, ctx.client, ctx.local).await {
-                    Ok(c) => {
-                        up.conn = c;
-                        up.pooled = false;
-                    }
-                    Err(_) => {
-                        session::count_connect_failure(&ctx.be, server);
-                        return Err(Termination::NoServer);
-                    }
-                }
-            }
-            Err(e) => return Err(e.termination()),
-        }
-    }
 }
 
 /// How sending a request and reading its response head failed.
