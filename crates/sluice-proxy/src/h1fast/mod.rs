@@ -281,7 +281,12 @@ where
             Ok(head) => break head,
             Err(ExchangeError::NoResponse) if up.pooled && replayable => {
                 let server = &up.slot.server;
-                match session::connect_fresh(&ctx.be, server, ctx.client, ctx.local).await {
+                // Boxed, as in `RawConnector`: rare, and large.
+                match Box::pin(session::connect_fresh(
+                    &ctx.be, server, ctx.client, ctx.local,
+                ))
+                .await
+                {
                     Ok(c) => {
                         up.conn = c;
                         up.pooled = false;
@@ -488,7 +493,13 @@ impl Connector for RawConnector<'_> {
         {
             return Ok((c, true));
         }
-        let c = session::connect_fresh(&ctx.be, server, ctx.client, ctx.local).await?;
+        // Boxed: a new connection (TCP, PROXY header, TLS) is a large
+        // future; inline, its size would be copied with every request's
+        // future, pooled or not.
+        let c = Box::pin(session::connect_fresh(
+            &ctx.be, server, ctx.client, ctx.local,
+        ))
+        .await?;
         Ok((c, false))
     }
 }
