@@ -216,6 +216,9 @@ pub(crate) struct Start<'a> {
     pub(crate) cpu_pct: Option<u32>,
 }
 
+/// The CPU cgroups of capped LBs are named this, then the LB's PID.
+pub const CPU_CAP_PREFIX: &str = "sluice-bmt-";
+
 /// Starts an LB and waits until it serves; `Err` is the reason it is not
 /// available (the process, if any, is stopped again).
 pub(crate) fn start(lab: &Lab, s: Start<'_>) -> Result<RunningLb, String> {
@@ -273,7 +276,10 @@ pub(crate) fn start(lab: &Lab, s: Start<'_>) -> Result<RunningLb, String> {
     if let Some(pct) = s.cpu_pct {
         // Moved in before it serves (its worker threads follow); a cap that
         // cannot be made is a reason, never an uncapped row.
-        let cap = CpuCap::new(&format!("sluice-bmt-{child_id}"), pct)
+        // A run killed outright (SIGKILL, a reboot of the sandbox) could not
+        // remove its caps: those of dead processes go first.
+        sluice_lab::sweep_stale_caps(CPU_CAP_PREFIX);
+        let cap = CpuCap::new(&format!("{CPU_CAP_PREFIX}{child_id}"), pct)
             .and_then(|cap| cap.add(child_id).map(|()| cap))
             .map_err(|e| format!("CPU cap of {pct}%: {e}"))?;
         lb._cap = Some(cap);

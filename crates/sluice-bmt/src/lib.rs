@@ -44,6 +44,7 @@ mod stats;
 mod wrk;
 
 pub use error::BmtError;
+pub use lb::CPU_CAP_PREFIX;
 pub use plan::BmtArgs;
 
 use sluice_l4::wire_maps::Method;

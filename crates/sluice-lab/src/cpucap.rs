@@ -101,6 +101,38 @@ impl CpuCap {
     }
 }
 
+/// Removes the cgroups named `PREFIX<pid>` that a killed run left behind:
+/// those whose process `pid` no longer exists and that hold no process
+/// (the kernel refuses to remove a cgroup that does). A cap is named after
+/// the process it was made for, so a live run's caps are never touched.
+/// Returns the paths removed; what cannot be removed stays, silently, for
+/// the caller's own leftover check to report.
+pub fn sweep_stale_caps(prefix: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for root in [V1_CPU_ROOT, V2_ROOT] {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            if std::fs::remove_dir(entry.path()).is_ok() {
+                removed.push(entry.path());
+            }
+        }
+    }
+    removed
+}
+
 impl Drop for CpuCap {
     fn drop(&mut self) {
         // Anything still inside goes back to the parent; then the (empty)
@@ -131,5 +163,31 @@ mod tests {
             let e = CpuCap::new(name, 10).unwrap_err().to_string();
             assert!(e.contains("one path component"), "{e}");
         }
+    }
+
+    /// Needs root (cgroups), as the lab tests do.
+    #[test]
+    fn the_sweep_removes_the_caps_of_dead_processes_only() {
+        let root = if std::path::Path::new(V1_CPU_ROOT)
+            .join("cpu.cfs_quota_us")
+            .exists()
+        {
+            PathBuf::from(V1_CPU_ROOT)
+        } else {
+            PathBuf::from(V2_ROOT)
+        };
+        let prefix = format!("sluice-sweep-test-{}-", std::process::id());
+        // Above the largest pid_max Linux allows (2^22): never a live PID.
+        let dead = root.join(format!("{prefix}4194305"));
+        let live = root.join(format!("{prefix}{}", std::process::id()));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::create_dir(&live).unwrap();
+        let removed = sweep_stale_caps(&prefix);
+        let live_left = live.exists();
+        let _ = std::fs::remove_dir(&live);
+        let _ = std::fs::remove_dir(&dead);
+        assert_eq!(removed, vec![dead.clone()]);
+        assert!(!dead.exists());
+        assert!(live_left, "the cap of a live process was removed");
     }
 }

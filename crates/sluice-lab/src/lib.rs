@@ -81,7 +81,7 @@ mod process;
 mod topology;
 pub mod webserver;
 
-pub use cpucap::{CPU_CAP_PERIOD_US, CpuCap, MAX_CPU_CAP_PCT, MIN_CPU_CAP_PCT};
+pub use cpucap::{CPU_CAP_PERIOD_US, CpuCap, MAX_CPU_CAP_PCT, MIN_CPU_CAP_PCT, sweep_stale_caps};
 pub use error::LabError;
 pub use exec::check_privileges;
 pub use lab::{

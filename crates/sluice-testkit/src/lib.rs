@@ -6,11 +6,12 @@
 //! - [`services`]: the map contents of the data-plane benchmarks (three
 //!   reals, a hash-scheduled service per VIP), as plain values;
 //! - [`netns`]: throw-away named network namespaces and veth pairs for the
-//!   XDP tests and benchmarks, removed on drop.
+//!   XDP tests and benchmarks, removed on drop (sluice-lab's, re-exported).
 //!
-//! It is a dev-dependency of the planes, so it depends on nothing above
-//! `sluice-wire`: the callers write [`services`]' values into their own
-//! `sluice_l4::Dataplane`. sluice-lab keeps the full lab for the binary.
+//! It is a dev-dependency of the planes, so it depends on no plane: only
+//! `sluice-wire` and `sluice-lab` (which depends on no workspace crate).
+//! The callers write [`services`]' values into their own
+//! `sluice_l4::Dataplane`.
 
 pub mod frames;
 pub mod netns;

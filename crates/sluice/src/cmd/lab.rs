@@ -254,6 +254,10 @@ fn down(args: &CommonArgs) -> anyhow::Result<ExitCode> {
     let sweep = sluice_lab::teardown_label(&args.label)?;
     report.namespaces_deleted.extend(sweep.namespaces_deleted);
     report.errors.extend(sweep.errors);
+    // And the CPU caps of a benchmark that was killed outright.
+    for cap in sluice_lab::sweep_stale_caps(sluice_bmt::CPU_CAP_PREFIX) {
+        println!("removed the stale CPU cgroup {}", cap.display());
+    }
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
