@@ -45,7 +45,7 @@ pub(crate) fn forward(
     let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     let hit = match session.resolve(&p.key) {
-        Some(sp) => session::refresh(c, sp, &p, icmp, now),
+        Some(sp) => session::refresh(c, m, sp, &p, icmp, now),
         None => None,
     };
     let (chosen, r, new_session) = match hit {
@@ -55,12 +55,12 @@ pub(crate) fn forward(
             if chosen == NO_REAL {
                 return Err(Counter::DropNoReal);
             }
-            if !icmp {
-                session::create(m, &p, chosen, now);
-            }
             let Some(r) = real(chosen) else {
                 return Err(Counter::DropNoReal);
             };
+            if !icmp {
+                session::create(m, &p, chosen, r.generation, now);
+            }
             (chosen, r, !icmp)
         }
     };

@@ -1092,6 +1092,128 @@ fn session_hits_follow_service_removal_and_index_reuse() {
     assert_eq!(hits(&fx), before + 1, "the surviving session is used again");
 }
 
+/// A real's slot is reused (the control plane does so once all
+/// `MAX_REALS` slots have been handed out) while sessions and persistence
+/// entries of the real that had it still name it. Every allocation of a
+/// slot has a new generation, which those entries recorded: an entry of
+/// another generation is treated like one whose real was removed (the flow
+/// is scheduled anew in its own service), never forwarded to the slot's
+/// new owner.
+#[test]
+fn a_reused_real_slot_is_not_followed_into_another_service() {
+    pin_to_one_cpu();
+    let mut fx = Fixture::new();
+    let count = |fx: &Fixture, c: Counter| fx.dp.counter(c).unwrap();
+    /// MAC and address of the real that takes over a slot.
+    const NEW_OWNER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x77];
+    const NEW_OWNER: [u8; 4] = [10, 99, 0, 77];
+    let reuse = |fx: &mut Fixture, slot: u32| {
+        // What `L4Plane` does: the slot leaves its service (retired, and
+        // out of its ring), then a real of another service gets it with
+        // the slot's next generation.
+        fx.dp.set_real(slot, RealDef::default()).unwrap();
+        let mut r = real_v4(slot, NEW_OWNER, 1, true);
+        r.mac = NEW_OWNER_MAC;
+        r.generation = 1;
+        fx.dp.set_real(slot, r).unwrap();
+        let ring = vec![slot; RING as usize];
+        fx.service(7, VIP_SH, 80, 6, method::DR, sched::HASH_SRC, 0, ring);
+    };
+
+    // A dr flow of service 0 with its session on slot `r` (generation 0).
+    const PORT: u16 = 52000;
+    let syn = v4(CLIENT, VIP_DR, 6, &tcp(PORT, 80, SYN));
+    let r = fx.by_flow(0, a4(CLIENT), PORT, 80, 6);
+    assert_eq!(
+        fx.dp.test_run(&syn, 1).unwrap().frame,
+        dr_out(&syn, mac(r)),
+        "set-up: the flow's first packet"
+    );
+    let ring: Vec<u32> = fx.rings[&0]
+        .iter()
+        .map(|s| if *s == r { (r + 1) % 3 } else { *s })
+        .collect();
+    fx.service(
+        0,
+        VIP_DR,
+        80,
+        6,
+        method::DR,
+        sched::HASH_FLOW,
+        0,
+        ring.clone(),
+    );
+    reuse(&mut fx, r);
+
+    // The flow's next packet: not to the slot's new owner, but scheduled
+    // anew in its own service, with a fresh session.
+    let ack = v4(CLIENT, VIP_DR, 6, &tcp(PORT, 80, ACK));
+    let moved = ring[(flow_hash(&a4(CLIENT), PORT, 80, 6, 0) % RING) as usize];
+    assert_ne!(moved, r);
+    let (hits, misses) = (
+        count(&fx, Counter::SessionHit),
+        count(&fx, Counter::SessionMiss),
+    );
+    let out = fx.dp.test_run(&ack, 1).unwrap();
+    assert_ne!(
+        out.frame,
+        dr_out(&ack, NEW_OWNER_MAC),
+        "the session followed its slot into another service"
+    );
+    assert_eq!(
+        (out.verdict, out.frame),
+        (verdict::TX, dr_out(&ack, mac(moved))),
+        "the flow is scheduled anew in its own service"
+    );
+    assert_eq!(count(&fx, Counter::SessionHit), hits, "not a session hit");
+    assert_eq!(count(&fx, Counter::SessionMiss), misses + 1);
+    let session = fx
+        .dp
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k.sport == PORT && k.dst == a4(VIP_DR))
+        .map(|(_, v)| (v.real, v.real_gen, v.vip_slot));
+    assert_eq!(session, Some((moved, 0, 1)), "the session was replaced");
+
+    // The slot's new owner serves its own service's flows.
+    let own = v4(CLIENT, VIP_SH, 6, &tcp(PORT, 80, SYN));
+    assert_eq!(
+        fx.dp.test_run(&own, 1).unwrap().frame,
+        dr_out(&own, NEW_OWNER_MAC),
+        "the new owner's own flows"
+    );
+
+    // Persistence: a client's entry names slot `rp` of service 8; the
+    // slot goes to another service; the client's next flow stays in
+    // service 8.
+    let p1 = v4(CLIENT, VIP_PERSIST, 6, &tcp(PORT, 80, SYN));
+    let rp = fx.by_flow(8, a4(CLIENT), PORT, 80, 6);
+    assert_eq!(
+        fx.dp.test_run(&p1, 1).unwrap().frame,
+        dr_out(&p1, mac(rp)),
+        "set-up: the client's first flow"
+    );
+    let other = if rp == 15 { 16 } else { 15 };
+    fx.service(
+        8,
+        VIP_PERSIST,
+        80,
+        6,
+        method::DR,
+        sched::HASH_FLOW,
+        vip_flags::PERSIST,
+        vec![other; RING as usize],
+    );
+    reuse(&mut fx, rp);
+    let p2 = v4(CLIENT, VIP_PERSIST, 6, &tcp(PORT + 1, 80, SYN));
+    assert_eq!(
+        fx.dp.test_run(&p2, 1).unwrap().frame,
+        dr_out(&p2, mac(other)),
+        "the persistence entry followed its slot into another service"
+    );
+}
+
 #[test]
 fn a_syn_on_a_closing_session_starts_a_fresh_one() {
     pin_to_one_cpu();
