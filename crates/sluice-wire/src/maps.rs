@@ -39,7 +39,8 @@ pub enum Counter {
     SessionMiss = 10,
     /// ICMP errors for VIP flows forwarded to the flow's real server.
     IcmpForwarded = 11,
-    /// Frames dropped because growing the head for encapsulation failed.
+    /// Frames dropped because growing the head for encapsulation (or
+    /// reshaping the frame into an ICMP too-big answer) failed.
     DropEncapFailed = 12,
     /// Frames dropped with a malformed header (bad IHL, bad version, ...).
     DropMalformed = 13,
@@ -54,11 +55,19 @@ pub enum Counter {
     /// implemented, or a byte that names no [`Method`] (a loader and program
     /// of different versions). Dropped before any session is made.
     DropUnknownMethod = 17,
+    /// VIP packets that would exceed the egress MTU once encapsulated
+    /// (`tun`), answered to the client with ICMP "fragmentation needed"
+    /// (IPv4 with DF) or ICMPv6 "packet too big" (`XDP_TX`; not forwarded).
+    TxIcmpTooBig = 18,
+    /// VIP packets that would exceed the egress MTU once encapsulated and
+    /// are not answered: IPv4 without DF, or a forwarded ICMP error
+    /// (dropped; see `encap::Oversize::Drop`).
+    DropTooBig = 19,
 }
 
 impl Counter {
     /// Number of slots in [`MAP_STATS`].
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 20;
 
     /// Every counter, in slot order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -80,6 +89,8 @@ impl Counter {
         Counter::PassNoService,
         Counter::PassIcmp,
         Counter::DropUnknownMethod,
+        Counter::TxIcmpTooBig,
+        Counter::DropTooBig,
     ];
 
     /// Stable snake_case name, used by `sluice ctl` and metrics.
@@ -103,6 +114,8 @@ impl Counter {
             Counter::PassNoService => "pass_no_service",
             Counter::PassIcmp => "pass_icmp",
             Counter::DropUnknownMethod => "drop_unknown_method",
+            Counter::TxIcmpTooBig => "tx_icmp_too_big",
+            Counter::DropTooBig => "drop_too_big",
         }
     }
 }
