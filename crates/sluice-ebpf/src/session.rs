@@ -151,10 +151,10 @@ pub(crate) fn refresh(
     Some((s.real, r))
 }
 
-/// Records the choice of `chosen` (of generation `generation`) for a new flow of
-/// service `m`: the session, the client's persistence entry (if the
-/// service has persistence), and the real's connection count; counts a
-/// miss.
+/// Records the choice of `chosen` (whose slot has generation `generation`)
+/// for a new flow of service `m`: the session, the client's persistence
+/// entry (if the service has persistence), and the real's connection
+/// count; counts a miss.
 #[inline(always)]
 pub(crate) fn create(m: &VipMeta, p: &Parsed, chosen: u32, generation: u16, now: u64) {
     let st = next_state(p.key.proto, state::TCP_SYN, p.tcp_flags);
