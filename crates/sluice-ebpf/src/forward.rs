@@ -8,6 +8,7 @@ use sluice_wire::maps::{Counter, NO_REAL, VipMeta, real_flags};
 use crate::maps::{SLUICE_REAL_STATS, SLUICE_VIP_STATS, cfg, count, lookup_service, real, traffic};
 use crate::parse::Parsed;
 use crate::session::{self, Session};
+use crate::xmit::Sent;
 use crate::{sched, xmit};
 
 /// Session lookup / scheduling and the rewrite. `icmp` marks a forwarded
@@ -45,7 +46,7 @@ pub(crate) fn forward(
     let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     let hit = match session.resolve(&p.key) {
-        Some(sp) => session::refresh(c, sp, &p, icmp, now),
+        Some(sp) => session::refresh(c, m, sp, &p, icmp, now),
         None => None,
     };
     let (chosen, r, new_session) = match hit {
@@ -55,12 +56,12 @@ pub(crate) fn forward(
             if chosen == NO_REAL {
                 return Err(Counter::DropNoReal);
             }
-            if !icmp {
-                session::create(m, &p, chosen, now);
-            }
             let Some(r) = real(chosen) else {
                 return Err(Counter::DropNoReal);
             };
+            if !icmp {
+                session::create(m, &p, chosen, r.generation, now);
+            }
             (chosen, r, !icmp)
         }
     };
@@ -68,13 +69,19 @@ pub(crate) fn forward(
         return Err(Counter::DropNoNeighbour);
     }
     traffic(&SLUICE_VIP_STATS, m.vip_index, len, new_session);
-    traffic(&SLUICE_REAL_STATS, chosen, len, new_session);
 
-    let verdict = xmit::transmit(ctx, m, r, &p, c)?;
-    if icmp {
-        count(Counter::IcmpForwarded);
-    } else {
-        count(Counter::TxForwarded);
+    let (verdict, sent) = xmit::transmit(ctx, m, r, &p, icmp, c)?;
+    match sent {
+        Sent::Forwarded => {
+            // The real's traffic is what reached it.
+            traffic(&SLUICE_REAL_STATS, chosen, len, new_session);
+            if icmp {
+                count(Counter::IcmpForwarded);
+            } else {
+                count(Counter::TxForwarded);
+            }
+        }
+        Sent::AnsweredTooBig => count(Counter::TxIcmpTooBig),
     }
     Ok(verdict)
 }

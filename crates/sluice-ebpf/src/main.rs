@@ -10,7 +10,9 @@
 //! 3. [`forward`]: the service (exact port, then port 0 = all ports) and
 //!    its method; [`session`] lookup, else persistence and the scheduler
 //!    ([`sched`]: ring hash, per-CPU cursor, or connection counts).
-//! 4. [`xmit`]: `dr` (MAC rewrite) or `tun` (IPIP / IP6IP6), `XDP_TX`.
+//! 4. [`xmit`]: `dr` (MAC rewrite) or `tun` (IPIP / IP6IP6), `XDP_TX`; a
+//!    `tun` packet too big for the egress MTU is answered with ICMP
+//!    (`XDP_TX` back to the client) or dropped, counted.
 //!
 //! The other programs of the object: `sluice_decap` ([`decap`], the real
 //! server's side of `tun`) and the lab's and benchmarks' helpers ([`lab`]).
@@ -23,8 +25,9 @@
 //! `sluice_wire::maps::Counter`).
 //!
 //! Everything the data path calls is `#[inline(always)]` except the `lc`
-//! family's loop (`sched::least_loaded`), so `sluice_xdp` is one BPF
-//! function, as it was in one file: the split into modules is for readers,
+//! family's loop (`sched::least_loaded`) and the `tun` too-big answer (a
+//! global function the verifier checks once: `xmit/too_big.rs`), so
+//! `sluice_xdp` is essentially one BPF function, as it was in one file: the split into modules is for readers,
 //! not for the verifier. The verifier walks every path of that function and
 //! stops at 1,000,000 processed instructions; docs/ARCHITECTURE.md records
 //! how much of that budget the program uses. Check it when adding paths (a

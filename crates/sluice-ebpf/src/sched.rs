@@ -14,6 +14,7 @@ use crate::consts::HASH_SEED;
 use crate::maps::{
     SLUICE_PERSIST, SLUICE_REAL_CONNS, SLUICE_RING, SLUICE_RR, SLUICE_VIP_REALS, real,
 };
+use crate::session::live_real;
 
 /// The real for a new flow of service `m`, or `NO_REAL`.
 #[inline(always)]
@@ -28,7 +29,8 @@ pub(crate) fn choose(m: &VipMeta, key: &FlowKey, ring_size: u32, now: u64) -> u3
 }
 
 /// Persistence: the same real for the same client within the timeout, if
-/// it is still present and not drained.
+/// it is still live (present, same allocation: [`live_real`]) and not
+/// drained.
 #[inline(always)]
 fn persisted(m: &VipMeta, key: &FlowKey, now: u64) -> u32 {
     let pk = PersistKey {
@@ -43,8 +45,8 @@ fn persisted(m: &VipMeta, key: &FlowKey, now: u64) -> u32 {
     if now.saturating_sub(pv.last_seen_ns) > m.persist_ns {
         return NO_REAL;
     }
-    match real(pv.real) {
-        Some(r) if r.flags & real_flags::PRESENT != 0 && r.weight > 0 => pv.real,
+    match live_real(pv.real, pv.real_gen) {
+        Some(r) if r.weight > 0 => pv.real,
         _ => NO_REAL,
     }
 }

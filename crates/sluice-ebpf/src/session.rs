@@ -77,14 +77,33 @@ pub(crate) fn session_first(key: &FlowKey) -> Result<(&'static VipMeta, *mut Flo
     Ok((&vs.meta, sp))
 }
 
+/// The real in `slot` if it is still the one an entry chose: present, and
+/// of the same allocation (see `RealDef::generation`). The one place of the
+/// rule "the entry's real is gone": a removed real (not present), or a
+/// slot given since to another real, possibly of another service (another
+/// generation). Sessions ([`refresh`]) and persistence entries
+/// (`sched::persisted`) that fail it are scheduled anew, so a flow never
+/// follows a reused slot to whatever real or service now owns it.
+#[inline(always)]
+pub(crate) fn live_real(slot: u32, generation: u16) -> Option<&'static RealDef> {
+    let r = real(slot)?;
+    if r.flags & real_flags::PRESENT == 0 || r.generation != generation {
+        return None;
+    }
+    Some(r)
+}
+
 /// The real of session `sp` (its slot and definition) if the session is
-/// fresh and its real present and the packet is not a new connection on a
-/// closing session's tuple, else `None` (the flow is then scheduled anew). A packet of the flow itself (not a quoted ICMP error) moves the
-/// session's TCP state and `last_seen` on and counts a hit. The real is
-/// handed back so that the caller does not look the same slot up again.
+/// fresh, belongs to service `m`, its real is still live ([`live_real`])
+/// and the packet is not a new connection on a closing session's tuple,
+/// else `None` (the flow is then scheduled anew). A packet of the flow
+/// itself (not a quoted ICMP error) moves the session's TCP state and
+/// `last_seen` on and counts a hit. The real is handed back so that the
+/// caller does not look the same slot up again.
 #[inline(always)]
 pub(crate) fn refresh(
     c: &GlobalCfg,
+    m: &VipMeta,
     sp: *mut FlowVal,
     p: &Parsed,
     icmp: bool,
@@ -105,9 +124,15 @@ pub(crate) fn refresh(
     {
         return None;
     }
+    // A session found by its key on the slow path may name another
+    // service than the one now at that key (the service was replaced);
+    // on the fast path `m` comes from the session's own slot.
+    if u32::from(s.vip_slot) != m.vip_index + 1 {
+        return None;
+    }
     let fresh = now.saturating_sub(s.last_seen_ns) <= timeout_ns(c, s.state);
-    let r = real(s.real)?;
-    if !fresh || r.flags & real_flags::PRESENT == 0 {
+    let r = live_real(s.real, s.real_gen)?;
+    if !fresh {
         return None;
     }
     if !icmp {
@@ -126,18 +151,19 @@ pub(crate) fn refresh(
     Some((s.real, r))
 }
 
-/// Records the choice of `chosen` for a new flow of service `m`: the
-/// session, the client's persistence entry (if the service has
-/// persistence), and the real's connection count; counts a miss.
+/// Records the choice of `chosen` (whose slot has generation `generation`)
+/// for a new flow of service `m`: the session, the client's persistence
+/// entry (if the service has persistence), and the real's connection
+/// count; counts a miss.
 #[inline(always)]
-pub(crate) fn create(m: &VipMeta, p: &Parsed, chosen: u32, now: u64) {
+pub(crate) fn create(m: &VipMeta, p: &Parsed, chosen: u32, generation: u16, now: u64) {
     let st = next_state(p.key.proto, state::TCP_SYN, p.tcp_flags);
     let v = FlowVal {
         real: chosen,
         state: st,
-        _pad: 0,
         // Fits: vip_index < MAX_VIPS (64), checked by the loader.
-        vip_slot: (m.vip_index + 1) as u16,
+        vip_slot: (m.vip_index + 1) as u8,
+        real_gen: generation,
         last_seen_ns: now,
     };
     // A full table evicts the least recently used entry of this CPU's
@@ -151,6 +177,7 @@ pub(crate) fn create(m: &VipMeta, p: &Parsed, chosen: u32, now: u64) {
         };
         let pv = PersistVal {
             real: chosen,
+            real_gen: generation,
             _pad: 0,
             last_seen_ns: now,
         };

@@ -12,7 +12,11 @@
 //! then the service record that points at them. A change that fails
 //! validation writes nothing.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::IpAddr,
+    time::Duration,
+};
 
 use sluice_core::health::Health;
 use sluice_core::sched::{hashsched::real_key, maglev, rr::wrr_sequence};
@@ -88,6 +92,8 @@ pub trait NeighbourResolver: std::fmt::Debug + Send {
 struct RealState {
     spec: RealSpec,
     slot: u32,
+    /// Generation of this allocation of `slot` (`RealDef::generation`).
+    generation: u16,
     mac: Option<[u8; 6]>,
     /// Latest health verdict.
     healthy: bool,
@@ -200,17 +206,24 @@ pub enum ControlError {
     },
 }
 
+/// Live sessions per real, keyed by (slot, generation): (active, inactive).
+type SessionCounts = BTreeMap<(u32, u16), (u64, u64)>;
+
 /// The L4 control plane over one [`Dataplane`].
 #[derive(Debug)]
 pub struct L4Plane<R: NeighbourResolver> {
     dp: Dataplane,
     resolver: R,
     services: BTreeMap<String, ServiceState>,
-    /// Real slots in use. Freed slots are not reused while the daemon runs
-    /// unless the table is full, so a stale session can never land on a
-    /// different real that inherited its slot.
+    /// Real slots: never used ones are handed out first, then freed ones,
+    /// the longest-free first. Every allocation of a slot gets the next
+    /// generation of that slot (`slot_gens`), which the kernel compares
+    /// with the one a session or persistence entry recorded: a stale entry
+    /// never follows a reused slot to its new real or service.
     next_slot: u32,
-    free_slots: Vec<u32>,
+    free_slots: VecDeque<u32>,
+    /// Last generation given to each slot (index: slot).
+    slot_gens: Vec<u16>,
     /// Outer sources of `tun` services without `tun_source`: the
     /// interface's addresses (see [`L4Plane::set_outer_sources`]).
     outer_v4: Option<std::net::Ipv4Addr>,
@@ -247,7 +260,8 @@ impl<R: NeighbourResolver> L4Plane<R> {
             resolver,
             services: BTreeMap::new(),
             next_slot: 0,
-            free_slots: Vec::new(),
+            free_slots: VecDeque::new(),
+            slot_gens: vec![0; MAX_REALS as usize],
             outer_v4: None,
             outer_v6: None,
         }
@@ -296,14 +310,25 @@ impl<R: NeighbourResolver> L4Plane<R> {
         Ok(())
     }
 
-    fn alloc_slot(&mut self) -> Result<u32, ControlError> {
-        if self.next_slot < MAX_REALS {
+    /// A slot for a new real and its generation there.
+    fn alloc_slot(&mut self) -> Result<(u32, u16), ControlError> {
+        let slot = if self.next_slot < MAX_REALS {
             self.next_slot += 1;
-            return Ok(self.next_slot - 1);
-        }
-        self.free_slots.pop().ok_or_else(|| {
-            ControlError::Invalid(format!("more than {MAX_REALS} reals in total (MAX_REALS)"))
-        })
+            self.next_slot - 1
+        } else {
+            // The longest-free slot: a generation comes round again only
+            // after 65,535 allocations of one slot, and taking the oldest
+            // spreads reuse over every free slot.
+            self.free_slots.pop_front().ok_or_else(|| {
+                ControlError::Invalid(format!("more than {MAX_REALS} reals in total (MAX_REALS)"))
+            })?
+        };
+        let generation = self
+            .slot_gens
+            .get_mut(slot as usize)
+            .ok_or_else(|| ControlError::Invalid(format!("real slot {slot} out of range")))?;
+        *generation = next_gen(*generation);
+        Ok((slot, *generation))
     }
 
     /// Replaces the whole service set (start-up, reload). Services and reals
@@ -351,17 +376,19 @@ impl<R: NeighbourResolver> L4Plane<R> {
         // Reals: keep slots of surviving addresses.
         let mut reals = Vec::with_capacity(spec.reals.len());
         for r in &spec.reals {
-            let (slot, healthy, operator) = match st.reals.iter().find(|x| x.spec.addr == r.addr) {
-                Some(x) => (x.slot, x.healthy, x.operator),
-                None => (
-                    self.alloc_slot()?,
-                    spec.initially_up,
-                    OperatorState::Enabled,
-                ),
-            };
+            let ((slot, generation), healthy, operator) =
+                match st.reals.iter().find(|x| x.spec.addr == r.addr) {
+                    Some(x) => ((x.slot, x.generation), x.healthy, x.operator),
+                    None => (
+                        self.alloc_slot()?,
+                        spec.initially_up,
+                        OperatorState::Enabled,
+                    ),
+                };
             reals.push(RealState {
                 spec: r.clone(),
                 slot,
+                generation,
                 mac: None,
                 healthy,
                 operator,
@@ -388,10 +415,11 @@ impl<R: NeighbourResolver> L4Plane<R> {
     }
 
     fn retire_slot(&mut self, slot: u32) -> Result<(), ControlError> {
-        // Not PRESENT: sessions pointing here are rescheduled by the kernel.
+        // Not PRESENT (and generation 0, which no allocation has):
+        // sessions pointing here are rescheduled by the kernel.
         self.dp.set_real(slot, RealDef::default())?;
         self.dp.set_real_conns(slot, 0)?;
-        self.free_slots.push(slot);
+        self.free_slots.push_back(slot);
         Ok(())
     }
 
@@ -457,6 +485,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     family: fam,
                     flags,
                     weight: if up { r.spec.weight } else { 0 },
+                    generation: r.generation,
                     ..Default::default()
                 },
             )?;
@@ -696,12 +725,13 @@ impl<R: NeighbourResolver> L4Plane<R> {
         Ok(changed)
     }
 
-    /// Counts live sessions per real slot as (active, inactive), the way
-    /// `ipvsadm -L` shows ActiveConn/InActConn.
-    fn session_counts(&self) -> Result<BTreeMap<u32, (u64, u64)>, ControlError> {
+    /// Counts live sessions per real (slot and generation: a session of
+    /// a slot's previous real is not its new real's) as (active,
+    /// inactive), the way `ipvsadm -L` shows ActiveConn/InActConn.
+    fn session_counts(&self) -> Result<SessionCounts, ControlError> {
         let now = monotonic_ns();
         let p = self.dp.params();
-        let mut m: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        let mut m = SessionCounts::new();
         for (_k, v) in self.dp.sessions()? {
             let timeout = match v.state {
                 state::TCP_SYN => p.tcp_syn_timeout,
@@ -712,7 +742,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
             if now.saturating_sub(v.last_seen_ns) > timeout.as_nanos() as u64 {
                 continue;
             }
-            let e = m.entry(v.real).or_default();
+            let e = m.entry((v.real, v.real_gen)).or_default();
             if v.state == state::TCP_ESTABLISHED || v.state == state::UDP {
                 e.0 += 1;
             } else {
@@ -726,13 +756,13 @@ impl<R: NeighbourResolver> L4Plane<R> {
     /// count of live established sessions (the `lc` family's input).
     pub fn reconcile_conns(&mut self) -> Result<(), ControlError> {
         let counts = self.session_counts()?;
-        let slots: Vec<u32> = self
+        let slots: Vec<(u32, u16)> = self
             .services
             .values()
-            .flat_map(|s| s.reals.iter().map(|r| r.slot))
+            .flat_map(|s| s.reals.iter().map(|r| (r.slot, r.generation)))
             .collect();
-        for slot in slots {
-            let active = counts.get(&slot).map_or(0, |c| c.0);
+        for (slot, generation) in slots {
+            let active = counts.get(&(slot, generation)).map_or(0, |c| c.0);
             self.dp.set_real_conns(slot, active)?;
         }
         Ok(())
@@ -752,7 +782,10 @@ impl<R: NeighbourResolver> L4Plane<R> {
             let mut reals = Vec::new();
             for r in &st.reals {
                 let rs = self.dp.real_stats(r.slot)?;
-                let (active, inactive) = counts.get(&r.slot).copied().unwrap_or_default();
+                let (active, inactive) = counts
+                    .get(&(r.slot, r.generation))
+                    .copied()
+                    .unwrap_or_default();
                 reals.push(RealView {
                     address: r.spec.addr.to_string(),
                     weight: r.spec.weight,
@@ -862,9 +895,45 @@ pub fn validate_spec(s: &ServiceSpec, ring_size: u32) -> Result<(), SpecProblem>
     Ok(())
 }
 
+/// The generation after `g` for a slot's next allocation: never 0, the
+/// generation of a free slot (`RealDef::default()`), so a live real's
+/// generation never equals a retired slot's.
+fn next_gen(g: u16) -> u16 {
+    match g.wrapping_add(1) {
+        0 => 1,
+        n => n,
+    }
+}
+
 /// `CLOCK_MONOTONIC_COARSE` in ns: the clock `bpf_ktime_get_coarse_ns` reads.
 fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_gen;
+
+    #[test]
+    fn slot_generations_skip_zero_and_cycle_through_every_other_value() {
+        assert_eq!(next_gen(0), 1);
+        assert_eq!(next_gen(1), 2);
+        assert_eq!(next_gen(u16::MAX), 1, "0 marks a free slot");
+        let mut g = 1;
+        let mut steps = 0u32;
+        loop {
+            g = next_gen(g);
+            steps += 1;
+            if g == 1 {
+                break;
+            }
+        }
+        assert_eq!(
+            steps,
+            u32::from(u16::MAX),
+            "a generation comes round after 65,535 allocations"
+        );
+    }
 }

@@ -539,6 +539,26 @@ impl Dataplane {
         Ok(h.iter().filter_map(Result::ok).collect())
     }
 
+    /// Instructions the verifier processed to accept `sluice_xdp` (its
+    /// budget is 1,000,000 per program; docs/ARCHITECTURE.md records the
+    /// figure). `None` when the kernel does not report it.
+    pub fn verified_instructions(&self) -> Result<Option<u32>, Error> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
+            .try_into()
+            .map_err(|source| Error::Program {
+                context: format!("program {PROGRAM_NAME} is not XDP"),
+                source,
+            })?;
+        let info = prog.info().map_err(|source| Error::Program {
+            context: format!("reading the information of program {PROGRAM_NAME}"),
+            source,
+        })?;
+        Ok(info.verified_instruction_count())
+    }
+
     /// Runs the program once per repetition on `frame` with
     /// `BPF_PROG_TEST_RUN` (no interface needed; maps are the live ones).
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {

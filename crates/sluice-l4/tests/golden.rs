@@ -61,12 +61,16 @@ fn dr_out(input: &[u8], real_mac: [u8; 6]) -> Vec<u8> {
     o
 }
 
+/// The outer IPv4 header copies the inner TOS (DSCP and ECN) and sets DF
+/// (ID 0: RFC 6864 allows it on an atomic datagram).
 fn ipip_out(input: &[u8], real: [u8; 4], real_mac: [u8; 6], src: [u8; 4]) -> Vec<u8> {
     let inner = &input[14..];
     let mut o = eth(real_mac, LB_MAC, 0x0800);
     let mut h = vec![0u8; 20];
     h[0] = 0x45;
+    h[1] = inner[1];
     h[2..4].copy_from_slice(&((20 + inner.len()) as u16).to_be_bytes());
+    h[6] = 0x40;
     h[8] = 64;
     h[9] = 4;
     h[12..16].copy_from_slice(&src);
@@ -86,10 +90,12 @@ fn ip6ip6_out(
     hash: u32,
 ) -> Vec<u8> {
     let inner = &input[14..];
+    // The inner traffic class, copied.
+    let tc = (inner[0] << 4) | (inner[1] >> 4);
     let mut o = eth(real_mac, LB_MAC, 0x86dd);
     let mut h = vec![0u8; 40];
-    h[0] = 0x60;
-    h[1] = ((hash >> 16) & 0x0f) as u8;
+    h[0] = 0x60 | (tc >> 4);
+    h[1] = (tc << 4) | ((hash >> 16) & 0x0f) as u8;
     h[2..4].copy_from_slice(&(hash as u16).to_be_bytes());
     h[4..6].copy_from_slice(&(inner.len() as u16).to_be_bytes());
     h[6] = 41;
@@ -1092,6 +1098,128 @@ fn session_hits_follow_service_removal_and_index_reuse() {
     assert_eq!(hits(&fx), before + 1, "the surviving session is used again");
 }
 
+/// A real's slot is reused (the control plane does so once all
+/// `MAX_REALS` slots have been handed out) while sessions and persistence
+/// entries of the real that had it still name it. Every allocation of a
+/// slot has a new generation, which those entries recorded: an entry of
+/// another generation is treated like one whose real was removed (the flow
+/// is scheduled anew in its own service), never forwarded to the slot's
+/// new owner.
+#[test]
+fn a_reused_real_slot_is_not_followed_into_another_service() {
+    pin_to_one_cpu();
+    let mut fx = Fixture::new();
+    let count = |fx: &Fixture, c: Counter| fx.dp.counter(c).unwrap();
+    /// MAC and address of the real that takes over a slot.
+    const NEW_OWNER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x77];
+    const NEW_OWNER: [u8; 4] = [10, 99, 0, 77];
+    let reuse = |fx: &mut Fixture, slot: u32| {
+        // What `L4Plane` does: the slot leaves its service (retired, and
+        // out of its ring), then a real of another service gets it with
+        // the slot's next generation.
+        fx.dp.set_real(slot, RealDef::default()).unwrap();
+        let mut r = real_v4(slot, NEW_OWNER, 1, true);
+        r.mac = NEW_OWNER_MAC;
+        r.generation = 1;
+        fx.dp.set_real(slot, r).unwrap();
+        let ring = vec![slot; RING as usize];
+        fx.service(7, VIP_SH, 80, 6, method::DR, sched::HASH_SRC, 0, ring);
+    };
+
+    // A dr flow of service 0 with its session on slot `r` (generation 0).
+    const PORT: u16 = 52000;
+    let syn = v4(CLIENT, VIP_DR, 6, &tcp(PORT, 80, SYN));
+    let r = fx.by_flow(0, a4(CLIENT), PORT, 80, 6);
+    assert_eq!(
+        fx.dp.test_run(&syn, 1).unwrap().frame,
+        dr_out(&syn, mac(r)),
+        "set-up: the flow's first packet"
+    );
+    let ring: Vec<u32> = fx.rings[&0]
+        .iter()
+        .map(|s| if *s == r { (r + 1) % 3 } else { *s })
+        .collect();
+    fx.service(
+        0,
+        VIP_DR,
+        80,
+        6,
+        method::DR,
+        sched::HASH_FLOW,
+        0,
+        ring.clone(),
+    );
+    reuse(&mut fx, r);
+
+    // The flow's next packet: not to the slot's new owner, but scheduled
+    // anew in its own service, with a fresh session.
+    let ack = v4(CLIENT, VIP_DR, 6, &tcp(PORT, 80, ACK));
+    let moved = ring[(flow_hash(&a4(CLIENT), PORT, 80, 6, 0) % RING) as usize];
+    assert_ne!(moved, r);
+    let (hits, misses) = (
+        count(&fx, Counter::SessionHit),
+        count(&fx, Counter::SessionMiss),
+    );
+    let out = fx.dp.test_run(&ack, 1).unwrap();
+    assert_ne!(
+        out.frame,
+        dr_out(&ack, NEW_OWNER_MAC),
+        "the session followed its slot into another service"
+    );
+    assert_eq!(
+        (out.verdict, out.frame),
+        (verdict::TX, dr_out(&ack, mac(moved))),
+        "the flow is scheduled anew in its own service"
+    );
+    assert_eq!(count(&fx, Counter::SessionHit), hits, "not a session hit");
+    assert_eq!(count(&fx, Counter::SessionMiss), misses + 1);
+    let session = fx
+        .dp
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k.sport == PORT && k.dst == a4(VIP_DR))
+        .map(|(_, v)| (v.real, v.real_gen, v.vip_slot));
+    assert_eq!(session, Some((moved, 0, 1)), "the session was replaced");
+
+    // The slot's new owner serves its own service's flows.
+    let own = v4(CLIENT, VIP_SH, 6, &tcp(PORT, 80, SYN));
+    assert_eq!(
+        fx.dp.test_run(&own, 1).unwrap().frame,
+        dr_out(&own, NEW_OWNER_MAC),
+        "the new owner's own flows"
+    );
+
+    // Persistence: a client's entry names slot `rp` of service 8; the
+    // slot goes to another service; the client's next flow stays in
+    // service 8.
+    let p1 = v4(CLIENT, VIP_PERSIST, 6, &tcp(PORT, 80, SYN));
+    let rp = fx.by_flow(8, a4(CLIENT), PORT, 80, 6);
+    assert_eq!(
+        fx.dp.test_run(&p1, 1).unwrap().frame,
+        dr_out(&p1, mac(rp)),
+        "set-up: the client's first flow"
+    );
+    let other = if rp == 15 { 16 } else { 15 };
+    fx.service(
+        8,
+        VIP_PERSIST,
+        80,
+        6,
+        method::DR,
+        sched::HASH_FLOW,
+        vip_flags::PERSIST,
+        vec![other; RING as usize],
+    );
+    reuse(&mut fx, rp);
+    let p2 = v4(CLIENT, VIP_PERSIST, 6, &tcp(PORT + 1, 80, SYN));
+    assert_eq!(
+        fx.dp.test_run(&p2, 1).unwrap().frame,
+        dr_out(&p2, mac(other)),
+        "the persistence entry followed its slot into another service"
+    );
+}
+
 #[test]
 fn a_syn_on_a_closing_session_starts_a_fresh_one() {
     pin_to_one_cpu();
@@ -1121,6 +1249,221 @@ fn a_syn_on_a_closing_session_starts_a_fresh_one() {
     assert_eq!(fx.dp.test_run(&syn, 1).unwrap().verdict, verdict::TX);
     assert_eq!(misses(&fx), before + 1, "the SYN was not scheduled anew");
     assert_eq!(state_of(&fx, PORT), Some(state::TCP_SYN));
+}
+
+/// A TCP segment of `flags` from `sport` to `dport` whose IP payload
+/// (TCP header and data) is `len` bytes.
+fn tcp_of_len(sport: u16, dport: u16, flags: u8, len: usize) -> Vec<u8> {
+    let mut t = tcp(sport, dport, flags);
+    t.truncate(20);
+    t.extend((0..len - 20).map(|i| i as u8));
+    t
+}
+
+/// DSCP EF-ish 0xb8 plus ECN ECT(1): a traffic class whose every bit the
+/// outer header must carry.
+const TRAFFIC_CLASS: u8 = 0xb9;
+
+/// The outer header of `tun` carries the inner traffic class (DSCP and
+/// ECN), and an outer IPv4 header has DF set and ID 0.
+#[test]
+fn tun_outer_header_copies_the_traffic_class_and_sets_df() {
+    pin_to_one_cpu();
+    let fx = Fixture::new();
+    let mut t = v4(CLIENT, VIP_TUN, 6, &tcp(53000, 8443, SYN));
+    t[15] = TRAFFIC_CLASS;
+    // The inner checksum is not the LB's business, but keep the frame valid.
+    t[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum::finish(checksum::sum(&t[14..34], 0));
+    t[24..26].copy_from_slice(&c.to_be_bytes());
+    let rt = fx.by_flow(2, a4(CLIENT), 53000, 8443, 6);
+    let out = fx.dp.test_run(&t, 1).unwrap();
+    assert_eq!(out.verdict, verdict::TX);
+    let outer = &out.frame[14..34];
+    assert_eq!(outer[1], TRAFFIC_CLASS, "outer TOS/ECN");
+    assert_eq!(&outer[4..8], &[0, 0, 0x40, 0], "ID 0, DF, offset 0");
+    assert_eq!(
+        checksum::finish(checksum::sum(outer, 0)),
+        0,
+        "outer checksum"
+    );
+    assert_eq!(out.frame, ipip_out(&t, real_ip4(rt), mac(rt), TUN_SRC));
+
+    let mut t6 = v6(CLIENT6, VIP6_TUN, 6, &tcp(53000, 80, SYN));
+    t6[14] = 0x60 | (TRAFFIC_CLASS >> 4);
+    t6[15] = (TRAFFIC_CLASS << 4) | 0x0a;
+    let h6 = flow_hash(&w6(CLIENT6), 53000, 80, 6, 0);
+    let out = fx.dp.test_run(&t6, 1).unwrap();
+    assert_eq!(out.verdict, verdict::TX);
+    let tc = (out.frame[14] << 4) | (out.frame[15] >> 4);
+    assert_eq!(tc, TRAFFIC_CLASS, "outer IPv6 traffic class");
+    assert_eq!(
+        out.frame,
+        ip6ip6_out(&t6, a6(0x17, 1), mac(7), a6(1, 0), h6)
+    );
+}
+
+/// With an egress MTU of 1500 bytes: a `tun` packet that would exceed it
+/// once encapsulated is answered with ICMP "fragmentation needed" (IPv4
+/// with DF; next-hop MTU 1480) or ICMPv6 "packet too big" (MTU 1460),
+/// sent back to the client with `XDP_TX`; IPv4 without DF is dropped; a
+/// packet that just fits is forwarded as usual.
+///
+/// `BPF_PROG_TEST_RUN` runs the program as if the frame came in on the
+/// loopback interface of the caller's namespace, whose MTU is what
+/// `bpf_check_mtu` sees; the test runs in a namespace of its own with
+/// `lo` at 1500 bytes (the root namespace's `lo`, 65,536 bytes, lets
+/// every frame of the golden table fit).
+#[test]
+fn tun_too_big_for_the_egress_mtu_is_answered_with_icmp() {
+    /// The egress MTU of the test (bytes).
+    const MTU: usize = 1500;
+    pin_to_one_cpu();
+    let fx = Fixture::new();
+    let label = sluice_testkit::netns::unique_label("mtu");
+    let ns = sluice_testkit::netns::Netns::create(&format!("sl-{label}"))
+        .unwrap_or_else(|e| panic!("this test needs root: {e}"));
+    ns.ip(&["link", "set", "lo", "mtu", &MTU.to_string()])
+        .unwrap();
+    let run = |frame: &[u8]| ns.in_netns(|| fx.dp.test_run(frame, 1)).unwrap().unwrap();
+    let count = |c: Counter| fx.dp.counter(c).unwrap();
+
+    // --- IPv4 ---
+    const PORT: u16 = 54000;
+    let rt = fx.by_flow(2, a4(CLIENT), PORT, 8443, 6);
+    // Inner total length 1480: with the 20-byte outer header, exactly 1500.
+    let fits = v4(
+        CLIENT,
+        VIP_TUN,
+        6,
+        &tcp_of_len(PORT, 8443, ACK, MTU - 20 - 20),
+    );
+    let (fwd, answered) = (count(Counter::TxForwarded), count(Counter::TxIcmpTooBig));
+    let out = run(&fits);
+    assert_eq!(
+        (out.verdict, out.frame),
+        (verdict::TX, ipip_out(&fits, real_ip4(rt), mac(rt), TUN_SRC)),
+        "a packet that fits exactly is forwarded"
+    );
+    assert_eq!(count(Counter::TxForwarded), fwd + 1);
+    assert_eq!(count(Counter::TxIcmpTooBig), answered);
+
+    let mut big = v4(
+        CLIENT,
+        VIP_TUN,
+        6,
+        &tcp_of_len(PORT, 8443, ACK, MTU - 20 - 20 + 1),
+    );
+    big[15] = TRAFFIC_CLASS;
+    let (fwd, answered) = (count(Counter::TxForwarded), count(Counter::TxIcmpTooBig));
+    let out = run(&big);
+    assert_eq!(out.verdict, verdict::TX, "the answer goes back out");
+    assert_eq!(
+        count(Counter::TxIcmpTooBig),
+        answered + 1,
+        "tx_icmp_too_big"
+    );
+    assert_eq!(count(Counter::TxForwarded), fwd, "not counted as forwarded");
+    let a = &out.frame;
+    assert_eq!(
+        a.len(),
+        14 + 20 + 8 + 20 + 64,
+        "IP header + 64 bytes quoted"
+    );
+    assert_eq!(&a[..6], &CLIENT_MAC, "back to the client's MAC");
+    assert_eq!(&a[6..12], &LB_MAC);
+    assert_eq!(&a[12..14], &[0x08, 0x00]);
+    let (ip, icmp) = etherparse::Ipv4Header::from_slice(&a[14..]).unwrap();
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IP checksum");
+    assert_eq!(ip.source, VIP_TUN, "from the VIP");
+    assert_eq!(ip.destination, CLIENT, "to the client");
+    assert_eq!(ip.protocol, etherparse::IpNumber::ICMP);
+    assert_eq!(usize::from(ip.total_len), a.len() - 14);
+    assert!(ip.dont_fragment, "the answer is atomic (ID 0 allowed)");
+    assert_eq!(ip.identification, 0);
+    assert_eq!(&icmp[..2], &[3, 4], "type 3 code 4");
+    let mtu = u16::from_be_bytes([icmp[6], icmp[7]]);
+    assert_eq!(
+        usize::from(mtu),
+        MTU - 20,
+        "next-hop MTU = egress MTU - IPIP"
+    );
+    assert_eq!(&icmp[4..6], &[0, 0]);
+    let quote = &icmp[8..];
+    assert_eq!(quote, &big[14..14 + 20 + 64], "the quoted header and data");
+    let want = etherparse::Icmpv4Type::DestinationUnreachable(
+        etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+    )
+    .calc_checksum(quote);
+    assert_eq!(
+        u16::from_be_bytes([icmp[2], icmp[3]]),
+        want,
+        "ICMP checksum"
+    );
+
+    // IPv4 without DF: the sender allowed fragmentation, which the LB
+    // does not do; dropped and counted.
+    let mut no_df = big.clone();
+    no_df[20..22].copy_from_slice(&[0, 0]);
+    no_df[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum::finish(checksum::sum(&no_df[14..34], 0));
+    no_df[24..26].copy_from_slice(&c.to_be_bytes());
+    let dropped = count(Counter::DropTooBig);
+    assert_eq!(run(&no_df).verdict, verdict::DROP, "IPv4 without DF");
+    assert_eq!(count(Counter::DropTooBig), dropped + 1, "drop_too_big");
+
+    // --- IPv6 ---
+    let h6 = flow_hash(&w6(CLIENT6), PORT, 80, 6, 0);
+    // Inner 40 + 1420 = 1460 bytes: with the 40-byte outer header, 1500.
+    let fits6 = v6(
+        CLIENT6,
+        VIP6_TUN,
+        6,
+        &tcp_of_len(PORT, 80, ACK, MTU - 40 - 40),
+    );
+    let out = run(&fits6);
+    assert_eq!(
+        (out.verdict, out.frame),
+        (
+            verdict::TX,
+            ip6ip6_out(&fits6, a6(0x17, 1), mac(7), a6(1, 0), h6)
+        ),
+        "an IPv6 packet that fits exactly is forwarded"
+    );
+    let big6 = v6(
+        CLIENT6,
+        VIP6_TUN,
+        6,
+        &tcp_of_len(PORT, 80, ACK, MTU - 40 - 40 + 1),
+    );
+    let answered = count(Counter::TxIcmpTooBig);
+    let out = run(&big6);
+    assert_eq!(out.verdict, verdict::TX);
+    assert_eq!(count(Counter::TxIcmpTooBig), answered + 1);
+    let a = &out.frame;
+    assert_eq!(a.len(), 14 + 40 + 8 + 40 + 64);
+    assert_eq!(&a[..6], &CLIENT_MAC);
+    assert_eq!(&a[6..12], &LB_MAC);
+    assert_eq!(&a[12..14], &[0x86, 0xdd]);
+    let (ip6, icmp6) = etherparse::Ipv6Header::from_slice(&a[14..]).unwrap();
+    assert_eq!(ip6.source, VIP6_TUN, "from the VIP");
+    assert_eq!(ip6.destination, CLIENT6, "to the client");
+    assert_eq!(ip6.next_header, etherparse::IpNumber::IPV6_ICMP);
+    assert_eq!(usize::from(ip6.payload_length), icmp6.len());
+    assert_eq!(&icmp6[..2], &[2, 0], "packet too big");
+    let mtu6 = u32::from_be_bytes([icmp6[4], icmp6[5], icmp6[6], icmp6[7]]);
+    assert_eq!(mtu6 as usize, MTU - 40, "MTU = egress MTU - IP6IP6");
+    let quote6 = &icmp6[8..];
+    assert_eq!(quote6, &big6[14..14 + 40 + 64]);
+    let want6 = etherparse::Icmpv6Type::PacketTooBig { mtu: mtu6 }
+        .calc_checksum(ip6.source, ip6.destination, quote6)
+        .unwrap();
+    assert_eq!(
+        u16::from_be_bytes([icmp6[2], icmp6[3]]),
+        want6,
+        "ICMPv6 checksum"
+    );
+    drop(ns);
 }
 
 #[test]

@@ -19,3 +19,16 @@ fn loads_and_passes_non_vip() {
     let out = dp.test_run(&f, 1).unwrap();
     assert_eq!(out.verdict, verdict::PASS);
 }
+
+/// Reports how much of the verifier's budget (1,000,000 processed
+/// instructions) `sluice_xdp` uses; loading fails past it, this shows how
+/// close it is (`cargo test -p sluice-l4 --test smoke -- --nocapture`).
+#[test]
+fn reports_the_verifier_instruction_count() {
+    const VERIFIER_BUDGET_INSNS: u32 = 1_000_000;
+    let dp = Dataplane::load(DataplaneParams::default(), [2, 0, 0, 0, 0, 1]).unwrap();
+    if let Some(n) = dp.verified_instructions().unwrap() {
+        println!("sluice_xdp: {n} verified instructions of {VERIFIER_BUDGET_INSNS}");
+        assert!(n <= VERIFIER_BUDGET_INSNS);
+    }
+}

@@ -21,6 +21,7 @@
 #![no_std]
 
 pub mod checksum;
+pub mod encap;
 pub mod hash;
 pub mod maps;
 

@@ -39,7 +39,8 @@ pub enum Counter {
     SessionMiss = 10,
     /// ICMP errors for VIP flows forwarded to the flow's real server.
     IcmpForwarded = 11,
-    /// Frames dropped because growing the head for encapsulation failed.
+    /// Frames dropped because growing the head for encapsulation (or
+    /// reshaping the frame into an ICMP too-big answer) failed.
     DropEncapFailed = 12,
     /// Frames dropped with a malformed header (bad IHL, bad version, ...).
     DropMalformed = 13,
@@ -54,11 +55,19 @@ pub enum Counter {
     /// implemented, or a byte that names no [`Method`] (a loader and program
     /// of different versions). Dropped before any session is made.
     DropUnknownMethod = 17,
+    /// VIP packets that would exceed the egress MTU once encapsulated
+    /// (`tun`), answered to the client with ICMP "fragmentation needed"
+    /// (IPv4 with DF) or ICMPv6 "packet too big" (`XDP_TX`; not forwarded).
+    TxIcmpTooBig = 18,
+    /// VIP packets that would exceed the egress MTU once encapsulated and
+    /// are not answered: IPv4 without DF, or a forwarded ICMP error
+    /// (dropped; see `encap::Oversize::Drop`).
+    DropTooBig = 19,
 }
 
 impl Counter {
     /// Number of slots in [`MAP_STATS`].
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 20;
 
     /// Every counter, in slot order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -80,6 +89,8 @@ impl Counter {
         Counter::PassNoService,
         Counter::PassIcmp,
         Counter::DropUnknownMethod,
+        Counter::TxIcmpTooBig,
+        Counter::DropTooBig,
     ];
 
     /// Stable snake_case name, used by `sluice ctl` and metrics.
@@ -103,6 +114,8 @@ impl Counter {
             Counter::PassNoService => "pass_no_service",
             Counter::PassIcmp => "pass_icmp",
             Counter::DropUnknownMethod => "drop_unknown_method",
+            Counter::TxIcmpTooBig => "tx_icmp_too_big",
+            Counter::DropTooBig => "drop_too_big",
         }
     }
 }
@@ -474,8 +487,14 @@ pub struct RealDef {
     pub weight: u32,
     /// Real port (host order; NAT methods only, 0 otherwise).
     pub port: u16,
-    /// Padding, zero.
-    pub _pad: u16,
+    /// Generation of the slot: the control plane gives every allocation of
+    /// a slot a new one (never 0, which marks a free slot), and a session
+    /// or persistence entry keeps the generation of the real it chose
+    /// ([`FlowVal::real_gen`], [`PersistVal::real_gen`]). An entry whose
+    /// generation differs from its slot's points at a real that has since
+    /// been removed, and whose slot may now serve another service: it is
+    /// treated like one whose real is absent (docs/L4.md, "Sessions").
+    pub generation: u16,
 }
 
 /// Key of [`MAP_SESSIONS`]: the client→VIP 5-tuple.
@@ -506,11 +525,13 @@ pub struct FlowVal {
     pub real: u32,
     /// [`state`] byte.
     pub state: u8,
-    /// Padding, zero.
-    pub _pad: u8,
     /// `vip_index + 1` of the service the session belongs to (its slot in
-    /// [`MAP_VIP_BY_INDEX`]); 0 = not recorded.
-    pub vip_slot: u16,
+    /// [`MAP_VIP_BY_INDEX`]); 0 = not recorded. A byte: [`MAX_VIPS`] + 1
+    /// fits (asserted below), and the byte it saves holds `real_gen`
+    /// without growing the entry.
+    pub vip_slot: u8,
+    /// [`RealDef::generation`] of the real when the session chose it.
+    pub real_gen: u16,
     /// `bpf_ktime_get_ns()` of the last packet.
     pub last_seen_ns: u64,
 }
@@ -536,8 +557,10 @@ pub struct PersistKey {
 pub struct PersistVal {
     /// Slot in [`MAP_REALS`].
     pub real: u32,
+    /// [`RealDef::generation`] of the real when the entry was made.
+    pub real_gen: u16,
     /// Padding, zero.
-    pub _pad: u32,
+    pub _pad: u16,
     /// Last use (ns).
     pub last_seen_ns: u64,
 }
@@ -567,6 +590,8 @@ const _: () = assert!(core::mem::size_of::<VipSlot>() == 64);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowVal>() == 16);
 const _: () = assert!(SESSION_ENTRY_BYTES <= 64);
+// `FlowVal::vip_slot` is `vip_index + 1` in a byte.
+const _: () = assert!(MAX_VIPS < u8::MAX as u32);
 const _: () = assert!(core::mem::size_of::<PersistKey>() == 20);
 const _: () = assert!(core::mem::size_of::<TrafficStats>() == 24);
 
