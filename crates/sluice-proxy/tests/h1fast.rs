@@ -3,6 +3,7 @@
 //! pooled connections the server closed.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::Ordering::SeqCst;
@@ -12,14 +13,6 @@ use common::*;
 use sluice_proxy::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-macro_rules! bounded {
-    ($body:expr) => {
-        tokio::time::timeout(TEST_TIMEOUT, $body)
-            .await
-            .expect("test timed out")
-    };
-}
 
 /// A proxy in front of one test backend, and a client connected to it.
 /// The backend must be kept alive as long as the proxy is used.

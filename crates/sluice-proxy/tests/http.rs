@@ -1,6 +1,7 @@
 //! `mode http` end to end: real hyper backends, the proxy, hyper and curl clients.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -14,14 +15,6 @@ use http_body_util::BodyExt;
 use sluice_proxy::{L7Algorithm, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-macro_rules! bounded {
-    ($body:expr) => {
-        tokio::time::timeout(TEST_TIMEOUT, $body)
-            .await
-            .expect("test timed out")
-    };
-}
 
 #[tokio::test]
 async fn weighted_roundrobin_across_three_servers() {

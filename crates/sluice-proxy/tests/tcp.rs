@@ -1,6 +1,7 @@
 //! `mode tcp` end to end.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -10,14 +11,6 @@ use sluice_proxy::proxy_protocol::{self, ProxyHeader};
 use sluice_proxy::{Mode, SendProxy, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-macro_rules! bounded {
-    ($body:expr) => {
-        tokio::time::timeout(TEST_TIMEOUT, $body)
-            .await
-            .expect("test timed out")
-    };
-}
 
 /// Reads to EOF, then echoes everything back and closes: only works if the
 /// proxy passes the client's half-close on.

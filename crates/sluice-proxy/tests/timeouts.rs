@@ -6,6 +6,7 @@
 //! (`hard_stop_after`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -14,14 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-macro_rules! bounded {
-    ($body:expr) => {
-        tokio::time::timeout(TEST_TIMEOUT, $body)
-            .await
-            .expect("test timed out")
-    };
-}
 
 /// The server's inactivity limit in these tests.
 const SERVER_IDLE: Duration = Duration::from_millis(300);

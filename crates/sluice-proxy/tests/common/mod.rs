@@ -1,6 +1,18 @@
 //! Test backends and clients, all on 127.0.0.1.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, missing_docs)]
 
+/// Awaits `$body` for at most `TEST_TIMEOUT`: a hang fails the test
+/// instead of stalling the suite. (`#[macro_use] mod common;` in a test
+/// file brings it in.)
+#[allow(unused_macros)]
+macro_rules! bounded {
+    ($body:expr) => {
+        tokio::time::timeout(TEST_TIMEOUT, $body)
+            .await
+            .expect("test timed out")
+    };
+}
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
