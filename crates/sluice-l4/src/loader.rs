@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, ProgramArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use sluice_wire::maps::{
-    AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAP_CFG, MAP_REAL_CONNS, MAP_REAL_STATS,
-    MAP_REALS, MAP_RING, MAP_RR, MAP_SESSIONS, MAP_STATS, MAP_VIP_ADDRS, MAP_VIP_BY_INDEX,
-    MAP_VIP_FILTER, MAP_VIP_REALS, MAP_VIP_STATS, MAP_VIPS, MAX_REALS, MAX_REALS_PER_VIP,
-    MAX_RING_SIZE, MAX_VIPS, RealDef, TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot,
-    vip_filter_slot,
+    AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAP_CFG, MAP_NAT_PROGS, MAP_NAT_REVERSE,
+    MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS, MAP_RING, MAP_RR, MAP_SESSIONS, MAP_STATS,
+    MAP_VIP_ADDRS, MAP_VIP_BY_INDEX, MAP_VIP_FILTER, MAP_VIP_REALS, MAP_VIP_STATS, MAP_VIPS,
+    MAX_REALS, MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIPS, Method, NatReverse, RealDef,
+    TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, cfg_flags, nat_prog, vip_filter_slot,
 };
 
 /// The eBPF object built from `sluice-ebpf` by `build.rs`.
@@ -109,7 +109,8 @@ pub struct DataplaneParams {
     /// Ring entries per service (prime for Maglev, ≤ [`MAX_RING_SIZE`]).
     pub ring_size: u32,
     /// Session-table capacity (entries; the kernel splits it over the CPUs'
-    /// LRU lists).
+    /// LRU lists). The reverse entries of `nat` sessions get a table of
+    /// the same capacity.
     pub session_capacity: u32,
     /// Session timeout after a SYN only.
     pub tcp_syn_timeout: Duration,
@@ -172,6 +173,9 @@ pub struct Dataplane {
     /// Services on every port (port 0); while there is one, the kernel
     /// retries a lookup miss with port 0.
     any_port: std::collections::BTreeSet<(sluice_wire::maps::Addr, u8, u8)>,
+    /// Services that use `nat`; while there is one, the kernel looks up
+    /// TCP/UDP packets that are not for a VIP as possible replies.
+    nat: std::collections::BTreeSet<(sluice_wire::maps::Addr, u16, u8, u8)>,
 }
 
 impl Dataplane {
@@ -217,14 +221,17 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_RING, MAX_VIPS * params.ring_size)
             .map_max_entries(MAP_SESSIONS, params.session_capacity)
+            .map_max_entries(MAP_NAT_REVERSE, params.session_capacity)
             .load(object)?;
         load_xdp(&mut ebpf, PROGRAM_NAME)?;
+        install_nat_programs(&mut ebpf)?;
         let mut dp = Self {
             ebpf,
             params,
             attached: None,
             iface_mac,
             any_port: Default::default(),
+            nat: Default::default(),
         };
         dp.write_cfg()?;
         Ok(dp)
@@ -243,11 +250,13 @@ impl Dataplane {
 
     fn write_cfg(&mut self) -> Result<(), Error> {
         let p = &self.params;
-        let flags = if self.any_port.is_empty() {
-            0
-        } else {
-            sluice_wire::maps::cfg_flags::ANY_PORT_SERVICES
-        };
+        let mut flags = 0;
+        if !self.any_port.is_empty() {
+            flags |= cfg_flags::ANY_PORT_SERVICES;
+        }
+        if !self.nat.is_empty() {
+            flags |= cfg_flags::NAT_SERVICES;
+        }
         let cfg = GlobalCfg {
             iface_mac: self.iface_mac,
             flags,
@@ -401,7 +410,15 @@ impl Dataplane {
         by_index
             .set(meta.vip_index, VipSlot { key, _pad: 0, meta }, 0)
             .map_err(map_err(MAP_VIP_BY_INDEX))?;
-        if key.port == 0 && self.any_port.insert((key.addr, key.proto, key.family)) {
+        let mut cfg_changed =
+            key.port == 0 && self.any_port.insert((key.addr, key.proto, key.family));
+        cfg_changed |= if meta.method == Method::Nat.to_byte() {
+            self.nat.insert((key.addr, key.port, key.proto, key.family))
+        } else {
+            self.nat
+                .remove(&(key.addr, key.port, key.proto, key.family))
+        };
+        if cfg_changed {
             self.write_cfg()?;
         }
         self.refresh_vip_filter()
@@ -444,7 +461,12 @@ impl Dataplane {
         let mut vips: HashMap<_, VipKey, VipMeta> = self.hash(MAP_VIPS)?;
         // Removing an absent key is not an error for an idempotent remove.
         let _ = vips.remove(&key);
-        if key.port == 0 && self.any_port.remove(&(key.addr, key.proto, key.family)) {
+        let cfg_changed = key.port == 0 && self.any_port.remove(&(key.addr, key.proto, key.family));
+        if self
+            .nat
+            .remove(&(key.addr, key.port, key.proto, key.family))
+            || cfg_changed
+        {
             self.write_cfg()?;
         }
         if !addr_still_used {
@@ -536,6 +558,19 @@ impl Dataplane {
         // aya's HashMap also handles BPF_MAP_TYPE_LRU_HASH.
         let h: HashMap<_, FlowKey, FlowVal> =
             HashMap::try_from(m).map_err(map_err(MAP_SESSIONS))?;
+        Ok(h.iter().filter_map(Result::ok).collect())
+    }
+
+    /// A snapshot of the reverse entries of `nat` sessions (keyed by the
+    /// replies' 5-tuple; entries whose read raced with an eviction are
+    /// skipped).
+    pub fn nat_reverse(&self) -> Result<Vec<(FlowKey, NatReverse)>, Error> {
+        let m = self
+            .ebpf
+            .map(MAP_NAT_REVERSE)
+            .ok_or(Error::MissingMap(MAP_NAT_REVERSE))?;
+        let h: HashMap<_, FlowKey, NatReverse> =
+            HashMap::try_from(m).map_err(map_err(MAP_NAT_REVERSE))?;
         Ok(h.iter().filter_map(Result::ok).collect())
     }
 
@@ -632,6 +667,31 @@ fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, E
         source,
     })?;
     Ok(prog)
+}
+
+/// Loads the `nat` programs and puts them into the slots `sluice_xdp`
+/// tail-calls (`nat_prog`). The program array keeps its entries only
+/// while user space holds the map, which the [`Dataplane`] does.
+fn install_nat_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
+    for (slot, name) in [
+        (nat_prog::FORWARD, nat_prog::FORWARD_NAME),
+        (nat_prog::REPLY, nat_prog::REPLY_NAME),
+    ] {
+        let fd = load_xdp(ebpf, name)?
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(aya::programs::ProgramError::from))
+            .map_err(|source| Error::Program {
+                context: format!("the file descriptor of {name}"),
+                source,
+            })?;
+        let map = ebpf
+            .map_mut(MAP_NAT_PROGS)
+            .ok_or(Error::MissingMap(MAP_NAT_PROGS))?;
+        let mut progs: ProgramArray<_> =
+            ProgramArray::try_from(map).map_err(map_err(MAP_NAT_PROGS))?;
+        progs.set(slot, &fd, 0).map_err(map_err(MAP_NAT_PROGS))?;
+    }
+    Ok(())
 }
 
 /// The small helper programs in the same object.

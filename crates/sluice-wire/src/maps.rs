@@ -198,6 +198,28 @@ pub const MAP_SESSIONS: &str = "SLUICE_SESSIONS";
 /// real's replies (real:rport → client:cport, [`crate::nat::reverse_key`]),
 /// the service end the replies are sent back from.
 pub const MAP_NAT_REVERSE: &str = "SLUICE_NAT_REVERSE";
+/// `ProgramArray`: the `nat` programs `sluice_xdp` tail-calls, in the
+/// slots of [`nat_prog`] (the loader fills them).
+pub const MAP_NAT_PROGS: &str = "SLUICE_NAT_PROGS";
+
+/// The `nat` programs of the object and their slots in [`MAP_NAT_PROGS`].
+/// They are tail calls, not functions: a tail-called program gets a stack
+/// of its own, where a BPF function's frame would add to `sluice_xdp`'s
+/// (the kernel allows 512 bytes for a whole call chain).
+pub mod nat_prog {
+    /// Slot of the client's direction (rewrite to the real, record the
+    /// reverse entry).
+    pub const FORWARD: u32 = 0;
+    /// Slot of the real's replies.
+    pub const REPLY: u32 = 1;
+    /// Slots of [`super::MAP_NAT_PROGS`].
+    pub const COUNT: u32 = 2;
+    /// Name of the program in slot [`FORWARD`].
+    pub const FORWARD_NAME: &str = "sluice_nat_forward";
+    /// Name of the program in slot [`REPLY`].
+    pub const REPLY_NAME: &str = "sluice_nat_reply";
+}
+
 /// `LruHashMap<PersistKey, PersistVal>`: client-IP persistence.
 pub const MAP_PERSIST: &str = "SLUICE_PERSIST";
 /// `Array<u64>`: approximate active connections per real (atomic adds in

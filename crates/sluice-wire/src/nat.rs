@@ -10,9 +10,9 @@
 //! address change updates them as well as the IPv4 header checksum (IPv6
 //! has none); a port change updates only the TCP/UDP checksum.
 //!
-//! The functions work on copies of the headers (`[u8; N]`, as the XDP
-//! program reads them into registers and the stack) and never fail: the
-//! caller has already checked that the headers are there.
+//! The functions work on a copy of the IP header and on the two TCP/UDP
+//! fields that change ([`L4Fields`]), and never fail: the caller has
+//! already checked that the headers are there.
 
 use crate::checksum;
 use crate::maps::{Addr, FlowKey, NatReverse};
@@ -21,10 +21,6 @@ use crate::maps::{Addr, FlowKey, NatReverse};
 pub const IPV4_HDR_LEN: usize = 20;
 /// Bytes of the fixed IPv6 header.
 pub const IPV6_HDR_LEN: usize = 40;
-/// Bytes of a TCP header without options (the checksum is at 16).
-pub const TCP_HDR_LEN: usize = 20;
-/// Bytes of a UDP header.
-pub const UDP_HDR_LEN: usize = 8;
 /// Offset of the checksum in a TCP header.
 const TCP_CHECK: usize = 16;
 /// Offset of the checksum in a UDP header.
@@ -47,109 +43,111 @@ pub enum Side {
     Destination,
 }
 
-/// The TCP or UDP header of the packet being rewritten (a copy the caller
-/// writes back).
+/// The two fields of a TCP or UDP header a rewrite changes: the port of
+/// the rewritten end and the checksum (the XDP program hands references
+/// into the frame; the rest of the header is never copied).
 #[derive(Debug)]
-pub enum L4<'a> {
-    /// A TCP header without its options (only ports and checksum change).
-    Tcp(&'a mut [u8; TCP_HDR_LEN]),
-    /// A UDP header.
-    Udp(&'a mut [u8; UDP_HDR_LEN]),
+pub struct L4Fields<'a> {
+    /// The port of the rewritten end ([`port_offset`]).
+    pub port: &'a mut [u8; 2],
+    /// The checksum ([`check_offset`]).
+    pub check: &'a mut [u8; 2],
+    /// UDP (else TCP): a UDP checksum has its own rules ([`l4_check`]).
+    pub udp: bool,
 }
 
-impl L4<'_> {
-    /// The port field of `side` (host order).
-    #[inline(always)]
-    pub fn port(&self, side: Side) -> u16 {
-        let o = port_offset(side);
-        let h: &[u8] = match self {
-            L4::Tcp(h) => &h[..],
-            L4::Udp(h) => &h[..],
-        };
-        u16::from_be_bytes([h[o], h[o + 1]])
-    }
-
-    #[inline(always)]
-    fn set_port(&mut self, side: Side, port: u16) {
-        let o = port_offset(side);
-        let h: &mut [u8] = match self {
-            L4::Tcp(h) => &mut h[..],
-            L4::Udp(h) => &mut h[..],
-        };
-        h[o..o + 2].copy_from_slice(&port.to_be_bytes());
-    }
-
-    /// The checksum field.
-    #[inline(always)]
-    pub fn check(&self) -> u16 {
-        match self {
-            L4::Tcp(h) => u16::from_be_bytes([h[TCP_CHECK], h[TCP_CHECK + 1]]),
-            L4::Udp(h) => u16::from_be_bytes([h[UDP_CHECK], h[UDP_CHECK + 1]]),
-        }
-    }
-
-    #[inline(always)]
-    fn set_check(&mut self, c: u16) {
-        match self {
-            L4::Tcp(h) => h[TCP_CHECK..TCP_CHECK + 2].copy_from_slice(&c.to_be_bytes()),
-            L4::Udp(h) => h[UDP_CHECK..UDP_CHECK + 2].copy_from_slice(&c.to_be_bytes()),
-        }
-    }
-
-    /// Updates the checksum with `update` (an RFC 1624 step), keeping the
-    /// rules of UDP: in IPv4 (`zero_is_none`) a checksum of 0 means "none"
-    /// and stays 0 (RFC 768), and a computed 0 is sent as 0xffff, its
-    /// other one's-complement form.
-    #[inline(always)]
-    fn update_check(&mut self, zero_is_none: bool, update: impl Fn(u16) -> u16) {
-        let old = self.check();
-        let udp = matches!(self, L4::Udp(_));
-        if udp && zero_is_none && old == 0 {
-            return;
-        }
-        let mut new = update(old);
-        if udp && new == 0 {
-            new = 0xffff;
-        }
-        self.set_check(new);
-    }
-}
-
-/// Source port at 0, destination port at 2, in TCP and UDP alike.
+/// Offset of `side`'s port in a TCP or UDP header (source at 0,
+/// destination at 2, in both).
 #[inline(always)]
-const fn port_offset(side: Side) -> usize {
+pub const fn port_offset(side: Side) -> usize {
     match side {
         Side::Source => 0,
         Side::Destination => 2,
     }
 }
 
+/// Offset of the checksum in a UDP (`udp`) or TCP header.
+#[inline(always)]
+pub const fn check_offset(udp: bool) -> usize {
+    if udp { UDP_CHECK } else { TCP_CHECK }
+}
+
+/// Offset of `side`'s address in an IPv4 header.
+#[inline(always)]
+pub const fn v4_addr_offset(side: Side) -> usize {
+    match side {
+        Side::Source => V4_SRC,
+        Side::Destination => V4_DST,
+    }
+}
+
+/// Offset of `side`'s address in an IPv6 header.
+#[inline(always)]
+pub const fn v6_addr_offset(side: Side) -> usize {
+    match side {
+        Side::Source => V6_SRC,
+        Side::Destination => V6_DST,
+    }
+}
+
+/// The TCP or UDP checksum `check` after one end's address changed from
+/// `old_addr` to `new_addr` (the pseudo-header's part) and its port from
+/// `old_port` to `new_port` (RFC 1624). UDP's rules (RFC 768): over IPv4
+/// (`v4`) a checksum of 0 means "none" and stays 0; a computed 0 is sent
+/// as 0xffff, its other one's-complement form.
+#[inline(always)]
+pub fn l4_check<const N: usize>(
+    check: u16,
+    udp: bool,
+    v4: bool,
+    old_addr: &[u8; N],
+    new_addr: &[u8; N],
+    old_port: u16,
+    new_port: u16,
+) -> u16 {
+    if udp && v4 && check == 0 {
+        return 0;
+    }
+    let c = checksum::update16(
+        checksum::update_bytes(check, old_addr, new_addr),
+        old_port,
+        new_port,
+    );
+    if udp && c == 0 { 0xffff } else { c }
+}
+
+#[inline(always)]
+fn update_l4<const N: usize>(
+    l4: L4Fields<'_>,
+    v4: bool,
+    old_addr: &[u8; N],
+    new_addr: &[u8; N],
+    port: u16,
+) {
+    let check = u16::from_be_bytes(*l4.check);
+    let old_port = u16::from_be_bytes(*l4.port);
+    *l4.check = l4_check(check, l4.udp, v4, old_addr, new_addr, old_port, port).to_be_bytes();
+    *l4.port = port.to_be_bytes();
+}
+
 /// Rewrites `side`'s address of the IPv4 header `ip` to `addr` and its
 /// port in `l4` to `port`, updating the IPv4 header checksum and the
-/// TCP/UDP checksum (pseudo-header included) incrementally. A UDP checksum
-/// of 0 (none) stays 0.
+/// TCP/UDP checksum (pseudo-header included) incrementally.
 #[inline(always)]
 pub fn rewrite_v4(
     ip: &mut [u8; IPV4_HDR_LEN],
-    l4: &mut L4<'_>,
+    l4: L4Fields<'_>,
     side: Side,
     addr: [u8; 4],
     port: u16,
 ) {
-    let o = match side {
-        Side::Source => V4_SRC,
-        Side::Destination => V4_DST,
-    };
+    let o = v4_addr_offset(side);
     let old = [ip[o], ip[o + 1], ip[o + 2], ip[o + 3]];
     let ip_check = u16::from_be_bytes([ip[V4_CHECK], ip[V4_CHECK + 1]]);
     let ip_check = checksum::update_bytes(ip_check, &old, &addr);
     ip[V4_CHECK..V4_CHECK + 2].copy_from_slice(&ip_check.to_be_bytes());
     ip[o..o + 4].copy_from_slice(&addr);
-    let old_port = l4.port(side);
-    l4.update_check(true, |c| {
-        checksum::update16(checksum::update_bytes(c, &old, &addr), old_port, port)
-    });
-    l4.set_port(side, port);
+    update_l4(l4, true, &old, &addr, port);
 }
 
 /// [`rewrite_v4`] for IPv6 (no header checksum; the UDP checksum is
@@ -157,23 +155,16 @@ pub fn rewrite_v4(
 #[inline(always)]
 pub fn rewrite_v6(
     ip: &mut [u8; IPV6_HDR_LEN],
-    l4: &mut L4<'_>,
+    l4: L4Fields<'_>,
     side: Side,
     addr: [u8; 16],
     port: u16,
 ) {
-    let o = match side {
-        Side::Source => V6_SRC,
-        Side::Destination => V6_DST,
-    };
+    let o = v6_addr_offset(side);
     let mut old = [0u8; 16];
     old.copy_from_slice(&ip[o..o + 16]);
     ip[o..o + 16].copy_from_slice(&addr);
-    let old_port = l4.port(side);
-    l4.update_check(false, |c| {
-        checksum::update16(checksum::update_bytes(c, &old, &addr), old_port, port)
-    });
-    l4.set_port(side, port);
+    update_l4(l4, false, &old, &addr, port);
 }
 
 /// The port a `nat` flow to service port `vport` uses at a real whose
@@ -281,20 +272,24 @@ mod tests {
         (ip, seg)
     }
 
-    /// Applies a rewrite to the header copies of `seg` as the XDP program
-    /// does (copy in, rewrite, copy back).
+    /// Applies a rewrite to `seg`'s fields as the XDP program does (the
+    /// port and checksum fields in place, the IP header as a copy).
+    fn apply(seg: &mut [u8], udp: bool, side: Side, f: impl FnOnce(L4Fields<'_>)) {
+        let (po, co) = (port_offset(side), check_offset(udp));
+        let mut port = [seg[po], seg[po + 1]];
+        let mut check = [seg[co], seg[co + 1]];
+        f(L4Fields {
+            port: &mut port,
+            check: &mut check,
+            udp,
+        });
+        seg[po..po + 2].copy_from_slice(&port);
+        seg[co..co + 2].copy_from_slice(&check);
+    }
+
     fn apply_v4(ip: &mut [u8; 20], seg: &mut [u8], side: Side, addr: [u8; 4], port: u16) {
-        if ip[9] == 6 {
-            let mut h = [0u8; 20];
-            h.copy_from_slice(&seg[..20]);
-            rewrite_v4(ip, &mut L4::Tcp(&mut h), side, addr, port);
-            seg[..20].copy_from_slice(&h);
-        } else {
-            let mut h = [0u8; 8];
-            h.copy_from_slice(&seg[..8]);
-            rewrite_v4(ip, &mut L4::Udp(&mut h), side, addr, port);
-            seg[..8].copy_from_slice(&h);
-        }
+        let udp = ip[9] == 17;
+        apply(seg, udp, side, |l4| rewrite_v4(ip, l4, side, addr, port));
     }
 
     #[test]
@@ -360,17 +355,9 @@ mod tests {
             };
             let addr = r.bytes::<16>();
             let port = r.next() as u16;
-            if proto == 6 {
-                let mut h = [0u8; 20];
-                h.copy_from_slice(&seg[..20]);
-                rewrite_v6(&mut ip, &mut L4::Tcp(&mut h), side, addr, port);
-                seg[..20].copy_from_slice(&h);
-            } else {
-                let mut h = [0u8; 8];
-                h.copy_from_slice(&seg[..8]);
-                rewrite_v6(&mut ip, &mut L4::Udp(&mut h), side, addr, port);
-                seg[..8].copy_from_slice(&h);
-            }
+            apply(&mut seg, proto == 17, side, |l4| {
+                rewrite_v6(&mut ip, l4, side, addr, port)
+            });
             let ao = if side == Side::Source { 8 } else { 24 };
             assert_eq!(&ip[ao..ao + 16], &addr);
             assert_eq!(l4_sum(&ip[8..24], &ip[24..40], proto, &seg), 0, "case {i}");

@@ -255,7 +255,15 @@ fn admin_l4(
                 .ok_or((StatusCode::BAD_REQUEST, "missing \"address\" (an IP address)".to_owned()))?;
             let addr = parse_addr(addr)?;
             let weight = weight_of(&v, Some(1))?;
-            g.add_real(svc, RealSpec { addr, weight }).map_err(ce)?;
+            g.add_real(
+                svc,
+                RealSpec {
+                    addr,
+                    weight,
+                    port: 0,
+                },
+            )
+            .map_err(ce)?;
             Ok((StatusCode::CREATED, serde_json::json!({"added": addr.to_string()})))
         }
         (&HttpMethod::DELETE, ["v1", "l4", svc, "reals", addr]) => {

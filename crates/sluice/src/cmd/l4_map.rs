@@ -131,6 +131,9 @@ fn spec(cfg: &Config, s: &model::L4Service) -> Result<ServiceSpec, String> {
             .map(|r| RealSpec {
                 addr: r.address,
                 weight: u32::from(r.weight),
+                // No port: the packet's own (only `nat` may set one;
+                // the config crate and `validate_spec` hold that).
+                port: r.port.unwrap_or(0),
             })
             .collect(),
     })
