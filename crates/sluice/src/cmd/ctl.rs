@@ -372,9 +372,16 @@ fn format_list(v: &serde_json::Value) -> String {
         {
             let rn = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
             let rs = |k: &str| r.get(k).and_then(|x| x.as_str()).unwrap_or("?");
+            // A `nat` real with its own port shows it, as ipvsadm does:
+            // VIP:80 -> RIP:8080.
+            let real = match r.get("port").and_then(serde_json::Value::as_u64) {
+                Some(p) if rs("address").contains(':') => format!("[{}]:{p}", rs("address")),
+                Some(p) => format!("{}:{p}", rs("address")),
+                None => rs("address").to_owned(),
+            };
             o.push_str(&format!(
                 "  -> {:<26} {:>6} {:>10} {:>9} {:>8} {:>9} {:>9} {:<6} {}\n",
-                rs("address"),
+                real,
                 rn("weight"),
                 rn("active"),
                 rn("inactive"),
@@ -420,5 +427,22 @@ mod tests {
             "{text}"
         );
         assert!(lines[3].ends_with("2500"), "{text}");
+    }
+
+    #[test]
+    fn list_shows_a_nat_reals_port() {
+        let v = serde_json::json!([{
+            "name": "web", "address": "10.99.255.1:80/tcp", "scheduler": "mh", "method": "nat",
+            "reals": [
+                { "address": "10.99.0.11", "port": 8080, "weight": 1, "health": "up", "operator": "enabled" },
+                { "address": "fd99::11", "port": 8080, "weight": 1, "health": "up", "operator": "enabled" },
+                { "address": "10.99.0.12", "port": null, "weight": 1, "health": "up", "operator": "enabled" },
+            ],
+        }]);
+        let out = format_list(&v);
+        assert!(out.contains(" nat "), "{out}");
+        assert!(out.contains("-> 10.99.0.11:8080 "), "{out}");
+        assert!(out.contains("-> [fd99::11]:8080 "), "{out}");
+        assert!(out.contains("-> 10.99.0.12 "), "{out}");
     }
 }
