@@ -578,17 +578,24 @@ impl Dataplane {
     /// budget is 1,000,000 per program; docs/ARCHITECTURE.md records the
     /// figure). `None` when the kernel does not report it.
     pub fn verified_instructions(&self) -> Result<Option<u32>, Error> {
+        self.verified_instructions_of(PROGRAM_NAME)
+    }
+
+    /// [`Dataplane::verified_instructions`] of another XDP program of the
+    /// object, e.g. the `nat` programs `sluice_xdp` tail-calls
+    /// (`wire_maps::nat_prog`), which the verifier checks on their own.
+    pub fn verified_instructions_of(&self, name: &'static str) -> Result<Option<u32>, Error> {
         let prog: &Xdp = self
             .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
+            .program(name)
+            .ok_or(Error::MissingProgram(name))?
             .try_into()
             .map_err(|source| Error::Program {
-                context: format!("program {PROGRAM_NAME} is not XDP"),
+                context: format!("program {name} is not XDP"),
                 source,
             })?;
         let info = prog.info().map_err(|source| Error::Program {
-            context: format!("reading the information of program {PROGRAM_NAME}"),
+            context: format!("reading the information of program {name}"),
             source,
         })?;
         Ok(info.verified_instruction_count())
