@@ -15,8 +15,8 @@ use sluice_lab::Node;
 
 /// New-connection requests through the VIP.
 const REQUESTS: usize = 30;
-/// Reals in the lab.
-const REALS: usize = 2;
+/// Reals in the lab: two configured, the third added at run time.
+const REALS: usize = 3;
 
 const CONFIG: &str = r#"[global]
 admin = "127.0.0.1:9900"
@@ -63,7 +63,7 @@ fn nat_serves_through_xdp_and_rewrites_the_replies() {
         assert_eq!((status, len), (200, 5120));
         *by_real.entry(real).or_default() += 1;
     }
-    assert_eq!(by_real.len(), REALS, "every real serves: {by_real:?}");
+    assert_eq!(by_real.len(), 2, "both configured reals serve: {by_real:?}");
     // The replies crossed the LB (unlike dr's: l4_dr.rs) and were
     // rewritten there.
     let reply_bytes = (REQUESTS * 5120) as u64;
@@ -86,6 +86,28 @@ fn nat_serves_through_xdp_and_rewrites_the_replies() {
     let report = wrk(&lab, "http://10.99.255.1/", 20, 3);
     assert!(wrk_requests(&report) > 1000, "{report}");
     assert_eq!(wrk_errors(&report), 0, "{report}");
+    // A real added at run time with its port (ctl add-real --port).
+    let out = sluice_in_lb(
+        &lab,
+        &["ctl", "add-real", "web", "10.99.0.13", "--port", "80"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "list"]).stdout).into_owned();
+    assert!(text.contains("-> 10.99.0.13:80 "), "{text}");
+    for _ in 0..REQUESTS {
+        let (status, _, real) = curl(&lab, &[], "http://10.99.255.1/").unwrap();
+        assert_eq!(status, 200);
+        *by_real.entry(real).or_default() += 1;
+    }
+    assert_eq!(
+        by_real.len(),
+        REALS,
+        "the added real serves too: {by_real:?}"
+    );
     let m = metrics(&lab);
     assert!(
         metric(&m, "sluice_l4_tx_nat_reply_total").unwrap() >= replies,

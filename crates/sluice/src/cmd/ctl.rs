@@ -55,6 +55,10 @@ pub(crate) enum CtlCommand {
         /// Weight (0 = drain).
         #[arg(short, long, default_value_t = 1)]
         weight: u32,
+        /// Port at the real (`nat` only: VIP:80 -> ADDRESS:PORT); default
+        /// the packet's own.
+        #[arg(short, long)]
+        port: Option<u16>,
     },
     /// Remove a real server; its sessions move on their next packet.
     RemoveReal {
@@ -230,16 +234,24 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
             service,
             address,
             weight,
+            port,
         } => {
+            let mut body = serde_json::json!({"address": address, "weight": weight});
+            if let Some(p) = port {
+                body["port"] = p.into();
+            }
             let (s, v) = request(
                 a,
                 Method::POST,
                 &format!("/v1/l4/{service}/reals"),
-                Some(serde_json::json!({"address": address, "weight": weight})),
+                Some(body),
             )
             .await?;
             check(s, &v)?;
-            println!("added {address} to {service} with weight {weight}");
+            match port {
+                Some(p) => println!("added {address}:{p} to {service} with weight {weight}"),
+                None => println!("added {address} to {service} with weight {weight}"),
+            }
         }
         CtlCommand::RemoveReal { service, address } => {
             let (s, v) = request(
