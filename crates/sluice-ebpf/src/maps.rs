@@ -9,13 +9,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use sluice_wire::maps::{
     Addr, AddrKey, Counter, DEFAULT_SESSION_CAPACITY, FlowKey, FlowVal, GlobalCfg, MAX_REALS,
     MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIP_ADDRS, MAX_VIPS, NatReverse, PERSIST_CAPACITY,
     PersistKey, PersistVal, RealDef, TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot,
-    cfg_flags, nat_prog,
+    cfg_flags, nat_prog, tx_port,
 };
 
 #[map(name = "SLUICE_STATS")]
@@ -88,6 +88,11 @@ pub(crate) struct NatForwardArgs {
     /// Padding.
     pub(crate) _pad: u16,
 }
+
+/// The interfaces `nat` packets leave by (`sluice_wire::maps::MAP_TX_PORTS`):
+/// empty one-arm, filled by the loader two-arm.
+#[map(name = "SLUICE_TX_PORTS")]
+pub(crate) static SLUICE_TX_PORTS: DevMap = DevMap::with_max_entries(tx_port::COUNT, 0);
 
 #[map(name = "SLUICE_NAT_ARGS")]
 pub(crate) static SLUICE_NAT_ARGS: PerCpuArray<NatForwardArgs> =

@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, ProgramArray},
+    maps::{Array, DevMap, HashMap, MapData, PerCpuArray, PerCpuValues, ProgramArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use sluice_wire::maps::{
     AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAP_CFG, MAP_NAT_PROGS, MAP_NAT_REVERSE,
     MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS, MAP_RING, MAP_RR, MAP_SESSIONS, MAP_STATS,
-    MAP_VIP_ADDRS, MAP_VIP_BY_INDEX, MAP_VIP_FILTER, MAP_VIP_REALS, MAP_VIP_STATS, MAP_VIPS,
-    MAX_REALS, MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIPS, Method, NatReverse, RealDef,
-    TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, cfg_flags, nat_prog, vip_filter_slot,
+    MAP_TX_PORTS, MAP_VIP_ADDRS, MAP_VIP_BY_INDEX, MAP_VIP_FILTER, MAP_VIP_REALS, MAP_VIP_STATS,
+    MAP_VIPS, MAX_REALS, MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIPS, Method, NatReverse, RealDef,
+    TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, cfg_flags, nat_prog, tx_port,
+    vip_filter_slot,
 };
 
 /// The eBPF object built from `sluice-ebpf` by `build.rs`.
@@ -66,6 +67,15 @@ pub enum Error {
         /// The aya error.
         #[source]
         source: aya::maps::MapError,
+    },
+    /// Writing an interface map failed.
+    #[error("map {map}: {source}")]
+    XdpMap {
+        /// Map name.
+        map: &'static str,
+        /// The aya error.
+        #[source]
+        source: aya::maps::xdp::XdpMapError,
     },
     /// A value is outside what the maps can hold.
     #[error("{what} is {value}, the limit is {limit} ({constant})")]
@@ -176,6 +186,9 @@ pub struct Dataplane {
     /// Services that use `nat`; while there is one, the kernel looks up
     /// TCP/UDP packets that are not for a VIP as possible replies.
     nat: std::collections::BTreeSet<(sluice_wire::maps::Addr, u16, u8, u8)>,
+    /// Two-arm `nat`: the real-side interface's MAC (the source of packets
+    /// toward the reals); `None` one-arm.
+    real_side_mac: Option<[u8; 6]>,
 }
 
 impl Dataplane {
@@ -232,6 +245,7 @@ impl Dataplane {
             iface_mac,
             any_port: Default::default(),
             nat: Default::default(),
+            real_side_mac: None,
         };
         dp.write_cfg()?;
         Ok(dp)
@@ -267,10 +281,45 @@ impl Dataplane {
                 p.tcp_closing_timeout.as_nanos() as u64,
                 p.udp_timeout.as_nanos() as u64,
             ],
+            real_side_mac: self.real_side_mac.unwrap_or(self.iface_mac),
             ..Default::default()
         };
         let mut a: Array<_, GlobalCfg> = self.array(MAP_CFG)?;
         a.set(0, cfg, 0).map_err(map_err(MAP_CFG))
+    }
+
+    /// The two-arm topology of `nat`: the clients' packets leave by the
+    /// interface with index `real_side` (from its MAC, `real_side_mac`),
+    /// the reals' replies by `client_side`, redirected between the two
+    /// (`bpf_redirect_map`) instead of sent back by the interface they
+    /// came in on. Interface indexes mean the calling thread's network
+    /// namespace, and are resolved in the one that writes them: call this
+    /// from the namespace of the interfaces (the daemon runs there).
+    /// Attach the program to both interfaces.
+    pub fn set_two_arm(
+        &mut self,
+        client_side: u32,
+        real_side: u32,
+        real_side_mac: [u8; 6],
+    ) -> Result<(), Error> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_TX_PORTS)
+            .ok_or(Error::MissingMap(MAP_TX_PORTS))?;
+        let mut ports: DevMap<_> = DevMap::try_from(map).map_err(map_err(MAP_TX_PORTS))?;
+        for (slot, ifindex) in [
+            (tx_port::CLIENT_SIDE, client_side),
+            (tx_port::REAL_SIDE, real_side),
+        ] {
+            ports
+                .set(slot, ifindex, None, 0)
+                .map_err(|source| Error::XdpMap {
+                    map: MAP_TX_PORTS,
+                    source,
+                })?;
+        }
+        self.real_side_mac = Some(real_side_mac);
+        self.write_cfg()
     }
 
     /// Attaches to `iface` (resolved in the calling thread's network

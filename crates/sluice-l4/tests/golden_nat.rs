@@ -716,3 +716,68 @@ fn nat_rst_and_fin_end_sessions() {
     assert_eq!(count(Counter::SessionMiss), misses + 1, "a fresh session");
     assert_eq!(session_state(&dp, VIP, 41000), Some(state::TCP_SYN));
 }
+
+/// Two-arm `nat`: with a client-side and a real-side interface in
+/// `SLUICE_TX_PORTS`, the client's packets are redirected to the real side
+/// (from that interface's MAC) and the replies to the client side,
+/// instead of leaving with `XDP_TX` by the interface they came in on.
+/// The interfaces are a veth pair in a namespace of the test's own, their
+/// indexes resolved and written from inside it; the test runs there too
+/// (`BPF_PROG_TEST_RUN` only reports a redirect, it sends nothing).
+#[test]
+fn nat_two_arm_redirects_between_the_interfaces() {
+    /// MAC of the real-side interface in this test.
+    const REAL_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+    pin_to_one_cpu();
+    let mut dp = fixture(DataplaneParams::default());
+    let label = sluice_testkit::netns::unique_label("nat2arm");
+    let ns = sluice_testkit::netns::Netns::create(&format!("sl-{label}"))
+        .unwrap_or_else(|e| panic!("this test needs root: {e}"));
+    ns.ip(&["link", "add", "lbc", "type", "veth", "peer", "name", "lbr"])
+        .unwrap();
+    let index = |name: &str| nix::net::if_::if_nametoindex(name).unwrap();
+    ns.in_netns(|| dp.set_two_arm(index("lbc"), index("lbr"), REAL_SIDE_MAC))
+        .unwrap()
+        .unwrap();
+    let run = |frame: &[u8]| ns.in_netns(|| dp.test_run(frame, 1)).unwrap().unwrap();
+    let (vip, r0, vip6, r2) = (ip4(VIP), ip4(R0), ip6(VIP6), ip6(R2));
+    let forwarded = dp.counter(Counter::TxForwarded).unwrap();
+    let replies = dp.counter(Counter::TxNatReply).unwrap();
+    for (vip, real, slot, tcp) in [(vip, r0, 0, Some(SYN)), (vip6, r2, 2, None)] {
+        let vport = if tcp.is_some() { 80 } else { 53 };
+        let out = run(&to_vip(vip, 42000, vport, tcp, b"query"));
+        let mut want = to_real(slot, real, 8080, 42000, tcp, b"query");
+        want[6..12].copy_from_slice(&REAL_SIDE_MAC);
+        assert_eq!(
+            (out.verdict, &out.frame),
+            (verdict::REDIRECT, &want),
+            "{vip}: to the real side, from its MAC"
+        );
+        checksums_valid(&out.frame).unwrap();
+        let reply = tcp.map(|_| SYN_ACK);
+        let out = run(&from_real(slot, real, 8080, 42000, reply, b"answer"));
+        assert_eq!(
+            (out.verdict, &out.frame),
+            (
+                verdict::REDIRECT,
+                &to_client(vip, vport, 42000, reply, b"answer")
+            ),
+            "{vip}: the reply to the client side"
+        );
+        checksums_valid(&out.frame).unwrap();
+    }
+    assert_eq!(dp.counter(Counter::TxForwarded).unwrap(), forwarded + 2);
+    assert_eq!(dp.counter(Counter::TxNatReply).unwrap(), replies + 2);
+    // `dr` is not redirected: it still leaves by the interface it came in on.
+    let dr = frame(
+        CLIENT_MAC,
+        LB_MAC,
+        ip4(CLIENT),
+        42001,
+        ip4(VIP_DR),
+        80,
+        Some(SYN),
+        b"",
+    );
+    assert_eq!(run(&dr).verdict, verdict::TX);
+}

@@ -220,6 +220,24 @@ pub mod nat_prog {
     pub const REPLY_NAME: &str = "sluice_nat_reply";
 }
 
+/// `DevMap` of the interfaces `nat` packets leave by, in the slots of
+/// [`tx_port`]: empty in the one-arm topology (every packet leaves with
+/// `XDP_TX` by the interface it came in on); in the two-arm topology the
+/// client-side and the real-side interface, and packets are redirected
+/// between them (`bpf_redirect_map`). The loader writes interface indexes
+/// from the namespace of the interfaces, where they mean what they say.
+pub const MAP_TX_PORTS: &str = "SLUICE_TX_PORTS";
+
+/// Slots of [`MAP_TX_PORTS`].
+pub mod tx_port {
+    /// The interface toward the clients (replies leave by it).
+    pub const CLIENT_SIDE: u32 = 0;
+    /// The interface toward the reals (the clients' packets leave by it).
+    pub const REAL_SIDE: u32 = 1;
+    /// Slots of [`super::MAP_TX_PORTS`].
+    pub const COUNT: u32 = 2;
+}
+
 /// `LruHashMap<PersistKey, PersistVal>`: client-IP persistence.
 pub const MAP_PERSIST: &str = "SLUICE_PERSIST";
 /// `Array<u64>`: approximate active connections per real (atomic adds in
@@ -456,6 +474,12 @@ pub struct GlobalCfg {
     /// FIN/RST seen, UDP. An array indexed by a masked state keeps the
     /// verifier's bounds check trivial.
     pub timeouts_ns: [u64; 4],
+    /// Source MAC of `nat` packets sent toward the reals: the real-side
+    /// interface's in the two-arm topology ([`MAP_TX_PORTS`]), else the
+    /// same as `iface_mac`.
+    pub real_side_mac: [u8; 6],
+    /// Padding, zero.
+    pub _pad2: u16,
 }
 
 /// Key of [`MAP_VIP_ADDRS`].
@@ -656,7 +680,7 @@ pub struct TrafficStats {
 // The explicit alignments let the BPF code generator copy keys and values
 // on the stack with 4- and 8-byte loads and stores instead of byte by byte
 // (the verifier requires aligned stack access).
-const _: () = assert!(core::mem::size_of::<GlobalCfg>() == 48);
+const _: () = assert!(core::mem::size_of::<GlobalCfg>() == 56);
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 40);

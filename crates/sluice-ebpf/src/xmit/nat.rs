@@ -31,7 +31,7 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
 };
 use sluice_wire::{
-    maps::{Addr, Counter, FlowKey, NatReverse, addr_to_bytes, family, nat_prog},
+    maps::{Addr, Counter, FlowKey, NatReverse, addr_to_bytes, family, nat_prog, tx_port},
     nat::{self, L4Fields, Side},
 };
 
@@ -42,7 +42,8 @@ use crate::consts::{
 use crate::forward::forwarded;
 use crate::frame::{be16, ptr_at_mut, read, v4_addr, v6_addr};
 use crate::maps::{
-    NatForwardArgs, SLUICE_NAT_ARGS, SLUICE_NAT_PROGS, SLUICE_NAT_REVERSE, cfg, count, real,
+    NatForwardArgs, SLUICE_NAT_ARGS, SLUICE_NAT_PROGS, SLUICE_NAT_REVERSE, SLUICE_TX_PORTS, cfg,
+    count, real,
 };
 use crate::session;
 
@@ -107,7 +108,7 @@ pub fn sluice_nat_forward(ctx: XdpContext) -> u32 {
     match forward_in_frame(&ctx, a.chosen, a.family, new_session) {
         Ok(()) => {
             forwarded(a.chosen, len, new_session, false);
-            xdp_action::XDP_TX
+            leave_by(tx_port::REAL_SIDE)
         }
         Err(c) => {
             count(c);
@@ -133,7 +134,7 @@ pub fn sluice_nat_reply(ctx: XdpContext) -> u32 {
     match reply_in_frame(&ctx, fam) {
         Ok(()) => {
             count(Counter::TxNatReply);
-            xdp_action::XDP_TX
+            leave_by(tx_port::CLIENT_SIDE)
         }
         Err(c @ (Counter::PassNonVip | Counter::PassNatNoSession)) => {
             count(c);
@@ -143,6 +144,17 @@ pub fn sluice_nat_reply(ctx: XdpContext) -> u32 {
             count(c);
             xdp_action::XDP_DROP
         }
+    }
+}
+
+/// The verdict of a rewritten packet: redirected to the interface in
+/// `SLUICE_TX_PORTS` slot `port` (two-arm), or, with the slot empty
+/// (one-arm), `XDP_TX` by the interface it came in on: the helper returns
+/// the low bits of its flags when the lookup fails.
+#[inline(always)]
+fn leave_by(port: u32) -> u32 {
+    match SLUICE_TX_PORTS.redirect(port, u64::from(xdp_action::XDP_TX)) {
+        Ok(v) | Err(v) => v,
     }
 }
 
@@ -180,7 +192,7 @@ fn forward_in_frame(
         &r.addr,
         rport,
     )?;
-    set_macs(ctx, r.mac, c.iface_mac)
+    set_macs(ctx, r.mac, c.real_side_mac)
 }
 
 #[inline(always)]
