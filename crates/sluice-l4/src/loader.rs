@@ -179,6 +179,9 @@ pub struct Dataplane {
     ebpf: Ebpf,
     params: DataplaneParams,
     attached: Option<(String, XdpLinkId)>,
+    /// Further interfaces the program is attached to (two-arm `nat`'s
+    /// real side).
+    also_attached: Vec<(String, XdpLinkId)>,
     iface_mac: [u8; 6],
     /// Services on every port (port 0); while there is one, the kernel
     /// retries a lookup miss with port 0.
@@ -242,6 +245,7 @@ impl Dataplane {
             ebpf,
             params,
             attached: None,
+            also_attached: Vec::new(),
             iface_mac,
             any_port: Default::default(),
             nat: Default::default(),
@@ -345,9 +349,37 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Detaches the program if attached (also done on drop).
+    /// Attaches the program to a further interface besides
+    /// [`Dataplane::attach`]'s (two-arm `nat`: the interface toward the
+    /// reals, whose replies arrive there); detached with it.
+    ///
+    /// # Errors
+    /// As [`Dataplane::attach`].
+    pub fn attach_also(&mut self, iface: &str, mode: AttachMode) -> Result<(), Error> {
+        let prog = self.program()?;
+        let link = prog
+            .attach(iface, mode.to_aya())
+            .map_err(|source| Error::Program {
+                context: format!(
+                    "attaching {PROGRAM_NAME} to interface {iface:?} in {mode:?} mode \
+                     (does the interface exist in this network namespace?)"
+                ),
+                source,
+            })?;
+        self.also_attached.push((iface.to_owned(), link));
+        Ok(())
+    }
+
+    /// Detaches the program from every interface it is attached to (also
+    /// done on drop).
     pub fn detach(&mut self) -> Result<(), Error> {
-        if let Some((iface, link)) = self.attached.take() {
+        let links: Vec<_> = self
+            .attached
+            .take()
+            .into_iter()
+            .chain(self.also_attached.drain(..))
+            .collect();
+        for (iface, link) in links {
             let prog = self.program()?;
             prog.detach(link).map_err(|source| Error::Program {
                 context: format!("detaching from {iface}"),

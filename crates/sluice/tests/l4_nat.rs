@@ -114,3 +114,94 @@ fn nat_serves_through_xdp_and_rewrites_the_replies() {
         "{m}"
     );
 }
+
+/// Two-arm `nat`: the LB has an interface on each subnet (lb0 toward the
+/// client, lb1 toward the reals), `sluice_xdp` on both, and `nat` packets
+/// redirected between them. Built on the `tun` lab (reals on 10.98.0.0/24
+/// behind a router): the test gives the LB a leg on the reals' bridge and
+/// makes it the reals' default route, so the router carries nothing.
+#[test]
+fn nat_two_arm_serves_through_redirects_between_the_interfaces() {
+    use sluice_l4::{AttachMode, Helper, HelperProgram};
+    use sluice_lab::TUN_PATH_MTU;
+
+    let lab = tun_lab("nat2", 2);
+    let t = lab.topology();
+    let sw_ns = t.switch_netns.clone();
+    let mtu = TUN_PATH_MTU.to_string();
+    let run = |node: Node, argv: &[&str]| {
+        let out = lab.exec(node, argv).unwrap();
+        assert!(
+            out.status.success(),
+            "{argv:?} in {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // lb1 in the LB namespace, its peer a port of the reals' bridge; both
+    // ends made inside the lab's namespaces, gone with them.
+    run(
+        Node::Lb,
+        &[
+            "ip", "link", "add", "lb1", "type", "veth", "peer", "name", "p-lb1", "netns", &sw_ns,
+        ],
+    );
+    run(
+        Node::Switch,
+        &[
+            "ip", "link", "set", "p-lb1", "mtu", &mtu, "master", "br1", "up",
+        ],
+    );
+    // The reals' subnet is now on-link for the LB, not via the router.
+    run(Node::Lb, &["ip", "route", "del", "10.98.0.0/24"]);
+    run(
+        Node::Lb,
+        &["ip", "addr", "add", "10.98.0.1/24", "dev", "lb1"],
+    );
+    run(Node::Lb, &["ip", "link", "set", "lb1", "mtu", &mtu, "up"]);
+    for i in 1..=2 {
+        run(
+            Node::Real(i),
+            &["ip", "route", "replace", "default", "via", "10.98.0.1"],
+        );
+        run(Node::Real(i), &["ethtool", "-K", "eth0", "tx", "off"]);
+    }
+    // Native redirects into lb1 need a program on its peer.
+    let _pass = lab
+        .in_netns(Node::Switch, || {
+            HelperProgram::attach(Helper::Pass, "p-lb1", AttachMode::Native)
+        })
+        .unwrap()
+        .unwrap();
+    let config = format!(
+        r#"[global]
+admin = "127.0.0.1:9900"
+
+[[l4_service]]
+name = "web"
+vip = "10.99.255.1"
+port = 80
+method = "nat"
+interface = "lb0"
+real_interface = "lb1"
+maglev_table_size = 1009
+
+[[l4_service.real]]
+address = "10.98.0.11"
+port = {port}
+[[l4_service.real]]
+address = "10.98.0.12"
+"#,
+        port = t.port
+    );
+    let d = start_daemon(&lab, &config);
+    let mut by_real: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..REQUESTS {
+        let (status, len, real) = curl(&lab, &[], "http://10.99.255.1/")
+            .unwrap_or_else(|e| panic!("{e}\n{}", read_all(&d.log)));
+        assert_eq!((status, len), (200, 5120));
+        *by_real.entry(real).or_default() += 1;
+    }
+    assert_eq!(by_real.len(), 2, "both reals serve: {by_real:?}");
+    assert!(counter(&lab, "tx_nat_reply") >= (REQUESTS * 4) as u64);
+    assert!(counter(&lab, "tx_forwarded") >= (REQUESTS * 4) as u64);
+}
