@@ -1,6 +1,9 @@
-//! `nat` (destination NAT with port translation), one-arm: the reals sit
-//! on the LB's segment with their default route via the LB, so both
-//! directions of a flow cross it and leave with `XDP_TX`.
+//! `nat` (destination NAT with port translation). Both directions of a
+//! flow cross the LB. One-arm (the reals on the LB's segment with their
+//! default route via it), they leave with `XDP_TX` by the interface they
+//! came in on; two-arm (`SLUICE_TX_PORTS` filled: a client-side and a
+//! real-side interface), they are redirected to the other one
+//! ([`leave_by`]).
 //!
 //! - A client's packet to VIP:vport goes to the real at RIP:rport (the
 //!   real's port, or vport when it has none): destination address and
