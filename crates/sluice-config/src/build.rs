@@ -58,6 +58,7 @@ const L4_KEYS: &[&str] = &[
     "scheduler",
     "persistence",
     "interface",
+    "real_interface",
     "xdp_mode",
     "session_capacity",
     "maglev_table_size",
@@ -704,6 +705,7 @@ fn l4_service(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, rec: &mut Records) -> L4Service
         }
     };
     only_for(cx, "tun_source", ForwardingMethod::Tun);
+    only_for(cx, "real_interface", ForwardingMethod::Nat);
     only_for(cx, "tun_vary_source", ForwardingMethod::Tun);
     only_for(cx, "local_addresses", ForwardingMethod::FullNat);
     let tun_source = cx.opt(t, "tun_source", ip_like(vip, "vip"));
@@ -786,6 +788,7 @@ fn l4_service(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, rec: &mut Records) -> L4Service
                 interface,
             )
             .unwrap_or_default(),
+        real_interface: real_interface(cx, t),
         xdp_mode: cx
             .opt(t, "xdp_mode", keyword("xdp_mode"))
             .unwrap_or(XdpMode::Native),
@@ -807,6 +810,23 @@ fn l4_service(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, rec: &mut Records) -> L4Service
         fail_open: cx.opt(t, "fail_open", boolean).unwrap_or(false),
         reals,
     }
+}
+
+/// `real_interface`: an interface name other than `interface` (the same
+/// one would be the one-arm topology, which is the default without it).
+fn real_interface(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>) -> Option<String> {
+    let name = cx.opt(t, "real_interface", interface)?;
+    let same = t
+        .get("interface")
+        .is_some_and(|v| matches!(v.get_ref(), toml::de::DeValue::String(s) if *s == name));
+    if same {
+        cx.error(
+            t.offset_of("real_interface"),
+            &t.key_path("real_interface"),
+            format!("{name:?} is also the service's interface, expected the interface toward the reals (two-arm), or no real_interface (one-arm)"),
+        );
+    }
+    Some(name)
 }
 
 fn reals(

@@ -416,6 +416,10 @@ pub struct L4Service {
     pub persistence: Option<Duration>,
     /// Interface the XDP program attaches to.
     pub interface: String,
+    /// `nat` two-arm: the interface toward the reals (the program attaches
+    /// to it too, and packets are redirected between the two); `None`:
+    /// one-arm, the reals behind `interface`.
+    pub real_interface: Option<String>,
     /// XDP attach mode.
     pub xdp_mode: XdpMode,
     /// LRU session entries per CPU.

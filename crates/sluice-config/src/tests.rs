@@ -240,6 +240,25 @@ fn missing_required_key_is_reported_at_the_table_header() {
 }
 
 #[test]
+fn nat_real_interface_two_arm() {
+    let nat = l4("real_interface = \"lb1\"").replace("method = \"dr\"", "method = \"nat\"");
+    assert_eq!(
+        ok(&nat).l4_services[0].real_interface.as_deref(),
+        Some("lb1")
+    );
+    assert_eq!(ok(&l4("")).l4_services[0].real_interface, None);
+    assert_eq!(
+        only(&l4("real_interface = \"lb1\"")),
+        "t.toml:7:18: l4_service[0].real_interface: \"real_interface\" does not apply to method \"dr\", expected it only with method \"nat\""
+    );
+    let same = l4("real_interface = \"lb0\"").replace("method = \"dr\"", "method = \"nat\"");
+    assert_eq!(
+        only(&same),
+        "t.toml:7:18: l4_service[0].real_interface: \"lb0\" is also the service's interface, expected the interface toward the reals (two-arm), or no real_interface (one-arm)"
+    );
+}
+
+#[test]
 fn fullnat_without_local_addresses() {
     let s = l4("").replace("method = \"dr\"", "method = \"fullnat\"");
     assert_eq!(

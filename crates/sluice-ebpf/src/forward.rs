@@ -34,8 +34,8 @@ pub(crate) fn forward(
     // A service this program cannot send for is dropped before the
     // session table is touched: it leaves no session, persistence entry or
     // connection count behind.
-    if !xmit::can_send(m) {
-        return Err(Counter::DropUnknownMethod);
+    if let Some(refused) = xmit::refuse(m, icmp) {
+        return Err(refused);
     }
     let Some(c) = cfg() else {
         return Err(Counter::DropNoReal);
@@ -70,18 +70,24 @@ pub(crate) fn forward(
     }
     traffic(&SLUICE_VIP_STATS, m.vip_index, len, new_session);
 
-    let (verdict, sent) = xmit::transmit(ctx, m, r, &p, icmp, c)?;
+    let (verdict, sent) = xmit::transmit(ctx, m, r, chosen, new_session, &p, icmp, c)?;
     match sent {
-        Sent::Forwarded => {
-            // The real's traffic is what reached it.
-            traffic(&SLUICE_REAL_STATS, chosen, len, new_session);
-            if icmp {
-                count(Counter::IcmpForwarded);
-            } else {
-                count(Counter::TxForwarded);
-            }
-        }
+        Sent::Forwarded => forwarded(chosen, len, new_session, icmp),
         Sent::AnsweredTooBig => count(Counter::TxIcmpTooBig),
     }
     Ok(verdict)
+}
+
+/// Accounts a packet of `len` bytes sent to the real in slot `chosen`
+/// (`icmp`: a forwarded ICMP error): the real's traffic is what reached
+/// it. Also called by the `nat` program `forward` tail-calls, which
+/// never returns here.
+#[inline(always)]
+pub(crate) fn forwarded(chosen: u32, len: u64, new_session: bool, icmp: bool) {
+    traffic(&SLUICE_REAL_STATS, chosen, len, new_session);
+    if icmp {
+        count(Counter::IcmpForwarded);
+    } else {
+        count(Counter::TxForwarded);
+    }
 }

@@ -10,9 +10,13 @@
 //! 3. [`forward`]: the service (exact port, then port 0 = all ports) and
 //!    its method; [`session`] lookup, else persistence and the scheduler
 //!    ([`sched`]: ring hash, per-CPU cursor, or connection counts).
-//! 4. [`xmit`]: `dr` (MAC rewrite) or `tun` (IPIP / IP6IP6), `XDP_TX`; a
-//!    `tun` packet too big for the egress MTU is answered with ICMP
-//!    (`XDP_TX` back to the client) or dropped, counted.
+//! 4. [`xmit`]: `dr` (MAC rewrite), `tun` (IPIP / IP6IP6) or `nat`
+//!    (destination address and port rewritten), `XDP_TX`; a `tun` packet
+//!    too big for the egress MTU is answered with ICMP (`XDP_TX` back to
+//!    the client) or dropped, counted.
+//! 5. While some service uses `nat`, a TCP/UDP packet that is not for a
+//!    VIP may be a real's reply: [`xmit::nat_reply`] sends it back to the
+//!    client from the VIP if it belongs to a live session, else passes it.
 //!
 //! The other programs of the object: `sluice_decap` ([`decap`], the real
 //! server's side of `tun`) and the lab's and benchmarks' helpers ([`lab`]).
@@ -26,7 +30,9 @@
 //!
 //! Everything the data path calls is `#[inline(always)]` except the `lc`
 //! family's loop (`sched::least_loaded`) and the `tun` too-big answer (a
-//! global function the verifier checks once: `xmit/too_big.rs`), so
+//! global function the verifier checks once: `xmit/too_big.rs`); the two
+//! directions of `nat` are programs of their own that `sluice_xdp`
+//! tail-calls (`xmit/nat.rs`), so
 //! `sluice_xdp` is essentially one BPF function, as it was in one file: the split into modules is for readers,
 //! not for the verifier. The verifier walks every path of that function and
 //! stops at 1,000,000 processed instructions; docs/ARCHITECTURE.md records
@@ -80,6 +86,8 @@ pub fn sluice_xdp(ctx: XdpContext) -> u32 {
         Ok(parse::Step::Forward(p, icmp, meta, session)) => {
             forward::forward(&ctx, len, p, icmp, meta, session)
         }
+        // Counts its own outcome (a reply sent back, or passed).
+        Ok(parse::Step::NatReply) => return xmit::nat_reply(&ctx),
         Err(c) => Err(c),
     };
     match r {

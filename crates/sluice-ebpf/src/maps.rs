@@ -9,12 +9,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use sluice_wire::maps::{
     Addr, AddrKey, Counter, DEFAULT_SESSION_CAPACITY, FlowKey, FlowVal, GlobalCfg, MAX_REALS,
-    MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIP_ADDRS, MAX_VIPS, PERSIST_CAPACITY, PersistKey,
-    PersistVal, RealDef, TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, cfg_flags,
+    MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIP_ADDRS, MAX_VIPS, NatReverse, PERSIST_CAPACITY,
+    PersistKey, PersistVal, RealDef, TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot,
+    cfg_flags, nat_prog, tx_port,
 };
 
 #[map(name = "SLUICE_STATS")]
@@ -58,6 +59,44 @@ const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 #[map(name = "SLUICE_SESSIONS")]
 pub(crate) static SLUICE_SESSIONS: LruHashMap<FlowKey, FlowVal> =
     LruHashMap::with_max_entries(DEFAULT_SESSION_CAPACITY, BPF_F_NO_COMMON_LRU);
+
+/// The reverse entries of `nat` sessions (`sluice_wire::maps::NatReverse`):
+/// per-CPU LRU lists like the sessions, whose capacity the loader gives
+/// it too. A reply may arrive on any CPU and still finds its entry.
+#[map(name = "SLUICE_NAT_REVERSE")]
+pub(crate) static SLUICE_NAT_REVERSE: LruHashMap<FlowKey, NatReverse> =
+    LruHashMap::with_max_entries(DEFAULT_SESSION_CAPACITY, BPF_F_NO_COMMON_LRU);
+
+/// The `nat` programs (`sluice_wire::maps::nat_prog`), filled by the
+/// loader.
+#[map(name = "SLUICE_NAT_PROGS")]
+pub(crate) static SLUICE_NAT_PROGS: ProgramArray =
+    ProgramArray::with_max_entries(nat_prog::COUNT, 0);
+
+/// What `sluice_xdp` hands `sluice_nat_forward`: a tail call carries no
+/// arguments, so they wait in this CPU's slot. XDP runs to completion on
+/// its CPU, so the slot belongs to the packet until the tail call reads it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct NatForwardArgs {
+    /// The real's slot.
+    pub(crate) chosen: u32,
+    /// The packet's family.
+    pub(crate) family: u8,
+    /// 1: the flow's session was just made (its reverse entry is due).
+    pub(crate) new_session: u8,
+    /// Padding.
+    pub(crate) _pad: u16,
+}
+
+/// The interfaces `nat` packets leave by (`sluice_wire::maps::MAP_TX_PORTS`):
+/// empty one-arm, filled by the loader two-arm.
+#[map(name = "SLUICE_TX_PORTS")]
+pub(crate) static SLUICE_TX_PORTS: DevMap = DevMap::with_max_entries(tx_port::COUNT, 0);
+
+#[map(name = "SLUICE_NAT_ARGS")]
+pub(crate) static SLUICE_NAT_ARGS: PerCpuArray<NatForwardArgs> =
+    PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "SLUICE_PERSIST")]
 pub(crate) static SLUICE_PERSIST: LruHashMap<PersistKey, PersistVal> =
@@ -165,4 +204,14 @@ pub(crate) fn cfg() -> Option<&'static GlobalCfg> {
         // SAFETY: element 0 of a one-entry array; never freed.
         unsafe { &*p }
     })
+}
+
+/// Does any service use `nat`? Only then may a packet that is not for a
+/// VIP be a real's reply (the loader keeps the flag).
+#[inline(always)]
+pub(crate) fn nat_replies() -> bool {
+    match cfg() {
+        Some(c) => (c.flags & cfg_flags::NAT_SERVICES) != 0,
+        None => false,
+    }
 }

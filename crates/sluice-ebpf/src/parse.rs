@@ -6,7 +6,9 @@
 //! well-formed, unfragmented TCP/UDP packet of an existing session or a
 //! service) with one hash lookup; everything else takes [`process_v4`] /
 //! [`process_v6`], which tell non-VIP traffic (passed, untouched) from
-//! malformed VIP traffic (dropped, counted).
+//! malformed VIP traffic (dropped, counted); while some service uses
+//! `nat`, well-formed TCP/UDP non-VIP traffic may be a real's reply and
+//! is handed to `xmit::nat_reply` instead ([`Step::NatReply`]).
 
 use aya_ebpf::programs::XdpContext;
 use sluice_wire::maps::{Addr, Counter, FlowKey, VipMeta, family};
@@ -18,7 +20,7 @@ use crate::consts::{
 };
 use crate::frame::{be16, read, v4_addr, v6_addr};
 use crate::icmp::{icmp_v4, icmp_v6};
-use crate::maps::{is_vip_addr, lookup_service};
+use crate::maps::{is_vip_addr, lookup_service, nat_replies};
 use crate::session::{Session, session_first};
 
 /// Outcome of parsing: hand the frame to the kernel, or forward it.
@@ -29,6 +31,10 @@ pub(crate) enum Step {
     /// The service is filled in when the fast path already looked it up,
     /// and what the fast path learnt of the session.
     Forward(Parsed, bool, Option<&'static VipMeta>, Session),
+    /// A well-formed TCP/UDP packet that is not for a VIP, while some
+    /// service uses `nat`: maybe a real's reply
+    /// ([`crate::xmit::nat_reply`]).
+    NatReply,
 }
 
 /// What the L3/L4 parse found about a VIP packet.
@@ -129,7 +135,13 @@ fn process_v4(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
     };
     let dst = v4_addr(&hdr, 16);
     if !is_vip_addr(&dst, family::V4) {
-        return Ok(Step::Pass(Counter::PassNonVip));
+        let total = be16([hdr[2], hdr[3]]) as u64;
+        let reply_shaped = hdr[0] == 0x45
+            && be16([hdr[6], hdr[7]]) & 0x3fff == 0
+            && total >= IPV4_HDR_LEN as u64
+            && total + (ETH_HDR_LEN as u64) <= len
+            && (hdr[9] == PROTO_TCP || hdr[9] == PROTO_UDP);
+        return Ok(not_for_a_vip(reply_shaped));
     }
     if hdr[0] >> 4 != 4 || hdr[0] & 0x0f < 5 {
         return Err(Counter::DropMalformed);
@@ -166,7 +178,11 @@ fn process_v6(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
     };
     let dst = v6_addr(&hdr, 24);
     if !is_vip_addr(&dst, family::V6) {
-        return Ok(Step::Pass(Counter::PassNonVip));
+        let payload = be16([hdr[4], hdr[5]]) as u64;
+        let reply_shaped = hdr[0] >> 4 == 6
+            && payload + (ETH_HDR_LEN + IPV6_HDR_LEN) as u64 <= len
+            && (hdr[6] == PROTO_TCP || hdr[6] == PROTO_UDP);
+        return Ok(not_for_a_vip(reply_shaped));
     }
     if hdr[0] >> 4 != 6 {
         return Err(Counter::DropMalformed);
@@ -188,6 +204,18 @@ fn process_v6(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
         // Extension headers are not walked (see docs/L4.md).
         PROTO_V6_HOP_BY_HOP | PROTO_V6_ROUTING | PROTO_V6_DEST_OPTS => Err(Counter::DropIpOptions),
         _ => Ok(Step::Pass(Counter::PassNoService)),
+    }
+}
+
+/// A packet not for a VIP: passed, untouched, unless it has the shape of
+/// a `nat` real's reply (`reply_shaped`: TCP/UDP without IPv4 options,
+/// IPv6 extension headers or fragments) while some service uses `nat`.
+#[inline(always)]
+fn not_for_a_vip(reply_shaped: bool) -> Step {
+    if reply_shaped && nat_replies() {
+        Step::NatReply
+    } else {
+        Step::Pass(Counter::PassNonVip)
     }
 }
 

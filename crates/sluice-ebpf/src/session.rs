@@ -1,13 +1,16 @@
 //! The session table (`SLUICE_SESSIONS`): the lookup that comes before the
 //! service lookup on the fast path, the refresh of a live session, the
 //! creation of a new one (with its persistence entry and connection count),
-//! and the TCP state a DSR balancer can follow from the client's half of a
-//! connection (docs/L4.md, "Sessions").
+//! the TCP state a DSR balancer can follow from the client's half of a
+//! connection (docs/L4.md, "Sessions"), and for `nat` the check that a
+//! real's reply belongs to a live session ([`nat_reply`]), which moves
+//! the same state on with the real's half.
 
 use sluice_wire::maps::{
-    Counter, FlowKey, FlowVal, GlobalCfg, PersistKey, PersistVal, RealDef, VipMeta, real_flags,
-    state, vip_filter_slot, vip_flags,
+    Addr, Counter, FlowKey, FlowVal, GlobalCfg, Method, PersistKey, PersistVal, RealDef, VipMeta,
+    real_flags, state, vip_filter_slot, vip_flags,
 };
+use sluice_wire::nat::real_port;
 
 use crate::consts::{LAST_SEEN_GRANULARITY_NS, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::maps::{
@@ -60,21 +63,31 @@ pub(crate) fn session_first(key: &FlowKey) -> Result<(&'static VipMeta, *mut Flo
     };
     // SAFETY: value pointer from a successful lookup, valid for this run.
     let slot = unsafe { (*sp).vip_slot };
-    let Some(vs) = u32::from(slot)
+    match slot_service(slot, key) {
+        Some(meta) => Ok((meta, sp)),
+        None => Err(Session::Unknown),
+    }
+}
+
+/// The service a session recorded (`vip_slot`, its `vip_index + 1`) if
+/// that index still holds a service that matches flow `key`: same family,
+/// protocol and address, and the same port (or every port). A removed
+/// service's cleared slot, or an index given since to another VIP, does
+/// not match.
+#[inline(always)]
+fn slot_service(slot: u8, key: &FlowKey) -> Option<&'static VipMeta> {
+    let vs = u32::from(slot)
         .checked_sub(1)
-        .and_then(|i| SLUICE_VIP_BY_INDEX.get(i))
-    else {
-        return Err(Session::Unknown);
-    };
+        .and_then(|i| SLUICE_VIP_BY_INDEX.get(i))?;
     let k = &vs.key;
     if k.family != key.family
         || k.proto != key.proto
         || k.addr != key.dst
         || (k.port != 0 && k.port != key.dport)
     {
-        return Err(Session::Unknown);
+        return None;
     }
-    Ok((&vs.meta, sp))
+    Some(&vs.meta)
 }
 
 /// The real in `slot` if it is still the one an entry chose: present, and
@@ -136,19 +149,69 @@ pub(crate) fn refresh(
         return None;
     }
     if !icmp {
-        let st = next_state(p.key.proto, s.state, p.tcp_flags);
-        if st == state::TCP_CLOSING && s.state != state::TCP_CLOSING {
-            conns_sub(s.real);
-        }
-        if st != s.state {
-            s.state = st;
-        }
-        if now.saturating_sub(s.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
-            s.last_seen_ns = now;
-        }
+        advance(s, p.key.proto, p.tcp_flags, now);
         count(Counter::SessionHit);
     }
     Some((s.real, r))
+}
+
+/// Moves session `s` on by a segment with `flags` (either direction):
+/// its TCP state (a FIN or RST closes it and gives up its connection
+/// count) and, at most every `LAST_SEEN_GRANULARITY_NS`, its `last_seen`.
+#[inline(always)]
+fn advance(s: &mut FlowVal, proto: u8, flags: u8, now: u64) {
+    let st = next_state(proto, s.state, flags);
+    if st == state::TCP_CLOSING && s.state != state::TCP_CLOSING {
+        conns_sub(s.real);
+    }
+    if st != s.state {
+        s.state = st;
+    }
+    if now.saturating_sub(s.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
+        s.last_seen_ns = now;
+    }
+}
+
+/// A real's reply to a `nat` flow whose session key (client → VIP) is
+/// `fwd`, sent from `from`:`from_port` with TCP `flags`: is the session
+/// there, fresh, of a `nat` service that still matches it, and is its
+/// real (still live, [`live_real`]) the one the reply comes from, at the
+/// port the flow was sent to? If so the reply moves the session on as a
+/// client segment would ([`advance`]: a FIN or RST from the real closes
+/// it too) and `true`; otherwise the reply is not the session's and must
+/// not be rewritten.
+#[inline(always)]
+pub(crate) fn nat_reply(
+    c: &GlobalCfg,
+    fwd: &FlowKey,
+    from: &Addr,
+    from_port: u16,
+    flags: u8,
+    now: u64,
+) -> bool {
+    let Some(sp) = SLUICE_SESSIONS.get_ptr_mut(fwd) else {
+        return false;
+    };
+    // SAFETY: value pointer from a successful lookup; concurrent updates
+    // of the same flow from another CPU are benign, as in `refresh`.
+    let s = unsafe { &mut *sp };
+    let Some(m) = slot_service(s.vip_slot, fwd) else {
+        return false;
+    };
+    if Method::from_byte(m.method) != Some(Method::Nat) {
+        return false;
+    }
+    if now.saturating_sub(s.last_seen_ns) > timeout_ns(c, s.state) {
+        return false;
+    }
+    let Some(r) = live_real(s.real, s.real_gen) else {
+        return false;
+    };
+    if r.addr != *from || real_port(r.port, fwd.dport) != from_port {
+        return false;
+    }
+    advance(s, fwd.proto, flags, now);
+    true
 }
 
 /// Records the choice of `chosen` (whose slot has generation `generation`)

@@ -42,6 +42,10 @@ pub struct RealSpec {
     pub addr: IpAddr,
     /// Weight; 0 drains (existing sessions stay, no new ones).
     pub weight: u32,
+    /// Port a `nat` flow is sent to at the real (VIP:80 → RIP:8080); 0 =
+    /// the packet's own port. Only `nat` rewrites ports: other methods
+    /// need 0 or the service's port ([`validate_spec`]).
+    pub port: u16,
 }
 
 /// One L4 virtual service.
@@ -144,7 +148,7 @@ pub struct ServiceView {
     pub address: String,
     /// Scheduler (IPVS name).
     pub scheduler: String,
-    /// Method (`dr`, `tun`).
+    /// Method (`dr`, `tun`, `nat`).
     pub method: &'static str,
     /// Persistence timeout in seconds.
     pub persistence_s: Option<u64>,
@@ -163,6 +167,8 @@ pub struct ServiceView {
 pub struct RealView {
     /// Address.
     pub address: String,
+    /// Port at the real (`nat` port translation), if it has its own.
+    pub port: Option<u16>,
     /// Weight.
     pub weight: u32,
     /// Next-hop MAC, if resolved.
@@ -485,8 +491,13 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     family: fam,
                     flags,
                     weight: if up { r.spec.weight } else { 0 },
+                    // Only `nat` rewrites ports (`RealDef::port`).
+                    port: if spec.method == Method::Nat {
+                        r.spec.port
+                    } else {
+                        0
+                    },
                     generation: r.generation,
-                    ..Default::default()
                 },
             )?;
         }
@@ -788,6 +799,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     .unwrap_or_default();
                 reals.push(RealView {
                     address: r.spec.addr.to_string(),
+                    port: (r.spec.port != 0).then_some(r.spec.port),
                     weight: r.spec.weight,
                     mac: r.mac.map(fmt_mac),
                     health: if r.healthy { "up" } else { "down" },
@@ -830,11 +842,11 @@ pub struct SpecProblem {
 /// [`L4Plane::apply`] and by `sluice check` (which gives positions).
 pub fn validate_spec(s: &ServiceSpec, ring_size: u32) -> Result<(), SpecProblem> {
     let bad = |field, message: String| Err(SpecProblem { field, message });
-    if !matches!(s.method, Method::Dr | Method::Tun) {
+    if !matches!(s.method, Method::Dr | Method::Tun | Method::Nat) {
         return bad(
             "method",
             format!(
-                "method {} is not in the XDP data plane yet, expected dr or tun",
+                "method {} is not in the XDP data plane yet, expected dr, tun or nat",
                 s.method
             ),
         );
@@ -865,6 +877,16 @@ pub fn validate_spec(s: &ServiceSpec, ring_size: u32) -> Result<(), SpecProblem>
         }
         if !seen.insert(r.addr) {
             return bad("real", format!("real {} listed twice", r.addr));
+        }
+        // Only `nat` rewrites ports; the service's own port is no rewrite.
+        if r.port != 0 && r.port != s.port && s.method != Method::Nat {
+            return bad(
+                "real",
+                format!(
+                    "real {} has port {}, but method {} cannot rewrite ports, expected no port or {}",
+                    r.addr, r.port, s.method, s.port
+                ),
+            );
         }
     }
     if matches!(s.scheduler, Scheduler::Mh | Scheduler::Sh | Scheduler::Dh)
@@ -914,7 +936,55 @@ fn monotonic_ns() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::next_gen;
+    use super::*;
+
+    fn spec(method: Method, real_port: u16) -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            vip: IpAddr::V4(std::net::Ipv4Addr::new(10, 99, 255, 1)),
+            port: 80,
+            proto: 6,
+            method,
+            scheduler: Scheduler::Mh,
+            persistence: None,
+            table_size: 13,
+            tun_source: None,
+            tun_vary_source: false,
+            on_real_down: OnRealDown::Keep,
+            fail_open: false,
+            initially_up: true,
+            reals: vec![RealSpec {
+                addr: IpAddr::V4(std::net::Ipv4Addr::new(10, 99, 0, 11)),
+                weight: 1,
+                port: real_port,
+            }],
+        }
+    }
+
+    #[test]
+    fn nat_runs_with_port_translation_and_only_nat_rewrites_ports() {
+        assert_eq!(validate_spec(&spec(Method::Nat, 8080), 13), Ok(()));
+        assert_eq!(validate_spec(&spec(Method::Nat, 0), 13), Ok(()));
+        let p = validate_spec(&spec(Method::Fullnat, 0), 13).err();
+        assert_eq!(p.map(|p| p.field), Some("method"));
+        for m in [Method::Dr, Method::Tun] {
+            assert_eq!(
+                validate_spec(&spec(m, 80), 13),
+                Ok(()),
+                "the service's port"
+            );
+            let p = validate_spec(&spec(m, 8080), 13).err();
+            assert_eq!(
+                p.map(|p| (p.field, p.message)),
+                Some((
+                    "real",
+                    format!(
+                        "real 10.99.0.11 has port 8080, but method {m} cannot rewrite ports, expected no port or 80"
+                    )
+                ))
+            );
+        }
+    }
 
     #[test]
     fn slot_generations_skip_zero_and_cycle_through_every_other_value() {

@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, DevMap, HashMap, MapData, PerCpuArray, PerCpuValues, ProgramArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use sluice_wire::maps::{
-    AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAP_CFG, MAP_REAL_CONNS, MAP_REAL_STATS,
-    MAP_REALS, MAP_RING, MAP_RR, MAP_SESSIONS, MAP_STATS, MAP_VIP_ADDRS, MAP_VIP_BY_INDEX,
-    MAP_VIP_FILTER, MAP_VIP_REALS, MAP_VIP_STATS, MAP_VIPS, MAX_REALS, MAX_REALS_PER_VIP,
-    MAX_RING_SIZE, MAX_VIPS, RealDef, TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot,
+    AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAP_CFG, MAP_NAT_PROGS, MAP_NAT_REVERSE,
+    MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS, MAP_RING, MAP_RR, MAP_SESSIONS, MAP_STATS,
+    MAP_TX_PORTS, MAP_VIP_ADDRS, MAP_VIP_BY_INDEX, MAP_VIP_FILTER, MAP_VIP_REALS, MAP_VIP_STATS,
+    MAP_VIPS, MAX_REALS, MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIPS, Method, NatReverse, RealDef,
+    TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot, cfg_flags, nat_prog, tx_port,
     vip_filter_slot,
 };
 
@@ -67,6 +68,15 @@ pub enum Error {
         #[source]
         source: aya::maps::MapError,
     },
+    /// Writing an interface map failed.
+    #[error("map {map}: {source}")]
+    XdpMap {
+        /// Map name.
+        map: &'static str,
+        /// The aya error.
+        #[source]
+        source: aya::maps::xdp::XdpMapError,
+    },
     /// A value is outside what the maps can hold.
     #[error("{what} is {value}, the limit is {limit} ({constant})")]
     Limit {
@@ -109,7 +119,8 @@ pub struct DataplaneParams {
     /// Ring entries per service (prime for Maglev, ≤ [`MAX_RING_SIZE`]).
     pub ring_size: u32,
     /// Session-table capacity (entries; the kernel splits it over the CPUs'
-    /// LRU lists).
+    /// LRU lists). The reverse entries of `nat` sessions get a table of
+    /// the same capacity.
     pub session_capacity: u32,
     /// Session timeout after a SYN only.
     pub tcp_syn_timeout: Duration,
@@ -168,10 +179,19 @@ pub struct Dataplane {
     ebpf: Ebpf,
     params: DataplaneParams,
     attached: Option<(String, XdpLinkId)>,
+    /// Further interfaces the program is attached to (two-arm `nat`'s
+    /// real side).
+    also_attached: Vec<(String, XdpLinkId)>,
     iface_mac: [u8; 6],
     /// Services on every port (port 0); while there is one, the kernel
     /// retries a lookup miss with port 0.
     any_port: std::collections::BTreeSet<(sluice_wire::maps::Addr, u8, u8)>,
+    /// Services that use `nat`; while there is one, the kernel looks up
+    /// TCP/UDP packets that are not for a VIP as possible replies.
+    nat: std::collections::BTreeSet<(sluice_wire::maps::Addr, u16, u8, u8)>,
+    /// Two-arm `nat`: the real-side interface's MAC (the source of packets
+    /// toward the reals); `None` one-arm.
+    real_side_mac: Option<[u8; 6]>,
 }
 
 impl Dataplane {
@@ -217,14 +237,19 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_RING, MAX_VIPS * params.ring_size)
             .map_max_entries(MAP_SESSIONS, params.session_capacity)
+            .map_max_entries(MAP_NAT_REVERSE, params.session_capacity)
             .load(object)?;
         load_xdp(&mut ebpf, PROGRAM_NAME)?;
+        install_nat_programs(&mut ebpf)?;
         let mut dp = Self {
             ebpf,
             params,
             attached: None,
+            also_attached: Vec::new(),
             iface_mac,
             any_port: Default::default(),
+            nat: Default::default(),
+            real_side_mac: None,
         };
         dp.write_cfg()?;
         Ok(dp)
@@ -243,11 +268,13 @@ impl Dataplane {
 
     fn write_cfg(&mut self) -> Result<(), Error> {
         let p = &self.params;
-        let flags = if self.any_port.is_empty() {
-            0
-        } else {
-            sluice_wire::maps::cfg_flags::ANY_PORT_SERVICES
-        };
+        let mut flags = 0;
+        if !self.any_port.is_empty() {
+            flags |= cfg_flags::ANY_PORT_SERVICES;
+        }
+        if !self.nat.is_empty() {
+            flags |= cfg_flags::NAT_SERVICES;
+        }
         let cfg = GlobalCfg {
             iface_mac: self.iface_mac,
             flags,
@@ -258,10 +285,45 @@ impl Dataplane {
                 p.tcp_closing_timeout.as_nanos() as u64,
                 p.udp_timeout.as_nanos() as u64,
             ],
+            real_side_mac: self.real_side_mac.unwrap_or(self.iface_mac),
             ..Default::default()
         };
         let mut a: Array<_, GlobalCfg> = self.array(MAP_CFG)?;
         a.set(0, cfg, 0).map_err(map_err(MAP_CFG))
+    }
+
+    /// The two-arm topology of `nat`: the clients' packets leave by the
+    /// interface with index `real_side` (from its MAC, `real_side_mac`),
+    /// the reals' replies by `client_side`, redirected between the two
+    /// (`bpf_redirect_map`) instead of sent back by the interface they
+    /// came in on. Interface indexes mean the calling thread's network
+    /// namespace, and are resolved in the one that writes them: call this
+    /// from the namespace of the interfaces (the daemon runs there).
+    /// Attach the program to both interfaces.
+    pub fn set_two_arm(
+        &mut self,
+        client_side: u32,
+        real_side: u32,
+        real_side_mac: [u8; 6],
+    ) -> Result<(), Error> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_TX_PORTS)
+            .ok_or(Error::MissingMap(MAP_TX_PORTS))?;
+        let mut ports: DevMap<_> = DevMap::try_from(map).map_err(map_err(MAP_TX_PORTS))?;
+        for (slot, ifindex) in [
+            (tx_port::CLIENT_SIDE, client_side),
+            (tx_port::REAL_SIDE, real_side),
+        ] {
+            ports
+                .set(slot, ifindex, None, 0)
+                .map_err(|source| Error::XdpMap {
+                    map: MAP_TX_PORTS,
+                    source,
+                })?;
+        }
+        self.real_side_mac = Some(real_side_mac);
+        self.write_cfg()
     }
 
     /// Attaches to `iface` (resolved in the calling thread's network
@@ -287,9 +349,37 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Detaches the program if attached (also done on drop).
+    /// Attaches the program to a further interface besides
+    /// [`Dataplane::attach`]'s (two-arm `nat`: the interface toward the
+    /// reals, whose replies arrive there); detached with it.
+    ///
+    /// # Errors
+    /// As [`Dataplane::attach`].
+    pub fn attach_also(&mut self, iface: &str, mode: AttachMode) -> Result<(), Error> {
+        let prog = self.program()?;
+        let link = prog
+            .attach(iface, mode.to_aya())
+            .map_err(|source| Error::Program {
+                context: format!(
+                    "attaching {PROGRAM_NAME} to interface {iface:?} in {mode:?} mode \
+                     (does the interface exist in this network namespace?)"
+                ),
+                source,
+            })?;
+        self.also_attached.push((iface.to_owned(), link));
+        Ok(())
+    }
+
+    /// Detaches the program from every interface it is attached to (also
+    /// done on drop).
     pub fn detach(&mut self) -> Result<(), Error> {
-        if let Some((iface, link)) = self.attached.take() {
+        let links: Vec<_> = self
+            .attached
+            .take()
+            .into_iter()
+            .chain(self.also_attached.drain(..))
+            .collect();
+        for (iface, link) in links {
             let prog = self.program()?;
             prog.detach(link).map_err(|source| Error::Program {
                 context: format!("detaching from {iface}"),
@@ -401,7 +491,15 @@ impl Dataplane {
         by_index
             .set(meta.vip_index, VipSlot { key, _pad: 0, meta }, 0)
             .map_err(map_err(MAP_VIP_BY_INDEX))?;
-        if key.port == 0 && self.any_port.insert((key.addr, key.proto, key.family)) {
+        let mut cfg_changed =
+            key.port == 0 && self.any_port.insert((key.addr, key.proto, key.family));
+        cfg_changed |= if meta.method == Method::Nat.to_byte() {
+            self.nat.insert((key.addr, key.port, key.proto, key.family))
+        } else {
+            self.nat
+                .remove(&(key.addr, key.port, key.proto, key.family))
+        };
+        if cfg_changed {
             self.write_cfg()?;
         }
         self.refresh_vip_filter()
@@ -444,7 +542,12 @@ impl Dataplane {
         let mut vips: HashMap<_, VipKey, VipMeta> = self.hash(MAP_VIPS)?;
         // Removing an absent key is not an error for an idempotent remove.
         let _ = vips.remove(&key);
-        if key.port == 0 && self.any_port.remove(&(key.addr, key.proto, key.family)) {
+        let cfg_changed = key.port == 0 && self.any_port.remove(&(key.addr, key.proto, key.family));
+        if self
+            .nat
+            .remove(&(key.addr, key.port, key.proto, key.family))
+            || cfg_changed
+        {
             self.write_cfg()?;
         }
         if !addr_still_used {
@@ -539,21 +642,41 @@ impl Dataplane {
         Ok(h.iter().filter_map(Result::ok).collect())
     }
 
+    /// A snapshot of the reverse entries of `nat` sessions (keyed by the
+    /// replies' 5-tuple; entries whose read raced with an eviction are
+    /// skipped).
+    pub fn nat_reverse(&self) -> Result<Vec<(FlowKey, NatReverse)>, Error> {
+        let m = self
+            .ebpf
+            .map(MAP_NAT_REVERSE)
+            .ok_or(Error::MissingMap(MAP_NAT_REVERSE))?;
+        let h: HashMap<_, FlowKey, NatReverse> =
+            HashMap::try_from(m).map_err(map_err(MAP_NAT_REVERSE))?;
+        Ok(h.iter().filter_map(Result::ok).collect())
+    }
+
     /// Instructions the verifier processed to accept `sluice_xdp` (its
     /// budget is 1,000,000 per program; docs/ARCHITECTURE.md records the
     /// figure). `None` when the kernel does not report it.
     pub fn verified_instructions(&self) -> Result<Option<u32>, Error> {
+        self.verified_instructions_of(PROGRAM_NAME)
+    }
+
+    /// [`Dataplane::verified_instructions`] of another XDP program of the
+    /// object, e.g. the `nat` programs `sluice_xdp` tail-calls
+    /// (`wire_maps::nat_prog`), which the verifier checks on their own.
+    pub fn verified_instructions_of(&self, name: &'static str) -> Result<Option<u32>, Error> {
         let prog: &Xdp = self
             .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
+            .program(name)
+            .ok_or(Error::MissingProgram(name))?
             .try_into()
             .map_err(|source| Error::Program {
-                context: format!("program {PROGRAM_NAME} is not XDP"),
+                context: format!("program {name} is not XDP"),
                 source,
             })?;
         let info = prog.info().map_err(|source| Error::Program {
-            context: format!("reading the information of program {PROGRAM_NAME}"),
+            context: format!("reading the information of program {name}"),
             source,
         })?;
         Ok(info.verified_instruction_count())
@@ -632,6 +755,31 @@ fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, E
         source,
     })?;
     Ok(prog)
+}
+
+/// Loads the `nat` programs and puts them into the slots `sluice_xdp`
+/// tail-calls (`nat_prog`). The program array keeps its entries only
+/// while user space holds the map, which the [`Dataplane`] does.
+fn install_nat_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
+    for (slot, name) in [
+        (nat_prog::FORWARD, nat_prog::FORWARD_NAME),
+        (nat_prog::REPLY, nat_prog::REPLY_NAME),
+    ] {
+        let fd = load_xdp(ebpf, name)?
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(aya::programs::ProgramError::from))
+            .map_err(|source| Error::Program {
+                context: format!("the file descriptor of {name}"),
+                source,
+            })?;
+        let map = ebpf
+            .map_mut(MAP_NAT_PROGS)
+            .ok_or(Error::MissingMap(MAP_NAT_PROGS))?;
+        let mut progs: ProgramArray<_> =
+            ProgramArray::try_from(map).map_err(map_err(MAP_NAT_PROGS))?;
+        progs.set(slot, &fd, 0).map_err(map_err(MAP_NAT_PROGS))?;
+    }
+    Ok(())
 }
 
 /// The small helper programs in the same object.

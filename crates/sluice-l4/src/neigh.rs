@@ -68,6 +68,13 @@ pub fn neighbour_mac(nh: IpAddr, dev: &str) -> Option<[u8; 6]> {
     None
 }
 
+/// The index of interface `dev` in the calling thread's network
+/// namespace (what `SLUICE_TX_PORTS` holds: write it from the same
+/// namespace).
+pub fn iface_index(dev: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(dev).ok()
+}
+
 /// The MAC of interface `dev`.
 pub fn iface_mac(dev: &str) -> Option<[u8; 6]> {
     let v = ip_json(&["link", "show", "dev", dev])?;

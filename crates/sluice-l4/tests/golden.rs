@@ -43,7 +43,7 @@ const VIP_EMPTY: [u8; 4] = [10, 99, 255, 5];
 const VIP_NOMAC: [u8; 4] = [10, 99, 255, 6];
 const VIP_SH: [u8; 4] = [10, 99, 255, 7];
 const VIP_PERSIST: [u8; 4] = [10, 99, 255, 8];
-const VIP_NAT: [u8; 4] = [10, 99, 255, 9];
+const VIP_FULLNAT: [u8; 4] = [10, 99, 255, 9];
 const VIP_BAD_METHOD: [u8; 4] = [10, 99, 255, 10];
 /// A method byte that names no `Method`.
 const UNKNOWN_METHOD: u8 = 0xff;
@@ -253,15 +253,15 @@ impl Fixture {
             vip_flags::PERSIST,
             hash_ring(&[15, 16]),
         );
-        // Methods the program cannot send with: `nat` (not implemented
+        // Methods the program cannot send with: `fullnat` (not implemented
         // yet) and a byte that names no method. Their reals are usable `dr`
         // reals, so a fall-through to `dr` would show as a forwarded frame.
         f.service(
             11,
-            VIP_NAT,
+            VIP_FULLNAT,
             80,
             6,
-            method::NAT,
+            method::FULLNAT,
             sched::HASH_FLOW,
             0,
             hash_ring(&[0, 1, 2]),
@@ -900,8 +900,8 @@ fn golden_packet_table() {
 
     // --- methods this program cannot send with ---
     cases.push(case(
-        "nat service: dropped (not implemented yet), not sent as dr",
-        v4(CLIENT, VIP_NAT, 6, &tcp(48000, 80, SYN)),
+        "fullnat service: dropped (not implemented yet), not sent as dr",
+        v4(CLIENT, VIP_FULLNAT, 6, &tcp(48000, 80, SYN)),
         verdict::DROP,
         None,
         Counter::DropUnknownMethod,
@@ -1003,7 +1003,7 @@ fn unknown_methods_leave_no_session() {
     let count = |fx: &Fixture, c: Counter| fx.dp.counter(c).unwrap();
     assert!(Method::from_byte(UNKNOWN_METHOD).is_none());
 
-    let syn = v4(CLIENT, VIP_NAT, 6, &tcp(49000, 80, SYN));
+    let syn = v4(CLIENT, VIP_FULLNAT, 6, &tcp(49000, 80, SYN));
     let (misses, drops) = (
         count(&fx, Counter::SessionMiss),
         count(&fx, Counter::DropUnknownMethod),
@@ -1013,11 +1013,11 @@ fn unknown_methods_leave_no_session() {
     assert_eq!(count(&fx, Counter::SessionMiss), misses, "no session made");
     assert_eq!(count(&fx, Counter::DropUnknownMethod), drops + 2);
 
-    // A dr flow with a session; then its service's record says nat.
+    // A dr flow with a session; then its service's record says fullnat.
     let flow = v4(CLIENT, VIP_DR, 6, &tcp(49001, 80, ACK));
     assert_eq!(fx.dp.test_run(&flow, 1).unwrap().verdict, verdict::TX);
     let ring: Vec<u32> = fx.rings[&0].clone();
-    fx.service(0, VIP_DR, 80, 6, method::NAT, sched::HASH_FLOW, 0, ring);
+    fx.service(0, VIP_DR, 80, 6, method::FULLNAT, sched::HASH_FLOW, 0, ring);
     let (hits, drops) = (
         count(&fx, Counter::SessionHit),
         count(&fx, Counter::DropUnknownMethod),

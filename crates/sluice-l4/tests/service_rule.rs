@@ -91,11 +91,13 @@ fn the_l4_plane_follows_the_service_table() {
         let mut reals = vec![RealSpec {
             addr: ip(REAL),
             weight: 1,
+            port: 0,
         }];
         if c.with_healthy_peer {
             reals.push(RealSpec {
                 addr: ip(PEER),
                 weight: 1,
+                port: 0,
             });
         }
         plane

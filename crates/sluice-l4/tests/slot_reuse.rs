@@ -67,6 +67,7 @@ fn spec(service: u8) -> ServiceSpec {
             .map(|i| RealSpec {
                 addr: real(service, i),
                 weight: 1,
+                port: 0,
             })
             .collect(),
     }
@@ -115,6 +116,7 @@ fn a_reused_slot_does_not_take_the_old_reals_sessions_along() {
             RealSpec {
                 addr: newcomer,
                 weight: 1,
+                port: 0,
             },
         )
         .unwrap();

@@ -1,5 +1,5 @@
 #![allow(missing_docs, clippy::unwrap_used)]
-use sluice_l4::{Dataplane, DataplaneParams, verdict};
+use sluice_l4::{Dataplane, DataplaneParams, verdict, wire_maps::nat_prog};
 
 #[test]
 fn loads_and_passes_non_vip() {
@@ -30,5 +30,12 @@ fn reports_the_verifier_instruction_count() {
     if let Some(n) = dp.verified_instructions().unwrap() {
         println!("sluice_xdp: {n} verified instructions of {VERIFIER_BUDGET_INSNS}");
         assert!(n <= VERIFIER_BUDGET_INSNS);
+    }
+    // The `nat` programs sluice_xdp tail-calls have budgets of their own.
+    for name in [nat_prog::FORWARD_NAME, nat_prog::REPLY_NAME] {
+        if let Some(n) = dp.verified_instructions_of(name).unwrap() {
+            println!("{name}: {n} verified instructions of {VERIFIER_BUDGET_INSNS}");
+            assert!(n <= VERIFIER_BUDGET_INSNS);
+        }
     }
 }

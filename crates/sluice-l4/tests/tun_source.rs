@@ -50,6 +50,7 @@ fn spec(tun_source: Option<Ipv4Addr>) -> ServiceSpec {
         reals: vec![RealSpec {
             addr: IpAddr::V4(Ipv4Addr::new(10, 96, 1, 11)),
             weight: 1,
+            port: 0,
         }],
     }
 }

@@ -51,6 +51,23 @@ pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     update16(c, old as u16, new as u16)
 }
 
+/// RFC 1624 update for a field of `N` bytes (`N` even, network order),
+/// e.g. an IPv6 address: one [`update16`] per 16-bit word.
+#[inline(always)]
+pub fn update_bytes<const N: usize>(check: u16, old: &[u8; N], new: &[u8; N]) -> u16 {
+    let mut c = check;
+    let mut i = 0;
+    while i + 1 < N {
+        c = update16(
+            c,
+            u16::from_be_bytes([old[i], old[i + 1]]),
+            u16::from_be_bytes([new[i], new[i + 1]]),
+        );
+        i += 2;
+    }
+    c
+}
+
 #[inline]
 fn finish_no_invert(mut acc: u32) -> u16 {
     while acc > 0xffff {
@@ -95,5 +112,23 @@ mod tests {
         let c2 = update32(c1, old_a, new_a);
         h[10..12].copy_from_slice(&[0, 0]);
         assert_eq!(c2, finish(sum(&h, 0)));
+    }
+
+    #[test]
+    fn update_bytes_equals_word_by_word_updates() {
+        let old = [0xfdu8, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let new = [0xfdu8, 0x98, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34];
+        let mut buf = [0u8; 20];
+        buf[..16].copy_from_slice(&old);
+        buf[16..].copy_from_slice(&[0xab, 0xcd, 0x01, 0x02]);
+        let c = finish(sum(&buf, 0));
+        buf[..16].copy_from_slice(&new);
+        assert_eq!(update_bytes(c, &old, &new), finish(sum(&buf, 0)));
+        let a = 0x0a63_0002u32;
+        let b = 0x0a63_000bu32;
+        assert_eq!(
+            update_bytes(0x1234, &a.to_be_bytes(), &b.to_be_bytes()),
+            update32(0x1234, a, b)
+        );
     }
 }

@@ -24,6 +24,7 @@ pub mod checksum;
 pub mod encap;
 pub mod hash;
 pub mod maps;
+pub mod nat;
 
 #[cfg(feature = "user")]
 mod pod;

@@ -51,9 +51,9 @@ pub enum Counter {
     /// ICMP to a VIP that is not a "too big" error (passed to the kernel).
     PassIcmp = 16,
     /// VIP packets dropped because their service's method byte is not one
-    /// the XDP program can send with: `nat` and `fullnat` until they are
-    /// implemented, or a byte that names no [`Method`] (a loader and program
-    /// of different versions). Dropped before any session is made.
+    /// the XDP program can send with: `fullnat` until it is implemented, or
+    /// a byte that names no [`Method`] (a loader and program of different
+    /// versions). Dropped before any session is made.
     DropUnknownMethod = 17,
     /// VIP packets that would exceed the egress MTU once encapsulated
     /// (`tun`), answered to the client with ICMP "fragmentation needed"
@@ -63,11 +63,23 @@ pub enum Counter {
     /// are not answered: IPv4 without DF, or a forwarded ICMP error
     /// (dropped; see `encap::Oversize::Drop`).
     DropTooBig = 19,
+    /// `nat`: replies of a real (real:rport → client) matched to their
+    /// session and sent back to the client from VIP:vport (`XDP_TX`).
+    TxNatReply = 20,
+    /// `nat`: packets from a real's address and port to a client that
+    /// have a reverse entry ([`MAP_NAT_REVERSE`]) but no live session any
+    /// more (expired, its real removed or changed, its service gone):
+    /// passed to the kernel, never rewritten.
+    PassNatNoSession = 21,
+    /// `nat`: ICMP errors quoting a `nat` flow (they would need their
+    /// quoted packet translated too, which is not implemented yet):
+    /// dropped.
+    DropNatIcmp = 22,
 }
 
 impl Counter {
     /// Number of slots in [`MAP_STATS`].
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 23;
 
     /// Every counter, in slot order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -91,6 +103,9 @@ impl Counter {
         Counter::DropUnknownMethod,
         Counter::TxIcmpTooBig,
         Counter::DropTooBig,
+        Counter::TxNatReply,
+        Counter::PassNatNoSession,
+        Counter::DropNatIcmp,
     ];
 
     /// Stable snake_case name, used by `sluice ctl` and metrics.
@@ -116,6 +131,9 @@ impl Counter {
             Counter::DropUnknownMethod => "drop_unknown_method",
             Counter::TxIcmpTooBig => "tx_icmp_too_big",
             Counter::DropTooBig => "drop_too_big",
+            Counter::TxNatReply => "tx_nat_reply",
+            Counter::PassNatNoSession => "pass_nat_no_session",
+            Counter::DropNatIcmp => "drop_nat_icmp",
         }
     }
 }
@@ -175,6 +193,51 @@ pub const MAP_VIP_REALS: &str = "SLUICE_VIP_REALS";
 pub const MAP_RR: &str = "SLUICE_RR";
 /// `LruHashMap<FlowKey, FlowVal>` with per-CPU LRU lists: the session table.
 pub const MAP_SESSIONS: &str = "SLUICE_SESSIONS";
+/// `LruHashMap<FlowKey, NatReverse>` with per-CPU LRU lists, as large as
+/// the session table: for each `nat` session, keyed by the 5-tuple of its
+/// real's replies (real:rport → client:cport, [`crate::nat::reverse_key`]),
+/// the service end the replies are sent back from.
+pub const MAP_NAT_REVERSE: &str = "SLUICE_NAT_REVERSE";
+/// `ProgramArray`: the `nat` programs `sluice_xdp` tail-calls, in the
+/// slots of [`nat_prog`] (the loader fills them).
+pub const MAP_NAT_PROGS: &str = "SLUICE_NAT_PROGS";
+
+/// The `nat` programs of the object and their slots in [`MAP_NAT_PROGS`].
+/// They are tail calls, not functions: a tail-called program gets a stack
+/// of its own, where a BPF function's frame would add to `sluice_xdp`'s
+/// (the kernel allows 512 bytes for a whole call chain).
+pub mod nat_prog {
+    /// Slot of the client's direction (rewrite to the real, record the
+    /// reverse entry).
+    pub const FORWARD: u32 = 0;
+    /// Slot of the real's replies.
+    pub const REPLY: u32 = 1;
+    /// Slots of [`super::MAP_NAT_PROGS`].
+    pub const COUNT: u32 = 2;
+    /// Name of the program in slot [`FORWARD`].
+    pub const FORWARD_NAME: &str = "sluice_nat_forward";
+    /// Name of the program in slot [`REPLY`].
+    pub const REPLY_NAME: &str = "sluice_nat_reply";
+}
+
+/// `DevMap` of the interfaces `nat` packets leave by, in the slots of
+/// [`tx_port`]: empty in the one-arm topology (every packet leaves with
+/// `XDP_TX` by the interface it came in on); in the two-arm topology the
+/// client-side and the real-side interface, and packets are redirected
+/// between them (`bpf_redirect_map`). The loader writes interface indexes
+/// from the namespace of the interfaces, where they mean what they say.
+pub const MAP_TX_PORTS: &str = "SLUICE_TX_PORTS";
+
+/// Slots of [`MAP_TX_PORTS`].
+pub mod tx_port {
+    /// The interface toward the clients (replies leave by it).
+    pub const CLIENT_SIDE: u32 = 0;
+    /// The interface toward the reals (the clients' packets leave by it).
+    pub const REAL_SIDE: u32 = 1;
+    /// Slots of [`super::MAP_TX_PORTS`].
+    pub const COUNT: u32 = 2;
+}
+
 /// `LruHashMap<PersistKey, PersistVal>`: client-IP persistence.
 pub const MAP_PERSIST: &str = "SLUICE_PERSIST";
 /// `Array<u64>`: approximate active connections per real (atomic adds in
@@ -206,7 +269,7 @@ pub enum Method {
     Dr = 0,
     /// L3 DSR: IPIP / IP6IP6 encapsulation.
     Tun = 1,
-    /// Destination NAT (not in the XDP program yet).
+    /// Destination NAT with port translation.
     Nat = 2,
     /// Full NAT (not in the XDP program yet).
     Fullnat = 3,
@@ -278,7 +341,7 @@ pub mod method {
     pub const DR: u8 = Method::Dr.to_byte();
     /// L3 DSR: IPIP / IP6IP6 encapsulation.
     pub const TUN: u8 = Method::Tun.to_byte();
-    /// Destination NAT (not in the XDP program yet).
+    /// Destination NAT with port translation.
     pub const NAT: u8 = Method::Nat.to_byte();
     /// Full NAT (not in the XDP program yet).
     pub const FULLNAT: u8 = Method::Fullnat.to_byte();
@@ -334,6 +397,10 @@ pub mod cfg_flags {
     /// port must be retried with port 0. Without it, that second lookup is
     /// skipped.
     pub const ANY_PORT_SERVICES: u32 = 1;
+    /// Some service uses `nat`: TCP/UDP packets that are not for a VIP
+    /// may be a real's replies, looked up in [`super::MAP_NAT_REVERSE`].
+    /// Without it, that lookup is skipped.
+    pub const NAT_SERVICES: u32 = 2;
 }
 
 /// Bits of [`RealDef::flags`].
@@ -407,6 +474,12 @@ pub struct GlobalCfg {
     /// FIN/RST seen, UDP. An array indexed by a masked state keeps the
     /// verifier's bounds check trivial.
     pub timeouts_ns: [u64; 4],
+    /// Source MAC of `nat` packets sent toward the reals: the real-side
+    /// interface's in the two-arm topology ([`MAP_TX_PORTS`]), else the
+    /// same as `iface_mac`.
+    pub real_side_mac: [u8; 6],
+    /// Padding, zero.
+    pub _pad2: u16,
 }
 
 /// Key of [`MAP_VIP_ADDRS`].
@@ -485,7 +558,9 @@ pub struct RealDef {
     pub flags: u8,
     /// Scheduling weight (0 = drain: existing sessions only).
     pub weight: u32,
-    /// Real port (host order; NAT methods only, 0 otherwise).
+    /// Real port (host order) a `nat` flow is sent to; 0 = the packet's
+    /// own destination port (see [`crate::nat::real_port`]). 0 for the
+    /// other methods, which cannot rewrite ports.
     pub port: u16,
     /// Generation of the slot: the control plane gives every allocation of
     /// a slot a new one (never 0, which marks a free slot), and a session
@@ -541,6 +616,30 @@ pub struct FlowVal {
 pub const SESSION_ENTRY_BYTES: usize =
     core::mem::size_of::<FlowKey>() + core::mem::size_of::<FlowVal>();
 
+/// Value of [`MAP_NAT_REVERSE`]: what a real's reply needs to be sent
+/// back to the client as the service. Its key is the reply's 5-tuple (a
+/// [`FlowKey`] from the real to the client). The reply cannot compute
+/// its session's key by itself: the same real and port may serve several
+/// VIPs and ports, so the VIP end is recorded here when the session is
+/// made, and the session itself (state, real, timeouts) stays the one
+/// entry of [`MAP_SESSIONS`] that both directions read.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatReverse {
+    /// VIP address (the replies' new source).
+    pub vip: Addr,
+    /// VIP port, host order (the replies' new source port).
+    pub vport: u16,
+    /// Source MAC of the client's packet that made the session: the next
+    /// hop back toward the client (the client itself or its router), the
+    /// replies' destination MAC.
+    pub client_mac: [u8; 6],
+}
+
+/// Bytes of key plus value of one reverse entry of a `nat` session.
+pub const NAT_REVERSE_ENTRY_BYTES: usize =
+    core::mem::size_of::<FlowKey>() + core::mem::size_of::<NatReverse>();
+
 /// Key of [`MAP_PERSIST`].
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -581,7 +680,7 @@ pub struct TrafficStats {
 // The explicit alignments let the BPF code generator copy keys and values
 // on the stack with 4- and 8-byte loads and stores instead of byte by byte
 // (the verifier requires aligned stack access).
-const _: () = assert!(core::mem::size_of::<GlobalCfg>() == 48);
+const _: () = assert!(core::mem::size_of::<GlobalCfg>() == 56);
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 40);
@@ -590,6 +689,8 @@ const _: () = assert!(core::mem::size_of::<VipSlot>() == 64);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowVal>() == 16);
 const _: () = assert!(SESSION_ENTRY_BYTES <= 64);
+const _: () = assert!(core::mem::size_of::<NatReverse>() == 24);
+const _: () = assert!(NAT_REVERSE_ENTRY_BYTES <= 64);
 // `FlowVal::vip_slot` is `vip_index + 1` in a byte.
 const _: () = assert!(MAX_VIPS < u8::MAX as u32);
 const _: () = assert!(core::mem::size_of::<PersistKey>() == 20);

@@ -2,8 +2,8 @@
 #![allow(unsafe_code)]
 
 use crate::maps::{
-    AddrKey, FlowKey, FlowVal, GlobalCfg, PersistKey, PersistVal, RealDef, TrafficStats, VipKey,
-    VipMeta, VipSlot,
+    AddrKey, FlowKey, FlowVal, GlobalCfg, NatReverse, PersistKey, PersistVal, RealDef,
+    TrafficStats, VipKey, VipMeta, VipSlot,
 };
 
 // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte
@@ -31,3 +31,5 @@ unsafe impl aya::Pod for PersistKey {}
 unsafe impl aya::Pod for PersistVal {}
 // SAFETY: as above.
 unsafe impl aya::Pod for TrafficStats {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NatReverse {}

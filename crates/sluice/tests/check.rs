@@ -100,8 +100,9 @@ fn check_refuses_what_run_refuses_with_a_position() {
         &tables,
         "17:20: l4_service[1].session_capacity:",
     );
-    let nat = l4("a", "").replace("\"dr\"", "\"nat\"");
-    check_and_run_refuse("nat", &nat, "5:10: l4_service[0].method:");
+    // `nat` runs (examples/l4-nat.toml passes above); `fullnat` not yet.
+    let fullnat = l4("a", "local_addresses = [\"10.99.0.1\"]").replace("\"dr\"", "\"fullnat\"");
+    check_and_run_refuse("fullnat", &fullnat, "5:10: l4_service[0].method:");
     // A weighted cycle longer than the ring (65537 entries by default).
     let wrr = "[[l4_service]]\nname = \"w\"\nvip = \"10.99.255.1\"\nport = 80\nmethod = \"dr\"\n\
                scheduler = \"wrr\"\ninterface = \"lb0\"\n\n\

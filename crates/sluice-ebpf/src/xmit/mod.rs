@@ -1,12 +1,15 @@
 //! How a packet leaves for its real, one module per forwarding method:
-//! [`dr`] (L2 DSR, MAC rewrite) and [`tun`] (L3 DSR, IPIP / IP6IP6), with
+//! [`dr`] (L2 DSR, MAC rewrite), [`tun`] (L3 DSR, IPIP / IP6IP6) and
+//! [`nat`] (destination NAT with port translation, and its replies: two
+//! programs of their own, tail-called), with
 //! [`too_big`] for a `tun` packet that would exceed the egress MTU.
-//! `nat` and `fullnat` are not implemented yet: their packets are dropped
-//! and counted (`drop_unknown_method`), as are those of a byte that names
-//! no method. Adding one means a module here and its arm in both matches
-//! below; both are exhaustive, so the compiler points at each.
+//! `fullnat` is not implemented yet: its packets are dropped and counted
+//! (`drop_unknown_method`), as are those of a byte that names no method.
+//! Adding one means a module here and its arm in both matches below; both
+//! are exhaustive, so the compiler points at each.
 
 mod dr;
+mod nat;
 mod too_big;
 mod tun;
 
@@ -15,17 +18,22 @@ use sluice_wire::maps::{Counter, GlobalCfg, Method, RealDef, VipMeta};
 
 use crate::parse::Parsed;
 
-/// Can this program send packets of service `m`? Asked before a session
-/// is made for it.
+pub(crate) use nat::reply as nat_reply;
+
+/// Why this program cannot send packets of service `m` (`icmp`: a
+/// forwarded ICMP error), if it cannot: the counter of the drop. Asked
+/// before a session is made for it.
 #[inline(always)]
-pub(crate) fn can_send(m: &VipMeta) -> bool {
+pub(crate) fn refuse(m: &VipMeta, icmp: bool) -> Option<Counter> {
     match Method::from_byte(m.method) {
-        Some(Method::Dr | Method::Tun) => true,
-        // Not implemented yet (`sluice run` refuses them); NAT goes in
-        // `xmit/nat.rs`.
-        Some(Method::Nat | Method::Fullnat) => false,
+        Some(Method::Dr | Method::Tun) => None,
+        // The quoted packet would need translating as well (issue 16.5).
+        Some(Method::Nat) if icmp => Some(Counter::DropNatIcmp),
+        Some(Method::Nat) => None,
+        // Not implemented yet (`sluice run` refuses it).
+        Some(Method::Fullnat) => Some(Counter::DropUnknownMethod),
         // A record from a loader of another version.
-        None => false,
+        None => Some(Counter::DropUnknownMethod),
     }
 }
 
@@ -39,14 +47,18 @@ pub(crate) enum Sent {
     AnsweredTooBig,
 }
 
-/// Rewrites the frame for real `r` of service `m` by the service's method
-/// (`icmp`: a forwarded ICMP error); the verdict and what was sent, or the
-/// counter of a drop.
+/// Rewrites the frame for real `r` (in slot `chosen`) of service `m` by
+/// the service's method (`icmp`: a forwarded ICMP error; `new_session`:
+/// the flow's session was just made); the verdict and what was sent, or
+/// the counter of a drop.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn transmit(
     ctx: &XdpContext,
     m: &VipMeta,
     r: &RealDef,
+    chosen: u32,
+    new_session: bool,
     p: &Parsed,
     icmp: bool,
     c: &GlobalCfg,
@@ -54,7 +66,10 @@ pub(crate) fn transmit(
     match Method::from_byte(m.method) {
         Some(Method::Dr) => dr::rewrite_macs(ctx, r, c).map(|v| (v, Sent::Forwarded)),
         Some(Method::Tun) => tun::encap(ctx, m, r, p, icmp, c),
-        // [`can_send`] turned these away before the session was made.
-        Some(Method::Nat | Method::Fullnat) | None => Err(Counter::DropUnknownMethod),
+        Some(Method::Nat) => {
+            nat::forward(ctx, chosen, p.key.family, new_session).map(|v| (v, Sent::Forwarded))
+        }
+        // [`refuse`] turned these away before the session was made.
+        Some(Method::Fullnat) | None => Err(Counter::DropUnknownMethod),
     }
 }

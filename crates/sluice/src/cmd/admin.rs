@@ -227,6 +227,19 @@ fn weight_of(v: &serde_json::Value, default: Option<u32>) -> Result<u32, (Status
     }
 }
 
+/// A real's optional `"port"` (`nat` port translation; 0 or absent = the
+/// packet's own port). Whether the service's method may rewrite ports is
+/// the L4 plane's rule (`validate_spec`), which refuses the add.
+fn port_of(v: &serde_json::Value) -> Result<u16, (StatusCode, String)> {
+    match v.get("port") {
+        None => Ok(0),
+        Some(p) => p.as_u64().and_then(|p| u16::try_from(p).ok()).ok_or((
+            StatusCode::BAD_REQUEST,
+            format!("port {p} out of range, expected 1..=65535"),
+        )),
+    }
+}
+
 fn admin_l4(
     g: &mut L4Plane<KernelNeighbours>,
     checks: Option<&sluice_health::CheckerHandle>,
@@ -255,7 +268,9 @@ fn admin_l4(
                 .ok_or((StatusCode::BAD_REQUEST, "missing \"address\" (an IP address)".to_owned()))?;
             let addr = parse_addr(addr)?;
             let weight = weight_of(&v, Some(1))?;
-            g.add_real(svc, RealSpec { addr, weight }).map_err(ce)?;
+            let port = port_of(&v)?;
+            g.add_real(svc, RealSpec { addr, weight, port })
+                .map_err(ce)?;
             Ok((StatusCode::CREATED, serde_json::json!({"added": addr.to_string()})))
         }
         (&HttpMethod::DELETE, ["v1", "l4", svc, "reals", addr]) => {

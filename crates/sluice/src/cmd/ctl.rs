@@ -55,6 +55,10 @@ pub(crate) enum CtlCommand {
         /// Weight (0 = drain).
         #[arg(short, long, default_value_t = 1)]
         weight: u32,
+        /// Port at the real (`nat` only: VIP:80 -> ADDRESS:PORT); default
+        /// the packet's own.
+        #[arg(short, long)]
+        port: Option<u16>,
     },
     /// Remove a real server; its sessions move on their next packet.
     RemoveReal {
@@ -230,16 +234,24 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
             service,
             address,
             weight,
+            port,
         } => {
+            let mut body = serde_json::json!({"address": address, "weight": weight});
+            if let Some(p) = port {
+                body["port"] = p.into();
+            }
             let (s, v) = request(
                 a,
                 Method::POST,
                 &format!("/v1/l4/{service}/reals"),
-                Some(serde_json::json!({"address": address, "weight": weight})),
+                Some(body),
             )
             .await?;
             check(s, &v)?;
-            println!("added {address} to {service} with weight {weight}");
+            match port {
+                Some(p) => println!("added {address}:{p} to {service} with weight {weight}"),
+                None => println!("added {address} to {service} with weight {weight}"),
+            }
         }
         CtlCommand::RemoveReal { service, address } => {
             let (s, v) = request(
@@ -372,9 +384,16 @@ fn format_list(v: &serde_json::Value) -> String {
         {
             let rn = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
             let rs = |k: &str| r.get(k).and_then(|x| x.as_str()).unwrap_or("?");
+            // A `nat` real with its own port shows it, as ipvsadm does:
+            // VIP:80 -> RIP:8080.
+            let real = match r.get("port").and_then(serde_json::Value::as_u64) {
+                Some(p) if rs("address").contains(':') => format!("[{}]:{p}", rs("address")),
+                Some(p) => format!("{}:{p}", rs("address")),
+                None => rs("address").to_owned(),
+            };
             o.push_str(&format!(
                 "  -> {:<26} {:>6} {:>10} {:>9} {:>8} {:>9} {:>9} {:<6} {}\n",
-                rs("address"),
+                real,
                 rn("weight"),
                 rn("active"),
                 rn("inactive"),
@@ -420,5 +439,22 @@ mod tests {
             "{text}"
         );
         assert!(lines[3].ends_with("2500"), "{text}");
+    }
+
+    #[test]
+    fn list_shows_a_nat_reals_port() {
+        let v = serde_json::json!([{
+            "name": "web", "address": "10.99.255.1:80/tcp", "scheduler": "mh", "method": "nat",
+            "reals": [
+                { "address": "10.99.0.11", "port": 8080, "weight": 1, "health": "up", "operator": "enabled" },
+                { "address": "fd99::11", "port": 8080, "weight": 1, "health": "up", "operator": "enabled" },
+                { "address": "10.99.0.12", "port": null, "weight": 1, "health": "up", "operator": "enabled" },
+            ],
+        }]);
+        let out = format_list(&v);
+        assert!(out.contains(" nat "), "{out}");
+        assert!(out.contains("-> 10.99.0.11:8080 "), "{out}");
+        assert!(out.contains("-> [fd99::11]:8080 "), "{out}");
+        assert!(out.contains("-> 10.99.0.12 "), "{out}");
     }
 }

@@ -18,6 +18,9 @@ use super::plan::Problem;
 pub(crate) struct L4Plan {
     /// The interface the XDP program attaches to.
     pub(crate) iface: String,
+    /// Two-arm `nat`: the interface toward the reals (the program attaches
+    /// there too, and `nat` packets are redirected between the two).
+    pub(crate) real_iface: Option<String>,
     pub(crate) mode: AttachMode,
     /// Ring and session-table sizes of the loaded program.
     pub(crate) params: DataplaneParams,
@@ -63,6 +66,22 @@ pub(crate) fn plan(cfg: &Config) -> Result<Option<L4Plan>, Vec<Problem>> {
             ));
         }
     }
+    // One real side per daemon, as one interface: the services that name
+    // one must name the same.
+    let mut real_iface: Option<(usize, &String)> = None;
+    for (i, s) in cfg.l4_services.iter().enumerate() {
+        let Some(r) = &s.real_interface else { continue };
+        match real_iface {
+            None => real_iface = Some((i, r)),
+            Some((first, f)) if f != r => problems.push(Problem::new(
+                format!("l4_service[{i}].real_interface"),
+                format!(
+                    "{r:?} differs from l4_service[{first}]'s {f:?}: one daemon has one interface toward the reals, expected {f:?}"
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
     let params = DataplaneParams {
         ring_size: cfg
             .l4_services
@@ -93,6 +112,7 @@ pub(crate) fn plan(cfg: &Config) -> Result<Option<L4Plan>, Vec<Problem>> {
     }
     Ok(Some(L4Plan {
         iface: first.interface.clone(),
+        real_iface: real_iface.map(|(_, r)| r.clone()),
         mode: match first.xdp_mode {
             model::XdpMode::Native => AttachMode::Native,
             model::XdpMode::Generic => AttachMode::Generic,
@@ -131,6 +151,9 @@ fn spec(cfg: &Config, s: &model::L4Service) -> Result<ServiceSpec, String> {
             .map(|r| RealSpec {
                 addr: r.address,
                 weight: u32::from(r.weight),
+                // No port: the packet's own (only `nat` may set one;
+                // the config crate and `validate_spec` hold that).
+                port: r.port.unwrap_or(0),
             })
             .collect(),
     })

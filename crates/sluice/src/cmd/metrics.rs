@@ -574,6 +574,23 @@ mod tests {
     }
 
     #[test]
+    fn every_xdp_counter_is_a_series_including_nats() {
+        let all: Vec<(Counter, u64)> = Counter::ALL.iter().map(|c| (*c, *c as u64)).collect();
+        let mut f = Families::default();
+        l4(&mut f, &all, &[]);
+        let text = f.render();
+        let samples = validate(&text);
+        assert_eq!(samples.len(), Counter::ALL.len(), "{text}");
+        for want in [
+            "sluice_l4_tx_nat_reply_total 20",
+            "sluice_l4_pass_nat_no_session_total 21",
+            "sluice_l4_drop_nat_icmp_total 22",
+        ] {
+            assert!(samples.contains(&want), "missing {want}:\n{text}");
+        }
+    }
+
+    #[test]
     fn numbers_and_labels_in_the_format() {
         assert_eq!(number(3.0), "3");
         assert_eq!(number(0.25), "0.25");

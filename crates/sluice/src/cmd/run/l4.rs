@@ -33,6 +33,9 @@ pub(super) fn start(plan: &L4Plan) -> anyhow::Result<L4Plane<KernelNeighbours>> 
     let mut dp = Dataplane::load(plan.params.clone(), mac)
         .context("loading the XDP program (needs root: CAP_BPF and CAP_NET_ADMIN)")?;
     dp.attach(iface, plan.mode)?;
+    if let Some(real_iface) = &plan.real_iface {
+        two_arm(&mut dp, iface, real_iface, plan.mode)?;
+    }
     let mut plane = L4Plane::new(dp, KernelNeighbours { wait: true });
     // `tun` without `tun_source` sends from the interface's own address.
     let (v4, v6) = sluice_l4::neigh::iface_addrs(iface);
@@ -44,6 +47,30 @@ pub(super) fn start(plan: &L4Plan) -> anyhow::Result<L4Plane<KernelNeighbours>> 
         plan.specs.len()
     );
     Ok(plane)
+}
+
+/// Two-arm `nat`: the program on the interface toward the reals too (their
+/// replies arrive there), and `nat` packets redirected between the two.
+/// The daemon runs in the interfaces' network namespace, so the indexes it
+/// resolves and writes are theirs.
+fn two_arm(
+    dp: &mut Dataplane,
+    iface: &str,
+    real_iface: &str,
+    mode: sluice_l4::AttachMode,
+) -> anyhow::Result<()> {
+    remove_stale_program(real_iface)?;
+    let index = |dev: &str| {
+        sluice_l4::neigh::iface_index(dev)
+            .with_context(|| format!("interface {dev:?} not found in this network namespace"))
+    };
+    let (client_side, real_side) = (index(iface)?, index(real_iface)?);
+    let real_mac = sluice_l4::neigh::iface_mac(real_iface)
+        .with_context(|| format!("reading the MAC of interface {real_iface:?}"))?;
+    dp.attach_also(real_iface, mode)?;
+    dp.set_two_arm(client_side, real_side, real_mac)?;
+    eprintln!("sluice: nat two-arm: clients on {iface}, reals on {real_iface}");
+    Ok(())
 }
 
 /// Removes an XDP program named `sluice_xdp` left attached through netlink
