@@ -15,6 +15,7 @@ use sluice_l4::{AttachMode, Helper, HelperProgram};
 use sluice_lab::{CpuCap, Lab, Node, http_get};
 
 use crate::measure;
+use crate::natlab::RealsViaLb;
 
 /// How long a freshly started LB gets to serve its first 200, in milliseconds.
 const LB_START_TIMEOUT_MS: u64 = 15_000;
@@ -63,6 +64,8 @@ pub(crate) struct RunningLb {
     /// process is stopped, as fields drop after `Drop::drop`.
     _cap: Option<CpuCap>,
     _dir: Option<tempfile::TempDir>,
+    /// `nat`'s changes to the reals, undone after the LB has stopped.
+    pub(crate) nat_reals: Option<RealsViaLb>,
 }
 
 impl RunningLb {
@@ -74,6 +77,7 @@ impl RunningLb {
             helper: None,
             _cap: None,
             _dir: None,
+            nat_reals: None,
         }
     }
 }
@@ -272,6 +276,7 @@ pub(crate) fn start(lab: &Lab, s: Start<'_>) -> Result<RunningLb, String> {
         helper,
         _cap: None,
         _dir: None,
+        nat_reals: None,
     };
     if let Some(pct) = s.cpu_pct {
         // Moved in before it serves (its worker threads follow); a cap that

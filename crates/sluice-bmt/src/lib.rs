@@ -5,8 +5,8 @@
 //! as the LB (`sluice run`) and as the reals' web server.
 //!
 //! For each mode (the `direct` baseline, sluice's L7 proxy in `mode http`
-//! and `mode tcp`, HAProxy in both modes, sluice L4 `dr`/`tun`, and
-//! `nat`/`fullnat` once the data plane has them) × LB threads × concurrency,
+//! and `mode tcp`, HAProxy in both modes, sluice L4 `dr`/`tun`/`nat`, and
+//! `fullnat` once the data plane has it) × LB threads × concurrency,
 //! it runs `sluice bench` from the client namespace, `reps` times, and keeps
 //! medians. The load is ab mode by default (a new connection per request,
 //! like the seed's `ab`) or keep-alive connections with `--keepalive`
@@ -38,6 +38,7 @@ mod error;
 mod lb;
 mod matrix;
 mod measure;
+mod natlab;
 mod plan;
 mod report;
 mod stats;
@@ -110,7 +111,8 @@ pub(crate) enum Mode {
     Dr,
     /// sluice L4 `tun` (IPIP to routed reals through XDP).
     Tun,
-    /// sluice L4 `nat` (once the data plane has it).
+    /// sluice L4 `nat` (the reals route the client via the LB for it:
+    /// `natlab`).
     Nat,
     /// sluice L4 `fullnat` (once the data plane has it).
     Fullnat,

@@ -11,6 +11,7 @@ use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend, Topolo
 
 use crate::error::chain;
 use crate::lb::{self, CpuSource, RunningLb, Start};
+use crate::natlab::RealsViaLb;
 use crate::stats::{aggregate, busy_pct};
 use crate::{
     Backend, BmtError, Cell, FILE_SIZE, Family, Mode, Plan, REALS, Runs, Sample, Unavailable,
@@ -356,7 +357,15 @@ fn start_lb(
             let vip = t.vip4_addr();
             let ips: Vec<IpAddr> = reals.iter().map(SocketAddr::ip).collect();
             let tun_source = (mode == Mode::Tun).then_some(IpAddr::V4(t.lb.ipv4));
-            let lb = lb::start(
+            // nat's replies must cross the LB: the reals are changed for
+            // as long as the LB runs (put back when it is dropped).
+            let nat_reals = match mode {
+                Mode::Nat => Some(
+                    RealsViaLb::set(t).map_err(|e| format!("preparing the reals for nat: {e}"))?,
+                ),
+                _ => None,
+            };
+            let mut lb = lb::start(
                 lab,
                 Start {
                     argv: vec![sluice, "run".into(), "-c".into(), "{CONFIG}".into()],
@@ -379,6 +388,7 @@ fn start_lb(
                 },
             )
             .map_err(|e| format!("sluice run (L4 {method}): {e}"))?;
+            lb.nat_reals = nat_reals;
             Ok((lb, vip))
         }
     }

@@ -9,7 +9,7 @@ use std::process::Command;
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 /// Requests per repetition: tiny, the debug build is slow.
 const REQUESTS: u64 = 300;
-/// Modes asked for: two that exist, plus ones that may not (yet).
+/// Modes asked for: three that exist, plus one that does not yet (fullnat).
 const MODES: &[&str] = &["direct", "dr", "nat", "fullnat"];
 
 /// What one `sluice lab bmt` run left: its output and its two result files.
@@ -87,9 +87,10 @@ fn tiny_matrix_writes_table_json_and_charts_without_fake_rows() {
         .iter()
         .map(|u| u["mode"].as_str().unwrap())
         .collect();
-    // The baseline and L4 dr exist and must be measured for real.
+    // The baseline, L4 dr and nat exist and must be measured for real (nat
+    // with the reals routing the client via the LB, put back afterwards).
     assert!(
-        measured.contains("direct") && measured.contains("dr"),
+        measured.contains("direct") && measured.contains("dr") && measured.contains("nat"),
         "{json}"
     );
     for c in cells {
@@ -102,9 +103,11 @@ fn tiny_matrix_writes_table_json_and_charts_without_fake_rows() {
         assert!(md.contains(&row), "no row {row:?} in\n{md}");
     }
     // dr's CPU figure is the XDP program's run time, and it is not zero.
-    let dr = cells.iter().find(|c| c["mode"] == "dr").unwrap();
-    assert_eq!(dr["cpu_source"], "bpf");
-    assert!(dr["lb_cpu_us_per_req"].as_f64().unwrap() > 0.0, "{dr}");
+    for l4 in ["dr", "nat"] {
+        let c = cells.iter().find(|c| c["mode"] == l4).unwrap();
+        assert_eq!(c["cpu_source"], "bpf");
+        assert!(c["lb_cpu_us_per_req"].as_f64().unwrap() > 0.0, "{c}");
+    }
     // Every requested mode is either measured or explained, never both, and
     // an unavailable mode has no row.
     for m in MODES {
