@@ -15,7 +15,7 @@ use sluice_l4::{AttachMode, Helper, HelperProgram};
 use sluice_lab::{CpuCap, Lab, Node, http_get};
 
 use crate::measure;
-use crate::natlab::RealsViaLb;
+use crate::natlab::{NftDnat, RealsViaLb};
 
 /// How long a freshly started LB gets to serve its first 200, in milliseconds.
 const LB_START_TIMEOUT_MS: u64 = 15_000;
@@ -64,7 +64,12 @@ pub(crate) struct RunningLb {
     /// process is stopped, as fields drop after `Drop::drop`.
     _cap: Option<CpuCap>,
     _dir: Option<tempfile::TempDir>,
-    /// `nat`'s changes to the reals, undone after the LB has stopped.
+    /// `nft-dnat`'s rules in the LB namespace (the LB "process" is the
+    /// kernel), removed on drop before the reals are put back (fields drop
+    /// in declaration order).
+    pub(crate) nft: Option<NftDnat>,
+    /// `nat`'s and `nft-dnat`'s changes to the reals, undone after the LB
+    /// has stopped.
     pub(crate) nat_reals: Option<RealsViaLb>,
 }
 
@@ -78,6 +83,7 @@ impl RunningLb {
             _cap: None,
             _dir: None,
             nat_reals: None,
+            nft: None,
         }
     }
 }
@@ -277,6 +283,7 @@ pub(crate) fn start(lab: &Lab, s: Start<'_>) -> Result<RunningLb, String> {
         _cap: None,
         _dir: None,
         nat_reals: None,
+        nft: None,
     };
     if let Some(pct) = s.cpu_pct {
         // Moved in before it serves (its worker threads follow); a cap that

@@ -116,10 +116,16 @@ pub(crate) enum Mode {
     Nat,
     /// sluice L4 `fullnat` (once the data plane has it).
     Fullnat,
+    /// The kernel's own NAT, the peer of `nat`: an nftables DNAT rule
+    /// (`numgen inc` over the reals) in the LB namespace, the reals routed
+    /// as for `nat` (`natlab`).
+    #[serde(rename = "nft-dnat")]
+    #[value(name = "nft-dnat")]
+    NftDnat,
 }
 
 impl Mode {
-    const ALL: [Mode; 9] = [
+    const ALL: [Mode; 10] = [
         Mode::Direct,
         Mode::Proxy,
         Mode::Haproxy,
@@ -129,6 +135,7 @@ impl Mode {
         Mode::Tun,
         Mode::Nat,
         Mode::Fullnat,
+        Mode::NftDnat,
     ];
 
     fn name(self) -> &'static str {
@@ -142,14 +149,16 @@ impl Mode {
             Mode::Tun => Method::Tun.as_str(),
             Mode::Nat => Method::Nat.as_str(),
             Mode::Fullnat => Method::Fullnat.as_str(),
+            Mode::NftDnat => "nft-dnat",
         }
     }
 
     /// Whether the LB can run at the same time as others (on its own port),
     /// so its repetitions are interleaved with theirs: the user-space
-    /// proxies and `direct`; an L4 mode owns the LB interface's XDP hook.
+    /// proxies and `direct`; an L4 mode owns the LB interface's XDP hook,
+    /// and `nft-dnat` the VIP's route through the LB and the reals'.
     fn side_by_side(self) -> bool {
-        self.l4_method().is_none()
+        self.l4_method().is_none() && self != Mode::NftDnat
     }
 
     /// Whether the LB has worker threads (the matrix's Thread column).
@@ -201,7 +210,12 @@ impl Mode {
             Mode::Tun => Some(Method::Tun),
             Mode::Nat => Some(Method::Nat),
             Mode::Fullnat => Some(Method::Fullnat),
-            Mode::Direct | Mode::Proxy | Mode::Haproxy | Mode::ProxyTcp | Mode::HaproxyTcp => None,
+            Mode::Direct
+            | Mode::Proxy
+            | Mode::Haproxy
+            | Mode::ProxyTcp
+            | Mode::HaproxyTcp
+            | Mode::NftDnat => None,
         }
     }
 }

@@ -11,7 +11,7 @@ use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend, Topolo
 
 use crate::error::chain;
 use crate::lb::{self, CpuSource, RunningLb, Start};
-use crate::natlab::RealsViaLb;
+use crate::natlab::{NftDnat, RealsViaLb};
 use crate::stats::{aggregate, busy_pct};
 use crate::{
     Backend, BmtError, Cell, FILE_SIZE, Family, Mode, Plan, REALS, Runs, Sample, Unavailable,
@@ -351,6 +351,28 @@ fn start_lb(
             )
             .map_err(|e| format!("haproxy (mode {l7}): {e}"))?;
             Ok((lb, lb_addr))
+        }
+        Mode::NftDnat => {
+            if !lb::in_path("nft") {
+                return Err("nft is not installed (scripts/setup.sh installs it)".to_owned());
+            }
+            let reals = RealsViaLb::set(t).map_err(|e| format!("preparing the reals: {e}"))?;
+            let nft = NftDnat::set(t).map_err(|e| format!("nftables DNAT: {e}"))?;
+            let vip = t.vip4_addr();
+            let ok = lab
+                .in_netns(Node::Client, move || {
+                    sluice_lab::http_get(vip, "/", Duration::from_secs(2))
+                })
+                .map_err(|e| e.to_string())?;
+            match ok {
+                Ok(r) if r.status == 200 && r.body.len() == FILE_SIZE => {}
+                Ok(r) => return Err(format!("the VIP answered HTTP {} through nft", r.status)),
+                Err(e) => return Err(format!("the VIP does not answer through nft: {e}")),
+            }
+            let mut lb = RunningLb::none();
+            lb.nft = Some(nft);
+            lb.nat_reals = Some(reals);
+            Ok((lb, vip))
         }
         Mode::Dr | Mode::Tun | Mode::Nat | Mode::Fullnat => {
             let method = mode.l4_method().unwrap_or(Method::Dr);

@@ -7,6 +7,9 @@
 //! checksum: ../shared/reference/platform.md). A drop guard puts the reals
 //! back, so the modes measured after `nat` see the DSR lab again.
 //! `crates/sluice/tests/l4_nat.rs` prepares its lab the same way.
+//!
+//! `nat`'s peer, the kernel's NAT ([`NftDnat`]), runs on the same changed
+//! lab: an nftables DNAT rule in the LB namespace, forwarding on.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -63,15 +66,98 @@ impl Drop for RealsViaLb {
     }
 }
 
-/// Runs `argv` to completion; `Err` names the command and its stderr.
-fn run(argv: &[&str]) -> Result<(), String> {
+/// The nftables table `nft-dnat` loads into the LB namespace.
+const NFT_TABLE: &str = "sluice_bmt";
+
+/// The kernel's DNAT in the LB namespace (and forwarding on), undone on
+/// drop: the table deleted, `ip_forward` put back.
+#[derive(Debug)]
+pub(crate) struct NftDnat {
+    lb_netns: String,
+    /// `net.ipv4.ip_forward` before, put back on drop.
+    forward_was: String,
+}
+
+impl NftDnat {
+    /// Loads `dnat to numgen inc mod N map { 0 : RIP1, ... }` for the VIP
+    /// and port of `t` (the real port is the VIP's, as in `nat`'s rows)
+    /// and turns forwarding on in the LB namespace.
+    pub(crate) fn set(t: &Topology) -> Result<Self, String> {
+        let lb = &t.lb.netns;
+        let forward_was = output(&[
+            "ip",
+            "netns",
+            "exec",
+            lb,
+            "sysctl",
+            "-n",
+            "net.ipv4.ip_forward",
+        ])?;
+        let guard = NftDnat {
+            lb_netns: lb.clone(),
+            forward_was: forward_was.trim().to_owned(),
+        };
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            lb,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])?;
+        let map: Vec<String> = t
+            .reals
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{i} : {}", r.ipv4))
+            .collect();
+        let rules = format!(
+            "table ip {NFT_TABLE} {{\n\
+             \tchain prerouting {{\n\
+             \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+             \t\tip daddr {vip} tcp dport {port} dnat to numgen inc mod {n} map {{ {map} }}\n\
+             \t}}\n\
+             }}\n",
+            vip = t.vip4,
+            port = t.port,
+            n = t.reals.len(),
+            map = map.join(", "),
+        );
+        let file = tempfile::NamedTempFile::new().map_err(|e| format!("nft rules file: {e}"))?;
+        std::fs::write(file.path(), rules).map_err(|e| format!("writing the nft rules: {e}"))?;
+        let path = file.path().display().to_string();
+        run(&["ip", "netns", "exec", lb, "nft", "-f", &path])?;
+        Ok(guard)
+    }
+}
+
+impl Drop for NftDnat {
+    fn drop(&mut self) {
+        let lb = &self.lb_netns;
+        let forward = format!("net.ipv4.ip_forward={}", self.forward_was);
+        for argv in [
+            &[
+                "ip", "netns", "exec", lb, "nft", "delete", "table", "ip", NFT_TABLE,
+            ][..],
+            &["ip", "netns", "exec", lb, "sysctl", "-qw", &forward][..],
+        ] {
+            if let Err(e) = run(argv) {
+                eprintln!("sluice lab bmt: putting {lb} back after nft-dnat: {e}");
+            }
+        }
+    }
+}
+
+/// Runs `argv` to completion and returns its standard output.
+fn output(argv: &[&str]) -> Result<String, String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
     let out = Command::new(program)
         .args(args)
         .output()
         .map_err(|e| format!("`{}`: {e}", argv.join(" ")))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
             "`{}` failed ({}): {}",
@@ -80,4 +166,9 @@ fn run(argv: &[&str]) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// Runs `argv` to completion; `Err` names the command and its stderr.
+fn run(argv: &[&str]) -> Result<(), String> {
+    output(argv).map(drop)
 }

@@ -9,8 +9,9 @@ use std::process::Command;
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 /// Requests per repetition: tiny, the debug build is slow.
 const REQUESTS: u64 = 300;
-/// Modes asked for: three that exist, plus one that does not yet (fullnat).
-const MODES: &[&str] = &["direct", "dr", "nat", "fullnat"];
+/// Modes asked for: four that exist (the kernel's `nft-dnat` among them),
+/// plus one that does not yet (fullnat).
+const MODES: &[&str] = &["direct", "dr", "nat", "nft-dnat", "fullnat"];
 
 /// What one `sluice lab bmt` run left: its output and its two result files.
 struct Bmt {
@@ -90,7 +91,9 @@ fn tiny_matrix_writes_table_json_and_charts_without_fake_rows() {
     // The baseline, L4 dr and nat exist and must be measured for real (nat
     // with the reals routing the client via the LB, put back afterwards).
     assert!(
-        measured.contains("direct") && measured.contains("dr") && measured.contains("nat"),
+        ["direct", "dr", "nat", "nft-dnat"]
+            .iter()
+            .all(|m| measured.contains(m)),
         "{json}"
     );
     for c in cells {
