@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use sluice_lab::Node;
+use sluice_lab::{Lab, Node};
 
 /// New-connection requests through the VIP.
 const REQUESTS: usize = 30;
@@ -36,14 +36,13 @@ port = 80
 address = "10.99.0.12"
 "#;
 
-#[test]
-fn nat_serves_through_xdp_and_rewrites_the_replies() {
-    let lab = l4_lab("nat", REALS);
-    for i in 1..=REALS {
+/// Makes reals `1..=reals` of the one-arm lab route the client via the
+/// LB: replies to the client go through the LB, and leave with full
+/// checksums (native XDP on veth loses a partial checksum: docs/platform
+/// notes, gotcha 3).
+fn route_reals_via_lb(lab: &Lab, reals: usize) {
+    for i in 1..=reals {
         let node = Node::Real(i);
-        // Replies to the client go through the LB, and leave with full
-        // checksums (native XDP on veth loses a partial checksum:
-        // docs/platform notes, gotcha 3).
         for argv in [
             &["ip", "route", "replace", "10.99.0.2/32", "via", "10.99.0.1"][..],
             &["ethtool", "-K", "eth0", "tx", "off"][..],
@@ -56,6 +55,12 @@ fn nat_serves_through_xdp_and_rewrites_the_replies() {
             );
         }
     }
+}
+
+#[test]
+fn nat_serves_through_xdp_and_rewrites_the_replies() {
+    let lab = l4_lab("nat", REALS);
+    route_reals_via_lb(&lab, REALS);
     let _d = start_daemon(&lab, CONFIG);
     let mut by_real: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..REQUESTS {
@@ -204,4 +209,137 @@ address = "10.98.0.12"
     assert_eq!(by_real.len(), 2, "both reals serve: {by_real:?}");
     assert!(counter(&lab, "tx_nat_reply") >= (REQUESTS * 4) as u64);
     assert!(counter(&lab, "tx_forwarded") >= (REQUESTS * 4) as u64);
+}
+
+/// The real's own port for the port-translation test: VIP:80 -> RIP:8080.
+const TRANSLATED_PORT: u16 = 8080;
+/// Body of the long transfer, in bytes (the web server's largest): at
+/// `RATE_LIMIT` it takes far longer
+/// than the test waits, so it is surely in flight when the real dies.
+const LONG_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// curl's receive rate for the long transfer (curl's `--limit-rate` syntax).
+const RATE_LIMIT: &str = "2M";
+/// How long curl may take at most: it must end well before, on the reset.
+const LONG_MAX_SECS: u64 = 60;
+
+const PORT_CONFIG: &str = r#"[global]
+admin = "127.0.0.1:9900"
+
+[[l4_service]]
+name = "web"
+vip = "10.99.255.1"
+port = 80
+method = "nat"
+interface = "lb0"
+maglev_table_size = 1009
+
+[[l4_service.real]]
+address = "10.99.0.11"
+port = 8080
+"#;
+
+/// `nat` translates the port (VIP:80 to a real listening only on 8080),
+/// and a real that dies in the middle of a long transfer ends the
+/// client's transfer promptly (a FIN or RST through the LB), never a hang.
+#[test]
+fn nat_translates_the_port_and_a_dying_real_ends_the_transfer() {
+    let lab = l4_lab("natport", 1);
+    route_reals_via_lb(&lab, 1);
+    let listen = format!("10.99.0.11:{TRANSLATED_PORT}");
+    let size = LONG_BODY_BYTES.to_string();
+    let mut web = lab
+        .spawn(
+            Node::Real(1),
+            &[
+                SLUICE,
+                "realserver",
+                "web",
+                "--listen",
+                &listen,
+                "--name",
+                "rs1-8080",
+                "--size",
+                &size,
+            ],
+        )
+        .unwrap();
+    // The server on 8080 answers directly before the VIP is tried.
+    let direct = format!("10.99.0.11:{TRANSLATED_PORT}").parse().unwrap();
+    let up = (0..50).any(|_| {
+        let ok = get(&lab, direct, "/whoami").is_ok_and(|(_, _, name)| name == "rs1-8080");
+        if !ok {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(up, "the web server on {direct} did not come up");
+    let _d = start_daemon(&lab, PORT_CONFIG);
+    // Served by the server on 8080 (the lab's own server listens on 80).
+    let mut last = Err(String::new());
+    let served = (0..50)
+        .find_map(|_| {
+            last = curl(&lab, &[], "http://10.99.255.1/whoami");
+            match &last {
+                Ok((_, len, real)) if real == "rs1-8080" => Some(*len),
+                _ => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    None
+                }
+            }
+        })
+        .unwrap_or_else(|| panic!("VIP:80 never reached the real's port 8080: {last:?}"));
+    assert!(served > 0);
+    let text = String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "list"]).stdout).into_owned();
+    assert!(text.contains("-> 10.99.0.11:8080 "), "{text}");
+
+    // A long transfer, then the server is killed while it is in flight.
+    let max = LONG_MAX_SECS.to_string();
+    let mut client = lab
+        .command(
+            Node::Client,
+            &[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--limit-rate",
+                RATE_LIMIT,
+                "--max-time",
+                &max,
+                "-w",
+                "%{size_download}",
+                "http://10.99.255.1/",
+            ],
+        )
+        .unwrap()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        client.try_wait().unwrap().is_none(),
+        "the long transfer ended before the real died"
+    );
+    let killed_at = std::time::Instant::now();
+    web.kill().unwrap();
+    let _ = web.wait();
+    let out = client.wait_with_output().unwrap();
+    let took = killed_at.elapsed();
+    let received: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        !out.status.success() && received < LONG_BODY_BYTES,
+        "curl should fail short of the body: {:?}, {received} bytes, {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < std::time::Duration::from_secs(LONG_MAX_SECS / 2),
+        "the transfer hung for {took:?} after the real died: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(received > 0, "nothing arrived before the real died");
 }
