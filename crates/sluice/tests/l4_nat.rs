@@ -214,8 +214,8 @@ address = "10.98.0.12"
 /// The real's own port for the port-translation test: VIP:80 -> RIP:8080.
 const TRANSLATED_PORT: u16 = 8080;
 /// Body of the long transfer, in bytes (the web server's largest): at
-/// `RATE_LIMIT` it takes far longer
-/// than the test waits, so it is surely in flight when the real dies.
+/// `RATE_LIMIT` it takes far longer than the test waits, so it is surely
+/// in flight when the real dies.
 const LONG_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// curl's receive rate for the long transfer (curl's `--limit-rate` syntax).
 const RATE_LIMIT: &str = "2M";
