@@ -85,6 +85,13 @@ pub fn iface_mac(dev: &str) -> Option<[u8; 6]> {
         .and_then(parse_mac)
 }
 
+/// The MTU of interface `dev`, in bytes.
+pub fn iface_mtu(dev: &str) -> Option<u32> {
+    let v = ip_json(&["link", "show", "dev", dev])?;
+    let mtu = v.as_array()?.first()?.get("mtu")?.as_u64()?;
+    u32::try_from(mtu).ok()
+}
+
 /// The first global IPv4 and IPv6 addresses of interface `dev`: the outer
 /// source of `tun` packets of a service without `tun_source`.
 pub fn iface_addrs(dev: &str) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {

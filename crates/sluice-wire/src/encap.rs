@@ -39,6 +39,23 @@ const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMPV6_PKT_TOO_BIG: u8 = 2;
 
+/// The smallest egress MTU, in bytes, that `tun` runs on: IPv6's minimum
+/// link MTU (RFC 8200), which every Ethernet-like link meets. A frame
+/// whose encapsulated IP packet fits it fits any egress sluice accepts,
+/// so the data plane asks the kernel for the real MTU (`bpf_check_mtu`,
+/// about 17 ns a packet) only for larger frames: most packets toward the
+/// reals (ACKs, requests) are small. `sluice run` refuses an interface
+/// with a smaller MTU when a `tun` service exists.
+pub const MIN_TUN_EGRESS_MTU: u32 = 1280;
+
+/// Whether an IP packet of `ip_len` bytes with `overhead` bytes of
+/// encapsulation surely fits an egress of [`MIN_TUN_EGRESS_MTU`] or more
+/// (then no MTU check is needed).
+#[must_use]
+pub const fn surely_fits(ip_len: u32, overhead: u32) -> bool {
+    ip_len.saturating_add(overhead) <= MIN_TUN_EGRESS_MTU
+}
+
 /// Bytes `tun` adds to an IPv4-addressed real's packets (the outer IPv4
 /// header of IPIP).
 pub const IPIP_OVERHEAD: u32 = IPV4_HDR_LEN as u32;
@@ -415,5 +432,14 @@ mod tests {
                 .sum()
         });
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn small_packets_surely_fit_and_large_ones_are_checked() {
+        assert!(surely_fits(1260, IPIP_OVERHEAD));
+        assert!(!surely_fits(1261, IPIP_OVERHEAD));
+        assert!(surely_fits(1240, IP6IP6_OVERHEAD));
+        assert!(!surely_fits(1241, IP6IP6_OVERHEAD));
+        assert!(!surely_fits(u32::MAX, IPIP_OVERHEAD));
     }
 }

@@ -292,9 +292,7 @@ fn lo_addrs(ns: &Netns) -> String {
 
 /// `ip -j link show dev eth0`'s XDP attachment mode (1 native, 2 generic).
 fn xdp_mode(ns: &Netns) -> Option<u64> {
-    let out = ns.ip(&["-j", "link", "show", "dev", "eth0"]).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v[0]["xdp"]["mode"].as_u64()
+    xdp_mode_of(ns, "eth0")
 }
 
 #[test]
@@ -446,4 +444,52 @@ fn realserver_setup_prints_the_kernel_equivalent_documented() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a unicast service address"));
+}
+
+/// `tun` checks the egress MTU only for packets larger than IPv6's minimum
+/// link MTU, so `sluice run` refuses a `tun` service on an interface with a
+/// smaller MTU, saying why, and attaches nothing.
+#[test]
+fn run_refuses_tun_on_an_interface_below_the_minimum_mtu() {
+    let label = sluice_lab::LabSpec::unique_label("tunmtu");
+    let ns = Netns::create(&format!("sl-{label}")).unwrap();
+    let peer = Netns::create(&format!("sl-{label}-p")).unwrap();
+    create_veth(&ns, "lb0", &peer, "peer0").unwrap();
+    ns.ip(&["link", "set", "lb0", "mtu", "1000"]).unwrap();
+    ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "lb0"])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        r#"[[l4_service]]
+name = "web"
+vip = "10.99.255.1"
+port = 80
+method = "tun"
+interface = "lb0"
+
+[[l4_service.real]]
+address = "10.99.0.11"
+"#,
+    )
+    .unwrap();
+    let out = ns
+        .exec(&[SLUICE, "run", "-c", cfg.to_str().unwrap()])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("MTU of 1000 bytes") && stderr.contains("at least 1280"),
+        "{stderr}"
+    );
+    assert_eq!(xdp_mode_of(&ns, "lb0"), None, "nothing may stay attached");
+}
+
+/// `ip -j link show dev IFACE`'s XDP attachment mode (1 native, 2
+/// generic), if any.
+fn xdp_mode_of(ns: &Netns, iface: &str) -> Option<u64> {
+    let out = ns.ip(&["-j", "link", "show", "dev", iface]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["xdp"]["mode"].as_u64()
 }

@@ -43,7 +43,12 @@ pub(super) fn encap(
     } else {
         encap::IP6IP6_OVERHEAD
     };
-    if let Some(mtu) = too_big::exceeds_mtu(ctx, overhead) {
+    let inner_len = (ctx.data_end() - ctx.data()) as u64 - p.l3_len as u64;
+    // The kernel is asked for the egress MTU only when the packet could
+    // exceed it: anything that fits the smallest MTU `tun` runs on fits.
+    if !encap::surely_fits(inner_len as u32, overhead)
+        && let Some(mtu) = too_big::exceeds_mtu(ctx, overhead)
+    {
         let verdict = too_big::answer(ctx, p, icmp, mtu, overhead)?;
         return Ok((verdict, Sent::AnsweredTooBig));
     }
@@ -51,7 +56,6 @@ pub(super) fn encap(
         return Err(Counter::DropTruncated);
     };
     let tc = encap::traffic_class(p.key.family, first);
-    let inner_len = (ctx.data_end() - ctx.data()) as u64 - p.l3_len as u64;
     let h = flow_hash(&p.key.src, p.key.sport, p.key.dport, p.key.proto, HASH_SEED);
     let vary = m.flags & vip_flags::TUN_VARY_SOURCE != 0;
     if r.family == family::V4 {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use sluice_config::Config;
 use sluice_core::service::OnRealDown;
+use sluice_l4::wire_maps::Method;
 use sluice_l4::{Dataplane, L4Plane, ServiceSpec, neigh::KernelNeighbours};
+use sluice_wire::encap::MIN_TUN_EGRESS_MTU;
 
 use crate::cmd::l4_map::L4Plan;
 
@@ -27,6 +29,7 @@ pub(crate) type Plane = Arc<Mutex<L4Plane<KernelNeighbours>>>;
 /// Loads the XDP program, attaches it and applies the planned services.
 pub(super) fn start(plan: &L4Plan) -> anyhow::Result<L4Plane<KernelNeighbours>> {
     let iface = &plan.iface;
+    check_tun_mtu(plan)?;
     remove_stale_program(iface)?;
     let mac = sluice_l4::neigh::iface_mac(iface)
         .with_context(|| format!("reading the MAC of interface {iface:?}"))?;
@@ -47,6 +50,26 @@ pub(super) fn start(plan: &L4Plan) -> anyhow::Result<L4Plane<KernelNeighbours>> 
         plan.specs.len()
     );
     Ok(plane)
+}
+
+/// `tun` asks the kernel for the egress MTU only for packets that could
+/// exceed [`MIN_TUN_EGRESS_MTU`] once encapsulated, so an interface with
+/// a smaller MTU is refused when a `tun` service exists (IPv6 forbids
+/// such links anyway).
+fn check_tun_mtu(plan: &L4Plan) -> anyhow::Result<()> {
+    if !plan.specs.iter().any(|s| s.method == Method::Tun) {
+        return Ok(());
+    }
+    let iface = &plan.iface;
+    let mtu = sluice_l4::neigh::iface_mtu(iface)
+        .with_context(|| format!("reading the MTU of interface {iface:?}"))?;
+    if mtu < MIN_TUN_EGRESS_MTU {
+        bail!(
+            "interface {iface:?} has an MTU of {mtu} bytes: a `tun` service needs at least \
+             {MIN_TUN_EGRESS_MTU} (IPv6's minimum link MTU)"
+        );
+    }
+    Ok(())
 }
 
 /// Two-arm `nat`: the program on the interface toward the reals too (their
