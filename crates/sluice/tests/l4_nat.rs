@@ -343,3 +343,63 @@ fn nat_translates_the_port_and_a_dying_real_ends_the_transfer() {
     );
     assert!(received > 0, "nothing arrived before the real died");
 }
+
+const CONFIG6: &str = r#"[global]
+admin = "127.0.0.1:9900"
+
+[[l4_service]]
+name = "web6"
+vip = "fd99:ffff::1"
+port = 80
+method = "nat"
+interface = "lb0"
+maglev_table_size = 1009
+
+[[l4_service.real]]
+address = "fd99::11"
+port = 80
+[[l4_service.real]]
+address = "fd99::12"
+port = 80
+"#;
+
+/// `nat` over IPv6 end to end, one-arm: the reals route the client's IPv6
+/// address via the LB's, and every reply is rewritten back to the VIP.
+#[test]
+fn nat6_serves_through_xdp_and_rewrites_the_replies() {
+    let lab = l4_lab("nat6", 2);
+    route_reals_via_lb(&lab, 2);
+    for i in 1..=2 {
+        let argv = [
+            "ip",
+            "-6",
+            "route",
+            "replace",
+            "fd99::2/128",
+            "via",
+            "fd99::1",
+        ];
+        let out = lab.exec(Node::Real(i), &argv).unwrap();
+        assert!(
+            out.status.success(),
+            "{argv:?} in real {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _d = start_daemon(&lab, CONFIG6);
+    let mut by_real: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..REQUESTS {
+        let (status, len, real) = curl(&lab, &["-6"], "http://[fd99:ffff::1]/").unwrap();
+        assert_eq!((status, len), (200, 5120));
+        *by_real.entry(real).or_default() += 1;
+    }
+    assert_eq!(by_real.len(), 2, "both reals serve: {by_real:?}");
+    let replies = counter(&lab, "tx_nat_reply");
+    assert!(
+        replies >= (REQUESTS * 4) as u64,
+        "rewritten replies {replies}"
+    );
+    let report = wrk(&lab, "http://[fd99:ffff::1]/", 10, 2);
+    assert!(wrk_requests(&report) > 500, "{report}");
+    assert_eq!(wrk_errors(&report), 0, "{report}");
+}
