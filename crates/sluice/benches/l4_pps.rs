@@ -5,7 +5,13 @@
 //! - (b) `sluice_xdp` `dr` with session hits (one flow),
 //! - (c) `sluice_xdp` `dr` with new flows (every frame a new client address:
 //!   session miss, Maglev lookup, session insert),
-//! - (d) `sluice_xdp` `tun` with session hits (IPIP encapsulation).
+//! - (d) `sluice_xdp` `tun` with session hits (IPIP encapsulation),
+//! - (e) `sluice_xdp` `nat` with session hits (destination rewritten to the
+//!   real, checksums updated), generator-driven only: a NAT'd frame is no
+//!   longer for the VIP, so it cannot bounce back through the program,
+//! - (f) the kernel's NAT for the same frames, its peer: an nftables DNAT
+//!   rule in the LB namespace, forwarding out the same veth to the
+//!   generator (static neighbours for the reals), no XDP on the LB end.
 //!
 //! Ping-pong method: `INFLIGHT` frames are injected once (trafgen, a short
 //! paced burst, so no ring ever fills); from then on they bounce between the
@@ -129,6 +135,58 @@ fn run_gen(txns: &Netns, sink: &HelperProgram, cfg: &std::path::Path) -> (f64, f
     (back as f64 / secs, back as f64 / GEN_FRAMES as f64)
 }
 
+/// The VIP of the `nat` cases (e) and (f).
+const NAT_VIP: [u8; 4] = [10, 99, 255, 3];
+
+/// Case (f)'s LB: an address on `l0`, forwarding on (and no ICMP
+/// redirects: the frames leave through the interface they came in on),
+/// conntrack's checksum check off (XDP's path does not check it either),
+/// the reals of `three_reals` as permanent neighbours at the generator's
+/// MAC, and `dnat to numgen inc mod 3` for `NAT_VIP`:80.
+fn kernel_dnat(lb: &Netns, dir: &std::path::Path) {
+    let reals = ["10.99.0.11", "10.99.0.12", "10.99.0.13"];
+    let mut steps: Vec<String> = vec![
+        "ip addr add 10.99.0.1/24 dev l0".into(),
+        "sysctl -qw net.ipv4.ip_forward=1".into(),
+        "sysctl -qw net.ipv4.conf.all.send_redirects=0".into(),
+        "sysctl -qw net.ipv4.conf.l0.send_redirects=0".into(),
+        // trafgen's frames carry no TCP checksum: conntrack would call
+        // them invalid and leave them un-NATed (XDP does not check it).
+        "sysctl -qw net.netfilter.nf_conntrack_checksum=0".into(),
+    ];
+    for real in reals {
+        steps.push(format!(
+            "ip neigh replace {real} lladdr 02:00:00:00:00:02 dev l0 nud permanent"
+        ));
+    }
+    let [a, b, c, d] = NAT_VIP;
+    let map: Vec<String> = reals
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("{i} : {r}"))
+        .collect();
+    let rules = format!(
+        "table ip pps {{\n  chain prerouting {{\n    \
+         type nat hook prerouting priority dstnat; policy accept;\n    \
+         ip daddr {a}.{b}.{c}.{d} tcp dport 80 dnat to numgen inc mod {n} map {{ {map} }}\n  \
+         }}\n}}\n",
+        n = reals.len(),
+        map = map.join(", "),
+    );
+    let path = dir.join("pps.nft");
+    std::fs::write(&path, rules).unwrap();
+    steps.push(format!("nft -f {}", path.display()));
+    for step in &steps {
+        let argv: Vec<&str> = step.split_whitespace().collect();
+        let out = lb.exec(&argv).unwrap();
+        assert!(
+            out.status.success(),
+            "{step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn main() {
     let label = LabSpec::unique_label("pps");
     let txns =
@@ -159,6 +217,7 @@ fn main() {
     let hit_dr = write("hit-dr.cfg", trafgen_cfg([10, 99, 255, 1], false, false));
     let new_dr = write("new-dr.cfg", trafgen_cfg([10, 99, 255, 1], true, true));
     let hit_tun = write("hit-tun.cfg", trafgen_cfg([10, 99, 255, 2], false, false));
+    let hit_nat = write("hit-nat.cfg", trafgen_cfg(NAT_VIP, false, false));
 
     let mut results: Vec<(&str, f64)> = Vec::new();
     let mut gen_results: Vec<(&str, (f64, f64))> = Vec::new();
@@ -200,6 +259,7 @@ fn main() {
     for s in [
         service(0, [10, 99, 255, 1], method::DR),
         service(1, [10, 99, 255, 2], method::TUN),
+        service(2, NAT_VIP, method::NAT),
     ] {
         dp.set_ring(s.index, &s.ring).unwrap();
         dp.set_service(s.key, s.meta).unwrap();
@@ -220,6 +280,12 @@ fn main() {
             drop(sink);
             settle();
         }
+    }
+    {
+        let sink = bouncer(Helper::Sink);
+        gen_results.push(("(e) nat, session hits", generated(&sink, &hit_nat)));
+        drop(sink);
+        settle();
     }
     // Generator-driven: (a) and (b) alternate on the LB veth, pair by pair.
     let sink = bouncer(Helper::Sink);
@@ -242,6 +308,14 @@ fn main() {
     let misses = dp.counter(sluice_wire::maps::Counter::SessionMiss).unwrap();
     let hits = dp.counter(sluice_wire::maps::Counter::SessionHit).unwrap();
     drop(dp);
+    settle();
+    // (f) The kernel's NAT on the same veth, for the same frames.
+    kernel_dnat(&lb, dir.path());
+    {
+        let sink = bouncer(Helper::Sink);
+        gen_results.push(("(f) nftables DNAT (kernel)", generated(&sink, &hit_nat)));
+        drop(sink);
+    }
 
     let base = results[0].1;
     println!(
