@@ -186,11 +186,7 @@ fn leave_by(port: u32) -> u32 {
     }
 }
 
-/// The client's packet to the real. Not inlined, like every path of the
-/// two programs: each is a BPF function with its own stack frame, so the
-/// program's own frame stays small and a chain (program → path →
-/// `translate_icmp_v6`) fits the 512 bytes the kernel allows for it;
-/// inlined, the frames of all paths add up in the program's.
+/// The client's packet to the real.
 #[inline(always)]
 fn forward_in_frame(
     ctx: &XdpContext,
@@ -228,8 +224,7 @@ fn forward_in_frame(
     set_macs(ctx, r.mac, c.real_side_mac)
 }
 
-/// A real's TCP/UDP reply to its client. Not inlined, as
-/// [`forward_in_frame`].
+/// A real's TCP/UDP reply to its client.
 #[inline(always)]
 fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     // Not a VIP's traffic: a frame too short for its TCP/UDP header is
@@ -279,8 +274,7 @@ fn l4_offset(fam: u8) -> usize {
 /// the LB rewrote, quoting VIP:vport → client): the quoted source becomes
 /// the real's address and port, the outer destination the real, and the
 /// error goes to it as the flow's packets do. The session (or the
-/// scheduler's answer) is `forward`'s; nothing is recorded. Not inlined,
-/// as [`icmp_reply_in_frame`].
+/// scheduler's answer) is `forward`'s; nothing is recorded.
 #[inline(always)]
 fn icmp_forward_in_frame(ctx: &XdpContext, chosen: u32, fam: u8) -> Result<(), Counter> {
     let (Some(c), Some(r)) = (cfg(), real(chosen)) else {
@@ -311,10 +305,6 @@ fn icmp_reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
 
 /// The reverse entry (and the quoted protocol) of the live `nat` session
 /// the frame's ICMP error is about, if it is one ([`icmp_reply_in_frame`]).
-/// Not inlined, as [`forward_in_frame`] (a static BPF function: the
-/// verifier checks it in its caller's context, unlike a global one); its
-/// frame is gone before the translation's is pushed, so the two do not
-/// add up.
 #[inline(always)]
 fn icmp_reply_session(ctx: &XdpContext, fam: u8) -> Result<(NatReverse, u8), Counter> {
     let l4 = l4_offset(fam);
@@ -386,11 +376,12 @@ fn translate_icmp(
     }
 }
 
-/// [`translate_icmp`] for IPv4: the two IP headers are changed in place,
-/// the ICMP checksum and the quoted port and checksum through copies
-/// (`with_icmp_fields`). Each family's translation is a BPF function of its
-/// own: inlined together the register spills of the checksum updates
-/// exceed the 512-byte stack.
+/// [`translate_icmp`] for IPv4: the two IP headers are changed in place
+/// (copies of them were split into their bytes by the compiler and
+/// spilled past the 512-byte stack; `sluice_wire::nat::icmp` computes
+/// every checksum before its first store for the same reason), the ICMP
+/// checksum and the quoted port and checksum through copies
+/// ([`with_icmp_fields`]).
 #[inline(always)]
 fn translate_icmp_v4(
     ctx: &XdpContext,
@@ -430,7 +421,7 @@ fn translate_icmp_v4(
 }
 
 /// [`translate_icmp`] for IPv6: only the two addresses change (no header
-/// checksums): they alone are copied, not the 80 bytes of headers.
+/// checksums), in place as in [`translate_icmp_v4`].
 #[inline(always)]
 fn translate_icmp_v6(
     ctx: &XdpContext,
@@ -469,10 +460,7 @@ fn translate_icmp_v6(
 /// (an `icmp_len`-byte message quoting an IP header of `quoted_hdr_len`
 /// bytes) that a translation of the quoted packet's `side` changes (the
 /// quoted TCP/UDP checksum only if the quote reaches it), and writes them
-/// back. Copies, not references into the frame: LLVM cannot tell frame
-/// stores from frame loads apart, so with references it loaded every byte
-/// before the first store and spilled them past the 512-byte stack.
-#[allow(clippy::too_many_arguments)]
+/// back: six bytes, and `translate` may store them in any order.
 #[inline(always)]
 fn with_icmp_fields(
     ctx: &XdpContext,
