@@ -1009,6 +1009,42 @@ fn nat_two_arm_redirects_between_the_interfaces() {
     }
     assert_eq!(dp.counter(Counter::TxForwarded).unwrap(), forwarded + 2);
     assert_eq!(dp.counter(Counter::TxNatReply).unwrap(), replies + 2);
+    // ICMP errors of the flows leave by the same sides as their packets.
+    let out = run(&icmp_error(
+        mac(0),
+        LB_MAC,
+        r0,
+        ip4(CLIENT),
+        IcmpError::TooBig,
+        ip_of(&to_real(0, r0, 8080, 42000, Some(SYN), b"query")),
+    ));
+    let want = icmp_error(
+        LB_MAC,
+        CLIENT_MAC,
+        vip,
+        ip4(CLIENT),
+        IcmpError::TooBig,
+        ip_of(&to_vip(vip, 42000, 80, Some(SYN), b"query")),
+    );
+    assert_eq!((out.verdict, &out.frame), (verdict::REDIRECT, &want));
+    let out = run(&icmp_error(
+        CLIENT_MAC,
+        LB_MAC,
+        ip4([10, 99, 0, 1]),
+        vip,
+        IcmpError::TooBig,
+        ip_of(&to_client(vip, 80, 42000, Some(ACK), b"answer")),
+    ));
+    let mut want = icmp_error(
+        LB_MAC,
+        mac(0),
+        ip4([10, 99, 0, 1]),
+        r0,
+        IcmpError::TooBig,
+        ip_of(&from_real(0, r0, 8080, 42000, Some(ACK), b"answer")),
+    );
+    want[6..12].copy_from_slice(&REAL_SIDE_MAC);
+    assert_eq!((out.verdict, &out.frame), (verdict::REDIRECT, &want));
     // `dr` is not redirected: it still leaves by the interface it came in on.
     let dr = frame(
         CLIENT_MAC,
@@ -1021,4 +1057,43 @@ fn nat_two_arm_redirects_between_the_interfaces() {
         b"",
     );
     assert_eq!(run(&dr).verdict, verdict::TX);
+}
+
+/// An ICMP error about a `nat` flow, either way, is translated but is no
+/// segment of the connection: the session's TCP state stays where the
+/// segments left it (a SYN-only session would otherwise turn ESTABLISHED,
+/// with that state's long timeout).
+#[test]
+fn nat_icmp_errors_do_not_move_the_session() {
+    pin_to_one_cpu();
+    let dp = fixture(DataplaneParams::default());
+    let (vip, r0) = (ip4(VIP), ip4(R0));
+    let out = dp
+        .test_run(&to_vip(vip, 41500, 80, Some(SYN), b""), 1)
+        .unwrap();
+    assert_eq!(out.verdict, verdict::TX);
+    assert_eq!(session_state(&dp, VIP, 41500), Some(state::TCP_SYN));
+    let from_reals_side = icmp_error(
+        mac(9),
+        LB_MAC,
+        ip4([10, 99, 0, 254]),
+        ip4(CLIENT),
+        IcmpError::TooBig,
+        ip_of(&to_real(0, r0, 8080, 41500, Some(SYN), b"")),
+    );
+    let out = dp.test_run(&from_reals_side, 1).unwrap();
+    assert_eq!(out.verdict, verdict::TX);
+    checksums_valid(&out.frame).unwrap();
+    let from_clients_side = icmp_error(
+        CLIENT_MAC,
+        LB_MAC,
+        ip4([10, 99, 0, 1]),
+        vip,
+        IcmpError::TooBig,
+        ip_of(&to_client(vip, 80, 41500, Some(SYN_ACK), b"")),
+    );
+    let out = dp.test_run(&from_clients_side, 1).unwrap();
+    assert_eq!(out.verdict, verdict::TX);
+    checksums_valid(&out.frame).unwrap();
+    assert_eq!(session_state(&dp, VIP, 41500), Some(state::TCP_SYN));
 }
