@@ -34,7 +34,7 @@ pub(crate) fn forward(
     // A service this program cannot send for is dropped before the
     // session table is touched: it leaves no session, persistence entry or
     // connection count behind.
-    if let Some(refused) = xmit::refuse(m, icmp) {
+    if let Some(refused) = xmit::refuse(m) {
         return Err(refused);
     }
     let Some(c) = cfg() else {

@@ -15,8 +15,10 @@
 //!    too big for the egress MTU is answered with ICMP (`XDP_TX` back to
 //!    the client) or dropped, counted.
 //! 5. While some service uses `nat`, a TCP/UDP packet that is not for a
-//!    VIP may be a real's reply: [`xmit::nat_reply`] sends it back to the
-//!    client from the VIP if it belongs to a live session, else passes it.
+//!    VIP may be a real's reply, and an ICMP one an error from the reals'
+//!    side about a flow: [`xmit::nat_reply`] sends it back to the client
+//!    from the VIP (an error translated with its quoted packet) if it
+//!    belongs to a live session, else passes it.
 //!
 //! The other programs of the object: `sluice_decap` ([`decap`], the real
 //! server's side of `tun`) and the lab's and benchmarks' helpers ([`lab`]).

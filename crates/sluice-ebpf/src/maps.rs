@@ -85,8 +85,11 @@ pub(crate) struct NatForwardArgs {
     pub(crate) family: u8,
     /// 1: the flow's session was just made (its reverse entry is due).
     pub(crate) new_session: u8,
+    /// 1: the packet is an ICMP error about the flow (its quoted packet
+    /// is translated instead of a TCP/UDP header).
+    pub(crate) icmp: u8,
     /// Padding.
-    pub(crate) _pad: u16,
+    pub(crate) _pad: u8,
 }
 
 /// The interfaces `nat` packets leave by (`sluice_wire::maps::MAP_TX_PORTS`):

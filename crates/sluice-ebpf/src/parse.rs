@@ -7,8 +7,9 @@
 //! service) with one hash lookup; everything else takes [`process_v4`] /
 //! [`process_v6`], which tell non-VIP traffic (passed, untouched) from
 //! malformed VIP traffic (dropped, counted); while some service uses
-//! `nat`, well-formed TCP/UDP non-VIP traffic may be a real's reply and
-//! is handed to `xmit::nat_reply` instead ([`Step::NatReply`]).
+//! `nat`, well-formed TCP/UDP/ICMP non-VIP traffic may be a real's reply
+//! (or an ICMP error from the reals' side) and is handed to
+//! `xmit::nat_reply` instead ([`Step::NatReply`]).
 
 use aya_ebpf::programs::XdpContext;
 use sluice_wire::maps::{Addr, Counter, FlowKey, VipMeta, family};
@@ -31,8 +32,8 @@ pub(crate) enum Step {
     /// The service is filled in when the fast path already looked it up,
     /// and what the fast path learnt of the session.
     Forward(Parsed, bool, Option<&'static VipMeta>, Session),
-    /// A well-formed TCP/UDP packet that is not for a VIP, while some
-    /// service uses `nat`: maybe a real's reply
+    /// A well-formed TCP/UDP/ICMP packet that is not for a VIP, while
+    /// some service uses `nat`: maybe a real's reply or ICMP error
     /// ([`crate::xmit::nat_reply`]).
     NatReply,
 }
@@ -140,7 +141,7 @@ fn process_v4(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
             && be16([hdr[6], hdr[7]]) & 0x3fff == 0
             && total >= IPV4_HDR_LEN as u64
             && total + (ETH_HDR_LEN as u64) <= len
-            && (hdr[9] == PROTO_TCP || hdr[9] == PROTO_UDP);
+            && (hdr[9] == PROTO_TCP || hdr[9] == PROTO_UDP || hdr[9] == PROTO_ICMP);
         return Ok(not_for_a_vip(reply_shaped));
     }
     if hdr[0] >> 4 != 4 || hdr[0] & 0x0f < 5 {
@@ -181,7 +182,7 @@ fn process_v6(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
         let payload = be16([hdr[4], hdr[5]]) as u64;
         let reply_shaped = hdr[0] >> 4 == 6
             && payload + (ETH_HDR_LEN + IPV6_HDR_LEN) as u64 <= len
-            && (hdr[6] == PROTO_TCP || hdr[6] == PROTO_UDP);
+            && (hdr[6] == PROTO_TCP || hdr[6] == PROTO_UDP || hdr[6] == PROTO_ICMPV6);
         return Ok(not_for_a_vip(reply_shaped));
     }
     if hdr[0] >> 4 != 6 {
@@ -208,8 +209,9 @@ fn process_v6(ctx: &XdpContext, len: u64) -> Result<Step, Counter> {
 }
 
 /// A packet not for a VIP: passed, untouched, unless it has the shape of
-/// a `nat` real's reply (`reply_shaped`: TCP/UDP without IPv4 options,
-/// IPv6 extension headers or fragments) while some service uses `nat`.
+/// a `nat` real's reply (`reply_shaped`: TCP/UDP, or ICMP that may be an
+/// error about a `nat` flow, without IPv4 options, IPv6 extension
+/// headers or fragments) while some service uses `nat`.
 #[inline(always)]
 fn not_for_a_vip(reply_shaped: bool) -> Step {
     if reply_shaped && nat_replies() {

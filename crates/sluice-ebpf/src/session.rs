@@ -172,14 +172,44 @@ fn advance(s: &mut FlowVal, proto: u8, flags: u8, now: u64) {
     }
 }
 
-/// A real's reply to a `nat` flow whose session key (client → VIP) is
-/// `fwd`, sent from `from`:`from_port` with TCP `flags`: is the session
-/// there, fresh, of a `nat` service that still matches it, and is its
-/// real (still live, [`live_real`]) the one the reply comes from, at the
-/// port the flow was sent to? If so the reply moves the session on as a
-/// client segment would ([`advance`]: a FIN or RST from the real closes
-/// it too) and `true`; otherwise the reply is not the session's and must
-/// not be rewritten.
+/// The session of a `nat` flow whose key (client → VIP) is `fwd`, for a
+/// packet from its real's side that names the real as `from`:`from_port`
+/// (a reply's source, or the destination an ICMP error quotes): the
+/// session if it is there, fresh, of a `nat` service that still matches
+/// it, and its real (still live, [`live_real`]) is that address and port.
+/// Otherwise the packet is not the session's and must not be rewritten.
+#[inline(always)]
+pub(crate) fn nat_session(
+    c: &GlobalCfg,
+    fwd: &FlowKey,
+    from: &Addr,
+    from_port: u16,
+    now: u64,
+) -> Option<*mut FlowVal> {
+    let sp = SLUICE_SESSIONS.get_ptr_mut(fwd)?;
+    // SAFETY: value pointer from a successful lookup, valid for this run;
+    // only read here.
+    let s = unsafe { &*sp };
+    let m = slot_service(s.vip_slot, fwd)?;
+    if Method::from_byte(m.method) != Some(Method::Nat) {
+        return None;
+    }
+    if now.saturating_sub(s.last_seen_ns) > timeout_ns(c, s.state) {
+        return None;
+    }
+    let r = live_real(s.real, s.real_gen)?;
+    if r.addr != *from || real_port(r.port, fwd.dport) != from_port {
+        return None;
+    }
+    Some(sp)
+}
+
+/// A real's reply with TCP `flags` on a `nat` flow ([`nat_session`]): if
+/// it is the session's, it moves the session on as a client segment
+/// would ([`advance`]: a FIN or RST from the real closes it too) and
+/// `true`. (An ICMP error about the flow asks [`nat_session`] only: it
+/// is not a segment of the connection and moves nothing, as a forwarded
+/// error does not in [`refresh`].)
 #[inline(always)]
 pub(crate) fn nat_reply(
     c: &GlobalCfg,
@@ -189,28 +219,12 @@ pub(crate) fn nat_reply(
     flags: u8,
     now: u64,
 ) -> bool {
-    let Some(sp) = SLUICE_SESSIONS.get_ptr_mut(fwd) else {
+    let Some(sp) = nat_session(c, fwd, from, from_port, now) else {
         return false;
     };
     // SAFETY: value pointer from a successful lookup; concurrent updates
     // of the same flow from another CPU are benign, as in `refresh`.
-    let s = unsafe { &mut *sp };
-    let Some(m) = slot_service(s.vip_slot, fwd) else {
-        return false;
-    };
-    if Method::from_byte(m.method) != Some(Method::Nat) {
-        return false;
-    }
-    if now.saturating_sub(s.last_seen_ns) > timeout_ns(c, s.state) {
-        return false;
-    }
-    let Some(r) = live_real(s.real, s.real_gen) else {
-        return false;
-    };
-    if r.addr != *from || real_port(r.port, fwd.dport) != from_port {
-        return false;
-    }
-    advance(s, fwd.proto, flags, now);
+    advance(unsafe { &mut *sp }, fwd.proto, flags, now);
     true
 }
 

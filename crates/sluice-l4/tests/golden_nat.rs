@@ -16,7 +16,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
+use etherparse::{
+    Icmpv4Type, Icmpv6Type, Ipv4Header, NetHeaders, PacketBuilder, PacketHeaders, TransportHeader,
+    icmpv4::DestUnreachableHeader, icmpv6::DestUnreachableCode,
+};
 use sluice_l4::{Dataplane, DataplaneParams, verdict};
 use sluice_testkit::frames::{CLIENT_MAC, LB_MAC};
 use sluice_wire::checksum;
@@ -121,12 +124,99 @@ fn without_udp_checksum(mut f: Vec<u8>) -> Vec<u8> {
     f
 }
 
-/// Parses a frame the program sent and recomputes its IPv4 header and
-/// TCP/UDP checksums from scratch (a UDP/IPv4 checksum of 0 is "none").
+/// The ICMP errors of the table.
+#[derive(Clone, Copy)]
+enum IcmpError {
+    /// IPv4 "fragmentation needed" / ICMPv6 "packet too big", MTU 1400.
+    TooBig,
+    /// Port unreachable (both families).
+    PortUnreachable,
+}
+
+/// Next-hop MTU the table's too-big errors announce (bytes).
+const ERROR_MTU: u16 = 1400;
+
+/// An ICMP error frame from `smac` to `dmac`, `src` → `dst`, of `kind`,
+/// quoting the IP packet `quoted` (etherparse computes the checksums).
+fn icmp_error(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    kind: IcmpError,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(smac, dmac);
+    let mut out = Vec::new();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let t = match kind {
+                IcmpError::TooBig => DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: ERROR_MTU,
+                },
+                IcmpError::PortUnreachable => DestUnreachableHeader::Port,
+            };
+            b.ipv4(s.octets(), d.octets(), 64)
+                .icmpv4(Icmpv4Type::DestinationUnreachable(t))
+                .write(&mut out, quoted)
+                .unwrap();
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let t = match kind {
+                IcmpError::TooBig => Icmpv6Type::PacketTooBig {
+                    mtu: u32::from(ERROR_MTU),
+                },
+                IcmpError::PortUnreachable => {
+                    Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port)
+                }
+            };
+            b.ipv6(s.octets(), d.octets(), 64)
+                .icmpv6(t)
+                .write(&mut out, quoted)
+                .unwrap();
+        }
+        _ => panic!("mixed families"),
+    }
+    out
+}
+
+/// The IP packet of an Ethernet frame, as an ICMP error quotes it.
+fn ip_of(f: &[u8]) -> &[u8] {
+    &f[14..]
+}
+
+/// Parses a frame the program sent and recomputes its checksums from
+/// scratch: the IPv4 header's and TCP/UDP's (a UDP/IPv4 checksum of 0 is
+/// "none"), or for an ICMP error the ICMP checksum (ICMPv6's over its
+/// pseudo-header) and the quoted IPv4 header's.
 fn checksums_valid(f: &[u8]) -> Result<(), String> {
     let h = PacketHeaders::from_ethernet_slice(f).map_err(|e| format!("unparsable: {e}"))?;
     let payload = h.payload.slice();
     match (&h.net, &h.transport) {
+        (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Icmpv4(icmp))) => {
+            if ip.header_checksum != ip.calc_header_checksum() {
+                return Err("IPv4 header checksum".into());
+            }
+            if icmp.checksum != icmp.icmp_type.calc_checksum(payload) {
+                return Err("ICMP checksum".into());
+            }
+            let (quoted, _) =
+                Ipv4Header::from_slice(payload).map_err(|e| format!("quoted header: {e}"))?;
+            if quoted.header_checksum != quoted.calc_header_checksum() {
+                return Err("quoted IPv4 header checksum".into());
+            }
+            Ok(())
+        }
+        (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Icmpv6(icmp))) => {
+            let want = icmp
+                .icmp_type
+                .calc_checksum(ip.source, ip.destination, payload)
+                .unwrap();
+            if icmp.checksum != want {
+                return Err("ICMPv6 checksum".into());
+            }
+            Ok(())
+        }
         (Some(NetHeaders::Ipv4(ip, _)), Some(t)) => {
             if ip.header_checksum != ip.calc_header_checksum() {
                 return Err("IPv4 header checksum".into());
@@ -572,24 +662,159 @@ fn nat_golden_packet_table() {
         )),
         Counter::TxForwarded,
     ));
-    let mut frag_needed = Vec::new();
-    {
-        // ICMP frag-needed from a router, quoting the VIP's reply of the
-        // flow on port 40000.
-        let quoted = to_client(vip, 80, 40000, Some(ACK), body);
-        let mut icmp = vec![3u8, 4, 0, 0, 0, 0, 0x05, 0xdc];
-        icmp.extend_from_slice(&quoted[14..14 + 28]);
-        let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC).ipv4([10, 99, 0, 1], VIP, 64);
-        b.write(&mut frag_needed, etherparse::IpNumber::ICMP, &icmp)
-            .unwrap();
-    }
+
+    // --- ICMP errors of nat flows, both ways ---
+    let router = ip4([10, 99, 0, 1]);
+    let router6 = ip6([0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let real_side_router = ip4([10, 99, 0, 254]);
     cases.push(case(
-        "ICMP frag-needed quoting a nat flow: dropped (not translated yet)",
-        frag_needed,
-        verdict::DROP,
-        None,
-        Counter::DropNatIcmp,
+        "v4 frag-needed to the VIP quoting the VIP:80 reply: to the real, quoted source real:8080",
+        icmp_error(
+            CLIENT_MAC,
+            LB_MAC,
+            router,
+            vip,
+            IcmpError::TooBig,
+            ip_of(&to_client(vip, 80, 40000, Some(ACK), body)),
+        ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            mac(0),
+            router,
+            r0,
+            IcmpError::TooBig,
+            ip_of(&from_real(0, r0, 8080, 40000, Some(ACK), body)),
+        )),
+        Counter::IcmpForwarded,
     ));
+    cases.push(case(
+        "v4 port unreachable from the real: from the VIP, quoting the client's datagram to VIP:53",
+        icmp_error(
+            mac(0),
+            LB_MAC,
+            r0,
+            ip4(CLIENT),
+            IcmpError::PortUnreachable,
+            ip_of(&to_real(0, r0, 8080, 5353, None, b"query")),
+        ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            CLIENT_MAC,
+            vip,
+            ip4(CLIENT),
+            IcmpError::PortUnreachable,
+            ip_of(&to_vip(vip, 5353, 53, None, b"query")),
+        )),
+        Counter::TxNatIcmpReply,
+    ));
+    cases.push(case(
+        "v4 frag-needed from a router on the reals' side, 8-byte TCP quote (no TCP checksum): from the VIP",
+        icmp_error(
+            mac(9),
+            LB_MAC,
+            real_side_router,
+            ip4(CLIENT),
+            IcmpError::TooBig,
+            &ip_of(&to_real(0, r0, 8080, 40000, Some(ACK), get))[..28],
+        ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            CLIENT_MAC,
+            vip,
+            ip4(CLIENT),
+            IcmpError::TooBig,
+            &ip_of(&to_vip(vip, 40000, 80, Some(ACK), get))[..28],
+        )),
+        Counter::TxNatIcmpReply,
+    ));
+    cases.push(case(
+        "v6 packet too big to [VIP6] quoting its :80 reply: to the real, quoted source [real]:8080",
+        icmp_error(
+            CLIENT_MAC,
+            LB_MAC,
+            router6,
+            vip6,
+            IcmpError::TooBig,
+            ip_of(&to_client(vip6, 80, 40002, Some(ACK), body)),
+        ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            mac(2),
+            router6,
+            r2,
+            IcmpError::TooBig,
+            ip_of(&from_real(2, r2, 8080, 40002, Some(ACK), body)),
+        )),
+        Counter::IcmpForwarded,
+    ));
+    cases.push(case(
+        "v6 port unreachable from the real: from [VIP6], quoting the datagram to [VIP6]:53",
+        icmp_error(
+            mac(2),
+            LB_MAC,
+            r2,
+            ip6(CLIENT6),
+            IcmpError::PortUnreachable,
+            ip_of(&to_real(2, r2, 8080, 5353, None, b"query")),
+        ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            CLIENT_MAC,
+            vip6,
+            ip6(CLIENT6),
+            IcmpError::PortUnreachable,
+            ip_of(&to_vip(vip6, 5353, 53, None, b"query")),
+        )),
+        Counter::TxNatIcmpReply,
+    ));
+    cases.push(case(
+        "v4 port unreachable quoting a flow without a reverse entry: passed untouched",
+        icmp_error(
+            mac(0),
+            LB_MAC,
+            r0,
+            ip4(CLIENT),
+            IcmpError::PortUnreachable,
+            ip_of(&to_real(0, r0, 8080, 5999, None, b"query")),
+        ),
+        verdict::PASS,
+        None,
+        Counter::PassNonVip,
+    ));
+    cases.push(case(
+        "v4 error quoting a nat flow but sent to another host than its client: passed untouched",
+        icmp_error(
+            mac(0),
+            LB_MAC,
+            r0,
+            ip4([10, 99, 0, 50]),
+            IcmpError::PortUnreachable,
+            ip_of(&to_real(0, r0, 8080, 5353, None, b"query")),
+        ),
+        verdict::PASS,
+        None,
+        Counter::PassNonVip,
+    ));
+    {
+        let mut echo = Vec::new();
+        PacketBuilder::ethernet2(mac(0), LB_MAC)
+            .ipv4(R0, CLIENT, 64)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut echo, b"ping")
+            .unwrap();
+        cases.push(case(
+            "ICMP echo request from a real to a client: not an error, passed untouched",
+            echo,
+            verdict::PASS,
+            None,
+            Counter::PassNonVip,
+        ));
+    }
 
     // --- a removed real: its session's replies are not rewritten ---
     cases.push(case(
@@ -626,13 +851,29 @@ fn nat_golden_packet_table() {
     let mut gone = real(3, r3, 9090);
     gone.flags = 0;
     dp.set_real(3, gone).unwrap();
-    let more = [case(
-        "reply of a session whose real was removed: passed untouched",
-        from_real(3, r3, 9090, 40004, Some(SYN_ACK), b""),
-        verdict::PASS,
-        None,
-        Counter::PassNatNoSession,
-    )];
+    let more = [
+        case(
+            "reply of a session whose real was removed: passed untouched",
+            from_real(3, r3, 9090, 40004, Some(SYN_ACK), b""),
+            verdict::PASS,
+            None,
+            Counter::PassNatNoSession,
+        ),
+        case(
+            "ICMP error quoting a session whose real was removed: passed untouched",
+            icmp_error(
+                mac(3),
+                LB_MAC,
+                r3,
+                ip4(CLIENT),
+                IcmpError::PortUnreachable,
+                ip_of(&to_real(3, r3, 9090, 40004, Some(SYN), b"")),
+            ),
+            verdict::PASS,
+            None,
+            Counter::PassNatNoSession,
+        ),
+    ];
     let failures: Vec<String> = failures.into_iter().chain(run(&dp, &more)).collect();
     assert!(
         n + more.len() >= 20,
@@ -768,6 +1009,42 @@ fn nat_two_arm_redirects_between_the_interfaces() {
     }
     assert_eq!(dp.counter(Counter::TxForwarded).unwrap(), forwarded + 2);
     assert_eq!(dp.counter(Counter::TxNatReply).unwrap(), replies + 2);
+    // ICMP errors of the flows leave by the same sides as their packets.
+    let out = run(&icmp_error(
+        mac(0),
+        LB_MAC,
+        r0,
+        ip4(CLIENT),
+        IcmpError::TooBig,
+        ip_of(&to_real(0, r0, 8080, 42000, Some(SYN), b"query")),
+    ));
+    let want = icmp_error(
+        LB_MAC,
+        CLIENT_MAC,
+        vip,
+        ip4(CLIENT),
+        IcmpError::TooBig,
+        ip_of(&to_vip(vip, 42000, 80, Some(SYN), b"query")),
+    );
+    assert_eq!((out.verdict, &out.frame), (verdict::REDIRECT, &want));
+    let out = run(&icmp_error(
+        CLIENT_MAC,
+        LB_MAC,
+        ip4([10, 99, 0, 1]),
+        vip,
+        IcmpError::TooBig,
+        ip_of(&to_client(vip, 80, 42000, Some(ACK), b"answer")),
+    ));
+    let mut want = icmp_error(
+        LB_MAC,
+        mac(0),
+        ip4([10, 99, 0, 1]),
+        r0,
+        IcmpError::TooBig,
+        ip_of(&from_real(0, r0, 8080, 42000, Some(ACK), b"answer")),
+    );
+    want[6..12].copy_from_slice(&REAL_SIDE_MAC);
+    assert_eq!((out.verdict, &out.frame), (verdict::REDIRECT, &want));
     // `dr` is not redirected: it still leaves by the interface it came in on.
     let dr = frame(
         CLIENT_MAC,
@@ -780,4 +1057,43 @@ fn nat_two_arm_redirects_between_the_interfaces() {
         b"",
     );
     assert_eq!(run(&dr).verdict, verdict::TX);
+}
+
+/// An ICMP error about a `nat` flow, either way, is translated but is no
+/// segment of the connection: the session's TCP state stays where the
+/// segments left it (a SYN-only session would otherwise turn ESTABLISHED,
+/// with that state's long timeout).
+#[test]
+fn nat_icmp_errors_do_not_move_the_session() {
+    pin_to_one_cpu();
+    let dp = fixture(DataplaneParams::default());
+    let (vip, r0) = (ip4(VIP), ip4(R0));
+    let out = dp
+        .test_run(&to_vip(vip, 41500, 80, Some(SYN), b""), 1)
+        .unwrap();
+    assert_eq!(out.verdict, verdict::TX);
+    assert_eq!(session_state(&dp, VIP, 41500), Some(state::TCP_SYN));
+    let from_reals_side = icmp_error(
+        mac(9),
+        LB_MAC,
+        ip4([10, 99, 0, 254]),
+        ip4(CLIENT),
+        IcmpError::TooBig,
+        ip_of(&to_real(0, r0, 8080, 41500, Some(SYN), b"")),
+    );
+    let out = dp.test_run(&from_reals_side, 1).unwrap();
+    assert_eq!(out.verdict, verdict::TX);
+    checksums_valid(&out.frame).unwrap();
+    let from_clients_side = icmp_error(
+        CLIENT_MAC,
+        LB_MAC,
+        ip4([10, 99, 0, 1]),
+        vip,
+        IcmpError::TooBig,
+        ip_of(&to_client(vip, 80, 41500, Some(SYN_ACK), b"")),
+    );
+    let out = dp.test_run(&from_clients_side, 1).unwrap();
+    assert_eq!(out.verdict, verdict::TX);
+    checksums_valid(&out.frame).unwrap();
+    assert_eq!(session_state(&dp, VIP, 41500), Some(state::TCP_SYN));
 }

@@ -37,7 +37,9 @@ pub enum Counter {
     SessionHit = 9,
     /// VIP packets that created a new session.
     SessionMiss = 10,
-    /// ICMP errors for VIP flows forwarded to the flow's real server.
+    /// ICMP errors for VIP flows forwarded to the flow's real server
+    /// (`nat`: with the quoted packet translated back to the real's
+    /// address and port, and the outer destination the real).
     IcmpForwarded = 11,
     /// Frames dropped because growing the head for encapsulation (or
     /// reshaping the frame into an ICMP too-big answer) failed.
@@ -71,10 +73,14 @@ pub enum Counter {
     /// more (expired, its real removed or changed, its service gone):
     /// passed to the kernel, never rewritten.
     PassNatNoSession = 21,
-    /// `nat`: ICMP errors quoting a `nat` flow (they would need their
-    /// quoted packet translated too, which is not implemented yet):
-    /// dropped.
-    DropNatIcmp = 22,
+    /// `nat`: ICMP errors from the reals' side to a client (port
+    /// unreachable, fragmentation needed, packet too big, ...) quoting a
+    /// packet of a live `nat` session, translated back (outer source and
+    /// quoted destination VIP:vport) and sent to the client. (Slot 22 was
+    /// `drop_nat_icmp` before ICMP errors of `nat` flows were translated;
+    /// the client's errors about a `nat` flow count as
+    /// [`Counter::IcmpForwarded`] now.)
+    TxNatIcmpReply = 22,
 }
 
 impl Counter {
@@ -105,7 +111,7 @@ impl Counter {
         Counter::DropTooBig,
         Counter::TxNatReply,
         Counter::PassNatNoSession,
-        Counter::DropNatIcmp,
+        Counter::TxNatIcmpReply,
     ];
 
     /// Stable snake_case name, used by `sluice ctl` and metrics.
@@ -133,7 +139,7 @@ impl Counter {
             Counter::DropTooBig => "drop_too_big",
             Counter::TxNatReply => "tx_nat_reply",
             Counter::PassNatNoSession => "pass_nat_no_session",
-            Counter::DropNatIcmp => "drop_nat_icmp",
+            Counter::TxNatIcmpReply => "tx_nat_icmp_reply",
         }
     }
 }

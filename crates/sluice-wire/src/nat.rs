@@ -17,6 +17,8 @@
 use crate::checksum;
 use crate::maps::{Addr, FlowKey, NatReverse};
 
+pub mod icmp;
+
 /// Bytes of an IPv4 header without options.
 pub const IPV4_HDR_LEN: usize = 20;
 /// Bytes of the fixed IPv6 header.
@@ -41,6 +43,18 @@ pub enum Side {
     Source,
     /// The destination address and port (a client's packet, sent to the real).
     Destination,
+}
+
+impl Side {
+    /// The other end: an ICMP error travels the opposite way of the
+    /// packet it quotes, so its outer header's other end is translated.
+    #[inline(always)]
+    pub const fn other(self) -> Side {
+        match self {
+            Side::Source => Side::Destination,
+            Side::Destination => Side::Source,
+        }
+    }
 }
 
 /// The two fields of a TCP or UDP header a rewrite changes: the port of

@@ -20,16 +20,14 @@ use crate::parse::Parsed;
 
 pub(crate) use nat::reply as nat_reply;
 
-/// Why this program cannot send packets of service `m` (`icmp`: a
-/// forwarded ICMP error), if it cannot: the counter of the drop. Asked
+/// Why this program cannot send packets of service `m` (its flows' own
+/// or forwarded ICMP errors about them), if it cannot: the counter of the drop. Asked
 /// before a session is made for it.
 #[inline(always)]
-pub(crate) fn refuse(m: &VipMeta, icmp: bool) -> Option<Counter> {
+pub(crate) fn refuse(m: &VipMeta) -> Option<Counter> {
     match Method::from_byte(m.method) {
-        Some(Method::Dr | Method::Tun) => None,
-        // The quoted packet would need translating as well (issue 16.5).
-        Some(Method::Nat) if icmp => Some(Counter::DropNatIcmp),
-        Some(Method::Nat) => None,
+        // `nat` translates a forwarded error's quoted packet as well.
+        Some(Method::Dr | Method::Tun | Method::Nat) => None,
         // Not implemented yet (`sluice run` refuses it).
         Some(Method::Fullnat) => Some(Counter::DropUnknownMethod),
         // A record from a loader of another version.
@@ -67,7 +65,7 @@ pub(crate) fn transmit(
         Some(Method::Dr) => dr::rewrite_macs(ctx, r, c).map(|v| (v, Sent::Forwarded)),
         Some(Method::Tun) => tun::encap(ctx, m, r, p, icmp, c),
         Some(Method::Nat) => {
-            nat::forward(ctx, chosen, p.key.family, new_session).map(|v| (v, Sent::Forwarded))
+            nat::forward(ctx, chosen, p.key.family, new_session, icmp).map(|v| (v, Sent::Forwarded))
         }
         // [`refuse`] turned these away before the session was made.
         Some(Method::Fullnat) | None => Err(Counter::DropUnknownMethod),

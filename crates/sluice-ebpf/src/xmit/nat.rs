@@ -35,15 +35,22 @@ use aya_ebpf::{
 };
 use sluice_wire::{
     maps::{Addr, Counter, FlowKey, NatReverse, addr_to_bytes, family, nat_prog, tx_port},
-    nat::{self, L4Fields, Side},
+    nat::{
+        self, L4Fields, Side,
+        icmp::{
+            ICMP_CHECK, IcmpFields, is_error_v4, is_error_v6, quoted_check_offset,
+            quoted_check_present,
+        },
+    },
 };
 
 use crate::consts::{
-    ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_HDR_LEN, IPV6_HDR_LEN, PROTO_TCP, PROTO_UDP,
-    TCP_HDR_LEN, UDP_HDR_LEN,
+    ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, ICMP_HDR_LEN, IPV4_HDR_LEN, IPV6_HDR_LEN, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_HDR_LEN, UDP_HDR_LEN,
 };
 use crate::forward::forwarded;
 use crate::frame::{be16, ptr_at_mut, read, v4_addr, v6_addr};
+use crate::icmp::quoted_flow;
 use crate::maps::{
     NatForwardArgs, SLUICE_NAT_ARGS, SLUICE_NAT_PROGS, SLUICE_NAT_REVERSE, SLUICE_TX_PORTS, cfg,
     count, real,
@@ -55,7 +62,8 @@ use super::dr::set_macs;
 /// Sends the client's packet (of family `fam`) to the real in slot
 /// `chosen`: hands over to [`sluice_nat_forward`], which rewrites, counts
 /// and returns `XDP_TX` itself (`new_session`: the flow's session was
-/// just made, so its reverse entry is due). Returns only if the tail call
+/// just made, so its reverse entry is due; `icmp`: the packet is an ICMP
+/// error about the flow, whose quoted packet is translated). Returns only if the tail call
 /// fails: a loader that did not install the program, counted as a method
 /// this program cannot send with.
 #[inline(always)]
@@ -64,6 +72,7 @@ pub(super) fn forward(
     chosen: u32,
     fam: u8,
     new_session: bool,
+    icmp: bool,
 ) -> Result<u32, Counter> {
     let Some(args) = SLUICE_NAT_ARGS.get_ptr_mut(0) else {
         return Err(Counter::DropUnknownMethod);
@@ -75,6 +84,7 @@ pub(super) fn forward(
             chosen,
             family: fam,
             new_session: u8::from(new_session),
+            icmp: u8::from(icmp),
             _pad: 0,
         }
     };
@@ -84,7 +94,7 @@ pub(super) fn forward(
     Err(Counter::DropUnknownMethod)
 }
 
-/// A TCP/UDP packet that is not for a VIP, while some service uses
+/// A TCP/UDP/ICMP packet that is not for a VIP, while some service uses
 /// `nat`: hands over to [`sluice_nat_reply`]. Returns (passing the packet
 /// as non-VIP traffic) only if the tail call fails.
 #[inline(always)]
@@ -98,7 +108,8 @@ pub(crate) fn reply(ctx: &XdpContext) -> u32 {
 /// `nat`, the client's direction: the packet `sluice_xdp` chose the real
 /// in `SLUICE_NAT_ARGS` for goes there (`XDP_TX`, counted as forwarded,
 /// to the real's traffic too), with its reverse entry if its session is
-/// new.
+/// new; or an ICMP error about the flow, translated for the real
+/// (`icmp_forwarded`).
 #[xdp]
 pub fn sluice_nat_forward(ctx: XdpContext) -> u32 {
     let Some(args) = SLUICE_NAT_ARGS.get(0) else {
@@ -107,10 +118,17 @@ pub fn sluice_nat_forward(ctx: XdpContext) -> u32 {
     };
     let a = *args;
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let new_session = a.new_session != 0;
-    match forward_in_frame(&ctx, a.chosen, a.family, new_session) {
+    let icmp = a.icmp != 0;
+    // `forward` never makes a session for an ICMP error.
+    let new_session = a.new_session != 0 && !icmp;
+    let done = if icmp {
+        icmp_forward_in_frame(&ctx, a.chosen, a.family)
+    } else {
+        forward_in_frame(&ctx, a.chosen, a.family, new_session)
+    };
+    match done {
         Ok(()) => {
-            forwarded(a.chosen, len, new_session, false);
+            forwarded(a.chosen, len, new_session, icmp);
             leave_by(tx_port::REAL_SIDE)
         }
         Err(c) => {
@@ -121,22 +139,29 @@ pub fn sluice_nat_forward(ctx: XdpContext) -> u32 {
 }
 
 /// `nat`, the real's direction: a real's reply sent back to its client
-/// (`XDP_TX`, `tx_nat_reply`), or passed to the kernel untouched
-/// (`pass_non_vip` without a reverse entry, `pass_nat_no_session` without
-/// a live session).
+/// (`XDP_TX`, `tx_nat_reply`), an ICMP error from the reals' side about
+/// a flow translated for its client (`tx_nat_icmp_reply`), or either
+/// passed to the kernel untouched (`pass_non_vip` without a reverse
+/// entry, `pass_nat_no_session` without a live session).
 #[xdp]
 pub fn sluice_nat_reply(ctx: XdpContext) -> u32 {
-    let fam = match read::<2>(&ctx, 12).map(be16) {
-        Some(ETH_P_IP) => family::V4,
-        Some(ETH_P_IPV6) => family::V6,
+    let (fam, proto_at, icmp_proto) = match read::<2>(&ctx, 12).map(be16) {
+        Some(ETH_P_IP) => (family::V4, ETH_HDR_LEN + V4_PROTO, PROTO_ICMP),
+        Some(ETH_P_IPV6) => (family::V6, ETH_HDR_LEN + V6_NEXT, PROTO_ICMPV6),
         _ => {
             count(Counter::PassNonVip);
             return xdp_action::XDP_PASS;
         }
     };
-    match reply_in_frame(&ctx, fam) {
+    let icmp = read::<1>(&ctx, proto_at) == Some([icmp_proto]);
+    let (done, sent) = if icmp {
+        (icmp_reply_in_frame(&ctx, fam), Counter::TxNatIcmpReply)
+    } else {
+        (reply_in_frame(&ctx, fam), Counter::TxNatReply)
+    };
+    match done {
         Ok(()) => {
-            count(Counter::TxNatReply);
+            count(sent);
             leave_by(tx_port::CLIENT_SIDE)
         }
         Err(c @ (Counter::PassNonVip | Counter::PassNatNoSession)) => {
@@ -161,6 +186,7 @@ fn leave_by(port: u32) -> u32 {
     }
 }
 
+/// The client's packet to the real.
 #[inline(always)]
 fn forward_in_frame(
     ctx: &XdpContext,
@@ -198,6 +224,7 @@ fn forward_in_frame(
     set_macs(ctx, r.mac, c.real_side_mac)
 }
 
+/// A real's TCP/UDP reply to its client.
 #[inline(always)]
 fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     // Not a VIP's traffic: a frame too short for its TCP/UDP header is
@@ -220,6 +247,270 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     }
     rewrite(ctx, fam, key.proto, Side::Source, &rev.vip, rev.vport)?;
     set_macs(ctx, rev.client_mac, c.iface_mac)
+}
+
+/// Offset of the protocol in an IPv4 header, of the next header in an
+/// IPv6 one.
+const V4_PROTO: usize = 9;
+const V6_NEXT: usize = 6;
+/// Offset of the total length in an IPv4 header.
+const V4_TOTAL_LEN: usize = 2;
+/// Offset of the payload length in an IPv6 header.
+const V6_PAYLOAD_LEN: usize = 4;
+
+/// Offset of the L4 (here: ICMP) header of a frame of family `fam`
+/// (`parse` has checked: no IPv4 options, no IPv6 extension headers).
+#[inline(always)]
+fn l4_offset(fam: u8) -> usize {
+    if fam == family::V4 {
+        ETH_HDR_LEN + IPV4_HDR_LEN
+    } else {
+        ETH_HDR_LEN + IPV6_HDR_LEN
+    }
+}
+
+/// An ICMP error to a VIP about the `nat` flow `sluice_xdp` chose the
+/// real in slot `chosen` for (frag-needed / packet-too-big about a reply
+/// the LB rewrote, quoting VIP:vport → client): the quoted source becomes
+/// the real's address and port, the outer destination the real, and the
+/// error goes to it as the flow's packets do. The session (or the
+/// scheduler's answer) is `forward`'s; nothing is recorded.
+#[inline(always)]
+fn icmp_forward_in_frame(ctx: &XdpContext, chosen: u32, fam: u8) -> Result<(), Counter> {
+    let (Some(c), Some(r)) = (cfg(), real(chosen)) else {
+        return Err(Counter::DropNoReal);
+    };
+    // The session key (client → VIP:vport), as `sluice_xdp` read it.
+    let key = quoted_flow(ctx, l4_offset(fam), fam)?;
+    let rport = nat::real_port(r.port, key.dport);
+    translate_icmp(ctx, fam, key.proto, Side::Source, &r.addr, rport)?;
+    set_macs(ctx, r.mac, c.real_side_mac)
+}
+
+/// An ICMP error not for a VIP (port unreachable, frag-needed, ...): if
+/// it quotes a client's packet as a real received it (client →
+/// RIP:rport) of a live `nat` session and goes to that client, it is
+/// translated to come from the VIP about VIP:vport, and leaves for the
+/// client as the session's replies do. The session is asked, not moved
+/// on: an error is no segment of the connection.
+#[inline(always)]
+fn icmp_reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
+    let (rev, proto) = icmp_reply_session(ctx, fam)?;
+    let Some(c) = cfg() else {
+        return Err(Counter::PassNatNoSession);
+    };
+    translate_icmp(ctx, fam, proto, Side::Destination, &rev.vip, rev.vport)?;
+    set_macs(ctx, rev.client_mac, c.iface_mac)
+}
+
+/// The reverse entry (and the quoted protocol) of the live `nat` session
+/// the frame's ICMP error is about, if it is one ([`icmp_reply_in_frame`]).
+#[inline(always)]
+fn icmp_reply_session(ctx: &XdpContext, fam: u8) -> Result<(NatReverse, u8), Counter> {
+    let l4 = l4_offset(fam);
+    // Anything but an error about a flow of ours is not ours to judge:
+    // passed untouched like any non-VIP packet.
+    let Some(h) = read::<ICMP_HDR_LEN>(ctx, l4) else {
+        return Err(Counter::PassNonVip);
+    };
+    let error = if fam == family::V4 {
+        is_error_v4(h[0])
+    } else {
+        is_error_v6(h[0])
+    };
+    if !error {
+        return Err(Counter::PassNonVip);
+    }
+    // The reply direction of the quoted packet: a reverse entry's key.
+    let key = quoted_flow(ctx, l4, fam).map_err(|_| Counter::PassNonVip)?;
+    if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
+        return Err(Counter::PassNonVip);
+    }
+    // An error goes to the quoted packet's source; one to anyone else is
+    // not the client's to receive.
+    let to = if fam == family::V4 {
+        read::<4>(ctx, ETH_HDR_LEN + nat::v4_addr_offset(Side::Destination)).map(|a| v4_addr(&a, 0))
+    } else {
+        read::<16>(ctx, ETH_HDR_LEN + nat::v6_addr_offset(Side::Destination))
+            .map(|a| v6_addr(&a, 0))
+    };
+    if to != Some(key.dst) {
+        return Err(Counter::PassNonVip);
+    }
+    let Some(rev) = SLUICE_NAT_REVERSE.get_ptr(&key) else {
+        return Err(Counter::PassNonVip);
+    };
+    // SAFETY: value pointer from a successful lookup, valid for this run;
+    // copied out.
+    let rev = unsafe { *rev };
+    let Some(c) = cfg() else {
+        return Err(Counter::PassNatNoSession);
+    };
+    // SAFETY: reading the kernel's clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let fwd = nat::forward_key(&key, &rev);
+    if session::nat_session(c, &fwd, &key.src, key.sport, now).is_none() {
+        return Err(Counter::PassNatNoSession);
+    }
+    Ok((rev, key.proto))
+}
+
+/// Translates the frame's ICMP error (family `fam`, quoting a TCP/UDP
+/// packet of protocol `proto`): the quoted packet's `side` becomes
+/// `addr`:`port`, the outer header's other side `addr`, checksums
+/// included (`sluice_wire::nat::icmp`).
+#[inline(always)]
+fn translate_icmp(
+    ctx: &XdpContext,
+    fam: u8,
+    proto: u8,
+    side: Side,
+    addr: &Addr,
+    port: u16,
+) -> Result<(), Counter> {
+    let udp = proto == PROTO_UDP;
+    if fam == family::V4 {
+        translate_icmp_v4(ctx, udp, side, addr, port)
+    } else {
+        translate_icmp_v6(ctx, udp, side, addr, port)
+    }
+}
+
+/// [`translate_icmp`] for IPv4: the two IP headers are changed in place
+/// (copies of them were split into their bytes by the compiler and
+/// spilled past the 512-byte stack; `sluice_wire::nat::icmp` computes
+/// every checksum before its first store for the same reason), the ICMP
+/// checksum and the quoted port and checksum through copies
+/// ([`with_icmp_fields`]).
+#[inline(always)]
+fn translate_icmp_v4(
+    ctx: &XdpContext,
+    udp: bool,
+    side: Side,
+    addr: &Addr,
+    port: u16,
+) -> Result<(), Counter> {
+    let a = addr_to_bytes(*addr);
+    let icmp = ETH_HDR_LEN + IPV4_HDR_LEN;
+    let (Some(total), Some(op), Some(qp)) = (
+        read::<2>(ctx, ETH_HDR_LEN + V4_TOTAL_LEN),
+        ptr_at_mut::<[u8; IPV4_HDR_LEN]>(ctx, ETH_HDR_LEN),
+        ptr_at_mut::<[u8; IPV4_HDR_LEN]>(ctx, icmp + ICMP_HDR_LEN),
+    ) else {
+        return Err(Counter::DropTruncated);
+    };
+    let icmp_len = usize::from(be16(total)).saturating_sub(IPV4_HDR_LEN);
+    with_icmp_fields(
+        ctx,
+        icmp,
+        icmp_len,
+        IPV4_HDR_LEN,
+        side,
+        udp,
+        #[inline(always)]
+        |f| {
+            // SAFETY: `ptr_at_mut` checked that both headers are inside the
+            // frame; `[u8; 20]` has alignment 1; they do not overlap each
+            // other or the copies in `f`. In place, not copied: a copy is
+            // split into its bytes, spilled to the stack.
+            unsafe {
+                nat::icmp::translate_v4(&mut *op, &mut *qp, f, side, [a[0], a[1], a[2], a[3]], port)
+            }
+        },
+    )
+}
+
+/// [`translate_icmp`] for IPv6: only the two addresses change (no header
+/// checksums), in place as in [`translate_icmp_v4`].
+#[inline(always)]
+fn translate_icmp_v6(
+    ctx: &XdpContext,
+    udp: bool,
+    side: Side,
+    addr: &Addr,
+    port: u16,
+) -> Result<(), Counter> {
+    let a = addr_to_bytes(*addr);
+    let icmp = ETH_HDR_LEN + IPV6_HDR_LEN;
+    let (Some(len), Some(op), Some(qp)) = (
+        read::<2>(ctx, ETH_HDR_LEN + V6_PAYLOAD_LEN),
+        ptr_at_mut::<[u8; 16]>(ctx, ETH_HDR_LEN + nat::v6_addr_offset(side.other())),
+        ptr_at_mut::<[u8; 16]>(ctx, icmp + ICMP_HDR_LEN + nat::v6_addr_offset(side)),
+    ) else {
+        return Err(Counter::DropTruncated);
+    };
+    with_icmp_fields(
+        ctx,
+        icmp,
+        usize::from(be16(len)),
+        IPV6_HDR_LEN,
+        side,
+        udp,
+        #[inline(always)]
+        |f| {
+            // SAFETY: `ptr_at_mut` checked that both addresses are inside the
+            // frame; `[u8; 16]` has alignment 1; they do not overlap each
+            // other or the copies in `f`.
+            unsafe { nat::icmp::translate_v6(&mut *op, &mut *qp, f, a, port) }
+        },
+    )
+}
+
+/// Runs `translate` on copies of the fields of the ICMP error at `icmp`
+/// (an `icmp_len`-byte message quoting an IP header of `quoted_hdr_len`
+/// bytes) that a translation of the quoted packet's `side` changes (the
+/// quoted TCP/UDP checksum only if the quote reaches it), and writes them
+/// back: six bytes, and `translate` may store them in any order.
+#[inline(always)]
+fn with_icmp_fields(
+    ctx: &XdpContext,
+    icmp: usize,
+    icmp_len: usize,
+    quoted_hdr_len: usize,
+    side: Side,
+    udp: bool,
+    translate: impl FnOnce(IcmpFields<'_>),
+) -> Result<(), Counter> {
+    let quoted_l4 = icmp + ICMP_HDR_LEN + quoted_hdr_len;
+    let (Some(ic), Some(pp)) = (
+        ptr_at_mut::<[u8; 2]>(ctx, icmp + ICMP_CHECK),
+        ptr_at_mut::<[u8; 2]>(ctx, quoted_l4 + nat::port_offset(side)),
+    ) else {
+        return Err(Counter::DropTruncated);
+    };
+    let cp = if quoted_check_present(icmp_len, quoted_hdr_len, udp) {
+        ptr_at_mut::<[u8; 2]>(ctx, icmp + quoted_check_offset(quoted_hdr_len, udp))
+    } else {
+        None
+    };
+    // SAFETY: `ptr_at_mut` checked that every field is inside the frame;
+    // `[u8; 2]` has alignment 1.
+    let (mut check, mut port) = unsafe { (*ic, *pp) };
+    let mut l4_check = match cp {
+        // SAFETY: as above.
+        Some(p) => unsafe { *p },
+        None => [0; 2],
+    };
+    translate(IcmpFields {
+        icmp_check: &mut check,
+        port: &mut port,
+        l4_check: if cp.is_some() {
+            Some(&mut l4_check)
+        } else {
+            None
+        },
+        udp,
+    });
+    // SAFETY: as above; the fields (ICMP checksum, quoted port, quoted
+    // checksum) never overlap each other or the two IP headers.
+    unsafe {
+        *ic = check;
+        *pp = port;
+        if let Some(p) = cp {
+            *p = l4_check;
+        }
+    }
+    Ok(())
 }
 
 /// The 5-tuple and TCP flags (0 for UDP) of the frame's TCP/UDP packet of

@@ -584,7 +584,7 @@ mod tests {
         for want in [
             "sluice_l4_tx_nat_reply_total 20",
             "sluice_l4_pass_nat_no_session_total 21",
-            "sluice_l4_drop_nat_icmp_total 22",
+            "sluice_l4_tx_nat_icmp_reply_total 22",
         ] {
             assert!(samples.contains(&want), "missing {want}:\n{text}");
         }
