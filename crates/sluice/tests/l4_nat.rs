@@ -403,3 +403,65 @@ fn nat6_serves_through_xdp_and_rewrites_the_replies() {
     assert!(wrk_requests(&report) > 500, "{report}");
     assert_eq!(wrk_errors(&report), 0, "{report}");
 }
+
+/// UDP port on the VIP and on the real where nothing listens.
+const UDP_PORT: u16 = 5353;
+/// The real's own port for it (translated: VIP:5353 -> RIP:5354).
+const UDP_REAL_PORT: u16 = 5354;
+
+/// UDP through `nat`, and an ICMP error back through it: a datagram to
+/// VIP:5353 reaches the real at :5354, where nothing listens; the real's
+/// ICMP port unreachable is translated on the LB (outer source VIP, the
+/// quoted datagram's destination VIP:5353, checksums) so that the client's
+/// kernel matches it to the connected socket, which reports the refusal.
+/// Untranslated, the error would quote RIP:5354 and the socket would wait.
+#[test]
+fn nat_udp_and_the_reals_port_unreachable_reach_the_client() {
+    let lab = l4_lab("natudp", 1);
+    route_reals_via_lb(&lab, 1);
+    let cfg = format!(
+        r#"[global]
+admin = "127.0.0.1:9900"
+
+[[l4_service]]
+name = "dns"
+vip = "10.99.255.1"
+port = {UDP_PORT}
+protocol = "udp"
+method = "nat"
+interface = "lb0"
+maglev_table_size = 1009
+
+[[l4_service.real]]
+address = "10.99.0.11"
+port = {UDP_REAL_PORT}
+"#
+    );
+    let _d = start_daemon(&lab, &cfg);
+    let refused = lab
+        .in_netns(Node::Client, || {
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            sock.connect(("10.99.255.1", UDP_PORT)).unwrap();
+            sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+                .unwrap();
+            let mut buf = [0u8; 64];
+            // A few tries: the first datagram may race the daemon's
+            // neighbour resolution of the real.
+            (0..10).find_map(|_| {
+                sock.send(b"query").ok()?;
+                match sock.recv(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(e),
+                    _ => None,
+                }
+            })
+        })
+        .unwrap();
+    assert!(
+        refused.is_some(),
+        "no port unreachable reached the client's socket"
+    );
+    assert!(counter(&lab, "tx_nat_icmp_reply") >= 1);
+    // The datagram went to the real's own port: its kernel counted a
+    // datagram to a closed port.
+    assert!(nstat(&lab, Node::Real(1), "UdpNoPorts") >= 1);
+}
