@@ -91,6 +91,22 @@ pub enum Error {
     },
 }
 
+/// Program `name` of `ebpf` as an XDP program.
+fn xdp_program<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Xdp, Error> {
+    ebpf.program(name)
+        .ok_or(Error::MissingProgram(name))?
+        .try_into()
+        .map_err(not_xdp(name))
+}
+
+/// The error of a program `name` that is not of the XDP type.
+fn not_xdp(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> Error {
+    move |source| Error::Program {
+        context: format!("program {name} is not XDP"),
+        source,
+    }
+}
+
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |source| Error::Map { map, source }
 }
@@ -399,10 +415,7 @@ impl Dataplane {
             .program_mut(PROGRAM_NAME)
             .ok_or(Error::MissingProgram(PROGRAM_NAME))?
             .try_into()
-            .map_err(|source| Error::Program {
-                context: format!("program {PROGRAM_NAME} is not XDP"),
-                source,
-            })
+            .map_err(not_xdp(PROGRAM_NAME))
     }
 
     fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {
@@ -666,34 +679,19 @@ impl Dataplane {
     /// object, e.g. the `nat` programs `sluice_xdp` tail-calls
     /// (`wire_maps::nat_prog`), which the verifier checks on their own.
     pub fn verified_instructions_of(&self, name: &'static str) -> Result<Option<u32>, Error> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(name)
-            .ok_or(Error::MissingProgram(name))?
-            .try_into()
+        let info = xdp_program(&self.ebpf, name)?
+            .info()
             .map_err(|source| Error::Program {
-                context: format!("program {name} is not XDP"),
+                context: format!("reading the information of program {name}"),
                 source,
             })?;
-        let info = prog.info().map_err(|source| Error::Program {
-            context: format!("reading the information of program {name}"),
-            source,
-        })?;
         Ok(info.verified_instruction_count())
     }
 
     /// Runs the program once per repetition on `frame` with
     /// `BPF_PROG_TEST_RUN` (no interface needed; maps are the live ones).
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
-            .try_into()
-            .map_err(|source| Error::Program {
-                context: format!("program {PROGRAM_NAME} is not XDP"),
-                source,
-            })?;
+        let prog = xdp_program(&self.ebpf, PROGRAM_NAME)?;
         let mut out = vec![0u8; frame.len() + TEST_RUN_HEADROOM];
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -746,10 +744,7 @@ fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, E
         .program_mut(name)
         .ok_or(Error::MissingProgram(name))?
         .try_into()
-        .map_err(|source| Error::Program {
-            context: format!("program {name} is not XDP"),
-            source,
-        })?;
+        .map_err(not_xdp(name))?;
     prog.load().map_err(|source| Error::Program {
         context: format!("verifying {name}"),
         source,
@@ -867,16 +862,7 @@ impl HelperProgram {
     /// Runs the helper `repeat` times on one frame; the duration is the
     /// kernel's mean per run.
     pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
-        let name = self.helper.program_name();
-        let prog: &Xdp = self
-            .ebpf
-            .program(name)
-            .ok_or(Error::MissingProgram(PROGRAM_NAME))?
-            .try_into()
-            .map_err(|source| Error::Program {
-                context: format!("program {name} is not XDP"),
-                source,
-            })?;
+        let prog = xdp_program(&self.ebpf, self.helper.program_name())?;
         let mut out = vec![0u8; frame.len() + TEST_RUN_HEADROOM];
         let r = prog
             .test_run(TestRunOptions {

@@ -18,23 +18,30 @@ const REQUESTS: usize = 30;
 /// Reals in the lab: two configured, the third added at run time.
 const REALS: usize = 3;
 
-const CONFIG: &str = r#"[global]
-admin = "127.0.0.1:9900"
-
-[[l4_service]]
-name = "web"
-vip = "10.99.255.1"
-port = 80
-method = "nat"
-interface = "lb0"
-maglev_table_size = 1009
-
-[[l4_service.real]]
-address = "10.99.0.11"
-port = 80
-[[l4_service.real]]
-address = "10.99.0.12"
-"#;
+/// A daemon config with one `nat` service `name` on `lb0` (admin on
+/// 127.0.0.1:9900, Maglev of 1,009): VIP `vip`:`port`, `extra` lines
+/// added to the service (e.g. `protocol = "udp"`), and `reals` as
+/// (address, its own port; `None`: the packet's).
+fn nat_config(
+    name: &str,
+    vip: &str,
+    port: u16,
+    extra: &str,
+    reals: &[(&str, Option<u16>)],
+) -> String {
+    let mut cfg = format!(
+        "[global]\nadmin = \"127.0.0.1:9900\"\n\n[[l4_service]]\nname = \"{name}\"\n\
+         vip = \"{vip}\"\nport = {port}\nmethod = \"nat\"\ninterface = \"lb0\"\n\
+         maglev_table_size = 1009\n{extra}"
+    );
+    for (address, real_port) in reals {
+        cfg.push_str(&format!("\n[[l4_service.real]]\naddress = \"{address}\"\n"));
+        if let Some(p) = real_port {
+            cfg.push_str(&format!("port = {p}\n"));
+        }
+    }
+    cfg
+}
 
 /// Makes reals `1..=reals` of the one-arm lab route the client via the
 /// LB: replies to the client go through the LB, and leave with full
@@ -61,7 +68,14 @@ fn route_reals_via_lb(lab: &Lab, reals: usize) {
 fn nat_serves_through_xdp_and_rewrites_the_replies() {
     let lab = l4_lab("nat", REALS);
     route_reals_via_lb(&lab, REALS);
-    let _d = start_daemon(&lab, CONFIG);
+    let config = nat_config(
+        "web",
+        "10.99.255.1",
+        80,
+        "",
+        &[("10.99.0.11", Some(80)), ("10.99.0.12", None)],
+    );
+    let _d = start_daemon(&lab, &config);
     let mut by_real: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..REQUESTS {
         let (status, len, real) = curl(&lab, &[], "http://10.99.255.1/").unwrap();
@@ -177,26 +191,12 @@ fn nat_two_arm_serves_through_redirects_between_the_interfaces() {
         })
         .unwrap()
         .unwrap();
-    let config = format!(
-        r#"[global]
-admin = "127.0.0.1:9900"
-
-[[l4_service]]
-name = "web"
-vip = "10.99.255.1"
-port = 80
-method = "nat"
-interface = "lb0"
-real_interface = "lb1"
-maglev_table_size = 1009
-
-[[l4_service.real]]
-address = "10.98.0.11"
-port = {port}
-[[l4_service.real]]
-address = "10.98.0.12"
-"#,
-        port = t.port
+    let config = nat_config(
+        "web",
+        "10.99.255.1",
+        80,
+        "real_interface = \"lb1\"\n",
+        &[("10.98.0.11", Some(t.port)), ("10.98.0.12", None)],
     );
     let d = start_daemon(&lab, &config);
     let mut by_real: BTreeMap<String, usize> = BTreeMap::new();
@@ -221,22 +221,6 @@ const LONG_BODY_BYTES: u64 = 64 * 1024 * 1024;
 const RATE_LIMIT: &str = "2M";
 /// How long curl may take at most: it must end well before, on the reset.
 const LONG_MAX_SECS: u64 = 60;
-
-const PORT_CONFIG: &str = r#"[global]
-admin = "127.0.0.1:9900"
-
-[[l4_service]]
-name = "web"
-vip = "10.99.255.1"
-port = 80
-method = "nat"
-interface = "lb0"
-maglev_table_size = 1009
-
-[[l4_service.real]]
-address = "10.99.0.11"
-port = 8080
-"#;
 
 /// `nat` translates the port (VIP:80 to a real listening only on 8080),
 /// and a real that dies in the middle of a long transfer ends the
@@ -273,7 +257,14 @@ fn nat_translates_the_port_and_a_dying_real_ends_the_transfer() {
         ok
     });
     assert!(up, "the web server on {direct} did not come up");
-    let _d = start_daemon(&lab, PORT_CONFIG);
+    let config = nat_config(
+        "web",
+        "10.99.255.1",
+        80,
+        "",
+        &[("10.99.0.11", Some(TRANSLATED_PORT))],
+    );
+    let _d = start_daemon(&lab, &config);
     // Served by the server on 8080 (the lab's own server listens on 80).
     let mut last = Err(String::new());
     let served = (0..50)
@@ -344,25 +335,6 @@ fn nat_translates_the_port_and_a_dying_real_ends_the_transfer() {
     assert!(received > 0, "nothing arrived before the real died");
 }
 
-const CONFIG6: &str = r#"[global]
-admin = "127.0.0.1:9900"
-
-[[l4_service]]
-name = "web6"
-vip = "fd99:ffff::1"
-port = 80
-method = "nat"
-interface = "lb0"
-maglev_table_size = 1009
-
-[[l4_service.real]]
-address = "fd99::11"
-port = 80
-[[l4_service.real]]
-address = "fd99::12"
-port = 80
-"#;
-
 /// `nat` over IPv6 end to end, one-arm: the reals route the client's IPv6
 /// address via the LB's, and every reply is rewritten back to the VIP.
 #[test]
@@ -386,7 +358,14 @@ fn nat6_serves_through_xdp_and_rewrites_the_replies() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let _d = start_daemon(&lab, CONFIG6);
+    let config = nat_config(
+        "web6",
+        "fd99:ffff::1",
+        80,
+        "",
+        &[("fd99::11", Some(80)), ("fd99::12", Some(80))],
+    );
+    let _d = start_daemon(&lab, &config);
     let mut by_real: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..REQUESTS {
         let (status, len, real) = curl(&lab, &["-6"], "http://[fd99:ffff::1]/").unwrap();
@@ -419,23 +398,12 @@ const UDP_REAL_PORT: u16 = 5354;
 fn nat_udp_and_the_reals_port_unreachable_reach_the_client() {
     let lab = l4_lab("natudp", 1);
     route_reals_via_lb(&lab, 1);
-    let cfg = format!(
-        r#"[global]
-admin = "127.0.0.1:9900"
-
-[[l4_service]]
-name = "dns"
-vip = "10.99.255.1"
-port = {UDP_PORT}
-protocol = "udp"
-method = "nat"
-interface = "lb0"
-maglev_table_size = 1009
-
-[[l4_service.real]]
-address = "10.99.0.11"
-port = {UDP_REAL_PORT}
-"#
+    let cfg = nat_config(
+        "dns",
+        "10.99.255.1",
+        UDP_PORT,
+        "protocol = \"udp\"\n",
+        &[("10.99.0.11", Some(UDP_REAL_PORT))],
     );
     let _d = start_daemon(&lab, &cfg);
     let refused = lab
