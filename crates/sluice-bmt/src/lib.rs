@@ -5,8 +5,9 @@
 //! as the LB (`sluice run`) and as the reals' web server.
 //!
 //! For each mode (the `direct` baseline, sluice's L7 proxy in `mode http`
-//! and `mode tcp`, HAProxy in both modes, sluice L4 `dr`/`tun`/`nat`, and
-//! `fullnat` once the data plane has it) × LB threads × concurrency,
+//! and `mode tcp`, HAProxy in both modes, sluice L4 `dr`/`tun`/`nat`/`fullnat`,
+//! and the kernel's NAT as the peers of `nat` and `fullnat`: nftables
+//! `nft-dnat` and `nft-fullnat`) × LB threads × concurrency,
 //! it runs `sluice bench` from the client namespace, `reps` times, and keeps
 //! medians. The load is ab mode by default (a new connection per request,
 //! like the seed's `ab`) or keep-alive connections with `--keepalive`
@@ -58,6 +59,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use matrix::{lab_up, run_group};
+use natlab::ReplyPath;
 use plan::groups;
 use report::write_outputs;
 use stats::add_haproxy_ratios;
@@ -114,7 +116,9 @@ pub(crate) enum Mode {
     /// sluice L4 `nat` (the reals route the client via the LB for it:
     /// `natlab`).
     Nat,
-    /// sluice L4 `fullnat` (once the data plane has it).
+    /// sluice L4 `fullnat`: the LB connects to the reals from a local
+    /// address added to its interface, so the replies come back to it
+    /// (`natlab`).
     Fullnat,
     /// The kernel's own NAT, the peer of `nat`: an nftables DNAT rule
     /// (`numgen inc` over the reals) in the LB namespace, the reals routed
@@ -122,10 +126,16 @@ pub(crate) enum Mode {
     #[serde(rename = "nft-dnat")]
     #[value(name = "nft-dnat")]
     NftDnat,
+    /// The kernel's full NAT, the peer of `fullnat`: `nft-dnat`'s DNAT
+    /// plus SNAT to the same local address `fullnat` connects from
+    /// (`natlab`).
+    #[serde(rename = "nft-fullnat")]
+    #[value(name = "nft-fullnat")]
+    NftFullnat,
 }
 
 impl Mode {
-    const ALL: [Mode; 10] = [
+    const ALL: [Mode; 11] = [
         Mode::Direct,
         Mode::Proxy,
         Mode::Haproxy,
@@ -136,6 +146,7 @@ impl Mode {
         Mode::Nat,
         Mode::Fullnat,
         Mode::NftDnat,
+        Mode::NftFullnat,
     ];
 
     fn name(self) -> &'static str {
@@ -150,15 +161,33 @@ impl Mode {
             Mode::Nat => Method::Nat.as_str(),
             Mode::Fullnat => Method::Fullnat.as_str(),
             Mode::NftDnat => "nft-dnat",
+            Mode::NftFullnat => "nft-fullnat",
         }
     }
 
     /// Whether the LB can run at the same time as others (on its own port),
     /// so its repetitions are interleaved with theirs: the user-space
     /// proxies and `direct`; an L4 mode owns the LB interface's XDP hook,
-    /// and `nft-dnat` the VIP's route through the LB and the reals'.
+    /// and the kernel's NAT the VIP's route through the LB and the reals'.
     fn side_by_side(self) -> bool {
-        self.l4_method().is_none() && self != Mode::NftDnat
+        self.l4_method().is_none() && self.reply_path().is_none()
+    }
+
+    /// How the reals' replies reach the LB in a NAT mode (sluice's and the
+    /// kernel's alike, so that each pair runs on the same lab); `None`
+    /// for the modes whose reals answer the client directly.
+    fn reply_path(self) -> Option<ReplyPath> {
+        match self {
+            Mode::Nat | Mode::NftDnat => Some(ReplyPath::ClientViaLb),
+            Mode::Fullnat | Mode::NftFullnat => Some(ReplyPath::ToLocalAddress),
+            Mode::Direct
+            | Mode::Proxy
+            | Mode::Haproxy
+            | Mode::ProxyTcp
+            | Mode::HaproxyTcp
+            | Mode::Dr
+            | Mode::Tun => None,
+        }
     }
 
     /// Whether the LB has worker threads (the matrix's Thread column).
@@ -215,7 +244,8 @@ impl Mode {
             | Mode::Haproxy
             | Mode::ProxyTcp
             | Mode::HaproxyTcp
-            | Mode::NftDnat => None,
+            | Mode::NftDnat
+            | Mode::NftFullnat => None,
         }
     }
 }

@@ -11,7 +11,7 @@ use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend, Topolo
 
 use crate::error::chain;
 use crate::lb::{self, CpuSource, RunningLb, Start};
-use crate::natlab::{NftDnat, RealsViaLb};
+use crate::natlab::{KernelNat, NatLab, NftNat};
 use crate::stats::{aggregate, busy_pct};
 use crate::{
     Backend, BmtError, Cell, FILE_SIZE, Family, Mode, Plan, REALS, Runs, Sample, Unavailable,
@@ -352,12 +352,18 @@ fn start_lb(
             .map_err(|e| format!("haproxy (mode {l7}): {e}"))?;
             Ok((lb, lb_addr))
         }
-        Mode::NftDnat => {
+        Mode::NftDnat | Mode::NftFullnat => {
             if !lb::in_path("nft") {
                 return Err("nft is not installed (scripts/setup.sh installs it)".to_owned());
             }
-            let reals = RealsViaLb::set(t).map_err(|e| format!("preparing the reals: {e}"))?;
-            let nft = NftDnat::set(t).map_err(|e| format!("nftables DNAT: {e}"))?;
+            let nat_lab = prepare_nat_lab(t, mode)?;
+            // nft-fullnat connects from the local address, nft-dnat keeps
+            // the client's.
+            let nat = match nat_lab.as_ref().and_then(|n| n.local.as_ref()) {
+                Some(local) => KernelNat::FullNat(local.addr),
+                None => KernelNat::Dnat,
+            };
+            let nft = NftNat::set(t, nat).map_err(|e| format!("{}: {e}", mode.name()))?;
             let vip = t.vip4_addr();
             let ok = lab
                 .in_netns(Node::Client, move || {
@@ -371,7 +377,7 @@ fn start_lb(
             }
             let mut lb = RunningLb::none();
             lb.nft = Some(nft);
-            lb.nat_reals = Some(reals);
+            lb.nat_lab = nat_lab;
             Ok((lb, vip))
         }
         Mode::Dr | Mode::Tun | Mode::Nat | Mode::Fullnat => {
@@ -379,28 +385,22 @@ fn start_lb(
             let vip = t.vip4_addr();
             let ips: Vec<IpAddr> = reals.iter().map(SocketAddr::ip).collect();
             let tun_source = (mode == Mode::Tun).then_some(IpAddr::V4(t.lb.ipv4));
-            // nat's replies must cross the LB: the reals are changed for
-            // as long as the LB runs (put back when it is dropped).
-            let nat_reals = match mode {
-                Mode::Nat => Some(
-                    RealsViaLb::set(t).map_err(|e| format!("preparing the reals for nat: {e}"))?,
-                ),
-                _ => None,
-            };
+            // nat's and fullnat's replies must cross the LB: the lab is
+            // changed for as long as the LB runs (put back when it is
+            // dropped), before the daemon starts (it refuses a local
+            // address its interface does not have).
+            let nat_lab = prepare_nat_lab(t, mode)?;
+            let local_addr = nat_lab
+                .as_ref()
+                .and_then(|n| n.local.as_ref())
+                .map(|l| IpAddr::V4(l.addr));
             let mut lb = lb::start(
                 lab,
                 Start {
                     argv: vec![sluice, "run".into(), "-c".into(), "{CONFIG}".into()],
                     config: (
                         "sluice.toml",
-                        lb::l4_config(
-                            method,
-                            &t.lb.iface,
-                            vip,
-                            &ips,
-                            tun_source,
-                            Some(IpAddr::V4(t.lb.ipv4)),
-                        ),
+                        lb::l4_config(method, &t.lb.iface, vip, &ips, tun_source, local_addr),
                     ),
                     probe: vip,
                     body_len: FILE_SIZE,
@@ -410,10 +410,19 @@ fn start_lb(
                 },
             )
             .map_err(|e| format!("sluice run (L4 {method}): {e}"))?;
-            lb.nat_reals = nat_reals;
+            lb.nat_lab = nat_lab;
             Ok((lb, vip))
         }
     }
+}
+
+/// The lab changes of a NAT mode (see [`Mode::reply_path`]), `None` for
+/// the other modes.
+fn prepare_nat_lab(t: &Topology, mode: Mode) -> Result<Option<NatLab>, String> {
+    mode.reply_path()
+        .map(|path| NatLab::set(t, path))
+        .transpose()
+        .map_err(|e| format!("preparing the lab for {}: {e}", mode.name()))
 }
 
 /// One repetition: LB CPU and softirq around one `sluice bench` run from the

@@ -265,7 +265,13 @@ pub(crate) mod tests {
 
     #[test]
     fn user_space_lbs_form_one_group_and_l4_modes_run_alone() {
-        let p = plan(&["--modes", "dr,haproxy,direct,proxy,nat", "--threads", "2,1"]).unwrap();
+        let p = plan(&[
+            "--modes",
+            "dr,haproxy,direct,nft-fullnat,proxy,nat,fullnat,nft-dnat",
+            "--threads",
+            "2,1",
+        ])
+        .unwrap();
         let modes = p.modes.clone();
         let g = groups(&p, &modes);
         assert_eq!(
@@ -280,6 +286,10 @@ pub(crate) mod tests {
                 ],
                 vec![(Mode::Dr, None)],
                 vec![(Mode::Nat, None)],
+                vec![(Mode::Fullnat, None)],
+                // The kernel's NAT owns the VIP's path through the LB.
+                vec![(Mode::NftDnat, None)],
+                vec![(Mode::NftFullnat, None)],
             ]
         );
     }
@@ -345,6 +355,11 @@ pub(crate) mod tests {
         assert_eq!((n.requests, n.duration_secs), (Some(500), None));
         assert_eq!((n.client_threads, n.wrk_secs), (1, Some(3.0)));
         assert_eq!(Mode::ProxyTcp.name(), "proxy-tcp");
+        assert_eq!(Mode::NftFullnat.name(), "nft-fullnat");
+        assert_eq!(
+            serde_json::to_value(Mode::NftFullnat).unwrap(),
+            serde_json::json!("nft-fullnat")
+        );
         assert_eq!(
             serde_json::to_value(Mode::HaproxyTcp).unwrap(),
             serde_json::json!("haproxy-tcp")

@@ -126,9 +126,9 @@ pub(crate) fn markdown(r: &Results) -> String {
          likewise. LB CPU per request: `process` = utime+stime of the LB \
          process (all threads, 10 ms resolution) over the run; `bpf` = run time of the XDP \
          program (BPF statistics), which leaves out the kernel's own receive path; \
-         `nft-dnat` (the kernel's NAT) has no LB process, so none is shown: compare it \
-         with `nat` by the whole machine's CPU per request (`machine_cpu_us_per_req` in \
-         bmt.json). vs HAProxy = req/s over HAProxy's with the same threads at the same concurrency, \
+         `nft-dnat` and `nft-fullnat` (the kernel's NAT) have no LB process, so none is \
+         shown: compare them with `nat` and `fullnat` by the whole machine's CPU per \
+         request (`machine_cpu_us_per_req` in bmt.json). vs HAProxy = req/s over HAProxy's with the same threads at the same concurrency, \
          in the same mode: `proxy-tcp` and `haproxy-tcp` against `haproxy-tcp`, every other \
          mode against `haproxy` (`mode http`; HAProxy with its fewest threads for modes \
          without threads); CPU vs HAProxy likewise for LB CPU per request. Proxies listen \
