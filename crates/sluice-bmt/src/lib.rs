@@ -47,6 +47,7 @@ mod wrk;
 
 pub use error::BmtError;
 pub use lb::CPU_CAP_PREFIX;
+pub use natlab::{KernelNat, NFT_TABLE, nft_rules};
 pub use plan::BmtArgs;
 
 use sluice_l4::wire_maps::Method;

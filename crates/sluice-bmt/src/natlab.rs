@@ -19,7 +19,9 @@
 //!
 //! The kernel's peers ([`NftNat`]) are one nftables table in the LB
 //! namespace, forwarding on: DNAT to the reals (`nft-dnat`), plus SNAT to
-//! the local address (`nft-fullnat`).
+//! the local address (`nft-fullnat`). The table's text ([`nft_rules`]) is
+//! public: the packet-rate bench (`crates/sluice/benches/l4_pps.rs`)
+//! loads the same rules as its kernel cases.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -177,12 +179,13 @@ impl NatLab {
     }
 }
 
-/// The nftables table the kernel's NAT peers load into the LB namespace.
-const NFT_TABLE: &str = "sluice_bmt";
+/// The nftables table (family `ip`) the kernel's NAT peers load into the
+/// LB namespace.
+pub const NFT_TABLE: &str = "sluice_bmt";
 
 /// Which NAT the kernel does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KernelNat {
+pub enum KernelNat {
     /// DNAT to the reals (`nft-dnat`, the peer of `nat`).
     Dnat,
     /// DNAT to the reals and SNAT to this local address (`nft-fullnat`,
@@ -261,7 +264,7 @@ impl Drop for NftNat {
 /// rewritten the packet's) and nothing else. `snat to` rather than `masquerade`: masquerade would pick
 /// the interface's primary address, where sluice's `fullnat` connects from
 /// the local address; with the same source the reals see the same thing.
-pub(crate) fn nft_rules(vip: Ipv4Addr, port: u16, reals: &[Ipv4Addr], nat: KernelNat) -> String {
+pub fn nft_rules(vip: Ipv4Addr, port: u16, reals: &[Ipv4Addr], nat: KernelNat) -> String {
     let map: Vec<String> = reals
         .iter()
         .enumerate()

@@ -11,7 +11,11 @@
 //!   longer for the VIP, so it cannot bounce back through the program,
 //! - (f) the kernel's NAT for the same frames, its peer: an nftables DNAT
 //!   rule in the LB namespace, forwarding out the same veth to the
-//!   generator (static neighbours for the reals), no XDP on the LB end.
+//!   generator (static neighbours for the reals), no XDP on the LB end,
+//! - (h) the kernel's full NAT, the peer of `fullnat`: (f)'s DNAT plus SNAT
+//!   to a local address of the LB, for frames to a VIP of their own (a
+//!   new conntrack entry, so the SNAT applies). The rules of (f) and (h)
+//!   are `sluice lab bmt`'s (`sluice_bmt::nft_rules`).
 //!
 //! Ping-pong method: `INFLIGHT` frames are injected once (trafgen, a short
 //! paced burst, so no ring ever fills); from then on they bounce between the
@@ -37,6 +41,7 @@
 
 use std::{io::Write as _, time::Instant};
 
+use sluice_bmt::{KernelNat, NFT_TABLE, nft_rules};
 use sluice_l4::{AttachMode, Dataplane, DataplaneParams, Helper, HelperProgram};
 use sluice_lab::{LabSpec, Netns, create_veth};
 use sluice_testkit::median;
@@ -138,15 +143,45 @@ fn run_gen(txns: &Netns, sink: &HelperProgram, cfg: &std::path::Path) -> (f64, f
 /// The VIP of the `nat` cases (e) and (f).
 const NAT_VIP: [u8; 4] = [10, 99, 255, 3];
 
-/// Case (f)'s LB: an address on `l0`, forwarding on (and no ICMP
-/// redirects: the frames leave through the interface they came in on),
-/// conntrack's checksum check off (XDP's path does not check it either),
-/// the reals of `three_reals` as permanent neighbours at the generator's
-/// MAC, and `dnat to numgen inc mod 3` for `NAT_VIP`:80.
-fn kernel_dnat(lb: &Netns, dir: &std::path::Path) {
-    let reals = ["10.99.0.11", "10.99.0.12", "10.99.0.13"];
+/// The VIP of the `fullnat` cases: its own, so that (h)'s flow is a new
+/// conntrack entry (NAT is decided on a connection's first packet, and
+/// (f) left an entry without SNAT for `NAT_VIP`'s flow).
+const FULLNAT_VIP: [u8; 4] = [10, 99, 255, 4];
+
+/// The LB's local address of the `fullnat` cases (host .200 of its
+/// subnet, as in `sluice lab bmt`).
+const LOCAL_ADDR: [u8; 4] = [10, 99, 0, 200];
+
+/// The reals of `three_reals`, as the kernel's NAT sends to them.
+const KERNEL_REALS: [std::net::Ipv4Addr; 3] = [
+    std::net::Ipv4Addr::new(10, 99, 0, 11),
+    std::net::Ipv4Addr::new(10, 99, 0, 12),
+    std::net::Ipv4Addr::new(10, 99, 0, 13),
+];
+
+/// Runs each of `steps` (space-separated argv) in `ns`; panics on a failure.
+fn exec_steps(ns: &Netns, steps: &[String]) {
+    for step in steps {
+        let argv: Vec<&str> = step.split_whitespace().collect();
+        let out = ns.exec(&argv).unwrap();
+        assert!(
+            out.status.success(),
+            "{step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The kernel cases' LB: an address on `l0` and the local address,
+/// forwarding on (and no ICMP redirects: the frames leave through the
+/// interface they came in on), conntrack's checksum check off (XDP's path
+/// does not check it either), the reals of `three_reals` as permanent
+/// neighbours at the generator's MAC.
+fn kernel_lb(lb: &Netns) {
+    let [a, b, c, d] = LOCAL_ADDR;
     let mut steps: Vec<String> = vec![
         "ip addr add 10.99.0.1/24 dev l0".into(),
+        format!("ip addr add {a}.{b}.{c}.{d}/32 dev l0"),
         "sysctl -qw net.ipv4.ip_forward=1".into(),
         "sysctl -qw net.ipv4.conf.all.send_redirects=0".into(),
         "sysctl -qw net.ipv4.conf.l0.send_redirects=0".into(),
@@ -154,37 +189,23 @@ fn kernel_dnat(lb: &Netns, dir: &std::path::Path) {
         // them invalid and leave them un-NATed (XDP does not check it).
         "sysctl -qw net.netfilter.nf_conntrack_checksum=0".into(),
     ];
-    for real in reals {
+    for real in KERNEL_REALS {
         steps.push(format!(
             "ip neigh replace {real} lladdr 02:00:00:00:00:02 dev l0 nud permanent"
         ));
     }
-    let [a, b, c, d] = NAT_VIP;
-    let map: Vec<String> = reals
-        .iter()
-        .enumerate()
-        .map(|(i, r)| format!("{i} : {r}"))
-        .collect();
-    let rules = format!(
-        "table ip pps {{\n  chain prerouting {{\n    \
-         type nat hook prerouting priority dstnat; policy accept;\n    \
-         ip daddr {a}.{b}.{c}.{d} tcp dport 80 dnat to numgen inc mod {n} map {{ {map} }}\n  \
-         }}\n}}\n",
-        n = reals.len(),
-        map = map.join(", "),
-    );
+    exec_steps(lb, &steps);
+}
+
+/// Loads `sluice lab bmt`'s nftables NAT for `vip`:80 over the reals into
+/// `lb`, replacing the table of a previous case.
+fn kernel_nat(lb: &Netns, dir: &std::path::Path, vip: [u8; 4], nat: KernelNat) {
+    let rules = nft_rules(vip.into(), 80, &KERNEL_REALS, nat);
     let path = dir.join("pps.nft");
     std::fs::write(&path, rules).unwrap();
-    steps.push(format!("nft -f {}", path.display()));
-    for step in &steps {
-        let argv: Vec<&str> = step.split_whitespace().collect();
-        let out = lb.exec(&argv).unwrap();
-        assert!(
-            out.status.success(),
-            "{step}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    // The previous case's table, if any, goes first (its absence is fine).
+    let _ = lb.exec(&["nft", "delete", "table", "ip", NFT_TABLE]);
+    exec_steps(lb, &[format!("nft -f {}", path.display())]);
 }
 
 fn main() {
@@ -218,6 +239,7 @@ fn main() {
     let new_dr = write("new-dr.cfg", trafgen_cfg([10, 99, 255, 1], true, true));
     let hit_tun = write("hit-tun.cfg", trafgen_cfg([10, 99, 255, 2], false, false));
     let hit_nat = write("hit-nat.cfg", trafgen_cfg(NAT_VIP, false, false));
+    let hit_fullnat = write("hit-fullnat.cfg", trafgen_cfg(FULLNAT_VIP, false, false));
 
     let mut results: Vec<(&str, f64)> = Vec::new();
     let mut gen_results: Vec<(&str, (f64, f64))> = Vec::new();
@@ -309,12 +331,28 @@ fn main() {
     let hits = dp.counter(sluice_wire::maps::Counter::SessionHit).unwrap();
     drop(dp);
     settle();
-    // (f) The kernel's NAT on the same veth, for the same frames.
-    kernel_dnat(&lb, dir.path());
-    {
+    // (f) The kernel's NAT on the same veth, for the same frames; (h) its
+    // full NAT for the frames of the fullnat cases.
+    kernel_lb(&lb);
+    for (name, vip, nat, cfg) in [
+        (
+            "(f) nftables DNAT (kernel)",
+            NAT_VIP,
+            KernelNat::Dnat,
+            &hit_nat,
+        ),
+        (
+            "(h) nftables DNAT+SNAT (kernel)",
+            FULLNAT_VIP,
+            KernelNat::FullNat(LOCAL_ADDR.into()),
+            &hit_fullnat,
+        ),
+    ] {
+        kernel_nat(&lb, dir.path(), vip, nat);
         let sink = bouncer(Helper::Sink);
-        gen_results.push(("(f) nftables DNAT (kernel)", generated(&sink, &hit_nat)));
+        gen_results.push((name, generated(&sink, cfg)));
         drop(sink);
+        settle();
     }
 
     let base = results[0].1;
