@@ -22,6 +22,7 @@
 
 pub mod checksum;
 pub mod encap;
+pub mod fullnat;
 pub mod hash;
 pub mod maps;
 pub mod nat;

@@ -33,3 +33,9 @@ unsafe impl aya::Pod for PersistVal {}
 unsafe impl aya::Pod for TrafficStats {}
 // SAFETY: as above.
 unsafe impl aya::Pod for NatReverse {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::fullnat::LocalAddr {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::fullnat::FullnatKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::fullnat::FullnatReverse {}

@@ -138,6 +138,9 @@ fn spec(cfg: &Config, s: &model::L4Service) -> Result<ServiceSpec, String> {
         table_size: s.maglev_table_size,
         tun_source: s.tun_source,
         tun_vary_source: s.tun_vary_source,
+        local_addresses: s.local_addresses.clone(),
+        local_ports: s.local_port_range,
+        toa: s.toa,
         on_real_down: by_name::<OnRealDown, _>(s.on_real_down)?,
         fail_open: s.fail_open,
         initially_up: s
