@@ -281,6 +281,12 @@ impl Dataplane {
         Ok(dp)
     }
 
+    /// The machine's possible CPUs, as the data plane counts them
+    /// (`fullnat` splits each local address's ports among them).
+    pub fn possible_cpus(&self) -> usize {
+        self.ncpus
+    }
+
     /// The load-time parameters.
     pub fn params(&self) -> &DataplaneParams {
         &self.params
