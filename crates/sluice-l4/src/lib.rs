@@ -9,6 +9,7 @@
 pub mod control;
 mod loader;
 pub mod neigh;
+pub mod toa;
 
 pub use control::{
     ControlError, L4Plane, NeighbourResolver, RealSpec, RealView, Scheduler, ServiceSpec,
