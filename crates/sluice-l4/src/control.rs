@@ -1073,7 +1073,7 @@ mod tests {
             Some("local_port_range")
         );
         f.local_ports = (1024, 32767);
-        f.local_addresses = vec!["fd00::1".parse().unwrap()];
+        f.local_addresses = vec![IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))];
         assert_eq!(
             validate_spec(&f, 13).err().map(|p| p.field),
             Some("local_addresses")

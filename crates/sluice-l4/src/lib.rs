@@ -11,6 +11,7 @@ mod fullnat;
 mod loader;
 mod locals;
 pub mod neigh;
+pub mod toa;
 
 pub use control::{
     ControlError, L4Plane, NeighbourResolver, RealSpec, RealView, Scheduler, ServiceSpec,
