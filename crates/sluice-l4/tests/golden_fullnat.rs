@@ -17,7 +17,9 @@ use common::*;
 use sluice_l4::{Dataplane, DataplaneParams, verdict};
 use sluice_testkit::frames::{CLIENT_MAC, LB_MAC};
 use sluice_wire::fullnat::{LocalAddr, cpu_port, cpu_port_count};
-use sluice_wire::maps::{Counter, family, method};
+use etherparse::PacketBuilder;
+use sluice_wire::maps::{Counter, VipKey, VipMeta, family, method, sched, vip_flags};
+use sluice_wire::toa::{encode_v4, insert_block_v6};
 
 /// The `fullnat` VIP: TCP 80 and UDP 53 → 10.99.0.11:8080, TCP 81 →
 /// 10.99.0.12:81 (a second real), and on the IPv6 VIP TCP 80 →
@@ -68,7 +70,83 @@ fn fixture(params: DataplaneParams) -> Dataplane {
         dp.set_vip_locals(idx, &[local]).unwrap();
         service(&mut dp, idx, vip, port, proto, method::FULLNAT, real_slot);
     }
+    // TOA on for TCP 80 (both families); TCP 81 goes without.
+    for (idx, vip) in [(0, ip4(VIP)), (3, ip6(VIP6))] {
+        let fam = if vip.is_ipv4() { family::V4 } else { family::V6 };
+        dp.set_service(
+            VipKey {
+                addr: addr(vip),
+                port: 80,
+                proto: TCP,
+                family: fam,
+            },
+            VipMeta {
+                vip_index: idx,
+                method: method::FULLNAT,
+                sched: sched::HASH_FLOW,
+                flags: vip_flags::TOA,
+                family: fam,
+                ring_len: RING,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
     dp
+}
+
+/// The TOA bytes the LB inserts for the table's client at `cport`.
+fn toa_of(vip: IpAddr, cport: u16) -> Vec<u8> {
+    if vip.is_ipv4() {
+        encode_v4(CLIENT, cport).to_vec()
+    } else {
+        insert_block_v6(CLIENT6, cport).to_vec()
+    }
+}
+
+/// [`to_real`] of a TCP segment with `flags` whose options are `options`.
+fn to_real_with_options(
+    slot: u32,
+    real: IpAddr,
+    rport: u16,
+    lport: u16,
+    flags: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    tcp_frame(LB_MAC, mac(slot), local_of(real), lport, real, rport, flags, options, payload)
+}
+
+/// A TCP frame like `common::frame`'s, with TCP options.
+#[allow(clippy::too_many_arguments)]
+fn tcp_frame(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    flags: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(smac, dmac);
+    let b = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => b.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => b.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let mut t = b.tcp(sport, dport, 1000, 64240);
+    if flags & SYN != 0 {
+        t = t.syn();
+    }
+    if flags & ACK != 0 {
+        t = t.ack(2000);
+    }
+    let t = t.options_raw(options).unwrap();
+    let mut out = Vec::new();
+    t.write(&mut out, payload).unwrap();
+    out
 }
 
 /// CPU 0's `k`-th port of the local range.
@@ -177,7 +255,7 @@ fn fullnat_golden_packet_table() {
     let get = b"GET / HTTP/1.1\r\n\r\n";
     let body = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
     let share = share(&dp);
-    assert!(share >= 2, "the table needs two ports per real on CPU 0");
+    assert!(share >= 3, "the table needs three ports per real on CPU 0");
     let (p0, p1) = (port(&dp, 0), port(&dp, 1));
     let mut cases = Vec::new();
 
@@ -197,7 +275,14 @@ fn fullnat_golden_packet_table() {
         Counter::TxFullnatReply,
     ));
     cases.push(case(
-        "v4 tcp request on the session keeps its local port",
+        "v4 tcp first ACK (with the request): the client's TOA inserted, same local port",
+        to_vip(vip, 41000, 80, Some(ACK), get),
+        verdict::TX,
+        Some(to_real_with_options(0, r0, 8080, p0, ACK, &toa_of(vip, 41000), get)),
+        Counter::TxToa,
+    ));
+    cases.push(case(
+        "v4 tcp later ACKs carry no TOA",
         to_vip(vip, 41000, 80, Some(ACK), get),
         verdict::TX,
         Some(to_real(0, r0, 8080, p0, Some(ACK), get)),
@@ -225,8 +310,39 @@ fn fullnat_golden_packet_table() {
         Some(to_client(vip, 80, 41001, Some(SYN_ACK), b"")),
         Counter::TxFullnatReply,
     ));
+    // 40 bytes of options already (timestamps and padding): no room.
+    let full = [1u8; 40];
+    cases.push(case(
+        "v4 tcp first ACK whose options are full: no TOA, counted, forwarded untruncated",
+        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41001, vip, 80, ACK, &full, b""),
+        verdict::TX,
+        Some(to_real_with_options(0, r0, 8080, p1, ACK, &full, b"")),
+        Counter::ToaNoRoom,
+    ));
+    cases.push(case(
+        "v4 tcp first ACK with 32 bytes of options: the TOA fits after them",
+        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41009, vip, 80, SYN, &[1u8; 32], b""),
+        verdict::TX,
+        Some(to_real_with_options(0, r0, 8080, port(&dp, 2), SYN, &[1u8; 32], b"")),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "the ACK: 32 bytes of options and the TOA, 40 in all",
+        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41009, vip, 80, ACK, &[1u8; 32], get),
+        verdict::TX,
+        Some(to_real_with_options(
+            0,
+            r0,
+            8080,
+            port(&dp, 2),
+            ACK,
+            &[&[1u8; 32][..], &toa_of(vip, 41009)].concat(),
+            get,
+        )),
+        Counter::TxToa,
+    ));
     // --- the rest of the share, then exhaustion ---
-    for k in 2..share {
+    for k in 3..share {
         cases.push(case(
             "v4 tcp SYN filling CPU 0's share",
             to_vip(vip, 41000 + k as u16, 80, Some(SYN), b""),
@@ -263,6 +379,13 @@ fn fullnat_golden_packet_table() {
         verdict::TX,
         Some(to_client(vip, 81, 42000, Some(SYN_ACK), b"")),
         Counter::TxFullnatReply,
+    ));
+    cases.push(case(
+        "a service without TOA sends its first ACK as it came",
+        to_vip(vip, 42000, 81, Some(ACK), get),
+        verdict::TX,
+        Some(to_real(2, r2, 81, p0, Some(ACK), get)),
+        Counter::SessionHit,
     ));
     // --- replies that are not a session's ---
     cases.push(case(
@@ -319,11 +442,11 @@ fn fullnat_golden_packet_table() {
         Counter::TxFullnatReply,
     ));
     cases.push(case(
-        "v6 tcp request",
+        "v6 tcp first ACK: the client's TOA (20 bytes and 4 NOPs) inserted",
         to_vip(vip6, 41000, 80, Some(ACK), get),
         verdict::TX,
-        Some(to_real(1, r1, 8080, p0, Some(ACK), get)),
-        Counter::SessionHit,
+        Some(to_real_with_options(1, r1, 8080, p0, ACK, &toa_of(vip6, 41000), get)),
+        Counter::TxToa,
     ));
     cases.push(case(
         "v6 tcp response",

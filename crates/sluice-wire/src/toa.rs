@@ -41,6 +41,7 @@
 //! assert_eq!(find(&area), Some(client));
 //! ```
 
+use crate::checksum;
 use crate::maps::{Addr, addr_from_bytes, addr_to_bytes, addr_v4, family};
 
 /// The TCP option kind of TOA.
@@ -321,9 +322,61 @@ const _: () = assert!(core::mem::size_of::<ToaVal>() == 32);
 const _: () =
     assert!((TOA_LEN_V4 as usize).is_multiple_of(4) && (TOA_LEN_V6 as usize).is_multiple_of(4));
 
+// === Insertion (the LB's side, `fullnat`) ===
+
+/// Bytes the LB inserts for an IPv4 client: the option itself (a
+/// multiple of 4 already, as TCP's data offset needs).
+pub const INSERT_LEN_V4: usize = TOA_LEN_V4 as usize;
+/// Bytes the LB inserts for an IPv6 client: the 20-byte option and four
+/// NOPs, so the TCP header stays a multiple of 4 bytes long.
+pub const INSERT_LEN_V6: usize = 24;
+/// Longest TCP header (data offset 15 × 4 bytes).
+pub const TCP_HDR_MAX_LEN: usize = 60;
+
+/// The bytes inserted for an IPv6 client: [`encode_v6`] and four NOPs.
+#[must_use]
+pub const fn insert_block_v6(addr: [u8; 16], port: u16) -> [u8; INSERT_LEN_V6] {
+    let o = encode_v6(addr, port);
+    let mut b = [TCP_OPT_NOP; INSERT_LEN_V6];
+    let mut i = 0;
+    while i < o.len() {
+        b[i] = o[i];
+        i += 1;
+    }
+    b
+}
+
+/// Whether a TCP header of `tcp_hdr_len` bytes has room for `insert`
+/// more bytes of options.
+#[must_use]
+pub const fn has_room(tcp_hdr_len: usize, insert: usize) -> bool {
+    tcp_hdr_len + insert <= TCP_HDR_MAX_LEN
+}
+
+/// The TCP header's data-offset / flags word (bytes 12–13) once `insert`
+/// bytes (a multiple of 4) of options are added.
+#[must_use]
+pub const fn grown_offset_word(word: u16, insert: usize) -> u16 {
+    word + (((insert / 4) as u16) << 12)
+}
+
+/// The TCP checksum `check` after `block` is inserted among the options
+/// (at an even offset of the segment), the data-offset word goes from
+/// `old_word` to [`grown_offset_word`], and the pseudo-header's length
+/// from `seg_len` to `seg_len + N` (RFC 1624, as `crate::nat` updates).
+#[must_use]
+pub fn grown_check<const N: usize>(check: u16, old_word: u16, seg_len: u16, block: &[u8; N]) -> u16 {
+    let c = checksum::update16(check, old_word, grown_offset_word(old_word, N));
+    let c = checksum::update16(c, seg_len, seg_len.wrapping_add(N as u16));
+    checksum::update_bytes(c, &[0u8; N], block)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    extern crate std;
+    use std::{vec, vec::Vec};
+
     use super::*;
 
     const V4: Toa = Toa {
@@ -529,5 +582,48 @@ mod tests {
         }
         // The generator does reach the interesting cases.
         assert!(found > 100, "only {found} TOAs found in garbage");
+    }
+
+    /// The incremental update after an insertion equals the checksum of
+    /// the grown segment computed in full.
+    #[test]
+    fn insertion_checksum_matches_a_full_computation() {
+        // A TCP/IPv4 ACK: 20-byte header with 12 bytes of options
+        // (NOP NOP timestamps), 5 bytes of payload.
+        let src = [10u8, 99, 0, 2];
+        let dst = [10u8, 99, 0, 11];
+        let mut seg = vec![
+            0x9c, 0x40, 0x1f, 0x90, 0, 0, 0x03, 0xe8, 0, 0, 0x07, 0xd0, 0x80, 0x10, 0xfa, 0xf0,
+            0, 0, 0, 0, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2,
+        ];
+        seg.extend_from_slice(b"hello");
+        let full = |seg: &[u8]| {
+            let mut pseudo = vec![];
+            pseudo.extend_from_slice(&src);
+            pseudo.extend_from_slice(&dst);
+            pseudo.extend_from_slice(&[0, 6]);
+            pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+            let mut s = seg.to_vec();
+            s[16] = 0;
+            s[17] = 0;
+            checksum::finish(checksum::sum(&s, checksum::sum(&pseudo, 0)))
+        };
+        let c = full(&seg);
+        seg[16..18].copy_from_slice(&c.to_be_bytes());
+        let block = encode_v4([192, 0, 2, 7], 5555);
+        assert!(has_room(32, block.len()));
+        let old_word = u16::from_be_bytes([seg[12], seg[13]]);
+        let want_check = grown_check(c, old_word, seg.len() as u16, &block);
+        let mut grown = seg[..32].to_vec();
+        grown.extend_from_slice(&block);
+        grown.extend_from_slice(&seg[32..]);
+        grown[12..14].copy_from_slice(&grown_offset_word(old_word, block.len()).to_be_bytes());
+        assert_eq!(grown[12] >> 4, 10, "data offset 8 words + 2");
+        assert_eq!(want_check, full(&grown));
+        assert_eq!(find_in_tcp_header(&grown[..40]).map(|t| t.port), Some(5555));
+        let b6 = insert_block_v6([0xfd; 16], 80);
+        assert_eq!(b6.len() % 4, 0);
+        assert!(!has_room(40, b6.len()));
+        assert!(has_room(36, b6.len()));
     }
 }

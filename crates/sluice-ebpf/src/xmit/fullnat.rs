@@ -23,6 +23,9 @@
 //!   (`session::fullnat_session`), moves the session on, and is sent
 //!   back; anything else is passed to the kernel untouched.
 //!
+//! - A TCP service with TOA on (`vip_flags::TOA`) inserts the client's
+//!   address and port into each connection's first ACK ([`add_toa`]).
+//!
 //! ICMP errors about `fullnat` flows are passed to the kernel (not
 //! translated yet).
 
@@ -39,11 +42,12 @@ use sluice_wire::{
     },
     maps::{
         AddrKey, Counter, FlowKey, GlobalCfg, RealDef, VipMeta, family, nat_prog, tx_port,
+        vip_flags,
     },
     nat::{self, Side},
 };
 
-use crate::consts::{ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6};
+use crate::consts::{ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN};
 use crate::forward::forwarded;
 use crate::frame::{be16, read};
 use crate::maps::{
@@ -53,6 +57,7 @@ use crate::maps::{
 };
 use crate::session::{self, LocalEnd};
 
+use super::add_toa::{self, Toa};
 use super::dr::set_macs;
 use super::nat::{flow, leave_by, rewrite, tail_args};
 
@@ -205,14 +210,30 @@ fn forward_in_frame(
         local
     } else {
         // The session `forward` found (and refreshed) for this packet.
-        let Some(sp) = SLUICE_SESSIONS.get_ptr(&key) else {
+        let Some(sp) = SLUICE_SESSIONS.get_ptr_mut(&key) else {
             return Err(Counter::DropNoReal);
         };
         // SAFETY: value pointer from a successful lookup; copied out.
-        let (slot, port) = unsafe { ((*sp).local_slot, (*sp).local_port) };
+        let (slot, port, toa_sent) =
+            unsafe { ((*sp).local_slot, (*sp).local_port, (*sp).toa_sent) };
         let Some(slot) = slot.checked_sub(1) else {
             return Err(Counter::DropFullnatNoPort);
         };
+        // The connection's first ACK (the handshake's last segment)
+        // carries the TOA, once.
+        if toa_sent == 0
+            && key.proto == PROTO_TCP
+            && flags & (TCP_SYN | TCP_RST | TCP_ACK) == TCP_ACK
+            && wants_toa(vip_slot)
+        {
+            // SAFETY: as above; a concurrent writer of the same flow can
+            // only write the same 1.
+            unsafe { (*sp).toa_sent = 1 };
+            match add_toa::insert(ctx, fam, &key.src, key.sport)? {
+                Toa::Inserted => count(Counter::TxToa),
+                Toa::NoRoom => count(Counter::ToaNoRoom),
+            }
+        }
         LocalEnd { slot, port }
     };
     let Some(la) = SLUICE_LOCAL_ADDRS.get(u32::from(local.slot)) else {
@@ -228,6 +249,15 @@ fn forward_in_frame(
     )?;
     rewrite(ctx, fam, key.proto, Side::Source, &la.addr, local.port)?;
     set_macs(ctx, r.mac, c.real_side_mac)
+}
+
+/// Does service `vip_slot` (its index + 1) insert TOAs?
+#[inline(always)]
+fn wants_toa(vip_slot: u8) -> bool {
+    u32::from(vip_slot)
+        .checked_sub(1)
+        .and_then(|i| SLUICE_VIP_BY_INDEX.get(i))
+        .is_some_and(|vs| vs.meta.flags & vip_flags::TOA != 0)
 }
 
 /// Claims a local end for a new flow `key` of service `m` to real `r` at

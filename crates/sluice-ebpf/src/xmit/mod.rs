@@ -9,6 +9,7 @@
 //! Adding one means a module here and its arm in the matches below; they
 //! are exhaustive, so the compiler points at each.
 
+mod add_toa;
 mod dr;
 mod fullnat;
 mod nat;
