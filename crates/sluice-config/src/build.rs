@@ -15,7 +15,7 @@ use crate::duration::format_duration;
 use crate::model::*;
 use crate::value::{
     Ctx, Tbl, Val, as_table, at, boolean, duration, int_in, interface, ip, keyword, list,
-    non_empty, non_empty_list, peer_socket, socket, string, tables, unknown_message,
+    non_empty, non_empty_list, peer_socket, port_range, socket, string, tables, unknown_message,
 };
 
 /// Top-level sections.
@@ -65,6 +65,8 @@ const L4_KEYS: &[&str] = &[
     "tun_source",
     "tun_vary_source",
     "local_addresses",
+    "local_port_range",
+    "toa",
     "health_check",
     "on_real_down",
     "fail_open",
@@ -708,6 +710,8 @@ fn l4_service(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, rec: &mut Records) -> L4Service
     only_for(cx, "real_interface", ForwardingMethod::Nat);
     only_for(cx, "tun_vary_source", ForwardingMethod::Tun);
     only_for(cx, "local_addresses", ForwardingMethod::FullNat);
+    only_for(cx, "local_port_range", ForwardingMethod::FullNat);
+    only_for(cx, "toa", ForwardingMethod::FullNat);
     let tun_source = cx.opt(t, "tun_source", ip_like(vip, "vip"));
     let local_addresses = cx.opt(
         t,
@@ -803,6 +807,10 @@ fn l4_service(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, rec: &mut Records) -> L4Service
         tun_source,
         tun_vary_source: cx.opt(t, "tun_vary_source", boolean).unwrap_or(false),
         local_addresses: local_addresses.unwrap_or_default(),
+        local_port_range: cx
+            .opt(t, "local_port_range", port_range)
+            .unwrap_or((DEFAULT_LOCAL_PORT_MIN, DEFAULT_LOCAL_PORT_MAX)),
+        toa: cx.opt(t, "toa", boolean).unwrap_or(true),
         health_check,
         on_real_down: cx
             .opt(t, "on_real_down", keyword("on_real_down"))

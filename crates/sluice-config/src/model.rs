@@ -42,6 +42,14 @@ pub const DEFAULT_MAXCONN: u32 = 10_000;
 /// Most `maxconn` accepted (frontends and servers).
 pub const MAX_MAXCONN: u32 = 10_000_000;
 
+/// Default lowest `local_port_range` port (`fullnat`): above the
+/// well-known ports.
+pub const DEFAULT_LOCAL_PORT_MIN: u16 = 1024;
+/// Default highest `local_port_range` port (`fullnat`): below Linux's
+/// default ephemeral range (32768–60999), so the LB's own connections
+/// from a local address never take a port the data plane hands out.
+pub const DEFAULT_LOCAL_PORT_MAX: u16 = 32767;
+
 /// Default `session_capacity`: LRU session entries per CPU.
 pub const DEFAULT_SESSION_CAPACITY: u32 = 65_536;
 /// Fewest `session_capacity` entries per CPU.
@@ -432,6 +440,11 @@ pub struct L4Service {
     pub tun_vary_source: bool,
     /// Source addresses for `fullnat` connections to reals.
     pub local_addresses: Vec<IpAddr>,
+    /// `fullnat`: the lowest and highest local port handed out.
+    pub local_port_range: (u16, u16),
+    /// `fullnat` TCP: insert the client's address and port as a TOA
+    /// option (kind 254) into each connection's first ACK.
+    pub toa: bool,
     /// Name of the `[health_check.NAME]` probing the reals.
     pub health_check: Option<String>,
     /// What happens to sessions of a real that goes down.

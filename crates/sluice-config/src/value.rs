@@ -375,6 +375,25 @@ pub(crate) fn non_empty_list<T>(
     }
 }
 
+/// A port range `[lowest, highest]`: two ports (1..=65535), lowest
+/// first.
+pub(crate) fn port_range(cx: &mut Ctx<'_>, v: &Val<'_>, path: &str) -> Option<(u16, u16)> {
+    let ports = list(int_in(1u16, u16::MAX))(cx, v, path)?;
+    match ports[..] {
+        [lo, hi] if lo <= hi => Some((lo, hi)),
+        _ => {
+            cx.error(
+                v.span().start,
+                path,
+                format!(
+                    "{ports:?} is not a port range, expected [lowest, highest] with lowest ≤ highest"
+                ),
+            );
+            None
+        }
+    }
+}
+
 // === impl Tbl ===
 
 impl<'a, 'i> Tbl<'a, 'i> {

@@ -59,8 +59,10 @@ pub(crate) fn forward(
             let Some(r) = real(chosen) else {
                 return Err(Counter::DropNoReal);
             };
-            if !icmp {
-                session::create(m, &p, chosen, r.generation, now);
+            // `fullnat` records its session where its local port is
+            // chosen (`xmit::fullnat`).
+            if !icmp && !xmit::makes_own_session(m) {
+                session::create(m, &p.key, p.tcp_flags, chosen, r.generation, None, now);
             }
             (chosen, r, !icmp)
         }

@@ -21,7 +21,8 @@
 //!    belongs to a live session, else passes it.
 //!
 //! The other programs of the object: `sluice_decap` ([`decap`], the real
-//! server's side of `tun`) and the lab's and benchmarks' helpers ([`lab`]).
+//! server's side of `tun`), `sluice_toa` ([`toa`], the real server's TOA
+//! reader for `fullnat`) and the lab's and benchmarks' helpers ([`lab`]).
 //! [`maps`] holds every map, [`consts`] the wire constants, [`frame`] the
 //! bounds-checked packet access.
 //!
@@ -63,6 +64,8 @@ mod parse;
 mod sched;
 #[cfg(target_arch = "bpf")]
 mod session;
+#[cfg(target_arch = "bpf")]
+mod toa;
 #[cfg(target_arch = "bpf")]
 mod xmit;
 

@@ -17,6 +17,9 @@ use sluice_wire::maps::{
     PersistKey, PersistVal, RealDef, TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot,
     cfg_flags, nat_prog, tx_port,
 };
+use sluice_wire::fullnat::{
+    FullnatKey, FullnatReverse, LocalAddr, MAX_LOCAL_ADDRS, MAX_LOCAL_ADDRS_PER_VIP,
+};
 
 #[map(name = "SLUICE_STATS")]
 pub(crate) static SLUICE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
@@ -88,8 +91,9 @@ pub(crate) struct NatForwardArgs {
     /// 1: the packet is an ICMP error about the flow (its quoted packet
     /// is translated instead of a TCP/UDP header).
     pub(crate) icmp: u8,
-    /// Padding.
-    pub(crate) _pad: u8,
+    /// The service's `vip_index + 1` (`fullnat` allocates its local
+    /// port from the service's local addresses).
+    pub(crate) vip_slot: u8,
 }
 
 /// The interfaces `nat` packets leave by (`sluice_wire::maps::MAP_TX_PORTS`):
@@ -100,6 +104,30 @@ pub(crate) static SLUICE_TX_PORTS: DevMap = DevMap::with_max_entries(tx_port::CO
 #[map(name = "SLUICE_NAT_ARGS")]
 pub(crate) static SLUICE_NAT_ARGS: PerCpuArray<NatForwardArgs> =
     PerCpuArray::with_max_entries(1, 0);
+
+/// `fullnat`'s local addresses (`sluice_wire::fullnat`), their index by
+/// address, each service's list of them, the per-CPU start of the next
+/// port search, and the reverse entries (a plain hash: an entry is never
+/// evicted while its session lives; capacity from the loader).
+#[map(name = "SLUICE_LOCAL_ADDRS")]
+pub(crate) static SLUICE_LOCAL_ADDRS: Array<LocalAddr> =
+    Array::with_max_entries(MAX_LOCAL_ADDRS, 0);
+
+#[map(name = "SLUICE_LOCAL_INDEX")]
+pub(crate) static SLUICE_LOCAL_INDEX: HashMap<AddrKey, u32> =
+    HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
+
+#[map(name = "SLUICE_VIP_LOCALS")]
+pub(crate) static SLUICE_VIP_LOCALS: Array<u32> =
+    Array::with_max_entries(MAX_VIPS * MAX_LOCAL_ADDRS_PER_VIP, 0);
+
+#[map(name = "SLUICE_LOCAL_CURSOR")]
+pub(crate) static SLUICE_LOCAL_CURSOR: PerCpuArray<u32> =
+    PerCpuArray::with_max_entries(MAX_LOCAL_ADDRS, 0);
+
+#[map(name = "SLUICE_FULLNAT_REVERSE")]
+pub(crate) static SLUICE_FULLNAT_REVERSE: HashMap<FullnatKey, FullnatReverse> =
+    HashMap::with_max_entries(DEFAULT_SESSION_CAPACITY, 0);
 
 #[map(name = "SLUICE_PERSIST")]
 pub(crate) static SLUICE_PERSIST: LruHashMap<PersistKey, PersistVal> =
@@ -209,12 +237,12 @@ pub(crate) fn cfg() -> Option<&'static GlobalCfg> {
     })
 }
 
-/// Does any service use `nat`? Only then may a packet that is not for a
-/// VIP be a real's reply (the loader keeps the flag).
+/// Does any service use `nat` or `fullnat`? Only then may a packet that
+/// is not for a VIP be a real's reply (the loader keeps the flags).
 #[inline(always)]
 pub(crate) fn nat_replies() -> bool {
     match cfg() {
-        Some(c) => (c.flags & cfg_flags::NAT_SERVICES) != 0,
+        Some(c) => (c.flags & (cfg_flags::NAT_SERVICES | cfg_flags::FULLNAT_SERVICES)) != 0,
         None => false,
     }
 }

@@ -186,12 +186,28 @@ pub(crate) fn nat_session(
     from_port: u16,
     now: u64,
 ) -> Option<*mut FlowVal> {
+    reply_session(c, fwd, Method::Nat, from, from_port, now)
+}
+
+/// [`nat_session`] for `method` (`nat` or `fullnat`): the session of
+/// `fwd` if it is fresh, of a service of that method that still matches
+/// it, and its live real is `from`:`from_port`. (`fullnat` also checks
+/// the local end: [`fullnat_session`].)
+#[inline(always)]
+fn reply_session(
+    c: &GlobalCfg,
+    fwd: &FlowKey,
+    method: Method,
+    from: &Addr,
+    from_port: u16,
+    now: u64,
+) -> Option<*mut FlowVal> {
     let sp = SLUICE_SESSIONS.get_ptr_mut(fwd)?;
     // SAFETY: value pointer from a successful lookup, valid for this run;
     // only read here.
     let s = unsafe { &*sp };
     let m = slot_service(s.vip_slot, fwd)?;
-    if Method::from_byte(m.method) != Some(Method::Nat) {
+    if Method::from_byte(m.method) != Some(method) {
         return None;
     }
     if now.saturating_sub(s.last_seen_ns) > timeout_ns(c, s.state) {
@@ -202,6 +218,39 @@ pub(crate) fn nat_session(
         return None;
     }
     Some(sp)
+}
+
+/// The live session of a `fullnat` flow `fwd` that connects to the real
+/// at `from`:`from_port` from local slot `local_slot`, port `lport`
+/// ([`reply_session`], and the local end is still the session's: a
+/// reverse entry left by an earlier session of the same client tuple is
+/// not).
+#[inline(always)]
+pub(crate) fn fullnat_session(
+    c: &GlobalCfg,
+    fwd: &FlowKey,
+    from: &Addr,
+    from_port: u16,
+    local_slot: u8,
+    lport: u16,
+    now: u64,
+) -> Option<*mut FlowVal> {
+    let sp = reply_session(c, fwd, Method::Fullnat, from, from_port, now)?;
+    // SAFETY: as in `reply_session`.
+    let s = unsafe { &*sp };
+    if u32::from(s.local_slot) != u32::from(local_slot) + 1 || s.local_port != lport {
+        return None;
+    }
+    Some(sp)
+}
+
+/// Moves the session `sp` (from [`nat_session`] or [`fullnat_session`])
+/// on by a real's segment with TCP `flags`, as [`nat_reply`] does.
+#[inline(always)]
+pub(crate) fn reply_advance(sp: *mut FlowVal, proto: u8, flags: u8, now: u64) {
+    // SAFETY: value pointer from a successful lookup; concurrent updates
+    // of the same flow from another CPU are benign, as in `refresh`.
+    advance(unsafe { &mut *sp }, proto, flags, now);
 }
 
 /// A real's reply with TCP `flags` on a `nat` flow ([`nat_session`]): if
@@ -222,19 +271,40 @@ pub(crate) fn nat_reply(
     let Some(sp) = nat_session(c, fwd, from, from_port, now) else {
         return false;
     };
-    // SAFETY: value pointer from a successful lookup; concurrent updates
-    // of the same flow from another CPU are benign, as in `refresh`.
-    advance(unsafe { &mut *sp }, fwd.proto, flags, now);
+    reply_advance(sp, fwd.proto, flags, now);
     true
 }
 
+/// The local end of a `fullnat` session: its slot in the local-address
+/// table and its port; none for other methods.
+#[derive(Clone, Copy)]
+pub(crate) struct LocalEnd {
+    /// The slot (`sluice_wire::fullnat::MAP_LOCAL_ADDRS`).
+    pub(crate) slot: u8,
+    /// The port, host order.
+    pub(crate) port: u16,
+}
+
 /// Records the choice of `chosen` (whose slot has generation `generation`)
-/// for a new flow of service `m`: the session, the client's persistence
+/// for a new flow `key` (first TCP flags `tcp_flags`) of service `m`, from
+/// local end `local` (`fullnat`): the session, the client's persistence
 /// entry (if the service has persistence), and the real's connection
 /// count; counts a miss.
 #[inline(always)]
-pub(crate) fn create(m: &VipMeta, p: &Parsed, chosen: u32, generation: u16, now: u64) {
-    let st = next_state(p.key.proto, state::TCP_SYN, p.tcp_flags);
+pub(crate) fn create(
+    m: &VipMeta,
+    key: &FlowKey,
+    tcp_flags: u8,
+    chosen: u32,
+    generation: u16,
+    local: Option<LocalEnd>,
+    now: u64,
+) {
+    let st = next_state(key.proto, state::TCP_SYN, tcp_flags);
+    let (local_slot, local_port) = match local {
+        Some(l) => (l.slot + 1, l.port),
+        None => (0, 0),
+    };
     let v = FlowVal {
         real: chosen,
         state: st,
@@ -242,14 +312,18 @@ pub(crate) fn create(m: &VipMeta, p: &Parsed, chosen: u32, generation: u16, now:
         vip_slot: (m.vip_index + 1) as u8,
         real_gen: generation,
         last_seen_ns: now,
+        local_port,
+        local_slot,
+        toa_sent: 0,
+        _pad: 0,
     };
     // A full table evicts the least recently used entry of this CPU's
     // list; an insert failure only costs the session affinity of this
     // flow, so it is not a drop.
-    let _ = SLUICE_SESSIONS.insert(&p.key, &v, 0);
+    let _ = SLUICE_SESSIONS.insert(key, &v, 0);
     if m.flags & vip_flags::PERSIST != 0 {
         let pk = PersistKey {
-            src: p.key.src,
+            src: key.src,
             vip_index: m.vip_index,
         };
         let pv = PersistVal {
@@ -260,10 +334,17 @@ pub(crate) fn create(m: &VipMeta, p: &Parsed, chosen: u32, generation: u16, now:
         };
         let _ = SLUICE_PERSIST.insert(&pk, &pv, 0);
     }
-    if st != state::TCP_CLOSING && p.key.proto == PROTO_TCP {
+    if st != state::TCP_CLOSING && key.proto == PROTO_TCP {
         conns_add(chosen);
     }
     count(Counter::SessionMiss);
+}
+
+/// Is session `sp` still alive at `now` (not expired)? The `fullnat`
+/// port search asks it of the session a reverse entry names.
+#[inline(always)]
+pub(crate) fn fresh(c: &GlobalCfg, s: &FlowVal, now: u64) -> bool {
+    now.saturating_sub(s.last_seen_ns) <= timeout_ns(c, s.state)
 }
 
 #[inline(always)]

@@ -24,6 +24,7 @@ use sluice_core::sched::{hashsched::real_key, maglev, rr::wrr_sequence};
 // what a real gets are sluice-core's; the method is sluice-wire's (the byte
 // the XDP program reads).
 use sluice_core::service::{OnRealDown, OperatorState, RealPolicy, RealStatus, service_view};
+use sluice_wire::fullnat::MAX_LOCAL_ADDRS_PER_VIP;
 use sluice_wire::maps::Method;
 use sluice_wire::maps::{
     Addr, MAX_REALS, MAX_REALS_PER_VIP, MAX_VIPS, NO_REAL, RealDef, VipKey, VipMeta,
@@ -71,6 +72,16 @@ pub struct ServiceSpec {
     pub tun_source: Option<IpAddr>,
     /// Vary the outer source per flow (`tun`).
     pub tun_vary_source: bool,
+    /// `fullnat`: the addresses connections to the reals come from (same
+    /// family as the VIP, at most `MAX_LOCAL_ADDRS_PER_VIP`); empty for
+    /// other methods.
+    pub local_addresses: Vec<IpAddr>,
+    /// `fullnat`: the lowest and highest local port handed out (split
+    /// among the CPUs, `sluice_wire::fullnat`).
+    pub local_ports: (u16, u16),
+    /// `fullnat` TCP: insert the client's address and port as a TOA
+    /// option into each connection's first ACK.
+    pub toa: bool,
     /// What happens to sessions of a real whose health check fails.
     pub on_real_down: OnRealDown,
     /// When every real is down, send new flows to all of them anyway.
@@ -158,6 +169,8 @@ pub struct ServiceView {
     pub bytes: u64,
     /// Sessions created.
     pub sessions: u64,
+    /// `fullnat`: each local address's port pool and its usage.
+    pub local_addresses: Vec<crate::locals::LocalPoolView>,
     /// Reals.
     pub reals: Vec<RealView>,
 }
@@ -234,9 +247,11 @@ pub struct L4Plane<R: NeighbourResolver> {
     /// interface's addresses (see [`L4Plane::set_outer_sources`]).
     outer_v4: Option<std::net::Ipv4Addr>,
     outer_v6: Option<std::net::Ipv6Addr>,
+    /// `fullnat`'s local-address slots.
+    locals: crate::locals::LocalSlots,
 }
 
-fn addr16(a: IpAddr) -> (Addr, u8) {
+pub(crate) fn addr16(a: IpAddr) -> (Addr, u8) {
     match a {
         IpAddr::V4(v4) => (addr_v4(v4.octets()), family::V4),
         IpAddr::V6(v6) => (addr_from_bytes(v6.octets()), family::V6),
@@ -270,6 +285,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
             slot_gens: vec![0; MAX_REALS as usize],
             outer_v4: None,
             outer_v6: None,
+            locals: Default::default(),
         }
     }
 
@@ -451,6 +467,8 @@ impl<R: NeighbourResolver> L4Plane<R> {
             .remove(name)
             .ok_or_else(|| ControlError::NoService(name.to_owned()))?;
         self.unset_service_key(&st.spec)?;
+        self.dp.set_vip_locals(st.index, &[])?;
+        self.locals.release(&mut self.dp, name, &[])?;
         for r in &st.reals {
             self.retire_slot(r.slot)?;
         }
@@ -491,8 +509,8 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     family: fam,
                     flags,
                     weight: if up { r.spec.weight } else { 0 },
-                    // Only `nat` rewrites ports (`RealDef::port`).
-                    port: if spec.method == Method::Nat {
+                    // Only the NAT methods rewrite ports (`RealDef::port`).
+                    port: if rewrites_ports(spec.method) {
                         r.spec.port
                     } else {
                         0
@@ -562,6 +580,25 @@ impl<R: NeighbourResolver> L4Plane<R> {
         }
         if spec.persistence.is_some() {
             flags |= vip_flags::PERSIST;
+        }
+        // `fullnat`'s local addresses: their slots first, then the
+        // service's list, then (below) the service that uses it.
+        let locals = if spec.method == Method::Fullnat {
+            self.locals
+                .bind(&mut self.dp, &spec.name, &spec.local_addresses, spec.local_ports)
+                .map_err(|e| ControlError::Invalid(format!("service {}: {e}", spec.name)))?
+        } else {
+            Vec::new()
+        };
+        self.dp.set_vip_locals(st.index, &locals)?;
+        let keep = if spec.method == Method::Fullnat {
+            spec.local_addresses.as_slice()
+        } else {
+            &[]
+        };
+        self.locals.release(&mut self.dp, &spec.name, keep)?;
+        if spec.toa && spec.method == Method::Fullnat && spec.proto == 6 {
+            flags |= vip_flags::TOA;
         }
         // Validated: a tun service has one (`validate`).
         let tun_src = self
@@ -779,9 +816,26 @@ impl<R: NeighbourResolver> L4Plane<R> {
         Ok(())
     }
 
+    /// Removes the reverse entries of `fullnat` sessions that are gone
+    /// (expired, replaced, or their service removed): their ports are
+    /// free again either way (the kernel's port search reuses them), but
+    /// the table's space comes back only here. Returns how many went.
+    pub fn sweep_fullnat(&mut self) -> Result<usize, ControlError> {
+        let (_, dead) = crate::locals::classify(&self.dp, monotonic_ns())?;
+        for k in &dead {
+            self.dp.remove_fullnat_reverse(k)?;
+        }
+        Ok(dead.len())
+    }
+
     /// Services with their reals and counters.
     pub fn list(&self) -> Result<Vec<ServiceView>, ControlError> {
         let counts = self.session_counts()?;
+        let (live_ports, _) = if self.services.values().any(|s| s.spec.method == Method::Fullnat) {
+            crate::locals::classify(&self.dp, monotonic_ns())?
+        } else {
+            Default::default()
+        };
         let mut out = Vec::new();
         for st in self.services.values() {
             let s = &st.spec;
@@ -820,6 +874,14 @@ impl<R: NeighbourResolver> L4Plane<R> {
                 packets: vs.packets,
                 bytes: vs.bytes,
                 sessions: vs.sessions,
+                local_addresses: self.locals.views(
+                    if s.method == Method::Fullnat {
+                        &s.local_addresses
+                    } else {
+                        &[]
+                    },
+                    &live_ports,
+                ),
                 reals,
             });
         }
@@ -842,16 +904,39 @@ pub struct SpecProblem {
 /// [`L4Plane::apply`] and by `sluice check` (which gives positions).
 pub fn validate_spec(s: &ServiceSpec, ring_size: u32) -> Result<(), SpecProblem> {
     let bad = |field, message: String| Err(SpecProblem { field, message });
-    if !matches!(s.method, Method::Dr | Method::Tun | Method::Nat) {
-        return bad(
-            "method",
-            format!(
-                "method {} is not in the XDP data plane yet, expected dr, tun or nat",
-                s.method
-            ),
-        );
-    }
     let (_, fam) = addr16(s.vip);
+    if s.method == Method::Fullnat {
+        if s.local_addresses.is_empty() {
+            return bad(
+                "local_addresses",
+                "method fullnat needs source addresses, expected at least one local address".into(),
+            );
+        }
+        if s.local_addresses.len() > MAX_LOCAL_ADDRS_PER_VIP as usize {
+            return bad(
+                "local_addresses",
+                format!(
+                    "{} local addresses, at most {MAX_LOCAL_ADDRS_PER_VIP} (MAX_LOCAL_ADDRS_PER_VIP)",
+                    s.local_addresses.len()
+                ),
+            );
+        }
+        if let Some(a) = s.local_addresses.iter().find(|a| addr16(**a).1 != fam) {
+            return bad(
+                "local_addresses",
+                format!("local address {a} is not of the VIP's address family"),
+            );
+        }
+        if s.local_ports.0 == 0 || s.local_ports.0 > s.local_ports.1 {
+            return bad(
+                "local_port_range",
+                format!(
+                    "ports {}-{}: expected a range of ports from 1 up, lowest first",
+                    s.local_ports.0, s.local_ports.1
+                ),
+            );
+        }
+    }
     if s.proto != 6 && s.proto != 17 {
         return bad(
             "protocol",
@@ -878,8 +963,9 @@ pub fn validate_spec(s: &ServiceSpec, ring_size: u32) -> Result<(), SpecProblem>
         if !seen.insert(r.addr) {
             return bad("real", format!("real {} listed twice", r.addr));
         }
-        // Only `nat` rewrites ports; the service's own port is no rewrite.
-        if r.port != 0 && r.port != s.port && s.method != Method::Nat {
+        // Only the NAT methods rewrite ports; the service's own port is
+        // no rewrite.
+        if r.port != 0 && r.port != s.port && !rewrites_ports(s.method) {
             return bad(
                 "real",
                 format!(
@@ -917,6 +1003,14 @@ pub fn validate_spec(s: &ServiceSpec, ring_size: u32) -> Result<(), SpecProblem>
     Ok(())
 }
 
+/// Does `method` rewrite the destination port (`RealDef::port`)?
+fn rewrites_ports(method: Method) -> bool {
+    match method {
+        Method::Nat | Method::Fullnat => true,
+        Method::Dr | Method::Tun => false,
+    }
+}
+
 /// The generation after `g` for a slot's next allocation: never 0, the
 /// generation of a free slot (`RealDef::default()`), so a live real's
 /// generation never equals a retired slot's.
@@ -950,6 +1044,9 @@ mod tests {
             table_size: 13,
             tun_source: None,
             tun_vary_source: false,
+            local_addresses: Vec::new(),
+            local_ports: (1024, 32767),
+            toa: true,
             on_real_down: OnRealDown::Keep,
             fail_open: false,
             initially_up: true,
@@ -966,7 +1063,21 @@ mod tests {
         assert_eq!(validate_spec(&spec(Method::Nat, 8080), 13), Ok(()));
         assert_eq!(validate_spec(&spec(Method::Nat, 0), 13), Ok(()));
         let p = validate_spec(&spec(Method::Fullnat, 0), 13).err();
-        assert_eq!(p.map(|p| p.field), Some("method"));
+        assert_eq!(p.map(|p| p.field), Some("local_addresses"));
+        let mut f = spec(Method::Fullnat, 8080);
+        f.local_addresses = vec![IpAddr::V4(std::net::Ipv4Addr::new(10, 99, 0, 200))];
+        assert_eq!(validate_spec(&f, 13), Ok(()));
+        f.local_ports = (2000, 1999);
+        assert_eq!(
+            validate_spec(&f, 13).err().map(|p| p.field),
+            Some("local_port_range")
+        );
+        f.local_ports = (1024, 32767);
+        f.local_addresses = vec![IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))];
+        assert_eq!(
+            validate_spec(&f, 13).err().map(|p| p.field),
+            Some("local_addresses")
+        );
         for m in [Method::Dr, Method::Tun] {
             assert_eq!(
                 validate_spec(&spec(m, 80), 13),

@@ -7,13 +7,17 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+mod fullnat;
 mod loader;
+mod locals;
 pub mod neigh;
+pub mod toa;
 
 pub use control::{
     ControlError, L4Plane, NeighbourResolver, RealSpec, RealView, Scheduler, ServiceSpec,
     ServiceView, SpecProblem, validate_spec,
 };
+pub use locals::LocalPoolView;
 pub use loader::{
     AttachMode, Dataplane, DataplaneParams, Error, Helper, HelperProgram, MAX_SESSION_CAPACITY,
     MIN_SESSION_CAPACITY, PROGRAM_NAME, TestRunOutput, object_bytes, verdict,

@@ -11,6 +11,7 @@ use aya::{
     maps::{Array, DevMap, HashMap, MapData, PerCpuArray, PerCpuValues, ProgramArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
+use sluice_wire::fullnat::MAP_FULLNAT_REVERSE;
 use sluice_wire::maps::{
     AddrKey, Counter, FlowKey, FlowVal, GlobalCfg, MAP_CFG, MAP_NAT_PROGS, MAP_NAT_REVERSE,
     MAP_REAL_CONNS, MAP_REAL_STATS, MAP_REALS, MAP_RING, MAP_RR, MAP_SESSIONS, MAP_STATS,
@@ -107,7 +108,7 @@ fn not_xdp(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> Er
     }
 }
 
-fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+pub(crate) fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |source| Error::Map { map, source }
 }
 
@@ -192,7 +193,7 @@ pub mod verdict {
 /// detaches the program and frees the maps.
 #[derive(Debug)]
 pub struct Dataplane {
-    ebpf: Ebpf,
+    pub(crate) ebpf: Ebpf,
     params: DataplaneParams,
     attached: Option<(String, XdpLinkId)>,
     /// Further interfaces the program is attached to (two-arm `nat`'s
@@ -205,6 +206,12 @@ pub struct Dataplane {
     /// Services that use `nat`; while there is one, the kernel looks up
     /// TCP/UDP packets that are not for a VIP as possible replies.
     nat: std::collections::BTreeSet<(sluice_wire::maps::Addr, u16, u8, u8)>,
+    /// Services that use `fullnat`; while there is one, the kernel looks
+    /// up packets to a local address as possible replies.
+    fullnat: std::collections::BTreeSet<(sluice_wire::maps::Addr, u16, u8, u8)>,
+    /// Possible CPUs (`fullnat` splits each local address's ports among
+    /// them).
+    pub(crate) ncpus: usize,
     /// Two-arm `nat`: the real-side interface's MAC (the source of packets
     /// toward the reals); `None` one-arm.
     real_side_mac: Option<[u8; 6]>,
@@ -254,6 +261,7 @@ impl Dataplane {
             .map_max_entries(MAP_RING, MAX_VIPS * params.ring_size)
             .map_max_entries(MAP_SESSIONS, params.session_capacity)
             .map_max_entries(MAP_NAT_REVERSE, params.session_capacity)
+            .map_max_entries(MAP_FULLNAT_REVERSE, params.session_capacity)
             .load(object)?;
         load_xdp(&mut ebpf, PROGRAM_NAME)?;
         install_nat_programs(&mut ebpf)?;
@@ -265,10 +273,18 @@ impl Dataplane {
             iface_mac,
             any_port: Default::default(),
             nat: Default::default(),
+            fullnat: Default::default(),
             real_side_mac: None,
+            ncpus: possible_cpus(MAP_CFG)?,
         };
         dp.write_cfg()?;
         Ok(dp)
+    }
+
+    /// The machine's possible CPUs, as the data plane counts them
+    /// (`fullnat` splits each local address's ports among them).
+    pub fn possible_cpus(&self) -> usize {
+        self.ncpus
     }
 
     /// The load-time parameters.
@@ -291,6 +307,9 @@ impl Dataplane {
         if !self.nat.is_empty() {
             flags |= cfg_flags::NAT_SERVICES;
         }
+        if !self.fullnat.is_empty() {
+            flags |= cfg_flags::FULLNAT_SERVICES;
+        }
         let cfg = GlobalCfg {
             iface_mac: self.iface_mac,
             flags,
@@ -302,6 +321,7 @@ impl Dataplane {
                 p.udp_timeout.as_nanos() as u64,
             ],
             real_side_mac: self.real_side_mac.unwrap_or(self.iface_mac),
+            ncpus: u32::try_from(self.ncpus).unwrap_or(u32::MAX),
             ..Default::default()
         };
         let mut a: Array<_, GlobalCfg> = self.array(MAP_CFG)?;
@@ -418,12 +438,12 @@ impl Dataplane {
             .map_err(not_xdp(PROGRAM_NAME))
     }
 
-    fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {
+    pub(crate) fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {
         let m = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
         Array::try_from(m).map_err(map_err(name))
     }
 
-    fn hash<K: aya::Pod, V: aya::Pod>(
+    pub(crate) fn hash<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
     ) -> Result<HashMap<&mut MapData, K, V>, Error> {
@@ -506,12 +526,17 @@ impl Dataplane {
             .map_err(map_err(MAP_VIP_BY_INDEX))?;
         let mut cfg_changed =
             key.port == 0 && self.any_port.insert((key.addr, key.proto, key.family));
-        cfg_changed |= if meta.method == Method::Nat.to_byte() {
-            self.nat.insert((key.addr, key.port, key.proto, key.family))
-        } else {
-            self.nat
-                .remove(&(key.addr, key.port, key.proto, key.family))
-        };
+        let k = (key.addr, key.port, key.proto, key.family);
+        for (set, method) in [
+            (&mut self.nat, Method::Nat),
+            (&mut self.fullnat, Method::Fullnat),
+        ] {
+            cfg_changed |= if meta.method == method.to_byte() {
+                set.insert(k)
+            } else {
+                set.remove(&k)
+            };
+        }
         if cfg_changed {
             self.write_cfg()?;
         }
@@ -556,11 +581,9 @@ impl Dataplane {
         // Removing an absent key is not an error for an idempotent remove.
         let _ = vips.remove(&key);
         let cfg_changed = key.port == 0 && self.any_port.remove(&(key.addr, key.proto, key.family));
-        if self
-            .nat
-            .remove(&(key.addr, key.port, key.proto, key.family))
-            || cfg_changed
-        {
+        let k = (key.addr, key.port, key.proto, key.family);
+        let nat_changed = self.nat.remove(&k);
+        if self.fullnat.remove(&k) || nat_changed || cfg_changed {
             self.write_cfg()?;
         }
         if !addr_still_used {
@@ -585,13 +608,7 @@ impl Dataplane {
     /// cycle changed length).
     pub fn reset_cursor(&mut self, vip_index: u32) -> Result<(), Error> {
         check_index("service index", vip_index, MAX_VIPS, "MAX_VIPS")?;
-        let ncpu = aya::util::nr_cpus().map_err(|(_, e)| Error::Map {
-            map: MAP_RR,
-            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                call: "nr_cpus",
-                io_error: e,
-            }),
-        })?;
+        let ncpu = self.ncpus;
         let m = self.ebpf.map_mut(MAP_RR).ok_or(Error::MissingMap(MAP_RR))?;
         let mut a: PerCpuArray<_, u32> = PerCpuArray::try_from(m).map_err(map_err(MAP_RR))?;
         let zeros = PerCpuValues::try_from(vec![0u32; ncpu]).map_err(|e| Error::Map {
@@ -720,7 +737,7 @@ impl Drop for Dataplane {
     }
 }
 
-fn check_index(
+pub(crate) fn check_index(
     what: &'static str,
     v: u32,
     limit: u32,
@@ -752,14 +769,23 @@ fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, E
     Ok(prog)
 }
 
-/// Loads the `nat` programs and puts them into the slots `sluice_xdp`
-/// tail-calls (`nat_prog`). The program array keeps its entries only
+/// The number of possible CPUs (per-CPU maps have a value for each);
+/// an error names `map`, the map that needed it.
+pub(crate) fn possible_cpus(map: &'static str) -> Result<usize, Error> {
+    aya::util::nr_cpus().map_err(|(_, e)| Error::Map {
+        map,
+        source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "nr_cpus",
+            io_error: e,
+        }),
+    })
+}
+
+/// Loads the `nat` and `fullnat` programs and puts them into the slots
+/// `sluice_xdp` tail-calls (`nat_prog`). The program array keeps its entries only
 /// while user space holds the map, which the [`Dataplane`] does.
 fn install_nat_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
-    for (slot, name) in [
-        (nat_prog::FORWARD, nat_prog::FORWARD_NAME),
-        (nat_prog::REPLY, nat_prog::REPLY_NAME),
-    ] {
+    for (slot, name) in nat_prog::ALL {
         let fd = load_xdp(ebpf, name)?
             .fd()
             .and_then(|fd| fd.try_clone().map_err(aya::programs::ProgramError::from))

@@ -95,16 +95,7 @@ pub fn iface_mtu(dev: &str) -> Option<u32> {
 /// The first global IPv4 and IPv6 addresses of interface `dev`: the outer
 /// source of `tun` packets of a service without `tun_source`.
 pub fn iface_addrs(dev: &str) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
-    let Some(v) = ip_json(&["addr", "show", "dev", dev]) else {
-        return (None, None);
-    };
-    let infos = v
-        .as_array()
-        .and_then(|a| a.first())
-        .and_then(|l| l.get("addr_info"))
-        .and_then(|i| i.as_array())
-        .cloned()
-        .unwrap_or_default();
+    let infos = addr_infos(dev);
     let global = |family: &str| {
         infos
             .iter()
@@ -116,6 +107,29 @@ pub fn iface_addrs(dev: &str) -> (Option<std::net::Ipv4Addr>, Option<std::net::I
         global("inet").and_then(|a| a.parse().ok()),
         global("inet6").and_then(|a| a.parse().ok()),
     )
+}
+
+/// Every address assigned to interface `dev` (any scope; none if the
+/// interface does not exist).
+pub fn iface_all_addrs(dev: &str) -> Vec<std::net::IpAddr> {
+    addr_infos(dev)
+        .iter()
+        .filter_map(|i| i.get("local").and_then(|a| a.as_str()))
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
+/// `ip -j addr show dev DEV`'s `addr_info` entries.
+fn addr_infos(dev: &str) -> Vec<serde_json::Value> {
+    let Some(v) = ip_json(&["addr", "show", "dev", dev]) else {
+        return Vec::new();
+    };
+    v.as_array()
+        .and_then(|a| a.first())
+        .and_then(|l| l.get("addr_info"))
+        .and_then(|i| i.as_array())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -31,8 +31,9 @@ fn reports_the_verifier_instruction_count() {
         println!("sluice_xdp: {n} verified instructions of {VERIFIER_BUDGET_INSNS}");
         assert!(n <= VERIFIER_BUDGET_INSNS);
     }
-    // The `nat` programs sluice_xdp tail-calls have budgets of their own.
-    for name in [nat_prog::FORWARD_NAME, nat_prog::REPLY_NAME] {
+    // The `nat` and `fullnat` programs sluice_xdp tail-calls have budgets
+    // of their own.
+    for (_, name) in nat_prog::ALL {
         if let Some(n) = dp.verified_instructions_of(name).unwrap() {
             println!("{name}: {n} verified instructions of {VERIFIER_BUDGET_INSNS}");
             assert!(n <= VERIFIER_BUDGET_INSNS);

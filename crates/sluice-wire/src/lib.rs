@@ -1,6 +1,6 @@
 //! Packet-level building blocks shared by sluice's eBPF programs and its
-//! userspace: checksums and the `#[repr(C)]` layouts of every BPF map key and
-//! value.
+//! userspace: checksums, the `#[repr(C)]` layouts of every BPF map key and
+//! value, and the TOA option's format (`toa`).
 //!
 //! Contract: nothing in this crate allocates, does I/O or panics on input
 //! bytes. It is `no_std` so the very same definitions compile into the XDP
@@ -22,9 +22,11 @@
 
 pub mod checksum;
 pub mod encap;
+pub mod fullnat;
 pub mod hash;
 pub mod maps;
 pub mod nat;
+pub mod toa;
 
 #[cfg(feature = "user")]
 mod pod;

@@ -52,10 +52,10 @@ pub enum Counter {
     PassNoService = 15,
     /// ICMP to a VIP that is not a "too big" error (passed to the kernel).
     PassIcmp = 16,
-    /// VIP packets dropped because their service's method byte is not one
-    /// the XDP program can send with: `fullnat` until it is implemented, or
-    /// a byte that names no [`Method`] (a loader and program of different
-    /// versions). Dropped before any session is made.
+    /// VIP packets dropped because their service's method byte names no
+    /// [`Method`] (a loader and program of different versions), or its
+    /// method's program is not installed. Dropped before any session is
+    /// made.
     DropUnknownMethod = 17,
     /// VIP packets that would exceed the egress MTU once encapsulated
     /// (`tun`), answered to the client with ICMP "fragmentation needed"
@@ -81,11 +81,26 @@ pub enum Counter {
     /// the client's errors about a `nat` flow count as
     /// [`Counter::IcmpForwarded`] now.)
     TxNatIcmpReply = 22,
+    /// `fullnat`: new flows dropped because no local port was free for
+    /// their real (every probed port of every local address of the
+    /// service busy, or the reverse table full). Never forwarded
+    /// untranslated; the client's SYN goes unanswered and it retries.
+    DropFullnatNoPort = 23,
+    /// `fullnat`: replies of a real to a local address:port matched to
+    /// their session and sent back to the client from VIP:vport.
+    TxFullnatReply = 24,
+    /// `fullnat`: TOA options (the client's address and port,
+    /// `crate::toa`) inserted into a connection's first ACK.
+    TxToa = 25,
+    /// `fullnat`: first ACKs forwarded without a TOA because it did not
+    /// fit (TCP options full, or the frame would exceed the egress MTU):
+    /// never truncated, never dropped for it.
+    ToaNoRoom = 26,
 }
 
 impl Counter {
     /// Number of slots in [`MAP_STATS`].
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 27;
 
     /// Every counter, in slot order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -112,6 +127,10 @@ impl Counter {
         Counter::TxNatReply,
         Counter::PassNatNoSession,
         Counter::TxNatIcmpReply,
+        Counter::DropFullnatNoPort,
+        Counter::TxFullnatReply,
+        Counter::TxToa,
+        Counter::ToaNoRoom,
     ];
 
     /// Stable snake_case name, used by `sluice ctl` and metrics.
@@ -140,6 +159,10 @@ impl Counter {
             Counter::TxNatReply => "tx_nat_reply",
             Counter::PassNatNoSession => "pass_nat_no_session",
             Counter::TxNatIcmpReply => "tx_nat_icmp_reply",
+            Counter::DropFullnatNoPort => "drop_fullnat_no_port",
+            Counter::TxFullnatReply => "tx_fullnat_reply",
+            Counter::TxToa => "tx_toa",
+            Counter::ToaNoRoom => "toa_no_room",
         }
     }
 }
@@ -218,12 +241,28 @@ pub mod nat_prog {
     pub const FORWARD: u32 = 0;
     /// Slot of the real's replies.
     pub const REPLY: u32 = 1;
+    /// Slot of `fullnat`'s client direction (local port, both ends
+    /// rewritten, TOA).
+    pub const FULLNAT_FORWARD: u32 = 2;
+    /// Slot of `fullnat`'s replies (to a local address).
+    pub const FULLNAT_REPLY: u32 = 3;
     /// Slots of [`super::MAP_NAT_PROGS`].
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 4;
     /// Name of the program in slot [`FORWARD`].
     pub const FORWARD_NAME: &str = "sluice_nat_forward";
     /// Name of the program in slot [`REPLY`].
     pub const REPLY_NAME: &str = "sluice_nat_reply";
+    /// Name of the program in slot [`FULLNAT_FORWARD`].
+    pub const FULLNAT_FORWARD_NAME: &str = "sluice_fullnat_forward";
+    /// Name of the program in slot [`FULLNAT_REPLY`].
+    pub const FULLNAT_REPLY_NAME: &str = "sluice_fullnat_reply";
+    /// Every program and its slot.
+    pub const ALL: [(u32, &str); COUNT as usize] = [
+        (FORWARD, FORWARD_NAME),
+        (REPLY, REPLY_NAME),
+        (FULLNAT_FORWARD, FULLNAT_FORWARD_NAME),
+        (FULLNAT_REPLY, FULLNAT_REPLY_NAME),
+    ];
 }
 
 /// `DevMap` of the interfaces `nat` packets leave by, in the slots of
@@ -395,6 +434,9 @@ pub mod vip_flags {
     pub const TUN_VARY_SOURCE: u8 = 1;
     /// Client-IP persistence is on (timeout in [`super::VipMeta::persist_ns`]).
     pub const PERSIST: u8 = 2;
+    /// `fullnat` TCP: insert the client's address and port as a TOA option
+    /// into each connection's first ACK (`crate::toa`).
+    pub const TOA: u8 = 4;
 }
 
 /// Bits of [`GlobalCfg::flags`].
@@ -407,6 +449,10 @@ pub mod cfg_flags {
     /// may be a real's replies, looked up in [`super::MAP_NAT_REVERSE`].
     /// Without it, that lookup is skipped.
     pub const NAT_SERVICES: u32 = 2;
+    /// Some service uses `fullnat`: a TCP/UDP packet that is not for a VIP
+    /// may be a real's reply to a local address
+    /// ([`crate::fullnat::MAP_LOCAL_INDEX`]).
+    pub const FULLNAT_SERVICES: u32 = 4;
 }
 
 /// Bits of [`RealDef::flags`].
@@ -486,6 +532,11 @@ pub struct GlobalCfg {
     pub real_side_mac: [u8; 6],
     /// Padding, zero.
     pub _pad2: u16,
+    /// Possible CPUs of the machine: `fullnat` partitions each local
+    /// address's ports among them (`crate::fullnat::cpu_port`).
+    pub ncpus: u32,
+    /// Padding, zero.
+    pub _pad3: u32,
 }
 
 /// Key of [`MAP_VIP_ADDRS`].
@@ -615,6 +666,17 @@ pub struct FlowVal {
     pub real_gen: u16,
     /// `bpf_ktime_get_ns()` of the last packet.
     pub last_seen_ns: u64,
+    /// `fullnat`: the local port the LB connects to the real from (host
+    /// order); 0 for other methods.
+    pub local_port: u16,
+    /// `fullnat`: the local address's slot in
+    /// [`crate::fullnat::MAP_LOCAL_ADDRS`] plus one; 0 for other methods.
+    pub local_slot: u8,
+    /// `fullnat`: 1 once the connection's TOA has been sent
+    /// (`crate::toa`), so only its first ACK carries one.
+    pub toa_sent: u8,
+    /// Padding, zero.
+    pub _pad: u32,
 }
 
 /// Bytes of key plus value of one session entry (the kernel adds its own
@@ -686,14 +748,14 @@ pub struct TrafficStats {
 // The explicit alignments let the BPF code generator copy keys and values
 // on the stack with 4- and 8-byte loads and stores instead of byte by byte
 // (the verifier requires aligned stack access).
-const _: () = assert!(core::mem::size_of::<GlobalCfg>() == 56);
+const _: () = assert!(core::mem::size_of::<GlobalCfg>() == 64);
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 40);
 const _: () = assert!(core::mem::size_of::<RealDef>() == 32);
 const _: () = assert!(core::mem::size_of::<VipSlot>() == 64);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowVal>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowVal>() == 24);
 const _: () = assert!(SESSION_ENTRY_BYTES <= 64);
 const _: () = assert!(core::mem::size_of::<NatReverse>() == 24);
 const _: () = assert!(NAT_REVERSE_ENTRY_BYTES <= 64);

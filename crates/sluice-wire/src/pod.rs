@@ -5,6 +5,7 @@ use crate::maps::{
     AddrKey, FlowKey, FlowVal, GlobalCfg, NatReverse, PersistKey, PersistVal, RealDef,
     TrafficStats, VipKey, VipMeta, VipSlot,
 };
+use crate::toa::{ToaKey, ToaVal};
 
 // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte
 // arrays, and has no implicit padding (explicit `_pad` fields; sizes are
@@ -33,3 +34,13 @@ unsafe impl aya::Pod for PersistVal {}
 unsafe impl aya::Pod for TrafficStats {}
 // SAFETY: as above.
 unsafe impl aya::Pod for NatReverse {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::fullnat::LocalAddr {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::fullnat::FullnatKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::fullnat::FullnatReverse {}
+// SAFETY: as above (sizes asserted in `toa.rs`).
+unsafe impl aya::Pod for ToaKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ToaVal {}

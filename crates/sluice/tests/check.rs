@@ -100,9 +100,21 @@ fn check_refuses_what_run_refuses_with_a_position() {
         &tables,
         "17:20: l4_service[1].session_capacity:",
     );
-    // `nat` runs (examples/l4-nat.toml passes above); `fullnat` not yet.
-    let fullnat = l4("a", "local_addresses = [\"10.99.0.1\"]").replace("\"dr\"", "\"fullnat\"");
-    check_and_run_refuse("fullnat", &fullnat, "5:10: l4_service[0].method:");
+    // Two `fullnat` services share a local address (one pool of ports)
+    // with different port ranges.
+    let fullnat = |name: &str, range: &str| {
+        l4(
+            name,
+            &format!("local_addresses = [\"10.99.0.200\"]\nlocal_port_range = {range}\n"),
+        )
+        .replace("\"dr\"", "\"fullnat\"")
+    };
+    let shared = fullnat("a", "[1024, 32767]") + &fullnat("bb", "[2000, 3000]");
+    check_and_run_refuse(
+        "fullnat-shared-pool",
+        &shared,
+        "20:20: l4_service[1].local_port_range:",
+    );
     // A weighted cycle longer than the ring (65537 entries by default).
     let wrr = "[[l4_service]]\nname = \"w\"\nvip = \"10.99.255.1\"\nport = 80\nmethod = \"dr\"\n\
                scheduler = \"wrr\"\ninterface = \"lb0\"\n\n\

@@ -2,13 +2,16 @@
 //! [`dr`] (L2 DSR, MAC rewrite), [`tun`] (L3 DSR, IPIP / IP6IP6) and
 //! [`nat`] (destination NAT with port translation, and its replies: two
 //! programs of their own, tail-called), with
-//! [`too_big`] for a `tun` packet that would exceed the egress MTU.
-//! `fullnat` is not implemented yet: its packets are dropped and counted
-//! (`drop_unknown_method`), as are those of a byte that names no method.
-//! Adding one means a module here and its arm in both matches below; both
+//! [`too_big`] for a `tun` packet that would exceed the egress MTU, and
+//! [`fullnat`] (source and destination NAT from local addresses, also
+//! two programs of its own). Packets of a byte that names no method are
+//! dropped and counted (`drop_unknown_method`).
+//! Adding one means a module here and its arm in the matches below; they
 //! are exhaustive, so the compiler points at each.
 
+mod add_toa;
 mod dr;
+mod fullnat;
 mod nat;
 mod too_big;
 mod tun;
@@ -26,12 +29,21 @@ pub(crate) use nat::reply as nat_reply;
 #[inline(always)]
 pub(crate) fn refuse(m: &VipMeta) -> Option<Counter> {
     match Method::from_byte(m.method) {
-        // `nat` translates a forwarded error's quoted packet as well.
-        Some(Method::Dr | Method::Tun | Method::Nat) => None,
-        // Not implemented yet (`sluice run` refuses it).
-        Some(Method::Fullnat) => Some(Counter::DropUnknownMethod),
+        // `nat` translates a forwarded error's quoted packet as well;
+        // `fullnat` passes it to the kernel.
+        Some(Method::Dr | Method::Tun | Method::Nat | Method::Fullnat) => None,
         // A record from a loader of another version.
         None => Some(Counter::DropUnknownMethod),
+    }
+}
+
+/// Does service `m`'s method record a new flow's session itself (in its
+/// own program, where it chooses the flow's local end: `fullnat`)?
+#[inline(always)]
+pub(crate) fn makes_own_session(m: &VipMeta) -> bool {
+    match Method::from_byte(m.method) {
+        Some(Method::Fullnat) => true,
+        Some(Method::Dr | Method::Tun | Method::Nat) | None => false,
     }
 }
 
@@ -67,7 +79,9 @@ pub(crate) fn transmit(
         Some(Method::Nat) => {
             nat::forward(ctx, chosen, p.key.family, new_session, icmp).map(|v| (v, Sent::Forwarded))
         }
+        Some(Method::Fullnat) => fullnat::forward(ctx, m, chosen, p.key.family, new_session, icmp)
+            .map(|v| (v, Sent::Forwarded)),
         // [`refuse`] turned these away before the session was made.
-        Some(Method::Fullnat) | None => Err(Counter::DropUnknownMethod),
+        None => Err(Counter::DropUnknownMethod),
     }
 }

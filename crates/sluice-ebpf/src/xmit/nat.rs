@@ -74,6 +74,25 @@ pub(super) fn forward(
     new_session: bool,
     icmp: bool,
 ) -> Result<u32, Counter> {
+    tail_args(chosen, fam, new_session, icmp, 0)?;
+    // SAFETY: the context is this program's own and the map is a program
+    // array; on success control never comes back here.
+    unsafe { SLUICE_NAT_PROGS.tail_call(ctx, nat_prog::FORWARD) };
+    Err(Counter::DropUnknownMethod)
+}
+
+/// Leaves the arguments of a forward program (`nat`'s or `fullnat`'s) in
+/// this CPU's `SLUICE_NAT_ARGS` slot: the real's slot `chosen`, the
+/// family, whether the session is new, whether the packet is an ICMP
+/// error, and the service's index (`fullnat`).
+#[inline(always)]
+pub(super) fn tail_args(
+    chosen: u32,
+    fam: u8,
+    new_session: bool,
+    icmp: bool,
+    vip_index: u32,
+) -> Result<(), Counter> {
     let Some(args) = SLUICE_NAT_ARGS.get_ptr_mut(0) else {
         return Err(Counter::DropUnknownMethod);
     };
@@ -85,13 +104,11 @@ pub(super) fn forward(
             family: fam,
             new_session: u8::from(new_session),
             icmp: u8::from(icmp),
-            _pad: 0,
+            // Fits: vip_index < MAX_VIPS (64), checked by the loader.
+            vip_slot: (vip_index + 1) as u8,
         }
     };
-    // SAFETY: the context is this program's own and the map is a program
-    // array; on success control never comes back here.
-    unsafe { SLUICE_NAT_PROGS.tail_call(ctx, nat_prog::FORWARD) };
-    Err(Counter::DropUnknownMethod)
+    Ok(())
 }
 
 /// A TCP/UDP/ICMP packet that is not for a VIP, while some service uses
@@ -154,6 +171,10 @@ pub fn sluice_nat_reply(ctx: XdpContext) -> u32 {
         }
     };
     let icmp = read::<1>(&ctx, proto_at) == Some([icmp_proto]);
+    if !icmp {
+        // A reply to a local address is `fullnat`'s (no return if so).
+        super::fullnat::reply_if_local(&ctx, fam);
+    }
     let (done, sent) = if icmp {
         (icmp_reply_in_frame(&ctx, fam), Counter::TxNatIcmpReply)
     } else {
@@ -180,7 +201,7 @@ pub fn sluice_nat_reply(ctx: XdpContext) -> u32 {
 /// (one-arm), `XDP_TX` by the interface it came in on: the helper returns
 /// the low bits of its flags when the lookup fails.
 #[inline(always)]
-fn leave_by(port: u32) -> u32 {
+pub(super) fn leave_by(port: u32) -> u32 {
     match SLUICE_TX_PORTS.redirect(port, u64::from(xdp_action::XDP_TX)) {
         Ok(v) | Err(v) => v,
     }
@@ -516,7 +537,7 @@ fn with_icmp_fields(
 /// The 5-tuple and TCP flags (0 for UDP) of the frame's TCP/UDP packet of
 /// family `fam`, as sent.
 #[inline(always)]
-fn flow(ctx: &XdpContext, fam: u8) -> Result<(FlowKey, u8), Counter> {
+pub(super) fn flow(ctx: &XdpContext, fam: u8) -> Result<(FlowKey, u8), Counter> {
     let (src, dst, proto, l4): (Addr, Addr, u8, usize) = if fam == family::V4 {
         let Some(h) = read::<IPV4_HDR_LEN>(ctx, ETH_HDR_LEN) else {
             return Err(Counter::DropTruncated);
@@ -566,7 +587,7 @@ fn flow(ctx: &XdpContext, fam: u8) -> Result<(FlowKey, u8), Counter> {
 /// header is copied; the port and checksum are changed in place, so the
 /// program's stack stays small.
 #[inline(always)]
-fn rewrite(
+pub(super) fn rewrite(
     ctx: &XdpContext,
     fam: u8,
     proto: u8,

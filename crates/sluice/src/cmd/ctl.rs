@@ -376,6 +376,30 @@ fn format_list(v: &serde_json::Value) -> String {
             n("packets"),
             n("bytes"),
         ));
+        // `fullnat`: each local address's port pool.
+        for l in s
+            .get("local_addresses")
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let ln = |k: &str| l.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let ports = l.get("ports").and_then(|p| p.as_array());
+            let port = |i: usize| {
+                ports
+                    .and_then(|p| p.get(i))
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+            };
+            o.push_str(&format!(
+                "  local {} ports {}-{}: {} in use ({} per real and port)\n",
+                l.get("address").and_then(|x| x.as_str()).unwrap_or("?"),
+                port(0),
+                port(1),
+                ln("in_use"),
+                ln("per_real"),
+            ));
+        }
         for r in s
             .get("reals")
             .and_then(|r| r.as_array())

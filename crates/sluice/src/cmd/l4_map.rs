@@ -82,6 +82,30 @@ pub(crate) fn plan(cfg: &Config) -> Result<Option<L4Plan>, Vec<Problem>> {
             Some(_) => {}
         }
     }
+    // A local address is one pool of ports: services that share it
+    // share its range.
+    let mut ranges: std::collections::BTreeMap<std::net::IpAddr, (usize, (u16, u16))> =
+        std::collections::BTreeMap::new();
+    for (i, s) in cfg.l4_services.iter().enumerate() {
+        if s.method != model::ForwardingMethod::FullNat {
+            continue;
+        }
+        for a in &s.local_addresses {
+            match ranges.get(a) {
+                None => {
+                    ranges.insert(*a, (i, s.local_port_range));
+                }
+                Some((first, r)) if *r != s.local_port_range => problems.push(Problem::new(
+                    format!("l4_service[{i}].local_port_range"),
+                    format!(
+                        "{:?} differs from l4_service[{first}]'s {:?} for the shared local address {a}: one address has one pool of ports, expected {:?}",
+                        s.local_port_range, r, r
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
     let params = DataplaneParams {
         ring_size: cfg
             .l4_services
@@ -138,6 +162,9 @@ fn spec(cfg: &Config, s: &model::L4Service) -> Result<ServiceSpec, String> {
         table_size: s.maglev_table_size,
         tun_source: s.tun_source,
         tun_vary_source: s.tun_vary_source,
+        local_addresses: s.local_addresses.clone(),
+        local_ports: s.local_port_range,
+        toa: s.toa,
         on_real_down: by_name::<OnRealDown, _>(s.on_real_down)?,
         fail_open: s.fail_open,
         initially_up: s

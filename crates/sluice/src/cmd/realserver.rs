@@ -1,6 +1,9 @@
 //! `sluice realserver web`: the lab's real-server web server.
 //! `sluice realserver setup`: the real-server side of `dr` and `tun` (VIPs on
 //! `lo`, ARP and reverse-path sysctls, `sluice_decap` for tunnelled frames).
+//! `sluice realserver toa`: the real-server side of `fullnat`'s TOA ([`toa`]).
+
+mod toa;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -24,6 +27,11 @@ pub(crate) enum RealserverCommand {
     /// IPIP/IP6IP6. Runs until SIGINT or SIGTERM, then detaches and removes the
     /// VIPs it added (sysctls are left as set).
     Setup(SetupArgs),
+    /// Read the client address a `fullnat` LB announces in each
+    /// connection's TOA option: `--iface` attaches the `sluice_toa` XDP
+    /// program and pins its map in bpffs until SIGINT or SIGTERM;
+    /// `--lookup PEER_ADDR:PORT` prints who that connection is really from.
+    Toa(toa::ToaArgs),
 }
 
 /// Arguments of `sluice realserver setup`.
@@ -72,6 +80,7 @@ pub(crate) fn run(c: RealserverCommand) -> anyhow::Result<ExitCode> {
     match c {
         RealserverCommand::Web(args) => web(args),
         RealserverCommand::Setup(args) => setup(&args),
+        RealserverCommand::Toa(args) => toa::run(&args),
     }
 }
 

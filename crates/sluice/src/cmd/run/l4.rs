@@ -22,6 +22,10 @@ const CONTROL_PERIOD: Duration = Duration::from_secs(1);
 /// only the unknown ones).
 const NEIGH_FULL_REFRESH_ROUNDS: u64 = 10;
 
+/// Every this many control rounds, the reverse entries of dead `fullnat`
+/// sessions are removed (their ports are reusable before that anyway).
+const FULLNAT_SWEEP_ROUNDS: u64 = 10;
+
 /// The control plane, shared by the control thread, the health events and
 /// the admin endpoint.
 pub(crate) type Plane = Arc<Mutex<L4Plane<KernelNeighbours>>>;
@@ -30,6 +34,7 @@ pub(crate) type Plane = Arc<Mutex<L4Plane<KernelNeighbours>>>;
 pub(super) fn start(plan: &L4Plan) -> anyhow::Result<L4Plane<KernelNeighbours>> {
     let iface = &plan.iface;
     check_tun_mtu(plan)?;
+    check_fullnat_locals(plan)?;
     remove_stale_program(iface)?;
     let mac = sluice_l4::neigh::iface_mac(iface)
         .with_context(|| format!("reading the MAC of interface {iface:?}"))?;
@@ -68,6 +73,26 @@ fn check_tun_mtu(plan: &L4Plan) -> anyhow::Result<()> {
             "interface {iface:?} has an MTU of {mtu} bytes: a `tun` service needs at least \
              {MIN_TUN_EGRESS_MTU} (IPv6's minimum link MTU)"
         );
+    }
+    Ok(())
+}
+
+/// `fullnat`'s local addresses must be the LB's own, on the interface the
+/// reals' replies arrive by (the real side, two-arm): the kernel answers
+/// the reals' ARP / neighbour solicitations for them, and the XDP program
+/// takes the replies before the kernel sees them. One that is not there
+/// would leave every connection from it unanswered, so it is refused.
+fn check_fullnat_locals(plan: &L4Plan) -> anyhow::Result<()> {
+    let iface = plan.real_iface.as_deref().unwrap_or(&plan.iface);
+    let have = sluice_l4::neigh::iface_all_addrs(iface);
+    for s in plan.specs.iter().filter(|s| s.method == Method::Fullnat) {
+        if let Some(a) = s.local_addresses.iter().find(|a| !have.contains(a)) {
+            bail!(
+                "service {}: local address {a} is not assigned to interface {iface:?}: the reals \
+                 answer it, so it must be the LB's own (e.g. `ip addr add {a}/32 dev {iface}`)",
+                s.name
+            );
+        }
     }
     Ok(())
 }
@@ -132,6 +157,11 @@ pub(super) fn control_loop(p: &Plane) {
         let Ok(mut g) = p.lock() else { return };
         if let Err(e) = g.reconcile_conns() {
             tracing::warn!(error = %e, "reconciling connection counters");
+        }
+        if round % FULLNAT_SWEEP_ROUNDS == 0
+            && let Err(e) = g.sweep_fullnat()
+        {
+            tracing::warn!(error = %e, "sweeping fullnat's reverse entries");
         }
         // Unknown MACs every round; every MAC only every few rounds (each
         // lookup runs `ip`, and the answer rarely changes).

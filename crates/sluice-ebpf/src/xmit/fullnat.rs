@@ -1,0 +1,423 @@
+//! `fullnat`: source and destination NAT. The client's packet to VIP:vport
+//! leaves from one of the service's local addresses and a local port to
+//! the real at RIP:rport; the real answers the LB (no route to clients
+//! needed), and its reply leaves from VIP:vport to the client. One-arm
+//! (`XDP_TX`), or two-arm like `nat` (`SLUICE_TX_PORTS`).
+//!
+//! - A new flow gets its local end here, not in `forward`: the first
+//!   local address of the service (in its order) with a free port in this
+//!   CPU's share (`sluice_wire::fullnat::cpu_port`; [`PORT_PROBES`]
+//!   candidates from this CPU's cursor). A port is free when no reverse
+//!   entry holds it for this real and port, or the entry's session is
+//!   gone (expired, replaced, or using another port now). Claiming it is
+//!   an insert with `BPF_NOEXIST` (or, over a dead entry, `BPF_EXIST`):
+//!   the hash's bucket lock makes it atomic, and the per-CPU shares mean
+//!   that two CPUs never race for one port anyway. No free port: the
+//!   packet is dropped, counted (`drop_fullnat_no_port`), no session made.
+//! - The session (`SLUICE_SESSIONS`, keyed by the client's 5-tuple) keeps
+//!   the local end, so the flow's later packets take the same one; the
+//!   reverse entry (`SLUICE_FULLNAT_REVERSE`, keyed by the real's reply)
+//!   keeps the client end. Both are read by any CPU.
+//! - A reply to a local address is matched to its reverse entry, then to
+//!   a live session that still uses that real and that local end
+//!   (`session::fullnat_session`), moves the session on, and is sent
+//!   back; anything else is passed to the kernel untouched.
+//!
+//! - A TCP service with TOA on (`vip_flags::TOA`) inserts the client's
+//!   address and port into each connection's first ACK ([`add_toa`]).
+//!
+//! ICMP errors about `fullnat` flows are passed to the kernel (not
+//! translated yet).
+
+use aya_ebpf::{
+    bindings::{BPF_EXIST, BPF_NOEXIST, xdp_action},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
+    macros::xdp,
+    programs::XdpContext,
+};
+use sluice_wire::{
+    fullnat::{
+        self, FullnatKey, FullnatReverse, LocalAddr, MAX_LOCAL_ADDRS_PER_VIP, PORT_PROBES,
+        cpu_port, cpu_port_count,
+    },
+    maps::{
+        AddrKey, Counter, FlowKey, GlobalCfg, RealDef, VipMeta, family, nat_prog, tx_port,
+        vip_flags,
+    },
+    nat::{self, Side},
+};
+
+use crate::consts::{ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN};
+use crate::forward::forwarded;
+use crate::frame::{be16, read};
+use crate::maps::{
+    SLUICE_FULLNAT_REVERSE, SLUICE_LOCAL_ADDRS, SLUICE_LOCAL_CURSOR, SLUICE_LOCAL_INDEX,
+    SLUICE_NAT_ARGS, SLUICE_NAT_PROGS, SLUICE_SESSIONS, SLUICE_VIP_BY_INDEX, SLUICE_VIP_LOCALS,
+    cfg, count, real,
+};
+use crate::session::{self, LocalEnd};
+
+use super::add_toa::{self, Toa};
+use super::dr::set_macs;
+use super::nat::{flow, leave_by, rewrite, tail_args};
+
+/// Sends the client's packet (of family `fam`, service `m`) to the real
+/// in slot `chosen`: hands over to [`sluice_fullnat_forward`] (which
+/// counts its own outcome). Returns only if the tail call fails.
+#[inline(always)]
+pub(super) fn forward(
+    ctx: &XdpContext,
+    m: &VipMeta,
+    chosen: u32,
+    fam: u8,
+    new_session: bool,
+    icmp: bool,
+) -> Result<u32, Counter> {
+    tail_args(chosen, fam, new_session, icmp, m.vip_index)?;
+    // SAFETY: the context is this program's own and the map is a program
+    // array; on success control never comes back here.
+    unsafe { SLUICE_NAT_PROGS.tail_call(ctx, nat_prog::FULLNAT_FORWARD) };
+    Err(Counter::DropUnknownMethod)
+}
+
+/// In `nat`'s reply program: a TCP/UDP packet (family `fam`) to one of
+/// the local addresses is `fullnat`'s; hands over to
+/// [`sluice_fullnat_reply`]. Returns if it is not one (or the tail call
+/// fails), for `nat`'s own lookup.
+#[inline(always)]
+pub(super) fn reply_if_local(ctx: &XdpContext, fam: u8) {
+    let dst = if fam == family::V4 {
+        read::<4>(ctx, ETH_HDR_LEN + nat::v4_addr_offset(Side::Destination))
+            .map(|a| crate::frame::v4_addr(&a, 0))
+    } else {
+        read::<16>(ctx, ETH_HDR_LEN + nat::v6_addr_offset(Side::Destination))
+            .map(|a| crate::frame::v6_addr(&a, 0))
+    };
+    let Some(addr) = dst else { return };
+    let k = AddrKey {
+        addr,
+        family: u32::from(fam),
+    };
+    if SLUICE_LOCAL_INDEX.get_ptr(&k).is_some() {
+        // SAFETY: as in `forward`.
+        unsafe { SLUICE_NAT_PROGS.tail_call(ctx, nat_prog::FULLNAT_REPLY) };
+    }
+}
+
+/// `fullnat`, the client's direction: a local end for a new flow (and its
+/// session), both ends rewritten, `XDP_TX` (counted as forwarded, to the
+/// real's traffic too); or a counted drop. An ICMP error about a flow is
+/// passed to the kernel.
+#[xdp]
+pub fn sluice_fullnat_forward(ctx: XdpContext) -> u32 {
+    let Some(args) = SLUICE_NAT_ARGS.get(0) else {
+        count(Counter::DropUnknownMethod);
+        return xdp_action::XDP_DROP;
+    };
+    let a = *args;
+    if a.icmp != 0 {
+        count(Counter::PassIcmp);
+        return xdp_action::XDP_PASS;
+    }
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let new_session = a.new_session != 0;
+    match forward_in_frame(&ctx, a.chosen, a.family, new_session, a.vip_slot) {
+        Ok(()) => {
+            forwarded(a.chosen, len, new_session, false);
+            leave_by(tx_port::REAL_SIDE)
+        }
+        Err(c) => {
+            count(c);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+/// `fullnat`, the real's direction: a reply to a local address sent back
+/// to its client from VIP:vport (`tx_fullnat_reply`), or passed untouched
+/// (`pass_non_vip` without a reverse entry, `pass_nat_no_session` without
+/// a live session).
+#[xdp]
+pub fn sluice_fullnat_reply(ctx: XdpContext) -> u32 {
+    let fam = match read::<2>(&ctx, 12).map(be16) {
+        Some(ETH_P_IP) => family::V4,
+        Some(ETH_P_IPV6) => family::V6,
+        _ => {
+            count(Counter::PassNonVip);
+            return xdp_action::XDP_PASS;
+        }
+    };
+    match reply_in_frame(&ctx, fam) {
+        Ok(()) => {
+            count(Counter::TxFullnatReply);
+            leave_by(tx_port::CLIENT_SIDE)
+        }
+        Err(c @ (Counter::PassNonVip | Counter::PassNatNoSession)) => {
+            count(c);
+            xdp_action::XDP_PASS
+        }
+        Err(c) => {
+            count(c);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+/// The client's packet to the real in slot `chosen` (service `vip_slot`).
+#[inline(always)]
+fn forward_in_frame(
+    ctx: &XdpContext,
+    chosen: u32,
+    fam: u8,
+    new_session: bool,
+    vip_slot: u8,
+) -> Result<(), Counter> {
+    let (Some(c), Some(r)) = (cfg(), real(chosen)) else {
+        return Err(Counter::DropNoReal);
+    };
+    let (key, flags) = flow(ctx, fam)?;
+    let rport = nat::real_port(r.port, key.dport);
+    let local = if new_session {
+        let Some(vs) = u32::from(vip_slot)
+            .checked_sub(1)
+            .and_then(|i| SLUICE_VIP_BY_INDEX.get(i))
+        else {
+            return Err(Counter::DropNoReal);
+        };
+        let Some(eth) = read::<ETH_HDR_LEN>(ctx, 0) else {
+            return Err(Counter::DropTruncated);
+        };
+        let rev = FullnatReverse {
+            client: key.src,
+            cport: key.sport,
+            vport: key.dport,
+            client_mac: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
+            vip_slot,
+            _pad: 0,
+        };
+        let local = claim_port(c, &vs.meta, r, rport, &key, &rev)?;
+        // SAFETY: reading the kernel's clock has no preconditions.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        session::create(
+            &vs.meta,
+            &key,
+            flags,
+            chosen,
+            r.generation,
+            Some(local),
+            now,
+        );
+        local
+    } else {
+        // The session `forward` found (and refreshed) for this packet.
+        let Some(sp) = SLUICE_SESSIONS.get_ptr_mut(&key) else {
+            return Err(Counter::DropNoReal);
+        };
+        // SAFETY: value pointer from a successful lookup; copied out.
+        let (slot, port, toa_sent) =
+            unsafe { ((*sp).local_slot, (*sp).local_port, (*sp).toa_sent) };
+        let Some(slot) = slot.checked_sub(1) else {
+            return Err(Counter::DropFullnatNoPort);
+        };
+        // The connection's first ACK (the handshake's last segment)
+        // carries the TOA, once.
+        if toa_sent == 0
+            && key.proto == PROTO_TCP
+            && flags & (TCP_SYN | TCP_RST | TCP_ACK) == TCP_ACK
+            && wants_toa(vip_slot)
+        {
+            // SAFETY: as above; a concurrent writer of the same flow can
+            // only write the same 1.
+            unsafe { (*sp).toa_sent = 1 };
+            match add_toa::insert(ctx, fam, &key.src, key.sport)? {
+                Toa::Inserted => count(Counter::TxToa),
+                Toa::NoRoom => count(Counter::ToaNoRoom),
+            }
+        }
+        LocalEnd { slot, port }
+    };
+    let Some(la) = SLUICE_LOCAL_ADDRS.get(u32::from(local.slot)) else {
+        return Err(Counter::DropFullnatNoPort);
+    };
+    rewrite(
+        ctx,
+        fam,
+        key.proto,
+        Side::Destination,
+        &r.addr,
+        rport,
+    )?;
+    rewrite(ctx, fam, key.proto, Side::Source, &la.addr, local.port)?;
+    set_macs(ctx, r.mac, c.real_side_mac)
+}
+
+/// Does service `vip_slot` (its index + 1) insert TOAs?
+#[inline(always)]
+fn wants_toa(vip_slot: u8) -> bool {
+    u32::from(vip_slot)
+        .checked_sub(1)
+        .and_then(|i| SLUICE_VIP_BY_INDEX.get(i))
+        .is_some_and(|vs| vs.meta.flags & vip_flags::TOA != 0)
+}
+
+/// Claims a local end for a new flow `key` of service `m` to real `r` at
+/// port `rport`, recording `rev` as its reverse entry: see the module
+/// documentation. `drop_fullnat_no_port` when every candidate is taken.
+#[inline(always)]
+fn claim_port(
+    c: &GlobalCfg,
+    m: &VipMeta,
+    r: &RealDef,
+    rport: u16,
+    key: &FlowKey,
+    rev: &FullnatReverse,
+) -> Result<LocalEnd, Counter> {
+    // SAFETY: the helper has no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let ncpus = if c.ncpus == 0 { 1 } else { c.ncpus };
+    // SAFETY: reading the kernel's clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let base = m.vip_index * MAX_LOCAL_ADDRS_PER_VIP;
+    for i in 0..MAX_LOCAL_ADDRS_PER_VIP {
+        let Some(s1) = SLUICE_VIP_LOCALS.get(base + i) else {
+            break;
+        };
+        let Some(slot) = s1.checked_sub(1) else {
+            break;
+        };
+        let Some(la) = SLUICE_LOCAL_ADDRS.get(slot) else {
+            continue;
+        };
+        if let Some(port) = claim_on(c, la, slot, cpu, ncpus, r, rport, key, rev, now) {
+            // Fits: slots < MAX_LOCAL_ADDRS (64), checked by the loader.
+            return Ok(LocalEnd {
+                slot: slot as u8,
+                port,
+            });
+        }
+    }
+    Err(Counter::DropFullnatNoPort)
+}
+
+/// [`claim_port`] on one local address (`la`, in slot `slot`): the port
+/// claimed, if any.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn claim_on(
+    c: &GlobalCfg,
+    la: &LocalAddr,
+    slot: u32,
+    cpu: u32,
+    ncpus: u32,
+    r: &RealDef,
+    rport: u16,
+    key: &FlowKey,
+    rev: &FullnatReverse,
+    now: u64,
+) -> Option<u16> {
+    if la.family != key.family {
+        return None;
+    }
+    let share = cpu_port_count(la.port_min, la.port_max, ncpus, cpu);
+    if share == 0 {
+        return None;
+    }
+    let cursor = SLUICE_LOCAL_CURSOR.get_ptr_mut(slot)?;
+    // SAFETY: this CPU's slot of a per-CPU array from a successful lookup;
+    // nothing else uses it while this program runs.
+    let start = unsafe { *cursor };
+    for j in 0..PORT_PROBES {
+        if j >= share {
+            break;
+        }
+        let k = (start.wrapping_add(j)) % share;
+        let port = cpu_port(la.port_min, ncpus, cpu, k);
+        let rk = fullnat::reverse_key(r.addr, rport, slot as u8, port, key.proto, key.family);
+        let flags = match SLUICE_FULLNAT_REVERSE.get_ptr(&rk) {
+            None => BPF_NOEXIST,
+            // SAFETY: value pointer from a successful lookup; copied out.
+            Some(old) if !alive(c, &rk, &unsafe { *old }, now) => BPF_EXIST,
+            Some(_) => continue,
+        };
+        if SLUICE_FULLNAT_REVERSE
+            .insert(&rk, rev, u64::from(flags))
+            .is_ok()
+        {
+            // SAFETY: as above.
+            unsafe { *cursor = k.wrapping_add(1) };
+            return Some(port);
+        }
+    }
+    None
+}
+
+/// Does reverse entry `rev` (key `rk`) still belong to a live session,
+/// one that uses that local end?
+#[inline(always)]
+fn alive(c: &GlobalCfg, rk: &FullnatKey, rev: &FullnatReverse, now: u64) -> bool {
+    let Some(vs) = u32::from(rev.vip_slot)
+        .checked_sub(1)
+        .and_then(|i| SLUICE_VIP_BY_INDEX.get(i))
+    else {
+        return false;
+    };
+    let fwd = fullnat::forward_key(rk, rev, vs.key.addr);
+    let Some(sp) = SLUICE_SESSIONS.get_ptr(&fwd) else {
+        return false;
+    };
+    // SAFETY: value pointer from a successful lookup; copied out.
+    let s = unsafe { *sp };
+    u32::from(s.local_slot) == u32::from(rk.local_slot) + 1
+        && s.local_port == rk.lport
+        && session::fresh(c, &s, now)
+}
+
+/// A real's reply to a local address.
+#[inline(always)]
+fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
+    // Not a VIP's traffic: a frame too short for its TCP/UDP header is
+    // not ours to judge, and passes untouched like any non-VIP packet.
+    let (key, flags) = flow(ctx, fam).map_err(|_| Counter::PassNonVip)?;
+    let ak = AddrKey {
+        addr: key.dst,
+        family: u32::from(fam),
+    };
+    let Some(slot) = SLUICE_LOCAL_INDEX.get_ptr(&ak) else {
+        return Err(Counter::PassNonVip);
+    };
+    // SAFETY: value pointer from a successful lookup; copied out.
+    let slot = unsafe { *slot } as u8;
+    let rk = fullnat::reverse_key(key.src, key.sport, slot, key.dport, key.proto, fam);
+    let Some(rev) = SLUICE_FULLNAT_REVERSE.get_ptr(&rk) else {
+        return Err(Counter::PassNonVip);
+    };
+    // SAFETY: value pointer from a successful lookup; copied out.
+    let rev = unsafe { *rev };
+    let (Some(c), Some(vs)) = (
+        cfg(),
+        u32::from(rev.vip_slot)
+            .checked_sub(1)
+            .and_then(|i| SLUICE_VIP_BY_INDEX.get(i)),
+    ) else {
+        return Err(Counter::PassNatNoSession);
+    };
+    let vip = vs.key.addr;
+    // SAFETY: reading the kernel's clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let fwd = fullnat::forward_key(&rk, &rev, vip);
+    let Some(sp) = session::fullnat_session(c, &fwd, &key.src, key.sport, slot, key.dport, now)
+    else {
+        return Err(Counter::PassNatNoSession);
+    };
+    session::reply_advance(sp, key.proto, flags, now);
+    rewrite(ctx, fam, key.proto, Side::Source, &vip, rev.vport)?;
+    rewrite(
+        ctx,
+        fam,
+        key.proto,
+        Side::Destination,
+        &rev.client,
+        rev.cport,
+    )?;
+    set_macs(ctx, rev.client_mac, c.iface_mac)
+}

@@ -1,0 +1,559 @@
+//! Golden packet table for `method = "fullnat"` (source and destination
+//! NAT from local addresses), run in the kernel with `BPF_PROG_TEST_RUN`:
+//! both directions, IPv4 and IPv6, TCP and UDP, the per-CPU port shares
+//! and their exhaustion, replies without a session. Frames are built and
+//! checked as in `golden_nat.rs` (`common`). Needs root (CAP_BPF).
+//!
+//! The test pins itself to CPU 0, so every port it expects is CPU 0's
+//! share of the local address's range (`sluice_wire::fullnat::cpu_port`).
+#![allow(missing_docs, clippy::unwrap_used, clippy::vec_init_then_push)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::*;
+use sluice_l4::{Dataplane, DataplaneParams, verdict};
+use sluice_testkit::frames::{CLIENT_MAC, LB_MAC};
+use sluice_wire::fullnat::{LocalAddr, cpu_port, cpu_port_count};
+use etherparse::PacketBuilder;
+use sluice_wire::maps::{Counter, VipKey, VipMeta, family, method, sched, vip_flags};
+use sluice_wire::toa::{encode_v4, insert_block_v6};
+
+/// The `fullnat` VIP: TCP 80 and UDP 53 → 10.99.0.11:8080, TCP 81 →
+/// 10.99.0.12:81 (a second real), and on the IPv6 VIP TCP 80 →
+/// [fd99::11]:8080.
+const VIP: [u8; 4] = [10, 99, 255, 9];
+const VIP6: [u8; 16] = [0xfd, 0x99, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+/// Reals by slot: 0 10.99.0.11:8080, 1 [fd99::11]:8080, 2 10.99.0.12.
+const R0: [u8; 4] = [10, 99, 0, 11];
+const R1: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11];
+const R2: [u8; 4] = [10, 99, 0, 12];
+/// Local addresses (slots 0 and 1), each with ports 40000–40007: a small
+/// range, so that CPU 0's share runs out within the table.
+const LOCAL: [u8; 4] = [10, 99, 0, 200];
+const LOCAL6: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20];
+const PORT_MIN: u16 = 40000;
+const PORT_MAX: u16 = 40007;
+
+fn fixture(params: DataplaneParams) -> Dataplane {
+    let mut dp = load(DataplaneParams {
+        ring_size: RING,
+        ..params
+    });
+    dp.set_real(0, real(0, ip4(R0), 8080)).unwrap();
+    dp.set_real(1, real(1, ip6(R1), 8080)).unwrap();
+    dp.set_real(2, real(2, ip4(R2), 0)).unwrap();
+    for (slot, a, fam) in [
+        (0, ip4(LOCAL), family::V4),
+        (1, ip6(LOCAL6), family::V6),
+    ] {
+        dp.set_local_addr(
+            slot,
+            LocalAddr {
+                addr: addr(a),
+                family: fam,
+                port_min: PORT_MIN,
+                port_max: PORT_MAX,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    for (idx, vip, port, proto, real_slot, local) in [
+        (0, ip4(VIP), 80, TCP, 0, 0),
+        (1, ip4(VIP), 53, UDP, 0, 0),
+        (2, ip4(VIP), 81, TCP, 2, 0),
+        (3, ip6(VIP6), 80, TCP, 1, 1),
+    ] {
+        dp.set_vip_locals(idx, &[local]).unwrap();
+        service(&mut dp, idx, vip, port, proto, method::FULLNAT, real_slot);
+    }
+    // TOA on for TCP 80 (both families); TCP 81 goes without.
+    for (idx, vip) in [(0, ip4(VIP)), (3, ip6(VIP6))] {
+        let fam = if vip.is_ipv4() { family::V4 } else { family::V6 };
+        dp.set_service(
+            VipKey {
+                addr: addr(vip),
+                port: 80,
+                proto: TCP,
+                family: fam,
+            },
+            VipMeta {
+                vip_index: idx,
+                method: method::FULLNAT,
+                sched: sched::HASH_FLOW,
+                flags: vip_flags::TOA,
+                family: fam,
+                ring_len: RING,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    dp
+}
+
+/// The TOA bytes the LB inserts for the table's client at `cport`.
+fn toa_of(vip: IpAddr, cport: u16) -> Vec<u8> {
+    if vip.is_ipv4() {
+        encode_v4(CLIENT, cport).to_vec()
+    } else {
+        insert_block_v6(CLIENT6, cport).to_vec()
+    }
+}
+
+/// [`to_real`] of a TCP segment with `flags` whose options are `options`.
+fn to_real_with_options(
+    slot: u32,
+    real: IpAddr,
+    rport: u16,
+    lport: u16,
+    flags: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    tcp_frame(LB_MAC, mac(slot), local_of(real), lport, real, rport, flags, options, payload)
+}
+
+/// A TCP frame like `common::frame`'s, with TCP options.
+#[allow(clippy::too_many_arguments)]
+fn tcp_frame(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    flags: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(smac, dmac);
+    let b = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => b.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => b.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let mut t = b.tcp(sport, dport, 1000, 64240);
+    if flags & SYN != 0 {
+        t = t.syn();
+    }
+    if flags & ACK != 0 {
+        t = t.ack(2000);
+    }
+    let t = t.options_raw(options).unwrap();
+    let mut out = Vec::new();
+    t.write(&mut out, payload).unwrap();
+    out
+}
+
+/// CPU 0's `k`-th port of the local range.
+fn port(dp: &Dataplane, k: u32) -> u16 {
+    cpu_port(PORT_MIN, dp.possible_cpus() as u32, 0, k)
+}
+
+/// How many ports CPU 0 hands out per real.
+fn share(dp: &Dataplane) -> u32 {
+    cpu_port_count(PORT_MIN, PORT_MAX, dp.possible_cpus() as u32, 0)
+}
+
+fn client_of(vip: IpAddr) -> IpAddr {
+    if vip.is_ipv4() {
+        ip4(CLIENT)
+    } else {
+        ip6(CLIENT6)
+    }
+}
+
+fn local_of(vip: IpAddr) -> IpAddr {
+    if vip.is_ipv4() {
+        ip4(LOCAL)
+    } else {
+        ip6(LOCAL6)
+    }
+}
+
+/// The client's packet to the VIP.
+fn to_vip(vip: IpAddr, cport: u16, vport: u16, tcp: Option<u8>, payload: &[u8]) -> Vec<u8> {
+    frame(
+        CLIENT_MAC,
+        LB_MAC,
+        client_of(vip),
+        cport,
+        vip,
+        vport,
+        tcp,
+        payload,
+    )
+}
+
+/// The same packet as the real must receive it: from the local address
+/// and port `lport`, to `real:rport`.
+fn to_real(
+    slot: u32,
+    real: IpAddr,
+    rport: u16,
+    lport: u16,
+    tcp: Option<u8>,
+    payload: &[u8],
+) -> Vec<u8> {
+    frame(
+        LB_MAC,
+        mac(slot),
+        local_of(real),
+        lport,
+        real,
+        rport,
+        tcp,
+        payload,
+    )
+}
+
+/// A real's reply, to the local address and port.
+fn from_real(
+    slot: u32,
+    real: IpAddr,
+    rport: u16,
+    lport: u16,
+    tcp: Option<u8>,
+    payload: &[u8],
+) -> Vec<u8> {
+    frame(
+        mac(slot),
+        LB_MAC,
+        real,
+        rport,
+        local_of(real),
+        lport,
+        tcp,
+        payload,
+    )
+}
+
+/// The reply as the client must receive it: from VIP:vport.
+fn to_client(vip: IpAddr, vport: u16, cport: u16, tcp: Option<u8>, payload: &[u8]) -> Vec<u8> {
+    frame(
+        LB_MAC,
+        CLIENT_MAC,
+        vip,
+        vport,
+        client_of(vip),
+        cport,
+        tcp,
+        payload,
+    )
+}
+
+#[test]
+fn fullnat_golden_packet_table() {
+    pin_to_one_cpu();
+    let dp = fixture(DataplaneParams::default());
+    let (vip, vip6) = (ip4(VIP), ip6(VIP6));
+    let (r0, r1, r2) = (ip4(R0), ip6(R1), ip4(R2));
+    let get = b"GET / HTTP/1.1\r\n\r\n";
+    let body = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+    let share = share(&dp);
+    assert!(share >= 3, "the table needs three ports per real on CPU 0");
+    let (p0, p1) = (port(&dp, 0), port(&dp, 1));
+    let mut cases = Vec::new();
+
+    // --- IPv4 TCP: client:41000 -> VIP:80 becomes LOCAL:p0 -> R0:8080 ---
+    cases.push(case(
+        "v4 tcp SYN: source the local address and CPU 0's first port, destination the real's",
+        to_vip(vip, 41000, 80, Some(SYN), b""),
+        verdict::TX,
+        Some(to_real(0, r0, 8080, p0, Some(SYN), b"")),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "v4 tcp SYN-ACK to LOCAL:p0: back to the client from VIP:80",
+        from_real(0, r0, 8080, p0, Some(SYN_ACK), b""),
+        verdict::TX,
+        Some(to_client(vip, 80, 41000, Some(SYN_ACK), b"")),
+        Counter::TxFullnatReply,
+    ));
+    cases.push(case(
+        "v4 tcp first ACK (with the request): the client's TOA inserted, same local port",
+        to_vip(vip, 41000, 80, Some(ACK), get),
+        verdict::TX,
+        Some(to_real_with_options(0, r0, 8080, p0, ACK, &toa_of(vip, 41000), get)),
+        Counter::TxToa,
+    ));
+    cases.push(case(
+        "v4 tcp later ACKs carry no TOA",
+        to_vip(vip, 41000, 80, Some(ACK), get),
+        verdict::TX,
+        Some(to_real(0, r0, 8080, p0, Some(ACK), get)),
+        Counter::SessionHit,
+    ));
+    cases.push(case(
+        "v4 tcp response",
+        from_real(0, r0, 8080, p0, Some(ACK), body),
+        verdict::TX,
+        Some(to_client(vip, 80, 41000, Some(ACK), body)),
+        Counter::TxFullnatReply,
+    ));
+    // --- a second connection takes the next port of CPU 0's share ---
+    cases.push(case(
+        "v4 tcp SYN of a second client port: CPU 0's next port",
+        to_vip(vip, 41001, 80, Some(SYN), b""),
+        verdict::TX,
+        Some(to_real(0, r0, 8080, p1, Some(SYN), b"")),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "v4 reply on the second port goes to the second client port",
+        from_real(0, r0, 8080, p1, Some(SYN_ACK), b""),
+        verdict::TX,
+        Some(to_client(vip, 80, 41001, Some(SYN_ACK), b"")),
+        Counter::TxFullnatReply,
+    ));
+    // 40 bytes of options already (timestamps and padding): no room.
+    let full = [1u8; 40];
+    cases.push(case(
+        "v4 tcp first ACK whose options are full: no TOA, counted, forwarded untruncated",
+        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41001, vip, 80, ACK, &full, b""),
+        verdict::TX,
+        Some(to_real_with_options(0, r0, 8080, p1, ACK, &full, b"")),
+        Counter::ToaNoRoom,
+    ));
+    cases.push(case(
+        "v4 tcp first ACK with 32 bytes of options: the TOA fits after them",
+        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41009, vip, 80, SYN, &[1u8; 32], b""),
+        verdict::TX,
+        Some(to_real_with_options(0, r0, 8080, port(&dp, 2), SYN, &[1u8; 32], b"")),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "the ACK: 32 bytes of options and the TOA, 40 in all",
+        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41009, vip, 80, ACK, &[1u8; 32], get),
+        verdict::TX,
+        Some(to_real_with_options(
+            0,
+            r0,
+            8080,
+            port(&dp, 2),
+            ACK,
+            &[&[1u8; 32][..], &toa_of(vip, 41009)].concat(),
+            get,
+        )),
+        Counter::TxToa,
+    ));
+    // --- the rest of the share, then exhaustion ---
+    for k in 3..share {
+        cases.push(case(
+            "v4 tcp SYN filling CPU 0's share",
+            to_vip(vip, 41000 + k as u16, 80, Some(SYN), b""),
+            verdict::TX,
+            Some(to_real(0, r0, 8080, port(&dp, k), Some(SYN), b"")),
+            Counter::SessionMiss,
+        ));
+    }
+    cases.push(case(
+        "v4 tcp SYN with every port of the share taken for this real: dropped, counted",
+        to_vip(vip, 42000, 80, Some(SYN), b""),
+        verdict::DROP,
+        None,
+        Counter::DropFullnatNoPort,
+    ));
+    cases.push(case(
+        "a second SYN of the refused flow is refused again (no session was made)",
+        to_vip(vip, 42000, 80, Some(SYN), b""),
+        verdict::DROP,
+        None,
+        Counter::DropFullnatNoPort,
+    ));
+    // --- ports are per real: another real still has every port ---
+    cases.push(case(
+        "v4 tcp SYN to a service of another real: that real's ports are all free",
+        to_vip(vip, 42000, 81, Some(SYN), b""),
+        verdict::TX,
+        Some(to_real(2, r2, 81, p0, Some(SYN), b"")),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "its reply to LOCAL:p0 from the other real finds its own session",
+        from_real(2, r2, 81, p0, Some(SYN_ACK), b""),
+        verdict::TX,
+        Some(to_client(vip, 81, 42000, Some(SYN_ACK), b"")),
+        Counter::TxFullnatReply,
+    ));
+    cases.push(case(
+        "a service without TOA sends its first ACK as it came",
+        to_vip(vip, 42000, 81, Some(ACK), get),
+        verdict::TX,
+        Some(to_real(2, r2, 81, p0, Some(ACK), get)),
+        Counter::SessionHit,
+    ));
+    // --- replies that are not a session's ---
+    cases.push(case(
+        "a packet to the local address on a port never handed out: passed untouched",
+        from_real(0, r0, 8080, 39999, Some(ACK), body),
+        verdict::PASS,
+        None,
+        Counter::PassNonVip,
+    ));
+    cases.push(case(
+        "a packet to LOCAL:p0 from another port of the real: passed untouched",
+        from_real(0, r0, 9999, p0, Some(ACK), body),
+        verdict::PASS,
+        None,
+        Counter::PassNonVip,
+    ));
+    // --- UDP ---
+    // The search starts at this CPU's cursor (after the port just given
+    // for the other real: p1), and UDP's ports are its own: p1 is free.
+    cases.push(case(
+        "v4 udp to VIP:53: from the local address, to R0:8080 (UDP has ports of its own)",
+        to_vip(vip, 5353, 53, None, b"query"),
+        verdict::TX,
+        Some(to_real(0, r0, 8080, p1, None, b"query")),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "v4 udp reply back from VIP:53",
+        from_real(0, r0, 8080, p1, None, b"answer"),
+        verdict::TX,
+        Some(to_client(vip, 53, 5353, None, b"answer")),
+        Counter::TxFullnatReply,
+    ));
+    cases.push(case(
+        "v4 udp without a checksum stays without one",
+        without_udp_checksum(to_vip(vip, 5353, 53, None, b"again")),
+        verdict::TX,
+        Some(without_udp_checksum(to_real(0, r0, 8080, p1, None, b"again"))),
+        Counter::SessionHit,
+    ));
+    // --- IPv6 ---
+    cases.push(case(
+        "v6 tcp SYN: from the IPv6 local address",
+        to_vip(vip6, 41000, 80, Some(SYN), b""),
+        verdict::TX,
+        Some(to_real(1, r1, 8080, p0, Some(SYN), b"")),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "v6 tcp SYN-ACK back from [VIP6]:80",
+        from_real(1, r1, 8080, p0, Some(SYN_ACK), b""),
+        verdict::TX,
+        Some(to_client(vip6, 80, 41000, Some(SYN_ACK), b"")),
+        Counter::TxFullnatReply,
+    ));
+    cases.push(case(
+        "v6 tcp first ACK: the client's TOA (20 bytes and 4 NOPs) inserted",
+        to_vip(vip6, 41000, 80, Some(ACK), get),
+        verdict::TX,
+        Some(to_real_with_options(1, r1, 8080, p0, ACK, &toa_of(vip6, 41000), get)),
+        Counter::TxToa,
+    ));
+    cases.push(case(
+        "v6 tcp response",
+        from_real(1, r1, 8080, p0, Some(ACK), body),
+        verdict::TX,
+        Some(to_client(vip6, 80, 41000, Some(ACK), body)),
+        Counter::TxFullnatReply,
+    ));
+    // --- ICMP errors about fullnat flows are the kernel's ---
+    cases.push(case(
+        "an ICMP error to the VIP about a fullnat flow: passed to the kernel",
+        icmp_error(
+            CLIENT_MAC,
+            LB_MAC,
+            ip4(CLIENT),
+            vip,
+            IcmpError::TooBig,
+            ip_of(&to_client(vip, 80, 41000, Some(ACK), body)),
+        ),
+        verdict::PASS,
+        None,
+        Counter::PassIcmp,
+    ));
+    // --- RST and FIN from either side keep translating ---
+    cases.push(case(
+        "v4 FIN from the real is translated and closes the session",
+        from_real(0, r0, 8080, p0, Some(FIN_ACK), b""),
+        verdict::TX,
+        Some(to_client(vip, 80, 41000, Some(FIN_ACK), b"")),
+        Counter::TxFullnatReply,
+    ));
+    cases.push(case(
+        "v4 RST from the client on the closing session is still translated",
+        to_vip(vip, 41000, 80, Some(RST), b""),
+        verdict::TX,
+        Some(to_real(0, r0, 8080, p0, Some(RST), b"")),
+        Counter::SessionHit,
+    ));
+
+    let failures = run(&dp, &cases);
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// A port is free again once its session is over: with every port of
+/// CPU 0's share taken, a flow that ends (RST) and whose session times
+/// out gives its port to the next new flow; a reply to the old flow's
+/// port then belongs to the new session only.
+#[test]
+fn fullnat_ports_are_reused_once_their_session_is_over() {
+    pin_to_one_cpu();
+    const CLOSING: Duration = Duration::from_millis(300);
+    let dp = fixture(DataplaneParams {
+        tcp_closing_timeout: CLOSING,
+        ..Default::default()
+    });
+    let vip = ip4(VIP);
+    let r0 = ip4(R0);
+    let share = share(&dp);
+    let mut cases = Vec::new();
+    for k in 0..share {
+        cases.push(case(
+            "SYN taking a port",
+            to_vip(vip, 43000 + k as u16, 80, Some(SYN), b""),
+            verdict::TX,
+            Some(to_real(0, r0, 8080, port(&dp, k), Some(SYN), b"")),
+            Counter::SessionMiss,
+        ));
+    }
+    cases.push(case(
+        "the share is used up",
+        to_vip(vip, 44000, 80, Some(SYN), b""),
+        verdict::DROP,
+        None,
+        Counter::DropFullnatNoPort,
+    ));
+    cases.push(case(
+        "the first flow is reset by its client",
+        to_vip(vip, 43000, 80, Some(RST), b""),
+        verdict::TX,
+        Some(to_real(0, r0, 8080, port(&dp, 0), Some(RST), b"")),
+        Counter::SessionHit,
+    ));
+    let mut failures = run(&dp, &cases);
+    // The coarse clock ticks every few ms; wait the closing timeout out.
+    std::thread::sleep(CLOSING * 2);
+    let after = [
+        case(
+            "a new flow gets the port of the session that is over",
+            to_vip(vip, 44000, 80, Some(SYN), b""),
+            verdict::TX,
+            Some(to_real(0, r0, 8080, port(&dp, 0), Some(SYN), b"")),
+            Counter::SessionMiss,
+        ),
+        case(
+            "a reply on that port goes to the new flow's client port",
+            from_real(0, r0, 8080, port(&dp, 0), Some(SYN_ACK), b""),
+            verdict::TX,
+            Some(to_client(vip, 80, 44000, Some(SYN_ACK), b"")),
+            Counter::TxFullnatReply,
+        ),
+    ];
+    failures.extend(run(&dp, &after));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
