@@ -14,10 +14,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::*;
+use etherparse::PacketBuilder;
 use sluice_l4::{Dataplane, DataplaneParams, verdict};
 use sluice_testkit::frames::{CLIENT_MAC, LB_MAC};
 use sluice_wire::fullnat::{LocalAddr, cpu_port, cpu_port_count};
-use etherparse::PacketBuilder;
 use sluice_wire::maps::{Counter, VipKey, VipMeta, family, method, sched, vip_flags};
 use sluice_wire::toa::{encode_v4, insert_block_v6};
 
@@ -45,10 +45,7 @@ fn fixture(params: DataplaneParams) -> Dataplane {
     dp.set_real(0, real(0, ip4(R0), 8080)).unwrap();
     dp.set_real(1, real(1, ip6(R1), 8080)).unwrap();
     dp.set_real(2, real(2, ip4(R2), 0)).unwrap();
-    for (slot, a, fam) in [
-        (0, ip4(LOCAL), family::V4),
-        (1, ip6(LOCAL6), family::V6),
-    ] {
+    for (slot, a, fam) in [(0, ip4(LOCAL), family::V4), (1, ip6(LOCAL6), family::V6)] {
         dp.set_local_addr(
             slot,
             LocalAddr {
@@ -72,7 +69,11 @@ fn fixture(params: DataplaneParams) -> Dataplane {
     }
     // TOA on for TCP 80 (both families); TCP 81 goes without.
     for (idx, vip) in [(0, ip4(VIP)), (3, ip6(VIP6))] {
-        let fam = if vip.is_ipv4() { family::V4 } else { family::V6 };
+        let fam = if vip.is_ipv4() {
+            family::V4
+        } else {
+            family::V6
+        };
         dp.set_service(
             VipKey {
                 addr: addr(vip),
@@ -114,7 +115,17 @@ fn to_real_with_options(
     options: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    tcp_frame(LB_MAC, mac(slot), local_of(real), lport, real, rport, flags, options, payload)
+    tcp_frame(
+        LB_MAC,
+        mac(slot),
+        local_of(real),
+        lport,
+        real,
+        rport,
+        flags,
+        options,
+        payload,
+    )
 }
 
 /// A TCP frame like `common::frame`'s, with TCP options.
@@ -278,7 +289,15 @@ fn fullnat_golden_packet_table() {
         "v4 tcp first ACK (with the request): the client's TOA inserted, same local port",
         to_vip(vip, 41000, 80, Some(ACK), get),
         verdict::TX,
-        Some(to_real_with_options(0, r0, 8080, p0, ACK, &toa_of(vip, 41000), get)),
+        Some(to_real_with_options(
+            0,
+            r0,
+            8080,
+            p0,
+            ACK,
+            &toa_of(vip, 41000),
+            get,
+        )),
         Counter::TxToa,
     ));
     cases.push(case(
@@ -314,21 +333,59 @@ fn fullnat_golden_packet_table() {
     let full = [1u8; 40];
     cases.push(case(
         "v4 tcp first ACK whose options are full: no TOA, counted, forwarded untruncated",
-        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41001, vip, 80, ACK, &full, b""),
+        tcp_frame(
+            CLIENT_MAC,
+            LB_MAC,
+            ip4(CLIENT),
+            41001,
+            vip,
+            80,
+            ACK,
+            &full,
+            b"",
+        ),
         verdict::TX,
         Some(to_real_with_options(0, r0, 8080, p1, ACK, &full, b"")),
         Counter::ToaNoRoom,
     ));
     cases.push(case(
         "v4 tcp first ACK with 32 bytes of options: the TOA fits after them",
-        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41009, vip, 80, SYN, &[1u8; 32], b""),
+        tcp_frame(
+            CLIENT_MAC,
+            LB_MAC,
+            ip4(CLIENT),
+            41009,
+            vip,
+            80,
+            SYN,
+            &[1u8; 32],
+            b"",
+        ),
         verdict::TX,
-        Some(to_real_with_options(0, r0, 8080, port(&dp, 2), SYN, &[1u8; 32], b"")),
+        Some(to_real_with_options(
+            0,
+            r0,
+            8080,
+            port(&dp, 2),
+            SYN,
+            &[1u8; 32],
+            b"",
+        )),
         Counter::SessionMiss,
     ));
     cases.push(case(
         "the ACK: 32 bytes of options and the TOA, 40 in all",
-        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41009, vip, 80, ACK, &[1u8; 32], get),
+        tcp_frame(
+            CLIENT_MAC,
+            LB_MAC,
+            ip4(CLIENT),
+            41009,
+            vip,
+            80,
+            ACK,
+            &[1u8; 32],
+            get,
+        ),
         verdict::TX,
         Some(to_real_with_options(
             0,
@@ -423,7 +480,9 @@ fn fullnat_golden_packet_table() {
         "v4 udp without a checksum stays without one",
         without_udp_checksum(to_vip(vip, 5353, 53, None, b"again")),
         verdict::TX,
-        Some(without_udp_checksum(to_real(0, r0, 8080, p1, None, b"again"))),
+        Some(without_udp_checksum(to_real(
+            0, r0, 8080, p1, None, b"again",
+        ))),
         Counter::SessionHit,
     ));
     // --- IPv6 ---
@@ -445,7 +504,15 @@ fn fullnat_golden_packet_table() {
         "v6 tcp first ACK: the client's TOA (20 bytes and 4 NOPs) inserted",
         to_vip(vip6, 41000, 80, Some(ACK), get),
         verdict::TX,
-        Some(to_real_with_options(1, r1, 8080, p0, ACK, &toa_of(vip6, 41000), get)),
+        Some(to_real_with_options(
+            1,
+            r1,
+            8080,
+            p0,
+            ACK,
+            &toa_of(vip6, 41000),
+            get,
+        )),
         Counter::TxToa,
     ));
     cases.push(case(

@@ -365,7 +365,12 @@ pub const fn grown_offset_word(word: u16, insert: usize) -> u16 {
 /// `old_word` to [`grown_offset_word`], and the pseudo-header's length
 /// from `seg_len` to `seg_len + N` (RFC 1624, as `crate::nat` updates).
 #[must_use]
-pub fn grown_check<const N: usize>(check: u16, old_word: u16, seg_len: u16, block: &[u8; N]) -> u16 {
+pub fn grown_check<const N: usize>(
+    check: u16,
+    old_word: u16,
+    seg_len: u16,
+    block: &[u8; N],
+) -> u16 {
     let c = checksum::update16(check, old_word, grown_offset_word(old_word, N));
     let c = checksum::update16(c, seg_len, seg_len.wrapping_add(N as u16));
     checksum::update_bytes(c, &[0u8; N], block)
@@ -593,8 +598,8 @@ mod tests {
         let src = [10u8, 99, 0, 2];
         let dst = [10u8, 99, 0, 11];
         let mut seg = vec![
-            0x9c, 0x40, 0x1f, 0x90, 0, 0, 0x03, 0xe8, 0, 0, 0x07, 0xd0, 0x80, 0x10, 0xfa, 0xf0,
-            0, 0, 0, 0, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2,
+            0x9c, 0x40, 0x1f, 0x90, 0, 0, 0x03, 0xe8, 0, 0, 0x07, 0xd0, 0x80, 0x10, 0xfa, 0xf0, 0,
+            0, 0, 0, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2,
         ];
         seg.extend_from_slice(b"hello");
         let full = |seg: &[u8]| {

@@ -12,10 +12,14 @@
 //! - (f) the kernel's NAT for the same frames, its peer: an nftables DNAT
 //!   rule in the LB namespace, forwarding out the same veth to the
 //!   generator (static neighbours for the reals), no XDP on the LB end,
-//! - (h) the kernel's full NAT, the peer of `fullnat`: (f)'s DNAT plus SNAT
-//!   to a local address of the LB, for frames to a VIP of their own (a
-//!   new conntrack entry, so the SNAT applies). The rules of (f) and (h)
-//!   are `sluice lab bmt`'s (`sluice_bmt::nft_rules`).
+//! - (g) `sluice_xdp` `fullnat` with session hits (source rewritten to a
+//!   local address and port, destination to the real, checksums updated),
+//!   generator-driven only, like (e),
+//! - (h) the kernel's full NAT, the peer of (g): (f)'s DNAT plus SNAT to
+//!   the same local address, for (g)'s frames (a VIP of their own, so a
+//!   new conntrack entry: NAT is decided on a connection's first packet).
+//!   The rules of (f) and (h) are `sluice lab bmt`'s
+//!   (`sluice_bmt::nft_rules`).
 //!
 //! Ping-pong method: `INFLIGHT` frames are injected once (trafgen, a short
 //! paced burst, so no ring ever fills); from then on they bounce between the
@@ -45,8 +49,9 @@ use sluice_bmt::{KernelNat, NFT_TABLE, nft_rules};
 use sluice_l4::{AttachMode, Dataplane, DataplaneParams, Helper, HelperProgram};
 use sluice_lab::{LabSpec, Netns, create_veth};
 use sluice_testkit::median;
-use sluice_testkit::services::{RING, SESSION_CAPACITY, service, three_reals};
-use sluice_wire::maps::method;
+use sluice_testkit::services::{RING, SESSION_CAPACITY, a4, service, three_reals};
+use sluice_wire::fullnat::LocalAddr;
+use sluice_wire::maps::{family, method};
 
 /// Frames kept bouncing (enough to keep both veth rings busy).
 const INFLIGHT: u32 = 200;
@@ -143,14 +148,17 @@ fn run_gen(txns: &Netns, sink: &HelperProgram, cfg: &std::path::Path) -> (f64, f
 /// The VIP of the `nat` cases (e) and (f).
 const NAT_VIP: [u8; 4] = [10, 99, 255, 3];
 
-/// The VIP of the `fullnat` cases: its own, so that (h)'s flow is a new
-/// conntrack entry (NAT is decided on a connection's first packet, and
-/// (f) left an entry without SNAT for `NAT_VIP`'s flow).
+/// The VIP of the `fullnat` cases (g) and (h): its own, so that (h)'s
+/// flow is a new conntrack entry (NAT is decided on a connection's first
+/// packet, and (f) left an entry without SNAT for `NAT_VIP`'s flow).
 const FULLNAT_VIP: [u8; 4] = [10, 99, 255, 4];
 
 /// The LB's local address of the `fullnat` cases (host .200 of its
 /// subnet, as in `sluice lab bmt`).
 const LOCAL_ADDR: [u8; 4] = [10, 99, 0, 200];
+
+/// Local ports (g) hands out, lowest and highest (one flow takes one).
+const LOCAL_PORTS: (u16, u16) = (20000, 29999);
 
 /// The reals of `three_reals`, as the kernel's NAT sends to them.
 const KERNEL_REALS: [std::net::Ipv4Addr; 3] = [
@@ -278,10 +286,26 @@ fn main() {
     for (slot, real) in three_reals(|_| [2, 0, 0, 0, 0, 2]) {
         dp.set_real(slot, real).unwrap();
     }
+    // (g)'s local address, named by its service before the service exists.
+    dp.set_local_addr(
+        0,
+        LocalAddr {
+            addr: a4(LOCAL_ADDR),
+            family: family::V4,
+            port_min: LOCAL_PORTS.0,
+            port_max: LOCAL_PORTS.1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    dp.set_vip_locals(3, &[0]).unwrap();
     for s in [
         service(0, [10, 99, 255, 1], method::DR),
         service(1, [10, 99, 255, 2], method::TUN),
         service(2, NAT_VIP, method::NAT),
+        // TOA off (the testkit's flags are 0): one flow's first ACK
+        // would carry it, session hits never do.
+        service(3, FULLNAT_VIP, method::FULLNAT),
     ] {
         dp.set_ring(s.index, &s.ring).unwrap();
         dp.set_service(s.key, s.meta).unwrap();
@@ -303,9 +327,12 @@ fn main() {
             settle();
         }
     }
-    {
+    for (name, cfg) in [
+        ("(e) nat, session hits", &hit_nat),
+        ("(g) fullnat, session hits", &hit_fullnat),
+    ] {
         let sink = bouncer(Helper::Sink);
-        gen_results.push(("(e) nat, session hits", generated(&sink, &hit_nat)));
+        gen_results.push((name, generated(&sink, cfg)));
         drop(sink);
         settle();
     }

@@ -239,14 +239,7 @@ fn forward_in_frame(
     let Some(la) = SLUICE_LOCAL_ADDRS.get(u32::from(local.slot)) else {
         return Err(Counter::DropFullnatNoPort);
     };
-    rewrite(
-        ctx,
-        fam,
-        key.proto,
-        Side::Destination,
-        &r.addr,
-        rport,
-    )?;
+    rewrite(ctx, fam, key.proto, Side::Destination, &r.addr, rport)?;
     rewrite(ctx, fam, key.proto, Side::Source, &la.addr, local.port)?;
     set_macs(ctx, r.mac, c.real_side_mac)
 }
