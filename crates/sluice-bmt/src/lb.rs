@@ -184,13 +184,15 @@ pub(crate) fn l4_config(
 /// `fullnat`'s local ports in the matrix, lowest and highest: all but the
 /// well-known ones, where the default (1024–32767) stays below Linux's
 /// ephemeral range for the LB's own connections (the matrix's LB has
-/// none: no health checks). A connection's local port stays taken until
-/// its session expires, for the session table's closing timeout (120 s)
-/// after the connection ends, and each CPU hands out its share only:
-/// with the default range, one client CPU at ~10,000 new connections per
-/// second runs out within the second repetition (measured: 10.6k, 5.1k,
-/// 2.7k req/s in three repetitions of 20,000), and the row would show
-/// the SYN retransmissions, not the data plane's cost.
+/// none: no health checks). Each CPU hands out its share of the range
+/// in turn; once it has gone round, a port comes back to a real that may
+/// still hold the previous connection in TIME_WAIT (60 s; the real
+/// closes first), and the client's new SYN, with a random timestamp of
+/// its own, is dropped by PAWS about half the time and retried a second
+/// later. With the default range a share went round within the second
+/// repetition of 20,000 (measured: 10.6k, 5.1k, 2.7k req/s in three),
+/// and the row showed the retries, not the data plane's cost
+/// (BENCHMARKS.md §4, "`fullnat` against the kernel's full NAT").
 const FULLNAT_PORT_RANGE: (u16, u16) = (1024, 65535);
 
 /// The HAProxy configuration of the seed study, adapted: `nbthread`, `mode`
@@ -438,10 +440,7 @@ mod tests {
             full.contains("local_addresses = [\"10.99.0.200\"]"),
             "{full}"
         );
-        assert!(
-            full.contains("local_port_range = [1024, 65535]"),
-            "{full}"
-        );
+        assert!(full.contains("local_port_range = [1024, 65535]"), "{full}");
         assert!(valid("f.toml", &full), "fullnat config rejected:\n{full}");
     }
 }
