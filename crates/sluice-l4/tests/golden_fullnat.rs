@@ -426,6 +426,56 @@ fn fullnat_golden_packet_table() {
         Some(without_udp_checksum(to_real(0, r0, 8080, p1, None, b"again"))),
         Counter::SessionHit,
     ));
+    // --- the real's SYN-ACK announces an MSS that leaves room for the TOA ---
+    let mss = |v: u16| {
+        let b = v.to_be_bytes();
+        [2u8, 4, b[0], b[1]]
+    };
+    let syn_ack_from = |slot, real: IpAddr, rport, lport, opts: &[u8]| {
+        tcp_frame(mac(slot), LB_MAC, real, rport, local_of(real), lport, SYN_ACK, opts, b"")
+    };
+    let syn_ack_to = |vip: IpAddr, vport, cport, opts: &[u8]| {
+        tcp_frame(LB_MAC, CLIENT_MAC, vip, vport, client_of(vip), cport, SYN_ACK, opts, b"")
+    };
+    cases.push(case(
+        "v4 SYN of a flow whose SYN-ACK carries an MSS",
+        to_vip(vip, 41100, 81, Some(SYN), b""),
+        verdict::TX,
+        // CPU 0's cursor stands at 2 now (R2's first flow took 0, UDP 1).
+        Some(to_real(2, r2, 81, port(&dp, 2), Some(SYN), b"")),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "a service without TOA keeps the real's MSS",
+        syn_ack_from(2, r2, 81, port(&dp, 2), &mss(1460)),
+        verdict::TX,
+        Some(syn_ack_to(vip, 81, 41100, &mss(1460))),
+        Counter::TxFullnatReply,
+    ));
+    // SYN-ACKs (retransmitted) of the TOA service's flows 41000 (on p0)
+    // and 41001 (on p1), with different option layouts.
+    let (p_a, p_b) = (p0, p1);
+    cases.push(case(
+        "v4 SYN-ACK with the MSS first: lowered by the TOA's 8 bytes",
+        syn_ack_from(0, r0, 8080, p_a, &[&mss(1460)[..], &[1, 3, 3, 7]].concat()),
+        verdict::TX,
+        Some(syn_ack_to(vip, 80, 41000, &[&mss(1452)[..], &[1, 3, 3, 7]].concat())),
+        Counter::TxFullnatReply,
+    ));
+    cases.push(case(
+        "v4 SYN-ACK with a NOP before the MSS (an odd offset): lowered, checksum right",
+        syn_ack_from(0, r0, 8080, p_b, &[&[1u8][..], &mss(1400), &[1, 1, 1]].concat()),
+        verdict::TX,
+        Some(syn_ack_to(vip, 80, 41001, &[&[1u8][..], &mss(1392), &[1, 1, 1]].concat())),
+        Counter::TxFullnatReply,
+    ));
+    cases.push(case(
+        "v4 SYN-ACK whose MSS is not the first option: left as it is",
+        syn_ack_from(0, r0, 8080, p_a, &[&[4u8, 2][..], &mss(1460), &[1, 1]].concat()),
+        verdict::TX,
+        Some(syn_ack_to(vip, 80, 41000, &[&[4u8, 2][..], &mss(1460), &[1, 1]].concat())),
+        Counter::TxFullnatReply,
+    ));
     // --- IPv6 ---
     cases.push(case(
         "v6 tcp SYN: from the IPv6 local address",
@@ -435,10 +485,10 @@ fn fullnat_golden_packet_table() {
         Counter::SessionMiss,
     ));
     cases.push(case(
-        "v6 tcp SYN-ACK back from [VIP6]:80",
-        from_real(1, r1, 8080, p0, Some(SYN_ACK), b""),
+        "v6 tcp SYN-ACK back from [VIP6]:80, its MSS lowered by the TOA's 24 bytes",
+        tcp_frame(mac(1), LB_MAC, r1, 8080, local_of(r1), p0, SYN_ACK, &mss(1440), b""),
         verdict::TX,
-        Some(to_client(vip6, 80, 41000, Some(SYN_ACK), b"")),
+        Some(tcp_frame(LB_MAC, CLIENT_MAC, vip6, 80, client_of(vip6), 41000, SYN_ACK, &mss(1416), b"")),
         Counter::TxFullnatReply,
     ));
     cases.push(case(

@@ -371,6 +371,33 @@ pub fn grown_check<const N: usize>(check: u16, old_word: u16, seg_len: u16, bloc
     checksum::update_bytes(c, &[0u8; N], block)
 }
 
+/// TCP option kind of the maximum segment size (RFC 9293).
+pub const TCP_OPT_MSS: u8 = 2;
+/// Length of the MSS option (kind, length, 2-byte value).
+pub const TCP_OPT_MSS_LEN: u8 = 4;
+
+/// The MSS a real's SYN-ACK announces once clamped so that the client's
+/// segments leave room for `insert` bytes of TOA: `mss - insert`, or
+/// `mss` itself when that would not leave a usable segment.
+#[must_use]
+pub const fn clamped_mss(mss: u16, insert: usize) -> u16 {
+    let i = insert as u16;
+    if mss > i { mss - i } else { mss }
+}
+
+/// The TCP checksum `check` after a 16-bit field changed from `old` to
+/// `new`; `odd`: the field starts at an odd offset of the segment (an
+/// MSS option after a lone NOP), so it straddles two checksum words and
+/// counts byte-swapped (RFC 1071's byte-order independence).
+#[must_use]
+pub fn field_check(check: u16, old: u16, new: u16, odd: bool) -> u16 {
+    if odd {
+        checksum::update16(check, old.swap_bytes(), new.swap_bytes())
+    } else {
+        checksum::update16(check, old, new)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -625,5 +652,30 @@ mod tests {
         assert_eq!(b6.len() % 4, 0);
         assert!(!has_room(40, b6.len()));
         assert!(has_room(36, b6.len()));
+    }
+
+    /// A field at an odd offset: the swapped update equals a full
+    /// computation.
+    #[test]
+    fn an_odd_field_updates_the_checksum_byte_swapped() {
+        let mut seg = vec![0u8; 28];
+        seg[20] = TCP_OPT_NOP;
+        seg[21] = TCP_OPT_MSS;
+        seg[22] = TCP_OPT_MSS_LEN;
+        seg[23..25].copy_from_slice(&1460u16.to_be_bytes());
+        let full = |s: &[u8]| checksum::finish(checksum::sum(s, 0));
+        let c = full(&seg);
+        let new = clamped_mss(1460, INSERT_LEN_V4);
+        assert_eq!(new, 1452);
+        let mut grown = seg.clone();
+        grown[23..25].copy_from_slice(&new.to_be_bytes());
+        assert_eq!(field_check(c, 1460, new, true), full(&grown));
+        let mut even = seg.clone();
+        even[20..24].copy_from_slice(&[TCP_OPT_MSS, TCP_OPT_MSS_LEN, 0x05, 0xb4]);
+        let c = full(&even);
+        let mut e2 = even.clone();
+        e2[22..24].copy_from_slice(&new.to_be_bytes());
+        assert_eq!(field_check(c, 1460, new, false), full(&e2));
+        assert_eq!(clamped_mss(20, INSERT_LEN_V6), 20);
     }
 }

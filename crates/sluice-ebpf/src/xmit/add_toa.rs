@@ -11,13 +11,20 @@
 //! or the grown frame would exceed the egress MTU, the rule `tun` follows)
 //! means no TOA: counted (`toa_no_room`), the packet goes on unchanged,
 //! never truncated.
+//!
+//! So that it always fits, the real's SYN-ACK has its MSS option lowered
+//! by the TOA's size on the way back ([`clamp_mss`]): the client's
+//! segments, the first ACK with data included, then leave room for it.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use sluice_wire::{
     checksum,
     encap::surely_fits,
     maps::{Addr, Counter, addr_to_bytes, family},
-    toa::{INSERT_LEN_V4, INSERT_LEN_V6, encode_v4, grown_check, has_room, insert_block_v6},
+    toa::{
+        INSERT_LEN_V4, INSERT_LEN_V6, TCP_OPT_MSS, TCP_OPT_MSS_LEN, TCP_OPT_NOP, clamped_mss, encode_v4, field_check, grown_check, has_room,
+        insert_block_v6,
+    },
 };
 
 use crate::consts::{ETH_HDR_LEN, IPV4_HDR_LEN, IPV6_HDR_LEN, TCP_HDR_LEN};
@@ -29,6 +36,8 @@ use super::too_big::exceeds_mtu;
 const TCP_CHECK: usize = 16;
 /// Offset of the data-offset / flags word in a TCP header.
 const TCP_OFFSET_WORD: usize = 12;
+/// NOPs [`clamp_mss`] skips before the first option.
+const MSS_LEADING_NOPS: usize = 3;
 /// Most 4-byte words of a TCP header (data offset 15).
 const TCP_HDR_MAX_WORDS: usize = 15;
 
@@ -158,4 +167,56 @@ fn grow_ip_length(ctx: &XdpContext, v4: bool, n: u16) -> Result<Toa, Counter> {
         unsafe { *len = be16(*len).wrapping_add(n).to_be_bytes() };
     }
     Ok(Toa::Inserted)
+}
+
+/// Lowers the MSS option of the frame's TCP segment (a real's SYN-ACK,
+/// family `fam`) by the TOA's size, checksum updated. Only the first
+/// option is looked at, after at most [`MSS_LEADING_NOPS`] NOPs: every
+/// common stack (Linux, Windows, the BSDs) writes the MSS first, and a
+/// walk of the whole option area costs the verifier nearly its whole
+/// budget (each NOP-or-option branch doubles the paths it explores). An
+/// MSS elsewhere is left as it is; the MTU rule of [`insert`] still holds
+/// for the first ACK (no TOA rather than a truncated segment).
+#[inline(always)]
+pub(super) fn clamp_mss(ctx: &XdpContext, fam: u8) {
+    let (l4, insert) = if fam == family::V4 {
+        (ETH_HDR_LEN + IPV4_HDR_LEN, INSERT_LEN_V4)
+    } else {
+        (ETH_HDR_LEN + IPV6_HDR_LEN, INSERT_LEN_V6)
+    };
+    let Some(t) = read::<TCP_HDR_LEN>(ctx, l4) else {
+        return;
+    };
+    let hdr_len = usize::from(t[TCP_OFFSET_WORD] >> 4) * 4;
+    for nops in 0..=MSS_LEADING_NOPS {
+        let off = TCP_HDR_LEN + nops;
+        if off + usize::from(TCP_OPT_MSS_LEN) > hdr_len {
+            return;
+        }
+        let Some([kind, len]) = read::<2>(ctx, l4 + off) else {
+            return;
+        };
+        if kind == TCP_OPT_NOP {
+            continue;
+        }
+        if kind != TCP_OPT_MSS || len != TCP_OPT_MSS_LEN {
+            return;
+        }
+        let (Some(vp), Some(cp)) = (
+            ptr_at_mut::<[u8; 2]>(ctx, l4 + off + 2),
+            ptr_at_mut::<[u8; 2]>(ctx, l4 + TCP_CHECK),
+        ) else {
+            return;
+        };
+        // SAFETY: `ptr_at_mut` checked both fields; alignment 1; the MSS
+        // value is in the options, the checksum in the fixed header: they
+        // do not overlap.
+        unsafe {
+            let old = be16(*vp);
+            let new = clamped_mss(old, insert);
+            *cp = field_check(be16(*cp), old, new, (off + 2) % 2 == 1).to_be_bytes();
+            *vp = new.to_be_bytes();
+        }
+        return;
+    }
 }

@@ -410,6 +410,14 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
         return Err(Counter::PassNatNoSession);
     };
     session::reply_advance(sp, key.proto, flags, now);
+    // The real's SYN-ACK announces an MSS that leaves room for the TOA in
+    // the client's segments.
+    if key.proto == PROTO_TCP
+        && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+        && vs.meta.flags & vip_flags::TOA != 0
+    {
+        add_toa::clamp_mss(ctx, fam);
+    }
     rewrite(ctx, fam, key.proto, Side::Source, &vip, rev.vport)?;
     rewrite(
         ctx,
