@@ -505,9 +505,9 @@ fn fullnat_golden_packet_table() {
         Some(to_client(vip6, 80, 41000, Some(ACK), body)),
         Counter::TxFullnatReply,
     ));
-    // --- ICMP errors about fullnat flows are the kernel's ---
+    // --- ICMP errors about a flow, both ways ---
     cases.push(case(
-        "an ICMP error to the VIP about a fullnat flow: passed to the kernel",
+        "the client's too-big about a reply (to the VIP): to the real, about the real's own reply",
         icmp_error(
             CLIENT_MAC,
             LB_MAC,
@@ -516,9 +516,72 @@ fn fullnat_golden_packet_table() {
             IcmpError::TooBig,
             ip_of(&to_client(vip, 80, 41000, Some(ACK), body)),
         ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            mac(0),
+            ip4(LOCAL),
+            r0,
+            IcmpError::TooBig,
+            ip_of(&from_real(0, r0, 8080, p0, Some(ACK), body)),
+        )),
+        Counter::IcmpForwarded,
+    ));
+    cases.push(case(
+        "the real's port unreachable to the local address: to the client, from the VIP",
+        icmp_error(
+            mac(0),
+            LB_MAC,
+            r0,
+            ip4(LOCAL),
+            IcmpError::PortUnreachable,
+            ip_of(&to_real(0, r0, 8080, p1, None, b"again")),
+        ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            CLIENT_MAC,
+            vip,
+            ip4(CLIENT),
+            IcmpError::PortUnreachable,
+            ip_of(&to_vip(vip, 5353, 53, None, b"again")),
+        )),
+        Counter::TxNatIcmpReply,
+    ));
+    cases.push(case(
+        "an error to the local address about a flow it never sent: passed untouched",
+        icmp_error(
+            mac(0),
+            LB_MAC,
+            r0,
+            ip4(LOCAL),
+            IcmpError::PortUnreachable,
+            ip_of(&to_real(0, r0, 8080, 39999, None, b"x")),
+        ),
         verdict::PASS,
         None,
-        Counter::PassIcmp,
+        Counter::PassNonVip,
+    ));
+    cases.push(case(
+        "v6: the real's packet too big to the local address, to the client from [VIP6]",
+        icmp_error(
+            mac(1),
+            LB_MAC,
+            r1,
+            ip6(LOCAL6),
+            IcmpError::TooBig,
+            ip_of(&to_real(1, r1, 8080, p0, Some(ACK), get)),
+        ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            CLIENT_MAC,
+            vip6,
+            ip6(CLIENT6),
+            IcmpError::TooBig,
+            ip_of(&to_vip(vip6, 41000, 80, Some(ACK), get)),
+        )),
+        Counter::TxNatIcmpReply,
     ));
     // --- RST and FIN from either side keep translating ---
     cases.push(case(
