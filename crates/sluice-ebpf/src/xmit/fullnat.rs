@@ -365,7 +365,7 @@ fn icmp_reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     // SAFETY: reading the kernel's clock has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let fwd = fullnat::forward_key(&rk, &rev, vip);
-    if session::fullnat_session(c, &fwd, &q.src, q.sport, slot, q.dport, now).is_none() {
+    if session::fullnat_session(c, &fwd, &q.src, q.sport, &rk, now).is_none() {
         return Err(Counter::PassNatNoSession);
     }
     translate_icmp(ctx, fam, q.proto, Side::Source, &rev.client, rev.cport)?;
@@ -489,9 +489,7 @@ fn alive(c: &GlobalCfg, rk: &FullnatKey, rev: &FullnatReverse, now: u64) -> bool
     };
     // SAFETY: value pointer from a successful lookup; copied out.
     let s = unsafe { *sp };
-    u32::from(s.local_slot) == u32::from(rk.local_slot) + 1
-        && s.local_port == rk.lport
-        && session::fresh(c, &s, now)
+    fullnat::holds(rk, &s) && session::fresh(c, &s, now)
 }
 
 /// A real's reply to a local address.
@@ -527,7 +525,7 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     // SAFETY: reading the kernel's clock has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let fwd = fullnat::forward_key(&rk, &rev, vip);
-    let Some(sp) = session::fullnat_session(c, &fwd, &key.src, key.sport, slot, key.dport, now)
+    let Some(sp) = session::fullnat_session(c, &fwd, &key.src, key.sport, &rk, now)
     else {
         return Err(Counter::PassNatNoSession);
     };
