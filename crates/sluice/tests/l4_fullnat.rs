@@ -189,6 +189,13 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
     assert!(text.contains(LOCAL), "{text}");
     let m = metrics(&lab);
     assert!(metric(&m, "sluice_l4_tx_fullnat_reply_total").unwrap() > 0, "{m}");
+    assert!(
+        m.contains(&format!(
+            "sluice_l4_local_ports_per_real{{service=\"web\",local=\"{LOCAL}\"}} {}",
+            PORTS.1 - PORTS.0 + 1
+        )),
+        "{m}"
+    );
     assert_eq!(counter(&lab, "drop_fullnat_no_port"), 0);
     let _ = pinned.kill();
     let _ = pinned.wait();
