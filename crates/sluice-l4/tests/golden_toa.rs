@@ -310,7 +310,7 @@ fn records_toa_and_passes_every_frame_unchanged() {
         assert_eq!(out.frame, c.frame, "{}: the frame was changed", c.what);
     }
 
-    let mut rng = Rng(0x5eed_0f_70a);
+    let mut rng = Rng(0x0005_eed0_f70a);
     let before = reader.entries().unwrap().len();
     for i in 0..GARBAGE_FRAMES {
         let len =

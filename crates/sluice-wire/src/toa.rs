@@ -35,8 +35,8 @@
 //! let client = Toa { family: family::V4, addr: addr_v4([192, 0, 2, 7]), port: 40000 };
 //! let opt = encode(&client).unwrap();
 //! assert_eq!(opt.as_bytes(), &[254, 8, 0x9c, 0x40, 192, 0, 2, 7]);
-//! // After a NOP and a timestamp-like option of 10 bytes.
-//! let mut area = [1u8, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+//! // After two NOPs and a timestamps option (kind 8, 10 bytes).
+//! let mut area = [1u8, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 //! area[12..20].copy_from_slice(opt.as_bytes());
 //! assert_eq!(find(&area), Some(client));
 //! ```
@@ -213,10 +213,10 @@ pub fn find(options: &[u8]) -> Option<Toa> {
         if len < 2 || i + len > end {
             return None;
         }
-        if kind == TOA_KIND {
-            if let Some(t) = decode(options, i, len) {
-                return Some(t);
-            }
+        if kind == TOA_KIND
+            && let Some(t) = decode(options, i, len)
+        {
+            return Some(t);
         }
         i += len;
     }
@@ -596,7 +596,7 @@ mod tests {
             let len = (rng.next() % 49) as usize;
             for b in buf.iter_mut().take(len) {
                 let r = rng.next();
-                *b = if r % 3 == 0 {
+                *b = if r.is_multiple_of(3) {
                     INTERESTING[(r >> 8) as usize % INTERESTING.len()]
                 } else {
                     (r >> 16) as u8
