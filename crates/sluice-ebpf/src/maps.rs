@@ -11,14 +11,14 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
+use sluice_wire::fullnat::{
+    FullnatKey, FullnatReverse, LocalAddr, MAX_LOCAL_ADDRS, MAX_LOCAL_ADDRS_PER_VIP,
+};
 use sluice_wire::maps::{
     Addr, AddrKey, Counter, DEFAULT_SESSION_CAPACITY, FlowKey, FlowVal, GlobalCfg, MAX_REALS,
     MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIP_ADDRS, MAX_VIPS, NatReverse, PERSIST_CAPACITY,
     PersistKey, PersistVal, RealDef, TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot,
     cfg_flags, nat_prog, tx_port,
-};
-use sluice_wire::fullnat::{
-    FullnatKey, FullnatReverse, LocalAddr, MAX_LOCAL_ADDRS, MAX_LOCAL_ADDRS_PER_VIP,
 };
 
 #[map(name = "SLUICE_STATS")]

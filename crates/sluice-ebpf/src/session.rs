@@ -6,11 +6,11 @@
 //! real's reply belongs to a live session ([`nat_reply`]), which moves
 //! the same state on with the real's half.
 
+use sluice_wire::fullnat::{self, FullnatKey};
 use sluice_wire::maps::{
     Addr, Counter, FlowKey, FlowVal, GlobalCfg, Method, PersistKey, PersistVal, RealDef, VipMeta,
     real_flags, state, vip_filter_slot, vip_flags,
 };
-use sluice_wire::fullnat::{self, FullnatKey};
 use sluice_wire::nat::real_port;
 
 use crate::consts::{LAST_SEEN_GRANULARITY_NS, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};

@@ -585,7 +585,12 @@ impl<R: NeighbourResolver> L4Plane<R> {
         // service's list, then (below) the service that uses it.
         let locals = if spec.method == Method::Fullnat {
             self.locals
-                .bind(&mut self.dp, &spec.name, &spec.local_addresses, spec.local_ports)
+                .bind(
+                    &mut self.dp,
+                    &spec.name,
+                    &spec.local_addresses,
+                    spec.local_ports,
+                )
                 .map_err(|e| ControlError::Invalid(format!("service {}: {e}", spec.name)))?
         } else {
             Vec::new()
@@ -831,7 +836,11 @@ impl<R: NeighbourResolver> L4Plane<R> {
     /// Services with their reals and counters.
     pub fn list(&self) -> Result<Vec<ServiceView>, ControlError> {
         let counts = self.session_counts()?;
-        let (live_ports, _) = if self.services.values().any(|s| s.spec.method == Method::Fullnat) {
+        let (live_ports, _) = if self
+            .services
+            .values()
+            .any(|s| s.spec.method == Method::Fullnat)
+        {
             crate::locals::classify(&self.dp, monotonic_ns())?
         } else {
             Default::default()
@@ -1073,7 +1082,9 @@ mod tests {
             Some("local_port_range")
         );
         f.local_ports = (1024, 32767);
-        f.local_addresses = vec![IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))];
+        f.local_addresses = vec![IpAddr::V6(std::net::Ipv6Addr::new(
+            0xfd00, 0, 0, 0, 0, 0, 0, 1,
+        ))];
         assert_eq!(
             validate_spec(&f, 13).err().map(|p| p.field),
             Some("local_addresses")

@@ -17,7 +17,12 @@ impl Dataplane {
     /// Writes local-address slot `slot` and its index entry. Write it
     /// before a service's list names it.
     pub fn set_local_addr(&mut self, slot: u32, la: LocalAddr) -> Result<(), Error> {
-        check_index("local address slot", slot, MAX_LOCAL_ADDRS, "MAX_LOCAL_ADDRS")?;
+        check_index(
+            "local address slot",
+            slot,
+            MAX_LOCAL_ADDRS,
+            "MAX_LOCAL_ADDRS",
+        )?;
         let mut a: Array<_, LocalAddr> = self.array(MAP_LOCAL_ADDRS)?;
         a.set(slot, la, 0).map_err(map_err(MAP_LOCAL_ADDRS))?;
         let mut idx: HashMap<_, AddrKey, u32> = self.hash(MAP_LOCAL_INDEX)?;
@@ -31,7 +36,12 @@ impl Dataplane {
     /// Forgets local-address slot `slot` (no service names it any more):
     /// replies to it are no longer looked up.
     pub fn clear_local_addr(&mut self, slot: u32) -> Result<(), Error> {
-        check_index("local address slot", slot, MAX_LOCAL_ADDRS, "MAX_LOCAL_ADDRS")?;
+        check_index(
+            "local address slot",
+            slot,
+            MAX_LOCAL_ADDRS,
+            "MAX_LOCAL_ADDRS",
+        )?;
         let mut a: Array<_, LocalAddr> = self.array(MAP_LOCAL_ADDRS)?;
         let old = a.get(&slot, 0).map_err(map_err(MAP_LOCAL_ADDRS))?;
         a.set(slot, LocalAddr::default(), 0)

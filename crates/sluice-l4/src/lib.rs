@@ -17,9 +17,9 @@ pub use control::{
     ControlError, L4Plane, NeighbourResolver, RealSpec, RealView, Scheduler, ServiceSpec,
     ServiceView, SpecProblem, validate_spec,
 };
-pub use locals::LocalPoolView;
 pub use loader::{
     AttachMode, Dataplane, DataplaneParams, Error, Helper, HelperProgram, MAX_SESSION_CAPACITY,
     MIN_SESSION_CAPACITY, PROGRAM_NAME, TestRunOutput, object_bytes, verdict,
 };
+pub use locals::LocalPoolView;
 pub use sluice_wire::maps as wire_maps;

@@ -438,7 +438,10 @@ impl Dataplane {
             .map_err(not_xdp(PROGRAM_NAME))
     }
 
-    pub(crate) fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {
+    pub(crate) fn array<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<Array<&mut MapData, V>, Error> {
         let m = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
         Array::try_from(m).map_err(map_err(name))
     }

@@ -14,12 +14,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::*;
+use etherparse::PacketBuilder;
 use sluice_l4::{Dataplane, DataplaneParams, verdict};
 use sluice_testkit::frames::{CLIENT_MAC, LB_MAC};
 use sluice_wire::fullnat::{LocalAddr, cpu_port, cpu_port_count};
-use etherparse::PacketBuilder;
 use sluice_wire::maps::{Counter, VipKey, VipMeta, family, method, sched, vip_flags};
-use sluice_wire::toa::{encode_v4, insert_block_v6};
+use sluice_wire::toa::{encode_v4, encode_v6};
 
 /// The `fullnat` VIP: TCP 80 and UDP 53 → 10.99.0.11:8080, TCP 81 →
 /// 10.99.0.12:81 (a second real), and on the IPv6 VIP TCP 80 →
@@ -45,10 +45,7 @@ fn fixture(params: DataplaneParams) -> Dataplane {
     dp.set_real(0, real(0, ip4(R0), 8080)).unwrap();
     dp.set_real(1, real(1, ip6(R1), 8080)).unwrap();
     dp.set_real(2, real(2, ip4(R2), 0)).unwrap();
-    for (slot, a, fam) in [
-        (0, ip4(LOCAL), family::V4),
-        (1, ip6(LOCAL6), family::V6),
-    ] {
+    for (slot, a, fam) in [(0, ip4(LOCAL), family::V4), (1, ip6(LOCAL6), family::V6)] {
         dp.set_local_addr(
             slot,
             LocalAddr {
@@ -72,7 +69,11 @@ fn fixture(params: DataplaneParams) -> Dataplane {
     }
     // TOA on for TCP 80 (both families); TCP 81 goes without.
     for (idx, vip) in [(0, ip4(VIP)), (3, ip6(VIP6))] {
-        let fam = if vip.is_ipv4() { family::V4 } else { family::V6 };
+        let fam = if vip.is_ipv4() {
+            family::V4
+        } else {
+            family::V6
+        };
         dp.set_service(
             VipKey {
                 addr: addr(vip),
@@ -100,7 +101,7 @@ fn toa_of(vip: IpAddr, cport: u16) -> Vec<u8> {
     if vip.is_ipv4() {
         encode_v4(CLIENT, cport).to_vec()
     } else {
-        insert_block_v6(CLIENT6, cport).to_vec()
+        encode_v6(CLIENT6, cport).to_vec()
     }
 }
 
@@ -114,7 +115,17 @@ fn to_real_with_options(
     options: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    tcp_frame(LB_MAC, mac(slot), local_of(real), lport, real, rport, flags, options, payload)
+    tcp_frame(
+        LB_MAC,
+        mac(slot),
+        local_of(real),
+        lport,
+        real,
+        rport,
+        flags,
+        options,
+        payload,
+    )
 }
 
 /// A TCP frame like `common::frame`'s, with TCP options.
@@ -278,7 +289,15 @@ fn fullnat_golden_packet_table() {
         "v4 tcp first ACK (with the request): the client's TOA inserted, same local port",
         to_vip(vip, 41000, 80, Some(ACK), get),
         verdict::TX,
-        Some(to_real_with_options(0, r0, 8080, p0, ACK, &toa_of(vip, 41000), get)),
+        Some(to_real_with_options(
+            0,
+            r0,
+            8080,
+            p0,
+            ACK,
+            &toa_of(vip, 41000),
+            get,
+        )),
         Counter::TxToa,
     ));
     cases.push(case(
@@ -314,21 +333,59 @@ fn fullnat_golden_packet_table() {
     let full = [1u8; 40];
     cases.push(case(
         "v4 tcp first ACK whose options are full: no TOA, counted, forwarded untruncated",
-        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41001, vip, 80, ACK, &full, b""),
+        tcp_frame(
+            CLIENT_MAC,
+            LB_MAC,
+            ip4(CLIENT),
+            41001,
+            vip,
+            80,
+            ACK,
+            &full,
+            b"",
+        ),
         verdict::TX,
         Some(to_real_with_options(0, r0, 8080, p1, ACK, &full, b"")),
         Counter::ToaNoRoom,
     ));
     cases.push(case(
         "v4 tcp first ACK with 32 bytes of options: the TOA fits after them",
-        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41009, vip, 80, SYN, &[1u8; 32], b""),
+        tcp_frame(
+            CLIENT_MAC,
+            LB_MAC,
+            ip4(CLIENT),
+            41009,
+            vip,
+            80,
+            SYN,
+            &[1u8; 32],
+            b"",
+        ),
         verdict::TX,
-        Some(to_real_with_options(0, r0, 8080, port(&dp, 2), SYN, &[1u8; 32], b"")),
+        Some(to_real_with_options(
+            0,
+            r0,
+            8080,
+            port(&dp, 2),
+            SYN,
+            &[1u8; 32],
+            b"",
+        )),
         Counter::SessionMiss,
     ));
     cases.push(case(
-        "the ACK: 32 bytes of options and the TOA, 40 in all",
-        tcp_frame(CLIENT_MAC, LB_MAC, ip4(CLIENT), 41009, vip, 80, ACK, &[1u8; 32], get),
+        "the ACK: the TOA first, then its 32 bytes of options, 40 in all",
+        tcp_frame(
+            CLIENT_MAC,
+            LB_MAC,
+            ip4(CLIENT),
+            41009,
+            vip,
+            80,
+            ACK,
+            &[1u8; 32],
+            get,
+        ),
         verdict::TX,
         Some(to_real_with_options(
             0,
@@ -336,7 +393,7 @@ fn fullnat_golden_packet_table() {
             8080,
             port(&dp, 2),
             ACK,
-            &[&[1u8; 32][..], &toa_of(vip, 41009)].concat(),
+            &[&toa_of(vip, 41009)[..], &[1u8; 32]].concat(),
             get,
         )),
         Counter::TxToa,
@@ -423,7 +480,9 @@ fn fullnat_golden_packet_table() {
         "v4 udp without a checksum stays without one",
         without_udp_checksum(to_vip(vip, 5353, 53, None, b"again")),
         verdict::TX,
-        Some(without_udp_checksum(to_real(0, r0, 8080, p1, None, b"again"))),
+        Some(without_udp_checksum(to_real(
+            0, r0, 8080, p1, None, b"again",
+        ))),
         Counter::SessionHit,
     ));
     // --- the real's SYN-ACK announces an MSS that leaves room for the TOA ---
@@ -432,10 +491,30 @@ fn fullnat_golden_packet_table() {
         [2u8, 4, b[0], b[1]]
     };
     let syn_ack_from = |slot, real: IpAddr, rport, lport, opts: &[u8]| {
-        tcp_frame(mac(slot), LB_MAC, real, rport, local_of(real), lport, SYN_ACK, opts, b"")
+        tcp_frame(
+            mac(slot),
+            LB_MAC,
+            real,
+            rport,
+            local_of(real),
+            lport,
+            SYN_ACK,
+            opts,
+            b"",
+        )
     };
     let syn_ack_to = |vip: IpAddr, vport, cport, opts: &[u8]| {
-        tcp_frame(LB_MAC, CLIENT_MAC, vip, vport, client_of(vip), cport, SYN_ACK, opts, b"")
+        tcp_frame(
+            LB_MAC,
+            CLIENT_MAC,
+            vip,
+            vport,
+            client_of(vip),
+            cport,
+            SYN_ACK,
+            opts,
+            b"",
+        )
     };
     cases.push(case(
         "v4 SYN of a flow whose SYN-ACK carries an MSS",
@@ -459,21 +538,48 @@ fn fullnat_golden_packet_table() {
         "v4 SYN-ACK with the MSS first: lowered by the TOA's 8 bytes",
         syn_ack_from(0, r0, 8080, p_a, &[&mss(1460)[..], &[1, 3, 3, 7]].concat()),
         verdict::TX,
-        Some(syn_ack_to(vip, 80, 41000, &[&mss(1452)[..], &[1, 3, 3, 7]].concat())),
+        Some(syn_ack_to(
+            vip,
+            80,
+            41000,
+            &[&mss(1452)[..], &[1, 3, 3, 7]].concat(),
+        )),
         Counter::TxFullnatReply,
     ));
     cases.push(case(
         "v4 SYN-ACK with a NOP before the MSS (an odd offset): lowered, checksum right",
-        syn_ack_from(0, r0, 8080, p_b, &[&[1u8][..], &mss(1400), &[1, 1, 1]].concat()),
+        syn_ack_from(
+            0,
+            r0,
+            8080,
+            p_b,
+            &[&[1u8][..], &mss(1400), &[1, 1, 1]].concat(),
+        ),
         verdict::TX,
-        Some(syn_ack_to(vip, 80, 41001, &[&[1u8][..], &mss(1392), &[1, 1, 1]].concat())),
+        Some(syn_ack_to(
+            vip,
+            80,
+            41001,
+            &[&[1u8][..], &mss(1392), &[1, 1, 1]].concat(),
+        )),
         Counter::TxFullnatReply,
     ));
     cases.push(case(
         "v4 SYN-ACK whose MSS is not the first option: left as it is",
-        syn_ack_from(0, r0, 8080, p_a, &[&[4u8, 2][..], &mss(1460), &[1, 1]].concat()),
+        syn_ack_from(
+            0,
+            r0,
+            8080,
+            p_a,
+            &[&[4u8, 2][..], &mss(1460), &[1, 1]].concat(),
+        ),
         verdict::TX,
-        Some(syn_ack_to(vip, 80, 41000, &[&[4u8, 2][..], &mss(1460), &[1, 1]].concat())),
+        Some(syn_ack_to(
+            vip,
+            80,
+            41000,
+            &[&[4u8, 2][..], &mss(1460), &[1, 1]].concat(),
+        )),
         Counter::TxFullnatReply,
     ));
     // --- IPv6 ---
@@ -485,17 +591,45 @@ fn fullnat_golden_packet_table() {
         Counter::SessionMiss,
     ));
     cases.push(case(
-        "v6 tcp SYN-ACK back from [VIP6]:80, its MSS lowered by the TOA's 24 bytes",
-        tcp_frame(mac(1), LB_MAC, r1, 8080, local_of(r1), p0, SYN_ACK, &mss(1440), b""),
+        "v6 tcp SYN-ACK back from [VIP6]:80, its MSS lowered by the TOA's 20 bytes",
+        tcp_frame(
+            mac(1),
+            LB_MAC,
+            r1,
+            8080,
+            local_of(r1),
+            p0,
+            SYN_ACK,
+            &mss(1440),
+            b"",
+        ),
         verdict::TX,
-        Some(tcp_frame(LB_MAC, CLIENT_MAC, vip6, 80, client_of(vip6), 41000, SYN_ACK, &mss(1416), b"")),
+        Some(tcp_frame(
+            LB_MAC,
+            CLIENT_MAC,
+            vip6,
+            80,
+            client_of(vip6),
+            41000,
+            SYN_ACK,
+            &mss(1420),
+            b"",
+        )),
         Counter::TxFullnatReply,
     ));
     cases.push(case(
-        "v6 tcp first ACK: the client's TOA (20 bytes and 4 NOPs) inserted",
+        "v6 tcp first ACK: the client's TOA (20 bytes) inserted",
         to_vip(vip6, 41000, 80, Some(ACK), get),
         verdict::TX,
-        Some(to_real_with_options(1, r1, 8080, p0, ACK, &toa_of(vip6, 41000), get)),
+        Some(to_real_with_options(
+            1,
+            r1,
+            8080,
+            p0,
+            ACK,
+            &toa_of(vip6, 41000),
+            get,
+        )),
         Counter::TxToa,
     ));
     cases.push(case(

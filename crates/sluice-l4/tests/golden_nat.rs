@@ -19,10 +19,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::*;
+use etherparse::PacketBuilder;
 use sluice_l4::{Dataplane, DataplaneParams, verdict};
 use sluice_testkit::frames::{CLIENT_MAC, LB_MAC};
 use sluice_wire::checksum;
-use etherparse::PacketBuilder;
 use sluice_wire::maps::{Counter, FlowKey, NatReverse, addr_v4, family, method, state};
 
 /// The `nat` VIP (TCP 80 → 8080, UDP 53 → 8080, TCP 81 → 81, TCP 82 →

@@ -202,7 +202,11 @@ mod tests {
                         assert!(seen.insert(p), "port {p} handed out twice");
                     }
                 }
-                assert_eq!(seen.len(), usize::from(max - min) + 1, "{min}-{max} / {ncpus}");
+                assert_eq!(
+                    seen.len(),
+                    usize::from(max - min) + 1,
+                    "{min}-{max} / {ncpus}"
+                );
             }
         }
     }
@@ -232,6 +236,9 @@ mod tests {
             _pad: 0,
         };
         let f = forward_key(&k, &rev, vip);
-        assert_eq!((f.src, f.dst, f.sport, f.dport, f.proto), (client, vip, 5555, 80, 6));
+        assert_eq!(
+            (f.src, f.dst, f.sport, f.dport, f.proto),
+            (client, vip, 5555, 80, 6)
+        );
     }
 }

@@ -325,26 +325,13 @@ const _: () =
 // === Insertion (the LB's side, `fullnat`) ===
 
 /// Bytes the LB inserts for an IPv4 client: the option itself (a
-/// multiple of 4 already, as TCP's data offset needs).
+/// multiple of 4, as TCP's data offset needs).
 pub const INSERT_LEN_V4: usize = TOA_LEN_V4 as usize;
-/// Bytes the LB inserts for an IPv6 client: the 20-byte option and four
-/// NOPs, so the TCP header stays a multiple of 4 bytes long.
-pub const INSERT_LEN_V6: usize = 24;
+/// Bytes the LB inserts for an IPv6 client: the option itself (20, a
+/// multiple of 4 too).
+pub const INSERT_LEN_V6: usize = TOA_LEN_V6 as usize;
 /// Longest TCP header (data offset 15 × 4 bytes).
 pub const TCP_HDR_MAX_LEN: usize = 60;
-
-/// The bytes inserted for an IPv6 client: [`encode_v6`] and four NOPs.
-#[must_use]
-pub const fn insert_block_v6(addr: [u8; 16], port: u16) -> [u8; INSERT_LEN_V6] {
-    let o = encode_v6(addr, port);
-    let mut b = [TCP_OPT_NOP; INSERT_LEN_V6];
-    let mut i = 0;
-    while i < o.len() {
-        b[i] = o[i];
-        i += 1;
-    }
-    b
-}
 
 /// Whether a TCP header of `tcp_hdr_len` bytes has room for `insert`
 /// more bytes of options.
@@ -365,7 +352,12 @@ pub const fn grown_offset_word(word: u16, insert: usize) -> u16 {
 /// `old_word` to [`grown_offset_word`], and the pseudo-header's length
 /// from `seg_len` to `seg_len + N` (RFC 1624, as `crate::nat` updates).
 #[must_use]
-pub fn grown_check<const N: usize>(check: u16, old_word: u16, seg_len: u16, block: &[u8; N]) -> u16 {
+pub fn grown_check<const N: usize>(
+    check: u16,
+    old_word: u16,
+    seg_len: u16,
+    block: &[u8; N],
+) -> u16 {
     let c = checksum::update16(check, old_word, grown_offset_word(old_word, N));
     let c = checksum::update16(c, seg_len, seg_len.wrapping_add(N as u16));
     checksum::update_bytes(c, &[0u8; N], block)
@@ -402,7 +394,7 @@ pub fn field_check(check: u16, old: u16, new: u16, odd: bool) -> u16 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     extern crate std;
-    use std::{vec, vec::Vec};
+    use std::vec;
 
     use super::*;
 
@@ -620,8 +612,8 @@ mod tests {
         let src = [10u8, 99, 0, 2];
         let dst = [10u8, 99, 0, 11];
         let mut seg = vec![
-            0x9c, 0x40, 0x1f, 0x90, 0, 0, 0x03, 0xe8, 0, 0, 0x07, 0xd0, 0x80, 0x10, 0xfa, 0xf0,
-            0, 0, 0, 0, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2,
+            0x9c, 0x40, 0x1f, 0x90, 0, 0, 0x03, 0xe8, 0, 0, 0x07, 0xd0, 0x80, 0x10, 0xfa, 0xf0, 0,
+            0, 0, 0, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2,
         ];
         seg.extend_from_slice(b"hello");
         let full = |seg: &[u8]| {
@@ -641,17 +633,18 @@ mod tests {
         assert!(has_room(32, block.len()));
         let old_word = u16::from_be_bytes([seg[12], seg[13]]);
         let want_check = grown_check(c, old_word, seg.len() as u16, &block);
-        let mut grown = seg[..32].to_vec();
+        // Inserted right after the fixed header, before the other options.
+        let mut grown = seg[..20].to_vec();
         grown.extend_from_slice(&block);
-        grown.extend_from_slice(&seg[32..]);
+        grown.extend_from_slice(&seg[20..]);
         grown[12..14].copy_from_slice(&grown_offset_word(old_word, block.len()).to_be_bytes());
         assert_eq!(grown[12] >> 4, 10, "data offset 8 words + 2");
         assert_eq!(want_check, full(&grown));
         assert_eq!(find_in_tcp_header(&grown[..40]).map(|t| t.port), Some(5555));
-        let b6 = insert_block_v6([0xfd; 16], 80);
+        let b6 = encode_v6([0xfd; 16], 80);
         assert_eq!(b6.len() % 4, 0);
-        assert!(!has_room(40, b6.len()));
-        assert!(has_room(36, b6.len()));
+        assert!(!has_room(44, b6.len()));
+        assert!(has_room(40, b6.len()));
     }
 
     /// A field at an odd offset: the swapped update equals a full
@@ -677,5 +670,6 @@ mod tests {
         e2[22..24].copy_from_slice(&new.to_be_bytes());
         assert_eq!(field_check(c, 1460, new, false), full(&e2));
         assert_eq!(clamped_mss(20, INSERT_LEN_V6), 20);
+        assert_eq!(clamped_mss(1440, INSERT_LEN_V6), 1420);
     }
 }

@@ -89,7 +89,15 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
         .spawn(
             Node::Real(1),
             &[
-                "taskset", "-c", "1", SLUICE, "realserver", "web", "--listen", &listen, "--name",
+                "taskset",
+                "-c",
+                "1",
+                SLUICE,
+                "realserver",
+                "web",
+                "--listen",
+                &listen,
+                "--name",
                 "rs1-pinned",
             ],
         )
@@ -105,10 +113,12 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
     assert!(up, "the pinned web server did not come up");
 
     let mut config = fullnat_config("web", 80, &[("10.99.0.11", 80), ("10.99.0.12", 80)]);
-    config.push_str(&fullnat_config("pinned", 81, &[("10.99.0.11", PINNED_PORT)])
-        .split_once("\n\n")
-        .map(|(_, svc)| format!("\n{svc}"))
-        .unwrap());
+    config.push_str(
+        &fullnat_config("pinned", 81, &[("10.99.0.11", PINNED_PORT)])
+            .split_once("\n\n")
+            .map(|(_, svc)| format!("\n{svc}"))
+            .unwrap(),
+    );
     let _d = start_daemon(&lab, &config);
 
     // New connections: both reals serve, and each saw the LB's local
@@ -123,7 +133,13 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
     let out = lab
         .exec(
             Node::Client,
-            &["curl", "-sS", "--max-time", "5", "http://10.99.255.1/whoami"],
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "http://10.99.255.1/whoami",
+            ],
         )
         .unwrap();
     let who: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -177,18 +193,17 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
     assert_eq!(web["method"], "fullnat", "{list}");
     let pool = &web["local_addresses"][0];
     assert_eq!(pool["address"], LOCAL, "{list}");
-    assert_eq!(
-        pool["per_real"],
-        u64::from(PORTS.1 - PORTS.0) + 1,
-        "{list}"
-    );
+    assert_eq!(pool["per_real"], u64::from(PORTS.1 - PORTS.0) + 1, "{list}");
     // The sessions of the last connections are closing, not gone: their
     // ports are still held.
     assert!(pool["in_use"].as_u64().unwrap() >= 20, "{list}");
     let text = String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "list"]).stdout).into_owned();
     assert!(text.contains(LOCAL), "{text}");
     let m = metrics(&lab);
-    assert!(metric(&m, "sluice_l4_tx_fullnat_reply_total").unwrap() > 0, "{m}");
+    assert!(
+        metric(&m, "sluice_l4_tx_fullnat_reply_total").unwrap() > 0,
+        "{m}"
+    );
     assert!(
         m.contains(&format!(
             "sluice_l4_local_ports_per_real{{service=\"web\",local=\"{LOCAL}\"}} {}",
@@ -213,7 +228,14 @@ fn fullnat_a_dying_real_ends_the_transfer() {
         .spawn(
             Node::Real(1),
             &[
-                SLUICE, "realserver", "web", "--listen", &listen, "--name", "rs1-long", "--size",
+                SLUICE,
+                "realserver",
+                "web",
+                "--listen",
+                &listen,
+                "--name",
+                "rs1-long",
+                "--size",
                 &size,
             ],
         )
@@ -227,7 +249,10 @@ fn fullnat_a_dying_real_ends_the_transfer() {
         ok
     });
     assert!(up, "the web server did not come up");
-    let _d = start_daemon(&lab, &fullnat_config("web", 80, &[("10.99.0.11", PINNED_PORT)]));
+    let _d = start_daemon(
+        &lab,
+        &fullnat_config("web", 80, &[("10.99.0.11", PINNED_PORT)]),
+    );
     let served = (0..50).any(|_| {
         let ok = curl(&lab, &[], "http://10.99.255.1/whoami")
             .is_ok_and(|(_, _, real)| real == "rs1-long");

@@ -56,9 +56,9 @@ use crate::consts::{
     ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, ICMP_HDR_LEN, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
     PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN,
 };
-use crate::icmp::quoted_flow;
 use crate::forward::forwarded;
 use crate::frame::{be16, read};
+use crate::icmp::quoted_flow;
 use crate::maps::{
     SLUICE_FULLNAT_REVERSE, SLUICE_LOCAL_ADDRS, SLUICE_LOCAL_CURSOR, SLUICE_LOCAL_INDEX,
     SLUICE_NAT_ARGS, SLUICE_NAT_PROGS, SLUICE_SESSIONS, SLUICE_VIP_BY_INDEX, SLUICE_VIP_LOCALS,
@@ -270,14 +270,7 @@ fn forward_in_frame(
     let Some(la) = SLUICE_LOCAL_ADDRS.get(u32::from(local.slot)) else {
         return Err(Counter::DropFullnatNoPort);
     };
-    rewrite(
-        ctx,
-        fam,
-        key.proto,
-        Side::Destination,
-        &r.addr,
-        rport,
-    )?;
+    rewrite(ctx, fam, key.proto, Side::Destination, &r.addr, rport)?;
     rewrite(ctx, fam, key.proto, Side::Source, &la.addr, local.port)?;
     set_macs(ctx, r.mac, c.real_side_mac)
 }
@@ -525,8 +518,7 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     // SAFETY: reading the kernel's clock has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let fwd = fullnat::forward_key(&rk, &rev, vip);
-    let Some(sp) = session::fullnat_session(c, &fwd, &key.src, key.sport, &rk, now)
-    else {
+    let Some(sp) = session::fullnat_session(c, &fwd, &key.src, key.sport, &rk, now) else {
         return Err(Counter::PassNatNoSession);
     };
     session::reply_advance(sp, key.proto, flags, now);

@@ -233,7 +233,13 @@ pub(crate) struct Case {
     pub(crate) counter: Counter,
 }
 
-pub(crate) fn case(desc: &'static str, input: Vec<u8>, v: u32, output: Option<Vec<u8>>, c: Counter) -> Case {
+pub(crate) fn case(
+    desc: &'static str,
+    input: Vec<u8>,
+    v: u32,
+    output: Option<Vec<u8>>,
+    c: Counter,
+) -> Case {
     Case {
         desc,
         input,
@@ -274,7 +280,15 @@ pub(crate) fn real(i: u32, a: IpAddr, port: u16) -> RealDef {
 
 /// Service `idx` on `vip:port/proto` with method `m`, every ring entry
 /// naming `slot`.
-pub(crate) fn service(dp: &mut Dataplane, idx: u32, vip: IpAddr, port: u16, proto: u8, m: u8, slot: u32) {
+pub(crate) fn service(
+    dp: &mut Dataplane,
+    idx: u32,
+    vip: IpAddr,
+    port: u16,
+    proto: u8,
+    m: u8,
+    slot: u32,
+) {
     dp.set_ring(idx, &vec![slot; RING as usize]).unwrap();
     let fam = if vip.is_ipv4() {
         family::V4
@@ -299,7 +313,6 @@ pub(crate) fn service(dp: &mut Dataplane, idx: u32, vip: IpAddr, port: u16, prot
     )
     .unwrap();
 }
-
 
 pub(crate) fn run(dp: &Dataplane, cases: &[Case]) -> Vec<String> {
     let mut failures = Vec::new();
