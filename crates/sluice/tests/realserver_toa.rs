@@ -21,6 +21,7 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, recv,
     sendto, setsockopt, socket, sockopt,
 };
+use sluice_testkit::bpffs::Bpffs;
 use sluice_testkit::netns::{Netns, create_veth, unique_label};
 use sluice_wire::checksum;
 use sluice_wire::toa::{Toa, encode};
@@ -51,36 +52,6 @@ const READER_STOP: Duration = Duration::from_secs(5);
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The raw socket's receive timeout (one read).
 const RECV_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// A bpffs mounted on a fresh directory; unmounted and removed on drop.
-/// Pins under `/sys/fs/bpf` would be invisible to `ip netns exec`, which
-/// remounts /sys (docs/platform notes), so the test pins here.
-struct Bpffs(PathBuf);
-
-impl Bpffs {
-    fn mount(label: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("sluice-{label}-bpffs"));
-        std::fs::create_dir_all(&dir).unwrap();
-        if let Err(e) = nix::mount::mount(
-            Some("bpf"),
-            &dir,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        ) {
-            let _ = std::fs::remove_dir(&dir);
-            panic!("mounting bpffs on {} (needs root): {e}", dir.display());
-        }
-        Self(dir)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 /// The running reader: SIGTERM and a bounded wait on drop (then SIGKILL).
 struct Reader {
@@ -357,8 +328,8 @@ fn lookup_names_the_client_the_lb_announced() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let fs = Bpffs::mount(&label);
-    let pin_dir = fs.0.join("sluice");
+    let fs = Bpffs::mount(&label).unwrap();
+    let pin_dir = fs.path().join("sluice");
     let pin_dir_s = pin_dir.to_str().unwrap().to_owned();
     let work = tempfile::tempdir().unwrap();
     let mut reader = start_reader(&real, &pin_dir, work.path().join("reader.log"));
