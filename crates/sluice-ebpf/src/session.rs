@@ -6,6 +6,7 @@
 //! real's reply belongs to a live session ([`nat_reply`]), which moves
 //! the same state on with the real's half.
 
+use sluice_wire::fullnat::{self, FullnatKey};
 use sluice_wire::maps::{
     Addr, Counter, FlowKey, FlowVal, GlobalCfg, Method, PersistKey, PersistVal, RealDef, VipMeta,
     real_flags, state, vip_filter_slot, vip_flags,
@@ -221,24 +222,22 @@ fn reply_session(
 }
 
 /// The live session of a `fullnat` flow `fwd` that connects to the real
-/// at `from`:`from_port` from local slot `local_slot`, port `lport`
-/// ([`reply_session`], and the local end is still the session's: a
-/// reverse entry left by an earlier session of the same client tuple is
-/// not).
+/// at `from`:`from_port` from the local end reverse key `rk` names
+/// ([`reply_session`], and the local end is still the session's:
+/// `sluice_wire::fullnat::holds`; a reverse entry left by an earlier
+/// session of the same client tuple is not).
 #[inline(always)]
 pub(crate) fn fullnat_session(
     c: &GlobalCfg,
     fwd: &FlowKey,
     from: &Addr,
     from_port: u16,
-    local_slot: u8,
-    lport: u16,
+    rk: &FullnatKey,
     now: u64,
 ) -> Option<*mut FlowVal> {
     let sp = reply_session(c, fwd, Method::Fullnat, from, from_port, now)?;
     // SAFETY: as in `reply_session`.
-    let s = unsafe { &*sp };
-    if u32::from(s.local_slot) != u32::from(local_slot) + 1 || s.local_port != lport {
+    if !fullnat::holds(rk, unsafe { &*sp }) {
         return None;
     }
     Some(sp)

@@ -24,7 +24,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use sluice_wire::maps::{Addr, family};
-use sluice_wire::toa::{TCP_OPTIONS_MAX_LEN, TOA_CAPACITY, ToaKey, ToaVal, find};
+use sluice_wire::toa::{TCP_OPTIONS_MAX_LEN, ToaKey, ToaVal, find};
 
 use crate::consts::{
     ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_HDR_LEN, IPV6_HDR_LEN, PROTO_TCP, TCP_HDR_LEN,
@@ -35,12 +35,19 @@ use crate::frame::{be16, read, v4_addr, v6_addr};
 /// areas are whole 32-bit words (the data offset counts words).
 const OPTION_WORD: usize = 4;
 
+/// Entries `SLUICE_TOA` is declared with. Every load of the object
+/// creates all its maps, and an LRU hash is allocated whole when it is
+/// created: declared at its real size it would cost every `sluice run`
+/// and every helper program megabytes for a map only the TOA reader
+/// uses. The reader's loader sizes it (`sluice_wire::toa::TOA_CAPACITY`).
+const UNSIZED_ENTRIES: u32 = 1;
+
 /// `sluice_wire::toa::MAP_TOA`: connection → client. One LRU list for
 /// all CPUs (no `BPF_F_NO_COMMON_LRU`): entries are written about twice
 /// per connection, so the shared list's lock is not a hot spot, and a
 /// per-CPU list would evict entries of one CPU while others had room.
 #[map(name = "SLUICE_TOA")]
-static SLUICE_TOA: LruHashMap<ToaKey, ToaVal> = LruHashMap::with_max_entries(TOA_CAPACITY, 0);
+static SLUICE_TOA: LruHashMap<ToaKey, ToaVal> = LruHashMap::with_max_entries(UNSIZED_ENTRIES, 0);
 
 /// Records the TOA of a TCP segment, if it has one; passes every frame.
 #[xdp]

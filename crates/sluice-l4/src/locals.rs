@@ -176,8 +176,7 @@ fn alive(
         state::TCP_CLOSING => p.tcp_closing_timeout,
         _ => p.udp_timeout,
     };
-    u32::from(s.local_slot) == u32::from(k.local_slot) + 1
-        && s.local_port == k.lport
+    sluice_wire::fullnat::holds(k, s)
         && now.saturating_sub(s.last_seen_ns) <= timeout.as_nanos() as u64
 }
 

@@ -34,7 +34,8 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use sluice_wire::maps::{
-    Addr, MAP_NAT_REVERSE, MAP_RING, MAP_SESSIONS, addr_from_bytes, addr_to_bytes, addr_v4, family,
+    Addr, MAP_NAT_REVERSE, MAP_PERSIST, MAP_RING, MAP_SESSIONS, addr_from_bytes, addr_to_bytes,
+    addr_v4, family,
 };
 pub use sluice_wire::toa::{MAP_TOA, TOA_CAPACITY, ToaKey, ToaVal};
 
@@ -350,12 +351,16 @@ impl ToaReader {
     /// [`ToaError::Load`], or [`ToaError::Program`] when the verifier
     /// refuses the program.
     pub fn load() -> Result<Self, ToaError> {
-        // The object's other maps are created with it; those sized at load
-        // time get their smallest sizes, since only SLUICE_TOA is used.
+        // The object's other maps are created with it: the large ones get
+        // small sizes, since only SLUICE_TOA is used. SLUICE_TOA itself is
+        // declared with one entry (so that other loads of the object do
+        // not pay for it) and gets its real size here.
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_TOA, TOA_CAPACITY)
             .map_max_entries(MAP_RING, 1)
             .map_max_entries(MAP_SESSIONS, MIN_SESSION_CAPACITY)
             .map_max_entries(MAP_NAT_REVERSE, MIN_SESSION_CAPACITY)
+            .map_max_entries(MAP_PERSIST, MIN_SESSION_CAPACITY)
             .load(object_bytes())?;
         let prog = program_mut(&mut ebpf)?;
         prog.load().map_err(|source| ToaError::Program {

@@ -19,7 +19,7 @@ use sluice_l4::{Dataplane, DataplaneParams, verdict};
 use sluice_testkit::frames::{CLIENT_MAC, LB_MAC};
 use sluice_wire::fullnat::{LocalAddr, cpu_port, cpu_port_count};
 use sluice_wire::maps::{Counter, VipKey, VipMeta, family, method, sched, vip_flags};
-use sluice_wire::toa::{encode_v4, insert_block_v6};
+use sluice_wire::toa::{encode_v4, encode_v6};
 
 /// The `fullnat` VIP: TCP 80 and UDP 53 → 10.99.0.11:8080, TCP 81 →
 /// 10.99.0.12:81 (a second real), and on the IPv6 VIP TCP 80 →
@@ -101,7 +101,7 @@ fn toa_of(vip: IpAddr, cport: u16) -> Vec<u8> {
     if vip.is_ipv4() {
         encode_v4(CLIENT, cport).to_vec()
     } else {
-        insert_block_v6(CLIENT6, cport).to_vec()
+        encode_v6(CLIENT6, cport).to_vec()
     }
 }
 
@@ -374,7 +374,7 @@ fn fullnat_golden_packet_table() {
         Counter::SessionMiss,
     ));
     cases.push(case(
-        "the ACK: 32 bytes of options and the TOA, 40 in all",
+        "the ACK: the TOA first, then its 32 bytes of options, 40 in all",
         tcp_frame(
             CLIENT_MAC,
             LB_MAC,
@@ -393,7 +393,7 @@ fn fullnat_golden_packet_table() {
             8080,
             port(&dp, 2),
             ACK,
-            &[&[1u8; 32][..], &toa_of(vip, 41009)].concat(),
+            &[&toa_of(vip, 41009)[..], &[1u8; 32]].concat(),
             get,
         )),
         Counter::TxToa,
@@ -485,6 +485,103 @@ fn fullnat_golden_packet_table() {
         ))),
         Counter::SessionHit,
     ));
+    // --- the real's SYN-ACK announces an MSS that leaves room for the TOA ---
+    let mss = |v: u16| {
+        let b = v.to_be_bytes();
+        [2u8, 4, b[0], b[1]]
+    };
+    let syn_ack_from = |slot, real: IpAddr, rport, lport, opts: &[u8]| {
+        tcp_frame(
+            mac(slot),
+            LB_MAC,
+            real,
+            rport,
+            local_of(real),
+            lport,
+            SYN_ACK,
+            opts,
+            b"",
+        )
+    };
+    let syn_ack_to = |vip: IpAddr, vport, cport, opts: &[u8]| {
+        tcp_frame(
+            LB_MAC,
+            CLIENT_MAC,
+            vip,
+            vport,
+            client_of(vip),
+            cport,
+            SYN_ACK,
+            opts,
+            b"",
+        )
+    };
+    cases.push(case(
+        "v4 SYN of a flow whose SYN-ACK carries an MSS",
+        to_vip(vip, 41100, 81, Some(SYN), b""),
+        verdict::TX,
+        // CPU 0's cursor stands at 2 now (R2's first flow took 0, UDP 1).
+        Some(to_real(2, r2, 81, port(&dp, 2), Some(SYN), b"")),
+        Counter::SessionMiss,
+    ));
+    cases.push(case(
+        "a service without TOA keeps the real's MSS",
+        syn_ack_from(2, r2, 81, port(&dp, 2), &mss(1460)),
+        verdict::TX,
+        Some(syn_ack_to(vip, 81, 41100, &mss(1460))),
+        Counter::TxFullnatReply,
+    ));
+    // SYN-ACKs (retransmitted) of the TOA service's flows 41000 (on p0)
+    // and 41001 (on p1), with different option layouts.
+    let (p_a, p_b) = (p0, p1);
+    cases.push(case(
+        "v4 SYN-ACK with the MSS first: lowered by the TOA's 8 bytes",
+        syn_ack_from(0, r0, 8080, p_a, &[&mss(1460)[..], &[1, 3, 3, 7]].concat()),
+        verdict::TX,
+        Some(syn_ack_to(
+            vip,
+            80,
+            41000,
+            &[&mss(1452)[..], &[1, 3, 3, 7]].concat(),
+        )),
+        Counter::TxFullnatReply,
+    ));
+    cases.push(case(
+        "v4 SYN-ACK with a NOP before the MSS (an odd offset): lowered, checksum right",
+        syn_ack_from(
+            0,
+            r0,
+            8080,
+            p_b,
+            &[&[1u8][..], &mss(1400), &[1, 1, 1]].concat(),
+        ),
+        verdict::TX,
+        Some(syn_ack_to(
+            vip,
+            80,
+            41001,
+            &[&[1u8][..], &mss(1392), &[1, 1, 1]].concat(),
+        )),
+        Counter::TxFullnatReply,
+    ));
+    cases.push(case(
+        "v4 SYN-ACK whose MSS is not the first option: left as it is",
+        syn_ack_from(
+            0,
+            r0,
+            8080,
+            p_a,
+            &[&[4u8, 2][..], &mss(1460), &[1, 1]].concat(),
+        ),
+        verdict::TX,
+        Some(syn_ack_to(
+            vip,
+            80,
+            41000,
+            &[&[4u8, 2][..], &mss(1460), &[1, 1]].concat(),
+        )),
+        Counter::TxFullnatReply,
+    ));
     // --- IPv6 ---
     cases.push(case(
         "v6 tcp SYN: from the IPv6 local address",
@@ -494,14 +591,34 @@ fn fullnat_golden_packet_table() {
         Counter::SessionMiss,
     ));
     cases.push(case(
-        "v6 tcp SYN-ACK back from [VIP6]:80",
-        from_real(1, r1, 8080, p0, Some(SYN_ACK), b""),
+        "v6 tcp SYN-ACK back from [VIP6]:80, its MSS lowered by the TOA's 20 bytes",
+        tcp_frame(
+            mac(1),
+            LB_MAC,
+            r1,
+            8080,
+            local_of(r1),
+            p0,
+            SYN_ACK,
+            &mss(1440),
+            b"",
+        ),
         verdict::TX,
-        Some(to_client(vip6, 80, 41000, Some(SYN_ACK), b"")),
+        Some(tcp_frame(
+            LB_MAC,
+            CLIENT_MAC,
+            vip6,
+            80,
+            client_of(vip6),
+            41000,
+            SYN_ACK,
+            &mss(1420),
+            b"",
+        )),
         Counter::TxFullnatReply,
     ));
     cases.push(case(
-        "v6 tcp first ACK: the client's TOA (20 bytes and 4 NOPs) inserted",
+        "v6 tcp first ACK: the client's TOA (20 bytes) inserted",
         to_vip(vip6, 41000, 80, Some(ACK), get),
         verdict::TX,
         Some(to_real_with_options(
@@ -522,9 +639,9 @@ fn fullnat_golden_packet_table() {
         Some(to_client(vip6, 80, 41000, Some(ACK), body)),
         Counter::TxFullnatReply,
     ));
-    // --- ICMP errors about fullnat flows are the kernel's ---
+    // --- ICMP errors about a flow, both ways ---
     cases.push(case(
-        "an ICMP error to the VIP about a fullnat flow: passed to the kernel",
+        "the client's too-big about a reply (to the VIP): to the real, about the real's own reply",
         icmp_error(
             CLIENT_MAC,
             LB_MAC,
@@ -533,9 +650,72 @@ fn fullnat_golden_packet_table() {
             IcmpError::TooBig,
             ip_of(&to_client(vip, 80, 41000, Some(ACK), body)),
         ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            mac(0),
+            ip4(LOCAL),
+            r0,
+            IcmpError::TooBig,
+            ip_of(&from_real(0, r0, 8080, p0, Some(ACK), body)),
+        )),
+        Counter::IcmpForwarded,
+    ));
+    cases.push(case(
+        "the real's port unreachable to the local address: to the client, from the VIP",
+        icmp_error(
+            mac(0),
+            LB_MAC,
+            r0,
+            ip4(LOCAL),
+            IcmpError::PortUnreachable,
+            ip_of(&to_real(0, r0, 8080, p1, None, b"again")),
+        ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            CLIENT_MAC,
+            vip,
+            ip4(CLIENT),
+            IcmpError::PortUnreachable,
+            ip_of(&to_vip(vip, 5353, 53, None, b"again")),
+        )),
+        Counter::TxNatIcmpReply,
+    ));
+    cases.push(case(
+        "an error to the local address about a flow it never sent: passed untouched",
+        icmp_error(
+            mac(0),
+            LB_MAC,
+            r0,
+            ip4(LOCAL),
+            IcmpError::PortUnreachable,
+            ip_of(&to_real(0, r0, 8080, 39999, None, b"x")),
+        ),
         verdict::PASS,
         None,
-        Counter::PassIcmp,
+        Counter::PassNonVip,
+    ));
+    cases.push(case(
+        "v6: the real's packet too big to the local address, to the client from [VIP6]",
+        icmp_error(
+            mac(1),
+            LB_MAC,
+            r1,
+            ip6(LOCAL6),
+            IcmpError::TooBig,
+            ip_of(&to_real(1, r1, 8080, p0, Some(ACK), get)),
+        ),
+        verdict::TX,
+        Some(icmp_error(
+            LB_MAC,
+            CLIENT_MAC,
+            vip6,
+            ip6(CLIENT6),
+            IcmpError::TooBig,
+            ip_of(&to_vip(vip6, 41000, 80, Some(ACK), get)),
+        )),
+        Counter::TxNatIcmpReply,
     ));
     // --- RST and FIN from either side keep translating ---
     cases.push(case(

@@ -11,10 +11,11 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sluice_l4::toa::{ToaReader, lookup, pin_path};
 use sluice_l4::verdict;
+use sluice_testkit::bpffs::Bpffs;
 use sluice_testkit::frames::{v4, v6};
 use sluice_wire::toa::{Toa, encode};
 
@@ -86,36 +87,6 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-/// A bpffs mounted on a fresh directory for the test; unmounted and
-/// removed on drop, also when an assertion fails.
-struct Bpffs(PathBuf);
-
-impl Bpffs {
-    fn mount() -> Self {
-        let dir = std::env::temp_dir().join(format!("sluice-toa-golden-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        nix::mount::mount(
-            Some("bpf"),
-            &dir,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap_or_else(|e| {
-            let _ = std::fs::remove_dir(&dir);
-            panic!("mounting bpffs (this test needs root): {e}")
-        });
-        Self(dir)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir(&self.0);
     }
 }
 
@@ -310,7 +281,7 @@ fn records_toa_and_passes_every_frame_unchanged() {
         assert_eq!(out.frame, c.frame, "{}: the frame was changed", c.what);
     }
 
-    let mut rng = Rng(0x5eed_0f_70a);
+    let mut rng = Rng(0x0005_eed0_f70a);
     let before = reader.entries().unwrap().len();
     for i in 0..GARBAGE_FRAMES {
         let len =
@@ -369,8 +340,8 @@ fn records_toa_and_passes_every_frame_unchanged() {
 /// as `sluice realserver toa --lookup` reads it; the pin goes with the
 /// reader.
 fn pinned_lookup(mut reader: ToaReader) {
-    let fs = Bpffs::mount();
-    let dir = fs.0.join("sluice");
+    let fs = Bpffs::mount(&format!("toa-golden-{}", std::process::id())).unwrap();
+    let dir = fs.path().join("sluice");
     let pin = pin_path(&dir, "veth-real").unwrap();
     reader.pin(&pin).unwrap();
     assert_eq!(reader.pinned_at(), Some(pin.as_path()));

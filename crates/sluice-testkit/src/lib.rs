@@ -1,6 +1,7 @@
 //! What the tests and benchmarks of several sluice crates share, in one
 //! dev-only crate instead of files included across crates by path:
 //!
+//! - [`bpffs`]: a BPF file system mounted for a test (pinned maps);
 //! - [`frames`]: hand-built Ethernet frames for `BPF_PROG_TEST_RUN` (we
 //!   own these bytes, so malformed variants are easy to make);
 //! - [`services`]: the map contents of the data-plane benchmarks (three
@@ -13,6 +14,7 @@
 //! The callers write [`services`]' values into their own
 //! `sluice_l4::Dataplane`.
 
+pub mod bpffs;
 pub mod frames;
 pub mod netns;
 pub mod services;

@@ -157,6 +157,16 @@ pub const fn reverse_key(
     }
 }
 
+/// Does session `s` use the local end reverse key `k` names (its slot
+/// and port)? A reverse entry whose session now uses another (the
+/// client's tuple was reused) is not that session's. The one place of
+/// the rule: the kernel's reply path and port search, and the control
+/// plane's sweep, ask it.
+#[inline(always)]
+pub const fn holds(k: &FullnatKey, s: &crate::maps::FlowVal) -> bool {
+    s.local_slot as u32 == k.local_slot as u32 + 1 && s.local_port == k.lport
+}
+
 /// The session key (client → VIP) of a reply with reverse key `k` and
 /// entry `rev`, given the service's VIP address `vip`.
 #[inline(always)]

@@ -35,8 +35,8 @@
 //! let client = Toa { family: family::V4, addr: addr_v4([192, 0, 2, 7]), port: 40000 };
 //! let opt = encode(&client).unwrap();
 //! assert_eq!(opt.as_bytes(), &[254, 8, 0x9c, 0x40, 192, 0, 2, 7]);
-//! // After a NOP and a timestamp-like option of 10 bytes.
-//! let mut area = [1u8, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+//! // After two NOPs and a timestamps option (kind 8, 10 bytes).
+//! let mut area = [1u8, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 //! area[12..20].copy_from_slice(opt.as_bytes());
 //! assert_eq!(find(&area), Some(client));
 //! ```
@@ -213,10 +213,10 @@ pub fn find(options: &[u8]) -> Option<Toa> {
         if len < 2 || i + len > end {
             return None;
         }
-        if kind == TOA_KIND {
-            if let Some(t) = decode(options, i, len) {
-                return Some(t);
-            }
+        if kind == TOA_KIND
+            && let Some(t) = decode(options, i, len)
+        {
+            return Some(t);
         }
         i += len;
     }
@@ -325,26 +325,13 @@ const _: () =
 // === Insertion (the LB's side, `fullnat`) ===
 
 /// Bytes the LB inserts for an IPv4 client: the option itself (a
-/// multiple of 4 already, as TCP's data offset needs).
+/// multiple of 4, as TCP's data offset needs).
 pub const INSERT_LEN_V4: usize = TOA_LEN_V4 as usize;
-/// Bytes the LB inserts for an IPv6 client: the 20-byte option and four
-/// NOPs, so the TCP header stays a multiple of 4 bytes long.
-pub const INSERT_LEN_V6: usize = 24;
+/// Bytes the LB inserts for an IPv6 client: the option itself (20, a
+/// multiple of 4 too).
+pub const INSERT_LEN_V6: usize = TOA_LEN_V6 as usize;
 /// Longest TCP header (data offset 15 × 4 bytes).
 pub const TCP_HDR_MAX_LEN: usize = 60;
-
-/// The bytes inserted for an IPv6 client: [`encode_v6`] and four NOPs.
-#[must_use]
-pub const fn insert_block_v6(addr: [u8; 16], port: u16) -> [u8; INSERT_LEN_V6] {
-    let o = encode_v6(addr, port);
-    let mut b = [TCP_OPT_NOP; INSERT_LEN_V6];
-    let mut i = 0;
-    while i < o.len() {
-        b[i] = o[i];
-        i += 1;
-    }
-    b
-}
 
 /// Whether a TCP header of `tcp_hdr_len` bytes has room for `insert`
 /// more bytes of options.
@@ -376,11 +363,38 @@ pub fn grown_check<const N: usize>(
     checksum::update_bytes(c, &[0u8; N], block)
 }
 
+/// TCP option kind of the maximum segment size (RFC 9293).
+pub const TCP_OPT_MSS: u8 = 2;
+/// Length of the MSS option (kind, length, 2-byte value).
+pub const TCP_OPT_MSS_LEN: u8 = 4;
+
+/// The MSS a real's SYN-ACK announces once clamped so that the client's
+/// segments leave room for `insert` bytes of TOA: `mss - insert`, or
+/// `mss` itself when that would not leave a usable segment.
+#[must_use]
+pub const fn clamped_mss(mss: u16, insert: usize) -> u16 {
+    let i = insert as u16;
+    if mss > i { mss - i } else { mss }
+}
+
+/// The TCP checksum `check` after a 16-bit field changed from `old` to
+/// `new`; `odd`: the field starts at an odd offset of the segment (an
+/// MSS option after a lone NOP), so it straddles two checksum words and
+/// counts byte-swapped (RFC 1071's byte-order independence).
+#[must_use]
+pub fn field_check(check: u16, old: u16, new: u16, odd: bool) -> u16 {
+    if odd {
+        checksum::update16(check, old.swap_bytes(), new.swap_bytes())
+    } else {
+        checksum::update16(check, old, new)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     extern crate std;
-    use std::{vec, vec::Vec};
+    use std::vec;
 
     use super::*;
 
@@ -574,7 +588,7 @@ mod tests {
             let len = (rng.next() % 49) as usize;
             for b in buf.iter_mut().take(len) {
                 let r = rng.next();
-                *b = if r % 3 == 0 {
+                *b = if r.is_multiple_of(3) {
                     INTERESTING[(r >> 8) as usize % INTERESTING.len()]
                 } else {
                     (r >> 16) as u8
@@ -619,16 +633,43 @@ mod tests {
         assert!(has_room(32, block.len()));
         let old_word = u16::from_be_bytes([seg[12], seg[13]]);
         let want_check = grown_check(c, old_word, seg.len() as u16, &block);
-        let mut grown = seg[..32].to_vec();
+        // Inserted right after the fixed header, before the other options.
+        let mut grown = seg[..20].to_vec();
         grown.extend_from_slice(&block);
-        grown.extend_from_slice(&seg[32..]);
+        grown.extend_from_slice(&seg[20..]);
         grown[12..14].copy_from_slice(&grown_offset_word(old_word, block.len()).to_be_bytes());
         assert_eq!(grown[12] >> 4, 10, "data offset 8 words + 2");
         assert_eq!(want_check, full(&grown));
         assert_eq!(find_in_tcp_header(&grown[..40]).map(|t| t.port), Some(5555));
-        let b6 = insert_block_v6([0xfd; 16], 80);
+        let b6 = encode_v6([0xfd; 16], 80);
         assert_eq!(b6.len() % 4, 0);
-        assert!(!has_room(40, b6.len()));
-        assert!(has_room(36, b6.len()));
+        assert!(!has_room(44, b6.len()));
+        assert!(has_room(40, b6.len()));
+    }
+
+    /// A field at an odd offset: the swapped update equals a full
+    /// computation.
+    #[test]
+    fn an_odd_field_updates_the_checksum_byte_swapped() {
+        let mut seg = vec![0u8; 28];
+        seg[20] = TCP_OPT_NOP;
+        seg[21] = TCP_OPT_MSS;
+        seg[22] = TCP_OPT_MSS_LEN;
+        seg[23..25].copy_from_slice(&1460u16.to_be_bytes());
+        let full = |s: &[u8]| checksum::finish(checksum::sum(s, 0));
+        let c = full(&seg);
+        let new = clamped_mss(1460, INSERT_LEN_V4);
+        assert_eq!(new, 1452);
+        let mut grown = seg.clone();
+        grown[23..25].copy_from_slice(&new.to_be_bytes());
+        assert_eq!(field_check(c, 1460, new, true), full(&grown));
+        let mut even = seg.clone();
+        even[20..24].copy_from_slice(&[TCP_OPT_MSS, TCP_OPT_MSS_LEN, 0x05, 0xb4]);
+        let c = full(&even);
+        let mut e2 = even.clone();
+        e2[22..24].copy_from_slice(&new.to_be_bytes());
+        assert_eq!(field_check(c, 1460, new, false), full(&e2));
+        assert_eq!(clamped_mss(20, INSERT_LEN_V6), 20);
+        assert_eq!(clamped_mss(1440, INSERT_LEN_V6), 1420);
     }
 }

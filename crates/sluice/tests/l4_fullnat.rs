@@ -204,6 +204,13 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
         metric(&m, "sluice_l4_tx_fullnat_reply_total").unwrap() > 0,
         "{m}"
     );
+    assert!(
+        m.contains(&format!(
+            "sluice_l4_local_ports_per_real{{service=\"web\",local=\"{LOCAL}\"}} {}",
+            PORTS.1 - PORTS.0 + 1
+        )),
+        "{m}"
+    );
     assert_eq!(counter(&lab, "drop_fullnat_no_port"), 0);
     let _ = pinned.kill();
     let _ = pinned.wait();
@@ -324,4 +331,156 @@ fn fullnat_refuses_a_local_address_not_on_the_interface() {
         )),
         "{stderr}"
     );
+}
+
+/// Where nginx listens on real 1 for the TOA test.
+const NGINX_PORT: u16 = 8080;
+/// The client's own port in the TOA test (curl `--local-port`), so that
+/// the TOA lookup's answer can be checked exactly.
+const CLIENT_PORT: u16 = 45678;
+/// How long the TOA reader may take to attach and pin its map.
+const READER_START: Duration = Duration::from_secs(20);
+
+/// nginx answering every request with the peer it sees
+/// (`$remote_addr:$remote_port`), all its files under `dir`.
+fn nginx_peer_conf(dir: &std::path::Path) -> std::path::PathBuf {
+    let d = dir.display();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root root;\n\
+             pid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/cb;\n proxy_temp_path {d}/p;\n\
+             fastcgi_temp_path {d}/f;\n uwsgi_temp_path {d}/u;\n scgi_temp_path {d}/s;\n\
+             server {{\n  listen 10.99.0.11:{NGINX_PORT};\n  location / {{\n   default_type text/plain;\n\
+             return 200 \"$remote_addr:$remote_port\";\n  }}\n }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// TOA end to end: nginx on the real sees the LB's local address as the
+/// peer (`$remote_addr`), while `sluice realserver toa` on the real's
+/// interface learns from each connection's first ACK who the client
+/// really is, and `--lookup` of nginx's peer answers with the client's
+/// address and port.
+#[test]
+fn fullnat_toa_tells_the_real_who_the_client_is() {
+    let label = sluice_lab::LabSpec::unique_label("fnattoa");
+    // Declared before the lab, so it is unmounted after the reader stops.
+    let fs = sluice_testkit::bpffs::Bpffs::mount(&label).unwrap();
+    let pin_dir = fs.path().join("sluice");
+    let pin_dir_s = pin_dir.to_str().unwrap().to_owned();
+    let lab = fullnat_lab("fnattoa", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = nginx_peer_conf(dir.path());
+    let _nginx = lab
+        .spawn(
+            Node::Real(1),
+            &[
+                "nginx",
+                "-c",
+                conf.to_str().unwrap(),
+                "-p",
+                dir.path().to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let _reader = lab
+        .spawn(
+            Node::Real(1),
+            &[
+                SLUICE,
+                "realserver",
+                "toa",
+                "--iface",
+                "eth0",
+                "--pin-dir",
+                &pin_dir_s,
+            ],
+        )
+        .unwrap();
+    let deadline = Instant::now() + READER_START;
+    while !pin_dir.join("toa-eth0").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the TOA reader never pinned its map"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let direct: std::net::SocketAddr = format!("10.99.0.11:{NGINX_PORT}").parse().unwrap();
+    let up = (0..50).any(|_| {
+        let ok = get(&lab, direct, "/").is_ok();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(up, "nginx did not come up");
+    let _d = start_daemon(
+        &lab,
+        &fullnat_config("web", 80, &[("10.99.0.11", NGINX_PORT)]),
+    );
+
+    let port = CLIENT_PORT.to_string();
+    let mut last = String::new();
+    let peer = (0..50)
+        .find_map(|_| {
+            let out = lab
+                .exec(
+                    Node::Client,
+                    &[
+                        "curl",
+                        "-sS",
+                        "--max-time",
+                        "3",
+                        "--local-port",
+                        &port,
+                        "http://10.99.255.1/",
+                    ],
+                )
+                .unwrap();
+            last = format!(
+                "{} {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.status.success() {
+                Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+                None
+            }
+        })
+        .unwrap_or_else(|| panic!("no answer through the VIP: {last}"));
+    // nginx's $remote_addr is the LB's local address.
+    assert!(
+        peer.starts_with(&format!("{LOCAL}:")),
+        "nginx saw {peer}, not the LB's local address"
+    );
+    // The TOA tells who it really was.
+    let out = lab
+        .exec(
+            Node::Real(1),
+            &[
+                SLUICE,
+                "realserver",
+                "toa",
+                "--lookup",
+                &peer,
+                "--pin-dir",
+                &pin_dir_s,
+            ],
+        )
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && answer.contains(&format!("10.99.0.2:{CLIENT_PORT}")),
+        "lookup of {peer}: {answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(counter(&lab, "tx_toa") >= 1);
+    assert_eq!(counter(&lab, "toa_no_room"), 0);
 }

@@ -2,38 +2,45 @@
 //! test's own ("lb" and "real") joined by a veth. The reader runs in
 //! "real" with `--iface` on its veth end and pins its map on a bpffs
 //! mounted for the test. From "lb", a raw socket plays a `fullnat` LB: it
-//! opens a TCP connection to a listener in "real" whose first ACK (and
-//! first data segment) carries a TOA option naming a client, and
+//! opens TCP connections (IPv4 and IPv6) to listeners in "real" whose
+//! first ACK (and first data segment) carries a TOA option naming a
+//! client (of either family), and
 //! `sluice realserver toa --lookup` must name that client for the
 //! connection the listener accepted. Needs root; everything (the reader,
 //! the namespaces, the mount) goes on drop, also when an assertion fails.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::io::Read as _;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener};
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, recv, sendto,
-    setsockopt, socket, sockopt,
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, recv,
+    sendto, setsockopt, socket, sockopt,
 };
+use sluice_testkit::bpffs::Bpffs;
 use sluice_testkit::netns::{Netns, create_veth, unique_label};
 use sluice_wire::checksum;
 use sluice_wire::toa::{Toa, encode};
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
-const LB_IP: [u8; 4] = [10, 201, 0, 1];
 const REAL_IP: [u8; 4] = [10, 201, 0, 2];
+const LB_IP6: &str = "fd00:201::1";
+const REAL_IP6: &str = "fd00:201::2";
 const REAL_PORT: u16 = 8080;
-/// The LB's local ports of the two connections.
-const LB_PORTS: [u16; 2] = [47001, 47002];
-/// The clients the LB announces, one per connection (the second an IPv6
-/// client on an IPv4 connection).
-const CLIENTS: [&str; 2] = ["198.51.100.7:40000", "[2001:db8::7]:40001"];
+/// The connections the LB opens: its local address and port, and the
+/// client it announces (IPv4 and IPv6 connections, each with a client of
+/// either family).
+const CONNECTIONS: [(&str, &str); 4] = [
+    ("10.201.0.1:47001", "198.51.100.7:40000"),
+    ("10.201.0.1:47002", "[2001:db8::7]:40001"),
+    ("[fd00:201::1]:47003", "[2001:db8::8]:40002"),
+    ("[fd00:201::1]:47004", "198.51.100.8:40003"),
+];
 const REAL_IF: &str = "vreal";
 const LB_IF: &str = "vlb";
 
@@ -45,36 +52,6 @@ const READER_STOP: Duration = Duration::from_secs(5);
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The raw socket's receive timeout (one read).
 const RECV_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// A bpffs mounted on a fresh directory; unmounted and removed on drop.
-/// Pins under `/sys/fs/bpf` would be invisible to `ip netns exec`, which
-/// remounts /sys (docs/platform notes), so the test pins here.
-struct Bpffs(PathBuf);
-
-impl Bpffs {
-    fn mount(label: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("sluice-{label}-bpffs"));
-        std::fs::create_dir_all(&dir).unwrap();
-        if let Err(e) = nix::mount::mount(
-            Some("bpf"),
-            &dir,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        ) {
-            let _ = std::fs::remove_dir(&dir);
-            panic!("mounting bpffs on {} (needs root): {e}", dir.display());
-        }
-        Self(dir)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 /// The running reader: SIGTERM and a bounded wait on drop (then SIGKILL).
 struct Reader {
@@ -148,12 +125,18 @@ fn start_reader(real: &Netns, pin_dir: &Path, log: PathBuf) -> Reader {
     }
 }
 
-/// A TCP header from the LB to the real with `options` (whole words) and
-/// `payload`, its checksum over the IPv4 pseudo-header.
-fn segment(sport: u16, seq: u32, ack: u32, flags: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
+/// A TCP header from `lb` to `real` with `options` (whole words) and
+/// `payload`, its checksum over the pseudo-header of their family.
+fn segment(
+    lb: SocketAddr,
+    real: SocketAddr,
+    (seq, ack, flags): (u32, u32, u8),
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&REAL_PORT.to_be_bytes());
+    t[0..2].copy_from_slice(&lb.port().to_be_bytes());
+    t[2..4].copy_from_slice(&real.port().to_be_bytes());
     t[4..8].copy_from_slice(&seq.to_be_bytes());
     t[8..12].copy_from_slice(&ack.to_be_bytes());
     t[12] = (((20 + options.len()) / 4) as u8) << 4;
@@ -161,11 +144,22 @@ fn segment(sport: u16, seq: u32, ack: u32, flags: u8, options: &[u8], payload: &
     t[14..16].copy_from_slice(&64240u16.to_be_bytes());
     t.extend_from_slice(options);
     t.extend_from_slice(payload);
-    let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&LB_IP);
-    pseudo.extend_from_slice(&REAL_IP);
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&(t.len() as u16).to_be_bytes());
+    let mut pseudo = Vec::new();
+    match (lb.ip(), real.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, 6]);
+            pseudo.extend_from_slice(&(t.len() as u16).to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&(t.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, 6]);
+        }
+        _ => panic!("mixed families"),
+    }
     let c = checksum::finish(checksum::sum(&t, checksum::sum(&pseudo, 0)));
     t[16..18].copy_from_slice(&c.to_be_bytes());
     t
@@ -176,10 +170,10 @@ const ACK: u8 = 0x10;
 const PSH_ACK: u8 = 0x18;
 const SYN_ACK: u8 = SYN | ACK;
 
-/// The sequence number of the real's SYN-ACK to `sport`, read from the
-/// raw socket (which sees every TCP segment the LB's namespace receives,
-/// IPv4 header included).
-fn syn_ack_seq(fd: &OwnedFd, sport: u16) -> u32 {
+/// The sequence number of the real's SYN-ACK to `lb`'s port, read from
+/// the raw socket (which sees every TCP segment the LB's namespace
+/// receives of its family: IPv4 with its header, IPv6 without).
+fn syn_ack_seq(fd: &OwnedFd, lb: SocketAddr, real: SocketAddr) -> u32 {
     let deadline = Instant::now() + STEP_TIMEOUT;
     let mut buf = [0u8; 2048];
     while Instant::now() < deadline {
@@ -187,54 +181,67 @@ fn syn_ack_seq(fd: &OwnedFd, sport: u16) -> u32 {
             continue;
         };
         let p = &buf[..n];
-        if n < 40 || p[9] != 6 || p[12..16] != REAL_IP {
+        let t = if real.is_ipv4() {
+            if n < 40 || p[9] != 6 {
+                continue;
+            }
+            &p[usize::from(p[0] & 0x0f) * 4..]
+        } else {
+            p
+        };
+        if t.len() < 20 {
             continue;
         }
-        let t = &p[usize::from(p[0] & 0x0f) * 4..];
         let (src, dst) = (
             u16::from_be_bytes([t[0], t[1]]),
             u16::from_be_bytes([t[2], t[3]]),
         );
-        if src == REAL_PORT && dst == sport && t[13] & SYN_ACK == SYN_ACK {
+        if src == real.port() && dst == lb.port() && t[13] & SYN_ACK == SYN_ACK {
             return u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
         }
     }
-    panic!("no SYN-ACK from the real to port {sport}");
+    panic!("no SYN-ACK from {real} to {lb}");
 }
 
-/// The LB's side of one `fullnat` connection: SYN, then the first ACK
-/// and a first data segment, both with the TOA of `client`.
-fn connect_with_toa(sport: u16, client: SocketAddr) {
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Raw,
-        SockFlag::empty(),
-        SockProtocol::Tcp,
-    )
-    .unwrap();
+/// The LB's side of one `fullnat` connection from `lb` to `real`: SYN,
+/// then the first ACK and a first data segment, both with the TOA of
+/// `client`.
+fn connect_with_toa(lb: SocketAddr, real: SocketAddr, client: SocketAddr) {
+    let family = if real.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Raw, SockFlag::empty(), SockProtocol::Tcp).unwrap();
     let timeout = nix::sys::time::TimeVal::new(0, RECV_TIMEOUT.as_micros() as _);
     setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).unwrap();
-    let dst = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::from(REAL_IP), 0));
-    let isn = 0x1000_0000u32 + u32::from(sport);
-    let send = |seg: &[u8]| {
-        sendto(fd.as_raw_fd(), seg, &dst, MsgFlags::empty()).unwrap();
+    // Raw sockets take no port; the kernel builds the IP header.
+    let send = |seg: &[u8]| match real {
+        SocketAddr::V4(r) => {
+            let dst = SockaddrIn::from(SocketAddrV4::new(*r.ip(), 0));
+            sendto(fd.as_raw_fd(), seg, &dst, MsgFlags::empty()).unwrap();
+        }
+        SocketAddr::V6(r) => {
+            let dst = SockaddrIn6::from(SocketAddrV6::new(*r.ip(), 0, 0, 0));
+            sendto(fd.as_raw_fd(), seg, &dst, MsgFlags::empty()).unwrap();
+        }
     };
-    send(&segment(sport, isn, 0, SYN, &[], &[]));
-    let their = syn_ack_seq(&fd, sport);
+    let isn = 0x1000_0000u32 + u32::from(lb.port());
+    send(&segment(lb, real, (isn, 0, SYN), &[], &[]));
+    let their = syn_ack_seq(&fd, lb, real);
     let toa = encode(&Toa::from_socket_addr(client)).unwrap();
+    let next = (isn + 1, their + 1);
     send(&segment(
-        sport,
-        isn + 1,
-        their + 1,
-        ACK,
+        lb,
+        real,
+        (next.0, next.1, ACK),
         toa.as_bytes(),
         &[],
     ));
     send(&segment(
-        sport,
-        isn + 1,
-        their + 1,
-        PSH_ACK,
+        lb,
+        real,
+        (next.0, next.1, PSH_ACK),
         toa.as_bytes(),
         b"hello",
     ));
@@ -279,17 +286,39 @@ fn lookup_names_the_client_the_lb_announced() {
         .unwrap();
     real.ip(&["addr", "add", "10.201.0.2/24", "dev", REAL_IF])
         .unwrap();
+    // No duplicate address detection: a tentative address can be neither
+    // a source nor a destination for a while.
+    lb.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{LB_IP6}/64"),
+        "dev",
+        LB_IF,
+        "nodad",
+    ])
+    .unwrap();
+    real.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{REAL_IP6}/64"),
+        "dev",
+        REAL_IF,
+        "nodad",
+    ])
+    .unwrap();
     // The LB's kernel knows nothing of the raw socket's connections and
     // would reset them on the real's SYN-ACK: drop its resets (in the
     // test's own namespace only).
     for cmd in [
-        vec!["nft", "add", "table", "ip", "toatest"],
+        vec!["nft", "add", "table", "inet", "toatest"],
         vec![
-            "nft", "add", "chain", "ip", "toatest", "out", "{", "type", "filter", "hook", "output",
-            "priority", "0", ";", "}",
+            "nft", "add", "chain", "inet", "toatest", "out", "{", "type", "filter", "hook",
+            "output", "priority", "0", ";", "}",
         ],
         vec![
-            "nft", "add", "rule", "ip", "toatest", "out", "tcp", "flags", "rst", "drop",
+            "nft", "add", "rule", "inet", "toatest", "out", "tcp", "flags", "rst", "drop",
         ],
     ] {
         let out = lb.exec(&cmd).unwrap();
@@ -299,8 +328,8 @@ fn lookup_names_the_client_the_lb_announced() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let fs = Bpffs::mount(&label);
-    let pin_dir = fs.0.join("sluice");
+    let fs = Bpffs::mount(&label).unwrap();
+    let pin_dir = fs.path().join("sluice");
     let pin_dir_s = pin_dir.to_str().unwrap().to_owned();
     let work = tempfile::tempdir().unwrap();
     let mut reader = start_reader(&real, &pin_dir, work.path().join("reader.log"));
@@ -313,20 +342,29 @@ fn lookup_names_the_client_the_lb_announced() {
         reader.log()
     );
 
-    let listener = real
+    let listeners = real
         .in_netns(|| {
-            let l = TcpListener::bind(SocketAddr::from((REAL_IP, REAL_PORT))).unwrap();
-            l.set_nonblocking(true).unwrap();
-            l
+            let bind = |ip: IpAddr| {
+                let l = TcpListener::bind(SocketAddr::new(ip, REAL_PORT)).unwrap();
+                l.set_nonblocking(true).unwrap();
+                l
+            };
+            (bind(IpAddr::from(REAL_IP)), bind(REAL_IP6.parse().unwrap()))
         })
         .unwrap();
-    for (sport, client) in LB_PORTS.iter().zip(CLIENTS) {
+    for (lb_end, client) in CONNECTIONS {
+        let lb_end: SocketAddr = lb_end.parse().unwrap();
         let client: SocketAddr = client.parse().unwrap();
-        let sport = *sport;
-        lb.in_netns(move || connect_with_toa(sport, client))
+        let (listener, real_ip) = if lb_end.is_ipv4() {
+            (&listeners.0, IpAddr::from(REAL_IP))
+        } else {
+            (&listeners.1, REAL_IP6.parse().unwrap())
+        };
+        let real_end = SocketAddr::new(real_ip, REAL_PORT);
+        lb.in_netns(move || connect_with_toa(lb_end, real_end, client))
             .unwrap();
-        let (peer, local, data) = accept_one(&listener);
-        assert_eq!(peer, SocketAddr::from((LB_IP, sport)));
+        let (peer, local, data) = accept_one(listener);
+        assert_eq!((peer, local), (lb_end, real_end));
         assert_eq!(data, b"hello");
 
         // Who is this connection really from? With and without --local,
@@ -403,6 +441,6 @@ fn lookup_names_the_client_the_lb_announced() {
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no TOA map is pinned"));
-    drop(listener);
+    drop(listeners);
     drop(fs);
 }

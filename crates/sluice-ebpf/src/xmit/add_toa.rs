@@ -4,20 +4,28 @@
 //! `fullnat` can still learn who the client is (`sluice realserver toa`).
 //!
 //! The frame grows at the front (`bpf_xdp_adjust_head`) and the Ethernet,
-//! IP and TCP headers move down into the new room, which leaves a gap of
-//! the option's size between the TCP header and the payload; the option
-//! fills it. Lengths and checksums are updated incrementally
+//! IP and fixed TCP headers move down into the new room, which leaves a
+//! gap of the option's size right after the fixed TCP header, before any
+//! other option (as DPVS does: an EOL among the client's options would
+//! otherwise hide it); the option fills it. Lengths and checksums are updated incrementally
 //! (`sluice_wire::toa::grown_check`). No room (the TCP options are full,
 //! or the grown frame would exceed the egress MTU, the rule `tun` follows)
 //! means no TOA: counted (`toa_no_room`), the packet goes on unchanged,
 //! never truncated.
+//!
+//! So that it always fits, the real's SYN-ACK has its MSS option lowered
+//! by the TOA's size on the way back ([`clamp_mss`]): the client's
+//! segments, the first ACK with data included, then leave room for it.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use sluice_wire::{
     checksum,
     encap::surely_fits,
     maps::{Addr, Counter, addr_to_bytes, family},
-    toa::{INSERT_LEN_V4, INSERT_LEN_V6, encode_v4, grown_check, has_room, insert_block_v6},
+    toa::{
+        INSERT_LEN_V4, INSERT_LEN_V6, TCP_OPT_MSS, TCP_OPT_MSS_LEN, TCP_OPT_NOP, clamped_mss,
+        encode_v4, encode_v6, field_check, grown_check, grown_offset_word, has_room,
+    },
 };
 
 use crate::consts::{ETH_HDR_LEN, IPV4_HDR_LEN, IPV6_HDR_LEN, TCP_HDR_LEN};
@@ -29,8 +37,8 @@ use super::too_big::exceeds_mtu;
 const TCP_CHECK: usize = 16;
 /// Offset of the data-offset / flags word in a TCP header.
 const TCP_OFFSET_WORD: usize = 12;
-/// Most 4-byte words of a TCP header (data offset 15).
-const TCP_HDR_MAX_WORDS: usize = 15;
+/// NOPs [`clamp_mss`] skips before the first option.
+const MSS_LEADING_NOPS: usize = 3;
 
 /// What became of the TOA.
 pub(super) enum Toa {
@@ -48,29 +56,30 @@ pub(super) enum Toa {
 pub(super) fn insert(ctx: &XdpContext, fam: u8, client: &Addr, cport: u16) -> Result<Toa, Counter> {
     let a = addr_to_bytes(*client);
     if fam == family::V4 {
-        insert_block::<INSERT_LEN_V4, { ETH_HDR_LEN + IPV4_HDR_LEN }>(
+        insert_block::<INSERT_LEN_V4, { ETH_HDR_LEN + IPV4_HDR_LEN + TCP_HDR_LEN }>(
             ctx,
             true,
             encode_v4([a[0], a[1], a[2], a[3]], cport),
         )
     } else {
-        insert_block::<INSERT_LEN_V6, { ETH_HDR_LEN + IPV6_HDR_LEN }>(
+        insert_block::<INSERT_LEN_V6, { ETH_HDR_LEN + IPV6_HDR_LEN + TCP_HDR_LEN }>(
             ctx,
             false,
-            insert_block_v6(a, cport),
+            encode_v6(a, cport),
         )
     }
 }
 
-/// [`insert`] of the `N`-byte `block` into a frame whose TCP header is at
-/// `L4` (`v4`: IPv4, else IPv6).
+/// [`insert`] of the `N`-byte `block` into a frame whose Ethernet, IP and
+/// fixed TCP headers take `H` bytes (`v4`: IPv4, else IPv6).
 #[inline(always)]
-fn insert_block<const N: usize, const L4: usize>(
+fn insert_block<const N: usize, const H: usize>(
     ctx: &XdpContext,
     v4: bool,
     block: [u8; N],
 ) -> Result<Toa, Counter> {
-    let Some(t) = read::<TCP_HDR_LEN>(ctx, L4) else {
+    let l4 = H - TCP_HDR_LEN;
+    let Some(t) = read::<TCP_HDR_LEN>(ctx, l4) else {
         return Err(Counter::DropTruncated);
     };
     let hdr_len = usize::from(t[TCP_OFFSET_WORD] >> 4) * 4;
@@ -82,7 +91,7 @@ fn insert_block<const N: usize, const L4: usize>(
         return Ok(Toa::NoRoom);
     }
     // Everything the checksums need, before the frame moves.
-    let seg_len = ip_len as usize - (L4 - ETH_HDR_LEN);
+    let seg_len = ip_len as usize - (l4 - ETH_HDR_LEN);
     let old_word = be16([t[TCP_OFFSET_WORD], t[TCP_OFFSET_WORD + 1]]);
     let check = grown_check(
         be16([t[TCP_CHECK], t[TCP_CHECK + 1]]),
@@ -95,39 +104,29 @@ fn insert_block<const N: usize, const L4: usize>(
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(N as i32)) } != 0 {
         return Err(Counter::DropEncapFailed);
     }
-    // Ethernet and IP headers down by N, then the TCP header word by word.
-    let (Some(from), Some(to)) = (read::<L4>(ctx, N), ptr_at_mut::<[u8; L4]>(ctx, 0)) else {
+    // The Ethernet, IP and fixed TCP headers move down by N; the options
+    // and the payload stay, so the gap opens right after the fixed TCP
+    // header (where DPVS puts the TOA): before the other options, so an
+    // EOL among them cannot hide it from the real's reader.
+    let (Some(from), Some(to)) = (read::<H>(ctx, N), ptr_at_mut::<[u8; H]>(ctx, 0)) else {
         return Err(Counter::DropTruncated);
     };
-    // SAFETY: `ptr_at_mut` checked that L4 bytes at 0 are in the frame;
-    // `[u8; L4]` has alignment 1; `from` is a copy.
+    // SAFETY: `ptr_at_mut` checked that the bytes at 0 are in the frame;
+    // byte arrays have alignment 1; `from` is a copy.
     unsafe { *to = from };
-    for w in 0..TCP_HDR_MAX_WORDS {
-        if w * 4 >= hdr_len {
-            break;
-        }
-        let (Some(word), Some(to)) = (
-            read::<4>(ctx, N + L4 + w * 4),
-            ptr_at_mut::<[u8; 4]>(ctx, L4 + w * 4),
-        ) else {
-            return Err(Counter::DropTruncated);
-        };
-        // SAFETY: as above.
-        unsafe { *to = word };
-    }
     let (Some(gap), Some(ow), Some(cp)) = (
-        ptr_at_mut::<[u8; N]>(ctx, L4 + hdr_len),
-        ptr_at_mut::<[u8; 2]>(ctx, L4 + TCP_OFFSET_WORD),
-        ptr_at_mut::<[u8; 2]>(ctx, L4 + TCP_CHECK),
+        ptr_at_mut::<[u8; N]>(ctx, H),
+        ptr_at_mut::<[u8; 2]>(ctx, l4 + TCP_OFFSET_WORD),
+        ptr_at_mut::<[u8; 2]>(ctx, l4 + TCP_CHECK),
     ) else {
         return Err(Counter::DropTruncated);
     };
     // SAFETY: `ptr_at_mut` checked each field; alignment 1; they do not
-    // overlap (the gap is after the header, the word and the checksum in
-    // it).
+    // overlap (the gap is after the fixed header, the word and the
+    // checksum in it).
     unsafe {
         *gap = block;
-        *ow = sluice_wire::toa::grown_offset_word(old_word, N).to_be_bytes();
+        *ow = grown_offset_word(old_word, N).to_be_bytes();
         *cp = check.to_be_bytes();
     }
     grow_ip_length(ctx, v4, N as u16)
@@ -158,4 +157,56 @@ fn grow_ip_length(ctx: &XdpContext, v4: bool, n: u16) -> Result<Toa, Counter> {
         unsafe { *len = be16(*len).wrapping_add(n).to_be_bytes() };
     }
     Ok(Toa::Inserted)
+}
+
+/// Lowers the MSS option of the frame's TCP segment (a real's SYN-ACK,
+/// family `fam`) by the TOA's size, checksum updated. Only the first
+/// option is looked at, after at most [`MSS_LEADING_NOPS`] NOPs: every
+/// common stack (Linux, Windows, the BSDs) writes the MSS first, and a
+/// walk of the whole option area costs the verifier nearly its whole
+/// budget (each NOP-or-option branch doubles the paths it explores). An
+/// MSS elsewhere is left as it is; the MTU rule of [`insert`] still holds
+/// for the first ACK (no TOA rather than a truncated segment).
+#[inline(always)]
+pub(super) fn clamp_mss(ctx: &XdpContext, fam: u8) {
+    let (l4, insert) = if fam == family::V4 {
+        (ETH_HDR_LEN + IPV4_HDR_LEN, INSERT_LEN_V4)
+    } else {
+        (ETH_HDR_LEN + IPV6_HDR_LEN, INSERT_LEN_V6)
+    };
+    let Some(t) = read::<TCP_HDR_LEN>(ctx, l4) else {
+        return;
+    };
+    let hdr_len = usize::from(t[TCP_OFFSET_WORD] >> 4) * 4;
+    for nops in 0..=MSS_LEADING_NOPS {
+        let off = TCP_HDR_LEN + nops;
+        if off + usize::from(TCP_OPT_MSS_LEN) > hdr_len {
+            return;
+        }
+        let Some([kind, len]) = read::<2>(ctx, l4 + off) else {
+            return;
+        };
+        if kind == TCP_OPT_NOP {
+            continue;
+        }
+        if kind != TCP_OPT_MSS || len != TCP_OPT_MSS_LEN {
+            return;
+        }
+        let (Some(vp), Some(cp)) = (
+            ptr_at_mut::<[u8; 2]>(ctx, l4 + off + 2),
+            ptr_at_mut::<[u8; 2]>(ctx, l4 + TCP_CHECK),
+        ) else {
+            return;
+        };
+        // SAFETY: `ptr_at_mut` checked both fields; alignment 1; the MSS
+        // value is in the options, the checksum in the fixed header: they
+        // do not overlap.
+        unsafe {
+            let old = be16(*vp);
+            let new = clamped_mss(old, insert);
+            *cp = field_check(be16(*cp), old, new, (off + 2) % 2 == 1).to_be_bytes();
+            *vp = new.to_be_bytes();
+        }
+        return;
+    }
 }

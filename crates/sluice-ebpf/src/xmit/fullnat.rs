@@ -26,8 +26,10 @@
 //! - A TCP service with TOA on (`vip_flags::TOA`) inserts the client's
 //!   address and port into each connection's first ACK ([`add_toa`]).
 //!
-//! ICMP errors about `fullnat` flows are passed to the kernel (not
-//! translated yet).
+//! - ICMP errors about a flow are translated both ways: a client's about
+//!   a reply (to the VIP) goes to the real as an error about the real's
+//!   own reply, and one from the reals' side to a local address goes to
+//!   the client as an error about the client's packet, from the VIP.
 
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST, xdp_action},
@@ -44,12 +46,19 @@ use sluice_wire::{
         AddrKey, Counter, FlowKey, GlobalCfg, RealDef, VipMeta, family, nat_prog, tx_port,
         vip_flags,
     },
-    nat::{self, Side},
+    nat::{
+        self, Side,
+        icmp::{is_error_v4, is_error_v6},
+    },
 };
 
-use crate::consts::{ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN};
+use crate::consts::{
+    ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, ICMP_HDR_LEN, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN,
+};
 use crate::forward::forwarded;
 use crate::frame::{be16, read};
+use crate::icmp::quoted_flow;
 use crate::maps::{
     SLUICE_FULLNAT_REVERSE, SLUICE_LOCAL_ADDRS, SLUICE_LOCAL_CURSOR, SLUICE_LOCAL_INDEX,
     SLUICE_NAT_ARGS, SLUICE_NAT_PROGS, SLUICE_SESSIONS, SLUICE_VIP_BY_INDEX, SLUICE_VIP_LOCALS,
@@ -59,7 +68,12 @@ use crate::session::{self, LocalEnd};
 
 use super::add_toa::{self, Toa};
 use super::dr::set_macs;
-use super::nat::{flow, leave_by, rewrite, tail_args};
+use super::nat::{flow, l4_offset, leave_by, rewrite, tail_args, translate_icmp};
+
+/// Offset of the protocol in an IPv4 header, of the next header in an
+/// IPv6 one.
+const V4_PROTO: usize = 9;
+const V6_NEXT: usize = 6;
 
 /// Sends the client's packet (of family `fam`, service `m`) to the real
 /// in slot `chosen`: hands over to [`sluice_fullnat_forward`] (which
@@ -115,16 +129,23 @@ pub fn sluice_fullnat_forward(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     };
     let a = *args;
-    if a.icmp != 0 {
-        count(Counter::PassIcmp);
-        return xdp_action::XDP_PASS;
-    }
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let new_session = a.new_session != 0;
-    match forward_in_frame(&ctx, a.chosen, a.family, new_session, a.vip_slot) {
+    let icmp = a.icmp != 0;
+    // `forward` never makes a session for an ICMP error.
+    let new_session = a.new_session != 0 && !icmp;
+    let done = if icmp {
+        icmp_forward_in_frame(&ctx, a.chosen, a.family)
+    } else {
+        forward_in_frame(&ctx, a.chosen, a.family, new_session, a.vip_slot)
+    };
+    match done {
         Ok(()) => {
-            forwarded(a.chosen, len, new_session, false);
+            forwarded(a.chosen, len, new_session, icmp);
             leave_by(tx_port::REAL_SIDE)
+        }
+        Err(Counter::PassIcmp) => {
+            count(Counter::PassIcmp);
+            xdp_action::XDP_PASS
         }
         Err(c) => {
             count(c);
@@ -147,9 +168,19 @@ pub fn sluice_fullnat_reply(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         }
     };
-    match reply_in_frame(&ctx, fam) {
+    let (proto_at, icmp_proto) = if fam == family::V4 {
+        (ETH_HDR_LEN + V4_PROTO, PROTO_ICMP)
+    } else {
+        (ETH_HDR_LEN + V6_NEXT, PROTO_ICMPV6)
+    };
+    let (done, sent) = if read::<1>(&ctx, proto_at) == Some([icmp_proto]) {
+        (icmp_reply_in_frame(&ctx, fam), Counter::TxNatIcmpReply)
+    } else {
+        (reply_in_frame(&ctx, fam), Counter::TxFullnatReply)
+    };
+    match done {
         Ok(()) => {
-            count(Counter::TxFullnatReply);
+            count(sent);
             leave_by(tx_port::CLIENT_SIDE)
         }
         Err(c @ (Counter::PassNonVip | Counter::PassNatNoSession)) => {
@@ -242,6 +273,97 @@ fn forward_in_frame(
     rewrite(ctx, fam, key.proto, Side::Destination, &r.addr, rport)?;
     rewrite(ctx, fam, key.proto, Side::Source, &la.addr, local.port)?;
     set_macs(ctx, r.mac, c.real_side_mac)
+}
+
+/// An ICMP error to a VIP about the `fullnat` flow `sluice_xdp` chose
+/// the real in slot `chosen` for (frag-needed / packet-too-big about a
+/// reply the LB sent, quoting VIP:vport → client:cport): the quoted
+/// packet becomes the real's reply as the real sent it (RIP:rport →
+/// local address:port), the outer header goes from the local address to
+/// the real, and it leaves as the flow's packets do. Without a session
+/// (so without a local end) it is the kernel's (`pass_icmp`).
+#[inline(always)]
+fn icmp_forward_in_frame(ctx: &XdpContext, chosen: u32, fam: u8) -> Result<(), Counter> {
+    let (Some(c), Some(r)) = (cfg(), real(chosen)) else {
+        return Err(Counter::DropNoReal);
+    };
+    // The session key (client → VIP:vport), as `sluice_xdp` read it.
+    let key = quoted_flow(ctx, l4_offset(fam), fam)?;
+    let Some(sp) = SLUICE_SESSIONS.get_ptr(&key) else {
+        return Err(Counter::PassIcmp);
+    };
+    // SAFETY: value pointer from a successful lookup; copied out.
+    let (slot, lport) = unsafe { ((*sp).local_slot, (*sp).local_port) };
+    let Some(la) = slot
+        .checked_sub(1)
+        .and_then(|s| SLUICE_LOCAL_ADDRS.get(u32::from(s)))
+    else {
+        return Err(Counter::PassIcmp);
+    };
+    let rport = nat::real_port(r.port, key.dport);
+    translate_icmp(ctx, fam, key.proto, Side::Source, &r.addr, rport)?;
+    translate_icmp(ctx, fam, key.proto, Side::Destination, &la.addr, lport)?;
+    set_macs(ctx, r.mac, c.real_side_mac)
+}
+
+/// An ICMP error to a local address (port unreachable, frag-needed, ...
+/// from a real or a router on its side) quoting a packet of a live
+/// `fullnat` session as the LB sent it (local address:port → RIP:rport):
+/// translated to come from the VIP about the client's own packet
+/// (client:cport → VIP:vport), and sent to the client as the session's
+/// replies are. The session is asked, not moved on.
+#[inline(always)]
+fn icmp_reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
+    let l4 = l4_offset(fam);
+    let Some(h) = read::<ICMP_HDR_LEN>(ctx, l4) else {
+        return Err(Counter::PassNonVip);
+    };
+    let error = if fam == family::V4 {
+        is_error_v4(h[0])
+    } else {
+        is_error_v6(h[0])
+    };
+    if !error {
+        return Err(Counter::PassNonVip);
+    }
+    // The quoted packet mirrored: real:rport → local address:port.
+    let q = quoted_flow(ctx, l4, fam).map_err(|_| Counter::PassNonVip)?;
+    if q.proto != PROTO_TCP && q.proto != PROTO_UDP {
+        return Err(Counter::PassNonVip);
+    }
+    let ak = AddrKey {
+        addr: q.dst,
+        family: u32::from(fam),
+    };
+    let Some(slot) = SLUICE_LOCAL_INDEX.get_ptr(&ak) else {
+        return Err(Counter::PassNonVip);
+    };
+    // SAFETY: value pointer from a successful lookup; copied out.
+    let slot = unsafe { *slot } as u8;
+    let rk = fullnat::reverse_key(q.src, q.sport, slot, q.dport, q.proto, fam);
+    let Some(rev) = SLUICE_FULLNAT_REVERSE.get_ptr(&rk) else {
+        return Err(Counter::PassNonVip);
+    };
+    // SAFETY: value pointer from a successful lookup; copied out.
+    let rev = unsafe { *rev };
+    let (Some(c), Some(vs)) = (
+        cfg(),
+        u32::from(rev.vip_slot)
+            .checked_sub(1)
+            .and_then(|i| SLUICE_VIP_BY_INDEX.get(i)),
+    ) else {
+        return Err(Counter::PassNatNoSession);
+    };
+    let vip = vs.key.addr;
+    // SAFETY: reading the kernel's clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let fwd = fullnat::forward_key(&rk, &rev, vip);
+    if session::fullnat_session(c, &fwd, &q.src, q.sport, &rk, now).is_none() {
+        return Err(Counter::PassNatNoSession);
+    }
+    translate_icmp(ctx, fam, q.proto, Side::Source, &rev.client, rev.cport)?;
+    translate_icmp(ctx, fam, q.proto, Side::Destination, &vip, rev.vport)?;
+    set_macs(ctx, rev.client_mac, c.iface_mac)
 }
 
 /// Does service `vip_slot` (its index + 1) insert TOAs?
@@ -360,9 +482,7 @@ fn alive(c: &GlobalCfg, rk: &FullnatKey, rev: &FullnatReverse, now: u64) -> bool
     };
     // SAFETY: value pointer from a successful lookup; copied out.
     let s = unsafe { *sp };
-    u32::from(s.local_slot) == u32::from(rk.local_slot) + 1
-        && s.local_port == rk.lport
-        && session::fresh(c, &s, now)
+    fullnat::holds(rk, &s) && session::fresh(c, &s, now)
 }
 
 /// A real's reply to a local address.
@@ -398,11 +518,18 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     // SAFETY: reading the kernel's clock has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let fwd = fullnat::forward_key(&rk, &rev, vip);
-    let Some(sp) = session::fullnat_session(c, &fwd, &key.src, key.sport, slot, key.dport, now)
-    else {
+    let Some(sp) = session::fullnat_session(c, &fwd, &key.src, key.sport, &rk, now) else {
         return Err(Counter::PassNatNoSession);
     };
     session::reply_advance(sp, key.proto, flags, now);
+    // The real's SYN-ACK announces an MSS that leaves room for the TOA in
+    // the client's segments.
+    if key.proto == PROTO_TCP
+        && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+        && vs.meta.flags & vip_flags::TOA != 0
+    {
+        add_toa::clamp_mss(ctx, fam);
+    }
     rewrite(ctx, fam, key.proto, Side::Source, &vip, rev.vport)?;
     rewrite(
         ctx,

@@ -171,10 +171,9 @@ pub fn sluice_nat_reply(ctx: XdpContext) -> u32 {
         }
     };
     let icmp = read::<1>(&ctx, proto_at) == Some([icmp_proto]);
-    if !icmp {
-        // A reply to a local address is `fullnat`'s (no return if so).
-        super::fullnat::reply_if_local(&ctx, fam);
-    }
+    // A reply (or an ICMP error) to a local address is `fullnat`'s (no
+    // return if so).
+    super::fullnat::reply_if_local(&ctx, fam);
     let (done, sent) = if icmp {
         (icmp_reply_in_frame(&ctx, fam), Counter::TxNatIcmpReply)
     } else {
@@ -282,7 +281,7 @@ const V6_PAYLOAD_LEN: usize = 4;
 /// Offset of the L4 (here: ICMP) header of a frame of family `fam`
 /// (`parse` has checked: no IPv4 options, no IPv6 extension headers).
 #[inline(always)]
-fn l4_offset(fam: u8) -> usize {
+pub(super) fn l4_offset(fam: u8) -> usize {
     if fam == family::V4 {
         ETH_HDR_LEN + IPV4_HDR_LEN
     } else {
@@ -381,7 +380,7 @@ fn icmp_reply_session(ctx: &XdpContext, fam: u8) -> Result<(NatReverse, u8), Cou
 /// `addr`:`port`, the outer header's other side `addr`, checksums
 /// included (`sluice_wire::nat::icmp`).
 #[inline(always)]
-fn translate_icmp(
+pub(super) fn translate_icmp(
     ctx: &XdpContext,
     fam: u8,
     proto: u8,

@@ -306,6 +306,21 @@ pub(crate) fn l4(f: &mut Families, counters: &[(Counter, u64)], services: &[Serv
             &labels,
             s.sessions,
         );
+        for l in &s.local_addresses {
+            let labels = [("service", s.name.as_str()), ("local", l.address.as_str())];
+            f.gauge(
+                "sluice_l4_local_ports_in_use".into(),
+                "fullnat: local ports of the address held by live sessions (all reals).",
+                &labels,
+                l.in_use as f64,
+            );
+            f.gauge(
+                "sluice_l4_local_ports_per_real".into(),
+                "fullnat: local ports of the address per real address and port.",
+                &labels,
+                f64::from(l.per_real),
+            );
+        }
         for r in &s.reals {
             let labels = [("service", s.name.as_str()), ("real", r.address.as_str())];
             f.counter(

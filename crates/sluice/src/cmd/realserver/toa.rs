@@ -137,3 +137,42 @@ fn serve(pin_dir: &Path, iface: &str, xdp_mode: XdpMode) -> anyhow::Result<ExitC
     println!("detached sluice_toa from {iface}, removed {pinned}");
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::RealserverCommand;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: RealserverCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["realserver", "toa"].iter().chain(args))
+    }
+
+    #[test]
+    fn arguments() {
+        let Cli {
+            command: RealserverCommand::Toa(a),
+        } = parse(&["--iface", "eth0"]).unwrap()
+        else {
+            panic!("not toa")
+        };
+        assert_eq!(a.iface.as_deref(), Some("eth0"));
+        assert_eq!(
+            a.pin_dir,
+            std::path::Path::new(sluice_l4::toa::DEFAULT_PIN_DIR)
+        );
+        assert!(a.lookup.is_none());
+        assert!(parse(&["--lookup", "10.0.0.5:40001", "--local", "10.0.0.9:80"]).is_ok());
+        // One of --iface and --lookup; --local only with --lookup.
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--iface", "eth0", "--local", "10.0.0.9:80"]).is_err());
+        assert!(parse(&["--lookup", "10.0.0.5"]).is_err());
+    }
+}
