@@ -415,7 +415,7 @@ fn fullnat_toa_tells_the_real_who_the_client_is() {
     let lab = fullnat_lab("fnattoa", 1);
     let dir = tempfile::tempdir().unwrap();
     let conf = nginx_peer_conf(dir.path());
-    let _nginx = lab
+    let mut nginx = lab
         .spawn(
             Node::Real(1),
             &[
@@ -427,7 +427,7 @@ fn fullnat_toa_tells_the_real_who_the_client_is() {
             ],
         )
         .unwrap();
-    let _reader = lab
+    let mut reader = lab
         .spawn(
             Node::Real(1),
             &[
@@ -522,4 +522,11 @@ fn fullnat_toa_tells_the_real_who_the_client_is() {
     );
     assert!(counter(&lab, "tx_toa") >= 1);
     assert_eq!(counter(&lab, "toa_no_room"), 0);
+    // The reader unpins and detaches on SIGTERM (the lab's teardown kills
+    // whatever is left, also after a failed assertion).
+    let pid = nix::unistd::Pid::from_raw(reader.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = reader.wait();
+    let _ = nginx.kill();
+    let _ = nginx.wait();
 }

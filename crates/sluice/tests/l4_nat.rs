@@ -195,7 +195,7 @@ fn nat_two_arm_serves_through_redirects_between_the_interfaces() {
     // behind VIP:81.
     let long_listen = format!("10.98.0.11:{TRANSLATED_PORT}");
     let size = LONG_OK_BYTES.to_string();
-    let _long = lab
+    let mut long = lab
         .spawn(
             Node::Real(1),
             &[
@@ -252,6 +252,8 @@ fn nat_two_arm_serves_through_redirects_between_the_interfaces() {
         "{}",
         read_all(&d.log)
     );
+    let _ = long.kill();
+    let _ = long.wait();
 }
 
 /// Body of the long transfers that must complete (bytes): at
