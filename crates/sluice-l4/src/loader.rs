@@ -147,6 +147,9 @@ pub struct DataplaneParams {
     pub tcp_closing_timeout: Duration,
     /// Session timeout for UDP.
     pub udp_timeout: Duration,
+    /// `fullnat`: how long a local port stays taken after its
+    /// connection's last reply (the reals' TIME_WAIT).
+    pub fullnat_port_quarantine: Duration,
 }
 
 impl Default for DataplaneParams {
@@ -160,6 +163,9 @@ impl Default for DataplaneParams {
             tcp_established_timeout: Duration::from_secs(900),
             tcp_closing_timeout: Duration::from_secs(120),
             udp_timeout: Duration::from_secs(300),
+            fullnat_port_quarantine: Duration::from_nanos(
+                sluice_wire::fullnat::DEFAULT_PORT_QUARANTINE_NS,
+            ),
         }
     }
 }
@@ -322,6 +328,7 @@ impl Dataplane {
             ],
             real_side_mac: self.real_side_mac.unwrap_or(self.iface_mac),
             ncpus: u32::try_from(self.ncpus).unwrap_or(u32::MAX),
+            port_quarantine_ns: p.fullnat_port_quarantine.as_nanos() as u64,
             ..Default::default()
         };
         let mut a: Array<_, GlobalCfg> = self.array(MAP_CFG)?;

@@ -37,8 +37,9 @@ pub struct LocalPoolView {
     pub address: String,
     /// Lowest and highest port handed out.
     pub ports: (u16, u16),
-    /// Ports held by live sessions (all reals, all services that share
-    /// the address).
+    /// Ports taken (all reals, all services that share the address): by
+    /// live sessions, or in their quarantine after a connection's last
+    /// reply.
     pub in_use: u64,
     /// Ports per real address and port: a connection to a real is
     /// identified by both ends, so each real offers this many.
@@ -151,10 +152,11 @@ impl LocalSlots {
     }
 }
 
-/// Is the reverse entry `rev` (key `k`) still its session's: the session
-/// (found through the service's VIP in `by_index`) exists, has not
-/// expired at `now`, and uses that local end? The kernel's port search
-/// applies the same rule (`xmit/fullnat.rs`, `alive`).
+/// Is the port of reverse entry `rev` (key `k`) still taken at `now`: by
+/// its session (found through the service's VIP in `by_index`: there,
+/// not expired, and still using that local end), or in its quarantine
+/// after the real's last reply? The kernel's port search applies the same
+/// rule (`sluice_wire::fullnat::{holds, in_use}`).
 fn alive(
     k: &FullnatKey,
     rev: &FullnatReverse,
@@ -163,21 +165,25 @@ fn alive(
     p: &DataplaneParams,
     now: u64,
 ) -> bool {
-    let Some(vs) = by_index(rev.vip_slot) else {
-        return false;
-    };
-    let fwd = sluice_wire::fullnat::forward_key(k, rev, vs.key.addr);
-    let Some(s) = sessions.get(&fwd) else {
-        return false;
-    };
-    let timeout = match s.state {
-        state::TCP_SYN => p.tcp_syn_timeout,
-        state::TCP_ESTABLISHED => p.tcp_established_timeout,
-        state::TCP_CLOSING => p.tcp_closing_timeout,
-        _ => p.udp_timeout,
-    };
-    sluice_wire::fullnat::holds(k, s)
-        && now.saturating_sub(s.last_seen_ns) <= timeout.as_nanos() as u64
+    let holds = by_index(rev.vip_slot).is_some_and(|vs| {
+        let fwd = sluice_wire::fullnat::forward_key(k, rev, vs.key.addr);
+        sessions.get(&fwd).is_some_and(|s| {
+            let timeout = match s.state {
+                state::TCP_SYN => p.tcp_syn_timeout,
+                state::TCP_ESTABLISHED => p.tcp_established_timeout,
+                state::TCP_CLOSING => p.tcp_closing_timeout,
+                _ => p.udp_timeout,
+            };
+            sluice_wire::fullnat::holds(k, s)
+                && now.saturating_sub(s.last_seen_ns) <= timeout.as_nanos() as u64
+        })
+    });
+    sluice_wire::fullnat::in_use(
+        holds,
+        rev.last_seen_ns,
+        now,
+        p.fullnat_port_quarantine.as_nanos() as u64,
+    )
 }
 
 /// Splits the reverse entries into live ones (counted per local slot)

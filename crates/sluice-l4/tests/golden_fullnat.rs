@@ -743,16 +743,18 @@ fn fullnat_golden_packet_table() {
     );
 }
 
-/// A port is free again once its session is over: with every port of
-/// CPU 0's share taken, a flow that ends (RST) and whose session times
-/// out gives its port to the next new flow; a reply to the old flow's
-/// port then belongs to the new session only.
+/// A port is free again once its session is over and its quarantine
+/// has passed: with every port of CPU 0's share taken, a flow that ends
+/// (RST) and whose session times out gives its port to the next new
+/// flow; a reply to the old flow's port then belongs to the new session
+/// only.
 #[test]
 fn fullnat_ports_are_reused_once_their_session_is_over() {
     pin_to_one_cpu();
     const CLOSING: Duration = Duration::from_millis(300);
     let dp = fixture(DataplaneParams {
         tcp_closing_timeout: CLOSING,
+        fullnat_port_quarantine: CLOSING,
         ..Default::default()
     });
     let vip = ip4(VIP);
@@ -801,6 +803,74 @@ fn fullnat_ports_are_reused_once_their_session_is_over() {
             Counter::TxFullnatReply,
         ),
     ];
+    failures.extend(run(&dp, &after));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A client that reuses its 4-tuple right after a connection ended (the
+/// real closed first, so only the real keeps TIME_WAIT) gets a new
+/// session and a new port; the old port stays taken for the quarantine
+/// after its last reply, even though no session holds it any more, so it
+/// is not handed to the next flow toward the same real (PAWS would drop
+/// that SYN at the real: BENCHMARKS.md §4).
+#[test]
+fn fullnat_a_port_is_quarantined_after_its_last_reply() {
+    pin_to_one_cpu();
+    const CLOSING: Duration = Duration::from_millis(200);
+    const QUARANTINE: Duration = Duration::from_millis(1500);
+    let dp = fixture(DataplaneParams {
+        tcp_closing_timeout: CLOSING,
+        fullnat_port_quarantine: QUARANTINE,
+        ..Default::default()
+    });
+    let vip = ip4(VIP);
+    let r0 = ip4(R0);
+    let share = share(&dp);
+    let mut cases = vec![
+        case(
+            "a flow takes port 0",
+            to_vip(vip, 45000, 80, Some(SYN), b""),
+            verdict::TX,
+            Some(to_real(0, r0, 8080, port(&dp, 0), Some(SYN), b"")),
+            Counter::SessionMiss,
+        ),
+        case(
+            "the real answers and closes first",
+            from_real(0, r0, 8080, port(&dp, 0), Some(FIN_ACK), b""),
+            verdict::TX,
+            Some(to_client(vip, 80, 45000, Some(FIN_ACK), b"")),
+            Counter::TxFullnatReply,
+        ),
+    ];
+    let mut failures = run(&dp, &cases);
+    // The session's closing timeout passes, the quarantine does not.
+    std::thread::sleep(CLOSING * 2);
+    cases = Vec::new();
+    for k in 1..share {
+        cases.push(case(
+            "new flows take the other ports, not the quarantined one",
+            to_vip(vip, 45001 + k as u16, 80, Some(SYN), b""),
+            verdict::TX,
+            Some(to_real(0, r0, 8080, port(&dp, k), Some(SYN), b"")),
+            Counter::SessionMiss,
+        ));
+    }
+    cases.push(case(
+        "with the rest taken, the quarantined port is not handed out",
+        to_vip(vip, 46000, 80, Some(SYN), b""),
+        verdict::DROP,
+        None,
+        Counter::DropFullnatNoPort,
+    ));
+    failures.extend(run(&dp, &cases));
+    std::thread::sleep(QUARANTINE);
+    let after = [case(
+        "after the quarantine it is free again",
+        to_vip(vip, 46000, 80, Some(SYN), b""),
+        verdict::TX,
+        Some(to_real(0, r0, 8080, port(&dp, 0), Some(SYN), b"")),
+        Counter::SessionMiss,
+    )];
     failures.extend(run(&dp, &after));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

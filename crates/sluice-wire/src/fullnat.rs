@@ -84,7 +84,7 @@ pub struct FullnatKey {
 }
 
 /// Value of [`MAP_FULLNAT_REVERSE`]: the client end of the session.
-#[repr(C, align(4))]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FullnatReverse {
     /// The client's address (the replies' new destination).
@@ -101,6 +101,10 @@ pub struct FullnatReverse {
     pub vip_slot: u8,
     /// Padding, zero.
     pub _pad: u8,
+    /// `bpf_ktime_get_coarse_ns()` when the entry was made, then of the
+    /// real's latest reply (at most every 100 ms): the port's quarantine
+    /// ([`in_use`]) runs from it.
+    pub last_seen_ns: u64,
 }
 
 /// Bytes of key plus value of one reverse entry of a `fullnat` session.
@@ -109,7 +113,7 @@ pub const FULLNAT_REVERSE_ENTRY_BYTES: usize =
 
 const _: () = assert!(core::mem::size_of::<LocalAddr>() == 24);
 const _: () = assert!(core::mem::size_of::<FullnatKey>() == 24);
-const _: () = assert!(core::mem::size_of::<FullnatReverse>() == 28);
+const _: () = assert!(core::mem::size_of::<FullnatReverse>() == 40);
 const _: () = assert!(FULLNAT_REVERSE_ENTRY_BYTES <= 64);
 // `FlowVal::local_slot` is `slot + 1` in a byte.
 const _: () = assert!(MAX_LOCAL_ADDRS < u8::MAX as u32);
@@ -167,6 +171,26 @@ pub const fn holds(k: &FullnatKey, s: &crate::maps::FlowVal) -> bool {
     s.local_slot as u32 == k.local_slot as u32 + 1 && s.local_port == k.lport
 }
 
+/// Default of [`crate::maps::GlobalCfg::port_quarantine_ns`]: Linux's
+/// TIME_WAIT (`TCP_TIMEWAIT_LEN`, fixed at 60 s). A real that closed a
+/// connection first keeps its 4-tuple that long; a new connection from
+/// the same local port in that time meets PAWS (its timestamps start
+/// elsewhere) and stalls in SYN retransmissions (BENCHMARKS.md §4,
+/// "`fullnat` against the kernel's full NAT").
+pub const DEFAULT_PORT_QUARANTINE_NS: u64 = 60_000_000_000;
+
+/// Is the port of a reverse entry taken? While its session lives and
+/// still uses it (`session_holds`: fresh, and [`holds`]), and for
+/// `quarantine_ns` after the entry's last reply (`last_seen_ns`) even
+/// when the session is gone or moved on (the client reused its tuple):
+/// the real may still hold the old connection in TIME_WAIT. The one
+/// place of the rule, for the kernel's port search and the control
+/// plane's sweep and pool usage.
+#[inline(always)]
+pub const fn in_use(session_holds: bool, last_seen_ns: u64, now: u64, quarantine_ns: u64) -> bool {
+    session_holds || now.saturating_sub(last_seen_ns) < quarantine_ns
+}
+
 /// The session key (client → VIP) of a reply with reverse key `k` and
 /// entry `rev`, given the service's VIP address `vip`.
 #[inline(always)]
@@ -222,6 +246,15 @@ mod tests {
     }
 
     #[test]
+    fn a_port_stays_taken_through_its_quarantine() {
+        let q = DEFAULT_PORT_QUARANTINE_NS;
+        assert!(in_use(true, 0, 10 * q, q), "a live session holds it");
+        assert!(in_use(false, 100, 100 + q - 1, q), "quarantined");
+        assert!(!in_use(false, 100, 100 + q, q), "free once it is over");
+        assert!(in_use(false, 100, 50, q), "a clock behind the entry: taken");
+    }
+
+    #[test]
     fn a_reply_finds_the_session_key_it_was_made_from() {
         let client = crate::maps::addr_v4([10, 0, 0, 9]);
         let vip = crate::maps::addr_v4([10, 0, 0, 100]);
@@ -234,6 +267,7 @@ mod tests {
             client_mac: [2, 0, 0, 0, 0, 9],
             vip_slot: 1,
             _pad: 0,
+            last_seen_ns: 0,
         };
         let f = forward_key(&k, &rev, vip);
         assert_eq!(

@@ -537,6 +537,11 @@ pub struct GlobalCfg {
     pub ncpus: u32,
     /// Padding, zero.
     pub _pad3: u32,
+    /// `fullnat`: how long a local port stays taken after the last reply
+    /// of its connection (ns), so that it is not handed out again toward
+    /// the same real while the real may still hold that connection in
+    /// TIME_WAIT (`crate::fullnat::in_use`).
+    pub port_quarantine_ns: u64,
 }
 
 /// Key of [`MAP_VIP_ADDRS`].
@@ -748,7 +753,7 @@ pub struct TrafficStats {
 // The explicit alignments let the BPF code generator copy keys and values
 // on the stack with 4- and 8-byte loads and stores instead of byte by byte
 // (the verifier requires aligned stack access).
-const _: () = assert!(core::mem::size_of::<GlobalCfg>() == 64);
+const _: () = assert!(core::mem::size_of::<GlobalCfg>() == 72);
 const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 40);

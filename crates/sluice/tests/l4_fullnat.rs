@@ -28,6 +28,9 @@ const PINNED_PORT: u16 = 8080;
 /// longer than the test waits, so it is surely in flight when the real
 /// dies.
 const LONG_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// Body of the long transfer that must complete (bytes): a few seconds
+/// at `RATE_LIMIT`.
+const LONG_OK_BYTES: u64 = 8 * 1024 * 1024;
 /// curl's receive rate for the long transfer (curl's `--limit-rate` syntax).
 const RATE_LIMIT: &str = "2M";
 /// How long curl may take at most: it must end well before, on the reset.
@@ -85,6 +88,7 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
     // so the client's packets and the real's replies meet the program on
     // different CPUs: the reply must find a session made elsewhere.
     let listen = format!("10.99.0.11:{PINNED_PORT}");
+    let size = LONG_OK_BYTES.to_string();
     let mut pinned = lab
         .spawn(
             Node::Real(1),
@@ -99,6 +103,8 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
                 &listen,
                 "--name",
                 "rs1-pinned",
+                "--size",
+                &size,
             ],
         )
         .unwrap();
@@ -178,6 +184,39 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
         });
         assert_eq!(who["name"], "rs1-pinned", "{who}");
     }
+
+    // A long-lived transfer completes, every byte back through the LB.
+    let max = LONG_MAX_SECS.to_string();
+    let out = lab
+        .exec(
+            Node::Client,
+            &[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--limit-rate",
+                RATE_LIMIT,
+                "--max-time",
+                &max,
+                "-w",
+                "%{size_download}",
+                "http://10.99.255.1:81/",
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap(),
+        LONG_OK_BYTES
+    );
 
     // wrk with keep-alive through the VIP, then the pool usage.
     let report = wrk(&lab, "http://10.99.255.1/", 20, 3);
@@ -376,7 +415,7 @@ fn fullnat_toa_tells_the_real_who_the_client_is() {
     let lab = fullnat_lab("fnattoa", 1);
     let dir = tempfile::tempdir().unwrap();
     let conf = nginx_peer_conf(dir.path());
-    let _nginx = lab
+    let mut nginx = lab
         .spawn(
             Node::Real(1),
             &[
@@ -388,7 +427,7 @@ fn fullnat_toa_tells_the_real_who_the_client_is() {
             ],
         )
         .unwrap();
-    let _reader = lab
+    let mut reader = lab
         .spawn(
             Node::Real(1),
             &[
@@ -483,4 +522,11 @@ fn fullnat_toa_tells_the_real_who_the_client_is() {
     );
     assert!(counter(&lab, "tx_toa") >= 1);
     assert_eq!(counter(&lab, "toa_no_room"), 0);
+    // The reader unpins and detaches on SIGTERM (the lab's teardown kills
+    // whatever is left, also after a failed assertion).
+    let pid = nix::unistd::Pid::from_raw(reader.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = reader.wait();
+    let _ = nginx.kill();
+    let _ = nginx.wait();
 }

@@ -191,12 +191,44 @@ fn nat_two_arm_serves_through_redirects_between_the_interfaces() {
         })
         .unwrap()
         .unwrap();
-    let config = nat_config(
+    // A long-lived transfer: a server of its own on real 1, port 8080,
+    // behind VIP:81.
+    let long_listen = format!("10.98.0.11:{TRANSLATED_PORT}");
+    let size = LONG_OK_BYTES.to_string();
+    let mut long = lab
+        .spawn(
+            Node::Real(1),
+            &[
+                SLUICE,
+                "realserver",
+                "web",
+                "--listen",
+                &long_listen,
+                "--name",
+                "rs1-long",
+                "--size",
+                &size,
+            ],
+        )
+        .unwrap();
+    let mut config = nat_config(
         "web",
         "10.99.255.1",
         80,
         "real_interface = \"lb1\"\n",
         &[("10.98.0.11", Some(t.port)), ("10.98.0.12", None)],
+    );
+    config.push_str(
+        &nat_config(
+            "long",
+            "10.99.255.1",
+            81,
+            "real_interface = \"lb1\"\n",
+            &[("10.98.0.11", Some(TRANSLATED_PORT))],
+        )
+        .split_once("\n\n")
+        .map(|(_, svc)| format!("\n{svc}"))
+        .unwrap(),
     );
     let d = start_daemon(&lab, &config);
     let mut by_real: BTreeMap<String, usize> = BTreeMap::new();
@@ -209,6 +241,53 @@ fn nat_two_arm_serves_through_redirects_between_the_interfaces() {
     assert_eq!(by_real.len(), 2, "both reals serve: {by_real:?}");
     assert!(counter(&lab, "tx_nat_reply") >= (REQUESTS * 4) as u64);
     assert!(counter(&lab, "tx_forwarded") >= (REQUESTS * 4) as u64);
+    // wrk with keep-alive through the VIP, both arms.
+    let report = wrk(&lab, "http://10.99.255.1/", 20, 3);
+    assert!(wrk_requests(&report) > 1000, "{report}");
+    assert_eq!(wrk_errors(&report), 0, "{report}");
+    // A long-lived transfer completes, every byte through both arms.
+    assert_eq!(
+        long_transfer(&lab, "http://10.99.255.1:81/"),
+        LONG_OK_BYTES,
+        "{}",
+        read_all(&d.log)
+    );
+    let _ = long.kill();
+    let _ = long.wait();
+}
+
+/// Body of the long transfers that must complete (bytes): at
+/// `RATE_LIMIT` it takes a few seconds.
+const LONG_OK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Downloads `url` from the client at `RATE_LIMIT`, bounded by
+/// `LONG_MAX_SECS`; the bytes received (curl must succeed).
+fn long_transfer(lab: &Lab, url: &str) -> u64 {
+    let max = LONG_MAX_SECS.to_string();
+    let out = lab
+        .exec(
+            Node::Client,
+            &[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--limit-rate",
+                RATE_LIMIT,
+                "--max-time",
+                &max,
+                "-w",
+                "%{size_download}",
+                url,
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the long transfer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 /// The real's own port for the port-translation test: VIP:80 -> RIP:8080.

@@ -9,7 +9,9 @@
 //!   CPU's share (`sluice_wire::fullnat::cpu_port`; [`PORT_PROBES`]
 //!   candidates from this CPU's cursor). A port is free when no reverse
 //!   entry holds it for this real and port, or the entry's session is
-//!   gone (expired, replaced, or using another port now). Claiming it is
+//!   gone (expired, replaced, or using another port now) and its
+//!   quarantine after the real's last reply is over (the real's
+//!   TIME_WAIT: `sluice_wire::fullnat::in_use`). Claiming it is
 //!   an insert with `BPF_NOEXIST` (or, over a dead entry, `BPF_EXIST`):
 //!   the hash's bucket lock makes it atomic, and the per-CPU shares mean
 //!   that two CPUs never race for one port anyway. No free port: the
@@ -53,8 +55,8 @@ use sluice_wire::{
 };
 
 use crate::consts::{
-    ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, ICMP_HDR_LEN, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
-    PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN,
+    ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, ICMP_HDR_LEN, LAST_SEEN_GRANULARITY_NS, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN,
 };
 use crate::forward::forwarded;
 use crate::frame::{be16, read};
@@ -218,6 +220,8 @@ fn forward_in_frame(
         let Some(eth) = read::<ETH_HDR_LEN>(ctx, 0) else {
             return Err(Counter::DropTruncated);
         };
+        // SAFETY: reading the kernel's clock has no preconditions.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
         let rev = FullnatReverse {
             client: key.src,
             cport: key.sport,
@@ -225,10 +229,9 @@ fn forward_in_frame(
             client_mac: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
             vip_slot,
             _pad: 0,
+            last_seen_ns: now,
         };
-        let local = claim_port(c, &vs.meta, r, rport, &key, &rev)?;
-        // SAFETY: reading the kernel's clock has no preconditions.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        let local = claim_port(c, &vs.meta, r, rport, &key, &rev, now)?;
         session::create(
             &vs.meta,
             &key,
@@ -267,8 +270,13 @@ fn forward_in_frame(
         }
         LocalEnd { slot, port }
     };
-    let Some(la) = SLUICE_LOCAL_ADDRS.get(u32::from(local.slot)) else {
-        return Err(Counter::DropFullnatNoPort);
+    // A slot cleared since (its local address removed from the
+    // configuration) has no address to send from: the flow's connection
+    // is lost with it, its packets dropped and counted, never sent from
+    // 0.0.0.0.
+    let la = match SLUICE_LOCAL_ADDRS.get(u32::from(local.slot)) {
+        Some(la) if la.family == fam => la,
+        _ => return Err(Counter::DropFullnatNoPort),
     };
     rewrite(ctx, fam, key.proto, Side::Destination, &r.addr, rport)?;
     rewrite(ctx, fam, key.proto, Side::Source, &la.addr, local.port)?;
@@ -297,6 +305,7 @@ fn icmp_forward_in_frame(ctx: &XdpContext, chosen: u32, fam: u8) -> Result<(), C
     let Some(la) = slot
         .checked_sub(1)
         .and_then(|s| SLUICE_LOCAL_ADDRS.get(u32::from(s)))
+        .filter(|la| la.family == fam)
     else {
         return Err(Counter::PassIcmp);
     };
@@ -386,12 +395,11 @@ fn claim_port(
     rport: u16,
     key: &FlowKey,
     rev: &FullnatReverse,
+    now: u64,
 ) -> Result<LocalEnd, Counter> {
     // SAFETY: the helper has no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let ncpus = if c.ncpus == 0 { 1 } else { c.ncpus };
-    // SAFETY: reading the kernel's clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let base = m.vip_index * MAX_LOCAL_ADDRS_PER_VIP;
     for i in 0..MAX_LOCAL_ADDRS_PER_VIP {
         let Some(s1) = SLUICE_VIP_LOCALS.get(base + i) else {
@@ -450,8 +458,9 @@ fn claim_on(
         let rk = fullnat::reverse_key(r.addr, rport, slot as u8, port, key.proto, key.family);
         let flags = match SLUICE_FULLNAT_REVERSE.get_ptr(&rk) {
             None => BPF_NOEXIST,
-            // SAFETY: value pointer from a successful lookup; copied out.
-            Some(old) if !alive(c, &rk, &unsafe { *old }, now) => BPF_EXIST,
+            // SAFETY: value pointer from a successful lookup, valid for
+            // this run; read in place (a copy would not fit the stack).
+            Some(old) if !alive(c, &rk, unsafe { &*old }, now) => BPF_EXIST,
             Some(_) => continue,
         };
         if SLUICE_FULLNAT_REVERSE
@@ -466,23 +475,30 @@ fn claim_on(
     None
 }
 
-/// Does reverse entry `rev` (key `rk`) still belong to a live session,
-/// one that uses that local end?
+/// Is the port of reverse entry `rev` (key `rk`) still taken: by a live
+/// session that uses it, or in its quarantine after its last reply
+/// (`sluice_wire::fullnat::in_use`)?
 #[inline(always)]
 fn alive(c: &GlobalCfg, rk: &FullnatKey, rev: &FullnatReverse, now: u64) -> bool {
-    let Some(vs) = u32::from(rev.vip_slot)
+    let holds = match u32::from(rev.vip_slot)
         .checked_sub(1)
         .and_then(|i| SLUICE_VIP_BY_INDEX.get(i))
-    else {
-        return false;
+    {
+        Some(vs) => {
+            let fwd = fullnat::forward_key(rk, rev, vs.key.addr);
+            match SLUICE_SESSIONS.get_ptr(&fwd) {
+                Some(sp) => {
+                    // SAFETY: value pointer from a successful lookup,
+                    // valid for this run; read in place.
+                    let s = unsafe { &*sp };
+                    fullnat::holds(rk, s) && session::fresh(c, s, now)
+                }
+                None => false,
+            }
+        }
+        None => false,
     };
-    let fwd = fullnat::forward_key(rk, rev, vs.key.addr);
-    let Some(sp) = SLUICE_SESSIONS.get_ptr(&fwd) else {
-        return false;
-    };
-    // SAFETY: value pointer from a successful lookup; copied out.
-    let s = unsafe { *sp };
-    fullnat::holds(rk, &s) && session::fresh(c, &s, now)
+    fullnat::in_use(holds, rev.last_seen_ns, now, c.port_quarantine_ns)
 }
 
 /// A real's reply to a local address.
@@ -501,11 +517,11 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     // SAFETY: value pointer from a successful lookup; copied out.
     let slot = unsafe { *slot } as u8;
     let rk = fullnat::reverse_key(key.src, key.sport, slot, key.dport, key.proto, fam);
-    let Some(rev) = SLUICE_FULLNAT_REVERSE.get_ptr(&rk) else {
+    let Some(revp) = SLUICE_FULLNAT_REVERSE.get_ptr_mut(&rk) else {
         return Err(Counter::PassNonVip);
     };
     // SAFETY: value pointer from a successful lookup; copied out.
-    let rev = unsafe { *rev };
+    let rev = unsafe { *revp };
     let (Some(c), Some(vs)) = (
         cfg(),
         u32::from(rev.vip_slot)
@@ -522,6 +538,12 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
         return Err(Counter::PassNatNoSession);
     };
     session::reply_advance(sp, key.proto, flags, now);
+    // The port's quarantine runs from the real's last reply.
+    if now.saturating_sub(rev.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
+        // SAFETY: as above; a concurrent writer of the same flow writes a
+        // time as recent.
+        unsafe { (*revp).last_seen_ns = now };
+    }
     // The real's SYN-ACK announces an MSS that leaves room for the TOA in
     // the client's segments.
     if key.proto == PROTO_TCP
