@@ -184,15 +184,15 @@ pub(crate) fn l4_config(
 /// `fullnat`'s local ports in the matrix, lowest and highest: all but the
 /// well-known ones, where the default (1024–32767) stays below Linux's
 /// ephemeral range for the LB's own connections (the matrix's LB has
-/// none: no health checks). Each CPU hands out its share of the range
-/// in turn; once it has gone round, a port comes back to a real that may
-/// still hold the previous connection in TIME_WAIT (60 s; the real
-/// closes first), and the client's new SYN, with a random timestamp of
-/// its own, is dropped by PAWS about half the time and retried a second
-/// later. With the default range a share went round within the second
-/// repetition of 20,000 (measured: 10.6k, 5.1k, 2.7k req/s in three),
-/// and the row showed the retries, not the data plane's cost
-/// (BENCHMARKS.md §4, "`fullnat` against the kernel's full NAT").
+/// none: no health checks). A port stays taken for 60 s after its
+/// connection's last reply (the reals' TIME_WAIT), and each CPU hands out
+/// its own share only: a batch's 60,000 connections (about 20,000 per
+/// real within seconds, perhaps all from one CPU) must fit in one share,
+/// about 15,900 ports per real with the default range and 32,000 with
+/// this one. (Before that quarantine, the default range sent ports back
+/// into the reals' TIME_WAIT within the second repetition and the row
+/// showed SYN retries: BENCHMARKS.md §4, "`fullnat` against the kernel's
+/// full NAT".)
 const FULLNAT_PORT_RANGE: (u16, u16) = (1024, 65535);
 
 /// The HAProxy configuration of the seed study, adapted: `nbthread`, `mode`
