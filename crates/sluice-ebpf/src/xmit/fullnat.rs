@@ -55,11 +55,11 @@ use sluice_wire::{
 };
 
 use crate::consts::{
-    ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, ICMP_HDR_LEN, LAST_SEEN_GRANULARITY_NS, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN,
+    ETH_HDR_LEN, ICMP_HDR_LEN, LAST_SEEN_GRANULARITY_NS, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST,
+    TCP_SYN,
 };
 use crate::forward::forwarded;
-use crate::frame::{be16, read};
+use crate::frame::read;
 use crate::icmp::quoted_flow;
 use crate::maps::{
     SLUICE_FULLNAT_REVERSE, SLUICE_LOCAL_ADDRS, SLUICE_LOCAL_CURSOR, SLUICE_LOCAL_INDEX,
@@ -70,12 +70,9 @@ use crate::session::{self, LocalEnd};
 
 use super::add_toa::{self, Toa};
 use super::dr::set_macs;
-use super::nat::{flow, l4_offset, leave_by, rewrite, tail_args, translate_icmp};
-
-/// Offset of the protocol in an IPv4 header, of the next header in an
-/// IPv6 one.
-const V4_PROTO: usize = 9;
-const V6_NEXT: usize = 6;
+use super::nat::{
+    flow, l4_offset, leave_by, reply_frame, reply_verdict, rewrite, tail_args, translate_icmp,
+};
 
 /// Sends the client's packet (of family `fam`, service `m`) to the real
 /// in slot `chosen`: hands over to [`sluice_fullnat_forward`] (which
@@ -140,6 +137,8 @@ pub fn sluice_fullnat_forward(ctx: XdpContext) -> u32 {
     } else {
         forward_in_frame(&ctx, a.chosen, a.family, new_session, a.vip_slot)
     };
+    // Written out, not `nat::forward_verdict`: that shape of the same
+    // code took this program's stack past 512 bytes.
     match done {
         Ok(()) => {
             forwarded(a.chosen, len, new_session, icmp);
@@ -162,37 +161,14 @@ pub fn sluice_fullnat_forward(ctx: XdpContext) -> u32 {
 /// a live session).
 #[xdp]
 pub fn sluice_fullnat_reply(ctx: XdpContext) -> u32 {
-    let fam = match read::<2>(&ctx, 12).map(be16) {
-        Some(ETH_P_IP) => family::V4,
-        Some(ETH_P_IPV6) => family::V6,
-        _ => {
-            count(Counter::PassNonVip);
-            return xdp_action::XDP_PASS;
-        }
+    let Some((fam, icmp)) = reply_frame(&ctx) else {
+        count(Counter::PassNonVip);
+        return xdp_action::XDP_PASS;
     };
-    let (proto_at, icmp_proto) = if fam == family::V4 {
-        (ETH_HDR_LEN + V4_PROTO, PROTO_ICMP)
+    if icmp {
+        reply_verdict(icmp_reply_in_frame(&ctx, fam), Counter::TxNatIcmpReply)
     } else {
-        (ETH_HDR_LEN + V6_NEXT, PROTO_ICMPV6)
-    };
-    let (done, sent) = if read::<1>(&ctx, proto_at) == Some([icmp_proto]) {
-        (icmp_reply_in_frame(&ctx, fam), Counter::TxNatIcmpReply)
-    } else {
-        (reply_in_frame(&ctx, fam), Counter::TxFullnatReply)
-    };
-    match done {
-        Ok(()) => {
-            count(sent);
-            leave_by(tx_port::CLIENT_SIDE)
-        }
-        Err(c @ (Counter::PassNonVip | Counter::PassNatNoSession)) => {
-            count(c);
-            xdp_action::XDP_PASS
-        }
-        Err(c) => {
-            count(c);
-            xdp_action::XDP_DROP
-        }
+        reply_verdict(reply_in_frame(&ctx, fam), Counter::TxFullnatReply)
     }
 }
 
