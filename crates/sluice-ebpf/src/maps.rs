@@ -96,6 +96,21 @@ pub(crate) struct NatForwardArgs {
     pub(crate) vip_slot: u8,
 }
 
+impl NatForwardArgs {
+    /// The packet is an ICMP error about the flow.
+    #[inline(always)]
+    pub(crate) fn icmp(&self) -> bool {
+        self.icmp != 0
+    }
+
+    /// The flow's session was just made (`forward` never makes one for
+    /// an ICMP error).
+    #[inline(always)]
+    pub(crate) fn new_session(&self) -> bool {
+        self.new_session != 0 && !self.icmp()
+    }
+}
+
 /// The interfaces `nat` packets leave by (`sluice_wire::maps::MAP_TX_PORTS`):
 /// empty one-arm, filled by the loader two-arm.
 #[map(name = "SLUICE_TX_PORTS")]

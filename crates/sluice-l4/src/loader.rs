@@ -719,22 +719,9 @@ impl Dataplane {
     /// `BPF_PROG_TEST_RUN` (no interface needed; maps are the live ones).
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
         let prog = xdp_program(&self.ebpf, PROGRAM_NAME)?;
-        let mut out = vec![0u8; frame.len() + TEST_RUN_HEADROOM];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: repeat.max(1),
-            ..Default::default()
-        };
-        let r = prog.test_run(opts).map_err(|source| Error::Program {
+        xdp_test_run(prog, frame, repeat).map_err(|source| Error::Program {
             context: "BPF_PROG_TEST_RUN".to_owned(),
             source,
-        })?;
-        out.truncate(r.data_size_out as usize);
-        Ok(TestRunOutput {
-            verdict: r.return_value,
-            frame: out,
-            duration: r.duration,
         })
     }
 }
@@ -777,6 +764,29 @@ fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, E
         source,
     })?;
     Ok(prog)
+}
+
+/// Runs XDP program `prog` `repeat` times (at least once) on `frame` with
+/// `BPF_PROG_TEST_RUN`: the verdict, the frame it left (with room to
+/// grow by `TEST_RUN_HEADROOM`), the mean time per run.
+pub(crate) fn xdp_test_run(
+    prog: &Xdp,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<TestRunOutput, aya::programs::ProgramError> {
+    let mut out = vec![0u8; frame.len() + TEST_RUN_HEADROOM];
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat: repeat.max(1),
+        ..Default::default()
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok(TestRunOutput {
+        verdict: r.return_value,
+        frame: out,
+        duration: r.duration,
+    })
 }
 
 /// The number of possible CPUs (per-CPU maps have a value for each);
@@ -899,23 +909,9 @@ impl HelperProgram {
     /// kernel's mean per run.
     pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput, Error> {
         let prog = xdp_program(&self.ebpf, self.helper.program_name())?;
-        let mut out = vec![0u8; frame.len() + TEST_RUN_HEADROOM];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: repeat.max(1),
-                ..Default::default()
-            })
-            .map_err(|source| Error::Program {
-                context: "BPF_PROG_TEST_RUN".to_owned(),
-                source,
-            })?;
-        out.truncate(r.data_size_out as usize);
-        Ok(TestRunOutput {
-            verdict: r.return_value,
-            frame: out,
-            duration: r.duration,
+        xdp_test_run(prog, frame, repeat).map_err(|source| Error::Program {
+            context: "BPF_PROG_TEST_RUN".to_owned(),
+            source,
         })
     }
 }

@@ -31,7 +31,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, Map, MapData, MapError},
     pin::PinError,
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use sluice_wire::maps::{
     Addr, MAP_NAT_REVERSE, MAP_PERSIST, MAP_RING, MAP_SESSIONS, addr_from_bytes, addr_to_bytes,
@@ -50,9 +50,6 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sluice";
 pub const PIN_PREFIX: &str = "toa-";
 /// Longest interface name the kernel accepts (IFNAMSIZ − 1), in bytes.
 const MAX_IFNAME_LEN: usize = 15;
-/// Headroom of a test run's output buffer (bytes); the program never
-/// grows a frame, so any is enough.
-const TEST_RUN_HEADROOM: usize = 64;
 
 /// Errors of the TOA reader and its lookups.
 #[derive(Debug, thiserror::Error)]
@@ -496,23 +493,9 @@ impl ToaReader {
             .ok_or(ToaError::MissingProgram)?
             .try_into()
             .map_err(|_| ToaError::MissingProgram)?;
-        let mut out = vec![0u8; frame.len() + TEST_RUN_HEADROOM];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .map_err(|source| ToaError::Program {
-                context: "BPF_PROG_TEST_RUN".to_owned(),
-                source,
-            })?;
-        out.truncate(r.data_size_out as usize);
-        Ok(TestRunOutput {
-            verdict: r.return_value,
-            frame: out,
-            duration: r.duration,
+        crate::loader::xdp_test_run(prog, frame, 1).map_err(|source| ToaError::Program {
+            context: "BPF_PROG_TEST_RUN".to_owned(),
+            source,
         })
     }
 }

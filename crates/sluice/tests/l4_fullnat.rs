@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -24,17 +23,6 @@ const PORTS: (u16, u16) = (20000, 29999);
 /// Where the pinned web server listens on real 1 (the lab's own listens
 /// on 80).
 const PINNED_PORT: u16 = 8080;
-/// Body of the long transfer, in bytes: at `RATE_LIMIT` it takes far
-/// longer than the test waits, so it is surely in flight when the real
-/// dies.
-const LONG_BODY_BYTES: u64 = 64 * 1024 * 1024;
-/// Body of the long transfer that must complete (bytes): a few seconds
-/// at `RATE_LIMIT`.
-const LONG_OK_BYTES: u64 = 8 * 1024 * 1024;
-/// curl's receive rate for the long transfer (curl's `--limit-rate` syntax).
-const RATE_LIMIT: &str = "2M";
-/// How long curl may take at most: it must end well before, on the reset.
-const LONG_MAX_SECS: u64 = 60;
 
 /// A daemon config with one `fullnat` service `name` on VIP:`port` to
 /// `reals` (address, own port).
@@ -88,35 +76,14 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
     // so the client's packets and the real's replies meet the program on
     // different CPUs: the reply must find a session made elsewhere.
     let listen = format!("10.99.0.11:{PINNED_PORT}");
-    let size = LONG_OK_BYTES.to_string();
-    let mut pinned = lab
-        .spawn(
-            Node::Real(1),
-            &[
-                "taskset",
-                "-c",
-                "1",
-                SLUICE,
-                "realserver",
-                "web",
-                "--listen",
-                &listen,
-                "--name",
-                "rs1-pinned",
-                "--size",
-                &size,
-            ],
-        )
-        .unwrap();
-    let direct = listen.parse().unwrap();
-    let up = (0..50).any(|_| {
-        let ok = get(&lab, direct, "/whoami").is_ok_and(|(_, _, n)| n == "rs1-pinned");
-        if !ok {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        ok
-    });
-    assert!(up, "the pinned web server did not come up");
+    let mut pinned = spawn_web(
+        &lab,
+        Node::Real(1),
+        &listen,
+        "rs1-pinned",
+        LONG_OK_BYTES,
+        Some("1"),
+    );
 
     let mut config = fullnat_config("web", 80, &[("10.99.0.11", 80), ("10.99.0.12", 80)]);
     config.push_str(
@@ -186,37 +153,7 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
     }
 
     // A long-lived transfer completes, every byte back through the LB.
-    let max = LONG_MAX_SECS.to_string();
-    let out = lab
-        .exec(
-            Node::Client,
-            &[
-                "curl",
-                "-sS",
-                "-o",
-                "/dev/null",
-                "--limit-rate",
-                RATE_LIMIT,
-                "--max-time",
-                &max,
-                "-w",
-                "%{size_download}",
-                "http://10.99.255.1:81/",
-            ],
-        )
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u64>()
-            .unwrap(),
-        LONG_OK_BYTES
-    );
+    assert_eq!(long_transfer(&lab, "http://10.99.255.1:81/"), LONG_OK_BYTES);
 
     // wrk with keep-alive through the VIP, then the pool usage.
     let report = wrk(&lab, "http://10.99.255.1/", 20, 3);
@@ -262,32 +199,14 @@ fn fullnat_serves_from_the_local_address_and_replies_cross_cpus() {
 fn fullnat_a_dying_real_ends_the_transfer() {
     let lab = fullnat_lab("fnatkill", 1);
     let listen = format!("10.99.0.11:{PINNED_PORT}");
-    let size = LONG_BODY_BYTES.to_string();
-    let mut web = lab
-        .spawn(
-            Node::Real(1),
-            &[
-                SLUICE,
-                "realserver",
-                "web",
-                "--listen",
-                &listen,
-                "--name",
-                "rs1-long",
-                "--size",
-                &size,
-            ],
-        )
-        .unwrap();
-    let direct = listen.parse().unwrap();
-    let up = (0..50).any(|_| {
-        let ok = get(&lab, direct, "/whoami").is_ok_and(|(_, _, n)| n == "rs1-long");
-        if !ok {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        ok
-    });
-    assert!(up, "the web server did not come up");
+    let web = spawn_web(
+        &lab,
+        Node::Real(1),
+        &listen,
+        "rs1-long",
+        LONG_BODY_BYTES,
+        None,
+    );
     let _d = start_daemon(
         &lab,
         &fullnat_config("web", 80, &[("10.99.0.11", PINNED_PORT)]),
@@ -301,55 +220,7 @@ fn fullnat_a_dying_real_ends_the_transfer() {
         ok
     });
     assert!(served, "VIP:80 never reached the real's port {PINNED_PORT}");
-    let max = LONG_MAX_SECS.to_string();
-    let mut client = lab
-        .command(
-            Node::Client,
-            &[
-                "curl",
-                "-sS",
-                "-o",
-                "/dev/null",
-                "--limit-rate",
-                RATE_LIMIT,
-                "--max-time",
-                &max,
-                "-w",
-                "%{size_download}",
-                "http://10.99.255.1/",
-            ],
-        )
-        .unwrap()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        client.try_wait().unwrap().is_none(),
-        "the long transfer ended before the real died"
-    );
-    let killed_at = Instant::now();
-    web.kill().unwrap();
-    let _ = web.wait();
-    let out = client.wait_with_output().unwrap();
-    let took = killed_at.elapsed();
-    let received: u64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    assert!(
-        !out.status.success() && received < LONG_BODY_BYTES,
-        "curl should fail short of the body: {:?}, {received} bytes, {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        took < Duration::from_secs(LONG_MAX_SECS / 2),
-        "the transfer hung for {took:?} after the real died: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(received > 0, "nothing arrived before the real died");
+    transfer_ends_when_the_real_dies(&lab, web, "http://10.99.255.1/", LONG_BODY_BYTES);
 }
 
 /// `sluice run` refuses a local address that is not the LB's own.

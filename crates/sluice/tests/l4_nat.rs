@@ -256,50 +256,8 @@ fn nat_two_arm_serves_through_redirects_between_the_interfaces() {
     let _ = long.wait();
 }
 
-/// Body of the long transfers that must complete (bytes): at
-/// `RATE_LIMIT` it takes a few seconds.
-const LONG_OK_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Downloads `url` from the client at `RATE_LIMIT`, bounded by
-/// `LONG_MAX_SECS`; the bytes received (curl must succeed).
-fn long_transfer(lab: &Lab, url: &str) -> u64 {
-    let max = LONG_MAX_SECS.to_string();
-    let out = lab
-        .exec(
-            Node::Client,
-            &[
-                "curl",
-                "-sS",
-                "-o",
-                "/dev/null",
-                "--limit-rate",
-                RATE_LIMIT,
-                "--max-time",
-                &max,
-                "-w",
-                "%{size_download}",
-                url,
-            ],
-        )
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the long transfer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
 /// The real's own port for the port-translation test: VIP:80 -> RIP:8080.
 const TRANSLATED_PORT: u16 = 8080;
-/// Body of the long transfer, in bytes (the web server's largest): at
-/// `RATE_LIMIT` it takes far longer than the test waits, so it is surely
-/// in flight when the real dies.
-const LONG_BODY_BYTES: u64 = 64 * 1024 * 1024;
-/// curl's receive rate for the long transfer (curl's `--limit-rate` syntax).
-const RATE_LIMIT: &str = "2M";
-/// How long curl may take at most: it must end well before, on the reset.
-const LONG_MAX_SECS: u64 = 60;
 
 /// `nat` translates the port (VIP:80 to a real listening only on 8080),
 /// and a real that dies in the middle of a long transfer ends the
@@ -309,33 +267,15 @@ fn nat_translates_the_port_and_a_dying_real_ends_the_transfer() {
     let lab = l4_lab("natport", 1);
     route_reals_via_lb(&lab, 1);
     let listen = format!("10.99.0.11:{TRANSLATED_PORT}");
-    let size = LONG_BODY_BYTES.to_string();
-    let mut web = lab
-        .spawn(
-            Node::Real(1),
-            &[
-                SLUICE,
-                "realserver",
-                "web",
-                "--listen",
-                &listen,
-                "--name",
-                "rs1-8080",
-                "--size",
-                &size,
-            ],
-        )
-        .unwrap();
     // The server on 8080 answers directly before the VIP is tried.
-    let direct = format!("10.99.0.11:{TRANSLATED_PORT}").parse().unwrap();
-    let up = (0..50).any(|_| {
-        let ok = get(&lab, direct, "/whoami").is_ok_and(|(_, _, name)| name == "rs1-8080");
-        if !ok {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        ok
-    });
-    assert!(up, "the web server on {direct} did not come up");
+    let web = spawn_web(
+        &lab,
+        Node::Real(1),
+        &listen,
+        "rs1-8080",
+        LONG_BODY_BYTES,
+        None,
+    );
     let config = nat_config(
         "web",
         "10.99.255.1",
@@ -363,55 +303,7 @@ fn nat_translates_the_port_and_a_dying_real_ends_the_transfer() {
     assert!(text.contains("-> 10.99.0.11:8080 "), "{text}");
 
     // A long transfer, then the server is killed while it is in flight.
-    let max = LONG_MAX_SECS.to_string();
-    let mut client = lab
-        .command(
-            Node::Client,
-            &[
-                "curl",
-                "-sS",
-                "-o",
-                "/dev/null",
-                "--limit-rate",
-                RATE_LIMIT,
-                "--max-time",
-                &max,
-                "-w",
-                "%{size_download}",
-                "http://10.99.255.1/",
-            ],
-        )
-        .unwrap()
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    assert!(
-        client.try_wait().unwrap().is_none(),
-        "the long transfer ended before the real died"
-    );
-    let killed_at = std::time::Instant::now();
-    web.kill().unwrap();
-    let _ = web.wait();
-    let out = client.wait_with_output().unwrap();
-    let took = killed_at.elapsed();
-    let received: u64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    assert!(
-        !out.status.success() && received < LONG_BODY_BYTES,
-        "curl should fail short of the body: {:?}, {received} bytes, {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        took < std::time::Duration::from_secs(LONG_MAX_SECS / 2),
-        "the transfer hung for {took:?} after the real died: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(received > 0, "nothing arrived before the real died");
+    transfer_ends_when_the_real_dies(&lab, web, "http://10.99.255.1/", LONG_BODY_BYTES);
 }
 
 /// `nat` over IPv6 end to end, one-arm: the reals route the client's IPv6

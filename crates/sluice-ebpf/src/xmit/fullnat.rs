@@ -55,11 +55,11 @@ use sluice_wire::{
 };
 
 use crate::consts::{
-    ETH_HDR_LEN, ETH_P_IP, ETH_P_IPV6, ICMP_HDR_LEN, LAST_SEEN_GRANULARITY_NS, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN,
+    ETH_HDR_LEN, ICMP_HDR_LEN, LAST_SEEN_GRANULARITY_NS, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST,
+    TCP_SYN,
 };
 use crate::forward::forwarded;
-use crate::frame::{be16, read};
+use crate::frame::read;
 use crate::icmp::quoted_flow;
 use crate::maps::{
     SLUICE_FULLNAT_REVERSE, SLUICE_LOCAL_ADDRS, SLUICE_LOCAL_CURSOR, SLUICE_LOCAL_INDEX,
@@ -70,12 +70,9 @@ use crate::session::{self, LocalEnd};
 
 use super::add_toa::{self, Toa};
 use super::dr::set_macs;
-use super::nat::{flow, l4_offset, leave_by, rewrite, tail_args, translate_icmp};
-
-/// Offset of the protocol in an IPv4 header, of the next header in an
-/// IPv6 one.
-const V4_PROTO: usize = 9;
-const V6_NEXT: usize = 6;
+use super::nat::{
+    flow, l4_offset, leave_by, reply_frame, reply_verdict, rewrite, tail_args, translate_icmp,
+};
 
 /// Sends the client's packet (of family `fam`, service `m`) to the real
 /// in slot `chosen`: hands over to [`sluice_fullnat_forward`] (which
@@ -140,6 +137,8 @@ pub fn sluice_fullnat_forward(ctx: XdpContext) -> u32 {
     } else {
         forward_in_frame(&ctx, a.chosen, a.family, new_session, a.vip_slot)
     };
+    // Written out, not `nat::forward_verdict`: that shape of the same
+    // code took this program's stack past 512 bytes.
     match done {
         Ok(()) => {
             forwarded(a.chosen, len, new_session, icmp);
@@ -162,37 +161,14 @@ pub fn sluice_fullnat_forward(ctx: XdpContext) -> u32 {
 /// a live session).
 #[xdp]
 pub fn sluice_fullnat_reply(ctx: XdpContext) -> u32 {
-    let fam = match read::<2>(&ctx, 12).map(be16) {
-        Some(ETH_P_IP) => family::V4,
-        Some(ETH_P_IPV6) => family::V6,
-        _ => {
-            count(Counter::PassNonVip);
-            return xdp_action::XDP_PASS;
-        }
+    let Some((fam, icmp)) = reply_frame(&ctx) else {
+        count(Counter::PassNonVip);
+        return xdp_action::XDP_PASS;
     };
-    let (proto_at, icmp_proto) = if fam == family::V4 {
-        (ETH_HDR_LEN + V4_PROTO, PROTO_ICMP)
+    if icmp {
+        reply_verdict(icmp_reply_in_frame(&ctx, fam), Counter::TxNatIcmpReply)
     } else {
-        (ETH_HDR_LEN + V6_NEXT, PROTO_ICMPV6)
-    };
-    let (done, sent) = if read::<1>(&ctx, proto_at) == Some([icmp_proto]) {
-        (icmp_reply_in_frame(&ctx, fam), Counter::TxNatIcmpReply)
-    } else {
-        (reply_in_frame(&ctx, fam), Counter::TxFullnatReply)
-    };
-    match done {
-        Ok(()) => {
-            count(sent);
-            leave_by(tx_port::CLIENT_SIDE)
-        }
-        Err(c @ (Counter::PassNonVip | Counter::PassNatNoSession)) => {
-            count(c);
-            xdp_action::XDP_PASS
-        }
-        Err(c) => {
-            count(c);
-            xdp_action::XDP_DROP
-        }
+        reply_verdict(reply_in_frame(&ctx, fam), Counter::TxFullnatReply)
     }
 }
 
@@ -340,36 +316,8 @@ fn icmp_reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     if q.proto != PROTO_TCP && q.proto != PROTO_UDP {
         return Err(Counter::PassNonVip);
     }
-    let ak = AddrKey {
-        addr: q.dst,
-        family: u32::from(fam),
-    };
-    let Some(slot) = SLUICE_LOCAL_INDEX.get_ptr(&ak) else {
-        return Err(Counter::PassNonVip);
-    };
-    // SAFETY: value pointer from a successful lookup; copied out.
-    let slot = unsafe { *slot } as u8;
-    let rk = fullnat::reverse_key(q.src, q.sport, slot, q.dport, q.proto, fam);
-    let Some(rev) = SLUICE_FULLNAT_REVERSE.get_ptr(&rk) else {
-        return Err(Counter::PassNonVip);
-    };
-    // SAFETY: value pointer from a successful lookup; copied out.
-    let rev = unsafe { *rev };
-    let (Some(c), Some(vs)) = (
-        cfg(),
-        u32::from(rev.vip_slot)
-            .checked_sub(1)
-            .and_then(|i| SLUICE_VIP_BY_INDEX.get(i)),
-    ) else {
-        return Err(Counter::PassNatNoSession);
-    };
-    let vip = vs.key.addr;
-    // SAFETY: reading the kernel's clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let fwd = fullnat::forward_key(&rk, &rev, vip);
-    if session::fullnat_session(c, &fwd, &q.src, q.sport, &rk, now).is_none() {
-        return Err(Counter::PassNatNoSession);
-    }
+    let found = reply_of(&q, fam)?;
+    let (rev, vip, c) = (found.rev, found.vip, found.cfg);
     translate_icmp(ctx, fam, q.proto, Side::Source, &rev.client, rev.cport)?;
     translate_icmp(ctx, fam, q.proto, Side::Destination, &vip, rev.vport)?;
     set_macs(ctx, rev.client_mac, c.iface_mac)
@@ -501,12 +449,27 @@ fn alive(c: &GlobalCfg, rk: &FullnatKey, rev: &FullnatReverse, now: u64) -> bool
     fullnat::in_use(holds, rev.last_seen_ns, now, c.port_quarantine_ns)
 }
 
-/// A real's reply to a local address.
+/// What a packet from a real's side to a local address found: its
+/// reverse entry (in place, and a copy), the service's VIP, the
+/// configuration, the live session, and the time of the lookup.
+struct Reply {
+    entry: *mut FullnatReverse,
+    rev: FullnatReverse,
+    vip: sluice_wire::maps::Addr,
+    /// The service inserts TOAs.
+    toa: bool,
+    cfg: &'static GlobalCfg,
+    session: *mut sluice_wire::maps::FlowVal,
+    now: u64,
+}
+
+/// The reverse entry and live session of flow `key` (real:rport → local
+/// address:port, as a reply travels; for an ICMP error, the mirror of
+/// its quoted packet), or why the packet is not a session's: no such
+/// local address or reverse entry (`pass_non_vip`), no live session that
+/// uses that real and local end (`pass_nat_no_session`).
 #[inline(always)]
-fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
-    // Not a VIP's traffic: a frame too short for its TCP/UDP header is
-    // not ours to judge, and passes untouched like any non-VIP packet.
-    let (key, flags) = flow(ctx, fam).map_err(|_| Counter::PassNonVip)?;
+fn reply_of(key: &FlowKey, fam: u8) -> Result<Reply, Counter> {
     let ak = AddrKey {
         addr: key.dst,
         family: u32::from(fam),
@@ -517,11 +480,11 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     // SAFETY: value pointer from a successful lookup; copied out.
     let slot = unsafe { *slot } as u8;
     let rk = fullnat::reverse_key(key.src, key.sport, slot, key.dport, key.proto, fam);
-    let Some(revp) = SLUICE_FULLNAT_REVERSE.get_ptr_mut(&rk) else {
+    let Some(entry) = SLUICE_FULLNAT_REVERSE.get_ptr_mut(&rk) else {
         return Err(Counter::PassNonVip);
     };
     // SAFETY: value pointer from a successful lookup; copied out.
-    let rev = unsafe { *revp };
+    let rev = unsafe { *entry };
     let (Some(c), Some(vs)) = (
         cfg(),
         u32::from(rev.vip_slot)
@@ -530,13 +493,38 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     ) else {
         return Err(Counter::PassNatNoSession);
     };
-    let vip = vs.key.addr;
     // SAFETY: reading the kernel's clock has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let fwd = fullnat::forward_key(&rk, &rev, vip);
-    let Some(sp) = session::fullnat_session(c, &fwd, &key.src, key.sport, &rk, now) else {
+    let fwd = fullnat::forward_key(&rk, &rev, vs.key.addr);
+    let Some(session) = session::fullnat_session(c, &fwd, &key.src, key.sport, &rk, now) else {
         return Err(Counter::PassNatNoSession);
     };
+    Ok(Reply {
+        entry,
+        rev,
+        vip: vs.key.addr,
+        toa: vs.meta.flags & vip_flags::TOA != 0,
+        cfg: c,
+        session,
+        now,
+    })
+}
+
+/// A real's reply to a local address.
+#[inline(always)]
+fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
+    // Not a VIP's traffic: a frame too short for its TCP/UDP header is
+    // not ours to judge, and passes untouched like any non-VIP packet.
+    let (key, flags) = flow(ctx, fam).map_err(|_| Counter::PassNonVip)?;
+    let found = reply_of(&key, fam)?;
+    let (revp, rev, vip, c, sp, now) = (
+        found.entry,
+        found.rev,
+        found.vip,
+        found.cfg,
+        found.session,
+        found.now,
+    );
     session::reply_advance(sp, key.proto, flags, now);
     // The port's quarantine runs from the real's last reply.
     if now.saturating_sub(rev.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
@@ -546,10 +534,7 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     }
     // The real's SYN-ACK announces an MSS that leaves room for the TOA in
     // the client's segments.
-    if key.proto == PROTO_TCP
-        && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
-        && vs.meta.flags & vip_flags::TOA != 0
-    {
+    if key.proto == PROTO_TCP && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK && found.toa {
         add_toa::clamp_mss(ctx, fam);
     }
     rewrite(ctx, fam, key.proto, Side::Source, &vip, rev.vport)?;

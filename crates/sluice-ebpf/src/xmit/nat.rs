@@ -129,24 +129,41 @@ pub(crate) fn reply(ctx: &XdpContext) -> u32 {
 /// (`icmp_forwarded`).
 #[xdp]
 pub fn sluice_nat_forward(ctx: XdpContext) -> u32 {
-    let Some(args) = SLUICE_NAT_ARGS.get(0) else {
+    let Some(a) = forward_args() else {
         count(Counter::DropUnknownMethod);
         return xdp_action::XDP_DROP;
     };
-    let a = *args;
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let icmp = a.icmp != 0;
-    // `forward` never makes a session for an ICMP error.
-    let new_session = a.new_session != 0 && !icmp;
-    let done = if icmp {
+    let done = if a.icmp() {
         icmp_forward_in_frame(&ctx, a.chosen, a.family)
     } else {
-        forward_in_frame(&ctx, a.chosen, a.family, new_session)
+        forward_in_frame(&ctx, a.chosen, a.family, a.new_session())
     };
+    forward_verdict(done, &a, len)
+}
+
+/// The arguments `sluice_xdp` left for a forward program (`nat`'s or
+/// `fullnat`'s) in this CPU's `SLUICE_NAT_ARGS` slot.
+#[inline(always)]
+pub(super) fn forward_args() -> Option<NatForwardArgs> {
+    SLUICE_NAT_ARGS.get(0).copied()
+}
+
+/// The verdict of a forward program that did (`Ok`) or did not send the
+/// packet of `a` (`len` bytes) to its real: forwarded and counted so
+/// (to the real's traffic too), passed to the kernel (`pass_icmp`: an
+/// ICMP error of a flow without the state to translate it), or dropped
+/// and counted.
+#[inline(always)]
+pub(super) fn forward_verdict(done: Result<(), Counter>, a: &NatForwardArgs, len: u64) -> u32 {
     match done {
         Ok(()) => {
-            forwarded(a.chosen, len, new_session, icmp);
+            forwarded(a.chosen, len, a.new_session(), a.icmp());
             leave_by(tx_port::REAL_SIDE)
+        }
+        Err(Counter::PassIcmp) => {
+            count(Counter::PassIcmp);
+            xdp_action::XDP_PASS
         }
         Err(c) => {
             count(c);
@@ -159,26 +176,42 @@ pub fn sluice_nat_forward(ctx: XdpContext) -> u32 {
 /// (`XDP_TX`, `tx_nat_reply`), an ICMP error from the reals' side about
 /// a flow translated for its client (`tx_nat_icmp_reply`), or either
 /// passed to the kernel untouched (`pass_non_vip` without a reverse
-/// entry, `pass_nat_no_session` without a live session).
+/// entry, `pass_nat_no_session` without a live session). A packet to a
+/// local address is `fullnat`'s.
 #[xdp]
 pub fn sluice_nat_reply(ctx: XdpContext) -> u32 {
-    let (fam, proto_at, icmp_proto) = match read::<2>(&ctx, 12).map(be16) {
-        Some(ETH_P_IP) => (family::V4, ETH_HDR_LEN + V4_PROTO, PROTO_ICMP),
-        Some(ETH_P_IPV6) => (family::V6, ETH_HDR_LEN + V6_NEXT, PROTO_ICMPV6),
-        _ => {
-            count(Counter::PassNonVip);
-            return xdp_action::XDP_PASS;
-        }
+    let Some((fam, icmp)) = reply_frame(&ctx) else {
+        count(Counter::PassNonVip);
+        return xdp_action::XDP_PASS;
     };
-    let icmp = read::<1>(&ctx, proto_at) == Some([icmp_proto]);
     // A reply (or an ICMP error) to a local address is `fullnat`'s (no
     // return if so).
     super::fullnat::reply_if_local(&ctx, fam);
-    let (done, sent) = if icmp {
-        (icmp_reply_in_frame(&ctx, fam), Counter::TxNatIcmpReply)
+    if icmp {
+        reply_verdict(icmp_reply_in_frame(&ctx, fam), Counter::TxNatIcmpReply)
     } else {
-        (reply_in_frame(&ctx, fam), Counter::TxNatReply)
+        reply_verdict(reply_in_frame(&ctx, fam), Counter::TxNatReply)
+    }
+}
+
+/// The family of a frame a reply program got, and whether it carries
+/// ICMP; `None` for a frame that is not IPv4/IPv6.
+#[inline(always)]
+pub(super) fn reply_frame(ctx: &XdpContext) -> Option<(u8, bool)> {
+    let (fam, proto_at, icmp_proto) = match read::<2>(ctx, 12).map(be16) {
+        Some(ETH_P_IP) => (family::V4, ETH_HDR_LEN + V4_PROTO, PROTO_ICMP),
+        Some(ETH_P_IPV6) => (family::V6, ETH_HDR_LEN + V6_NEXT, PROTO_ICMPV6),
+        _ => return None,
     };
+    Some((fam, read::<1>(ctx, proto_at) == Some([icmp_proto])))
+}
+
+/// The verdict of a reply program that did (`Ok`) or did not send the
+/// packet back to its client: sent and counted as `sent`, passed to the
+/// kernel untouched (no reverse entry, no live session), or dropped and
+/// counted.
+#[inline(always)]
+pub(super) fn reply_verdict(done: Result<(), Counter>, sent: Counter) -> u32 {
     match done {
         Ok(()) => {
             count(sent);

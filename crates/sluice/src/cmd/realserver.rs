@@ -120,6 +120,44 @@ fn web(args: WebArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// SIGTERM and SIGINT, caught from the moment they are installed, for
+/// the real-server commands that undo what they did when told to stop.
+pub(crate) struct StopSignals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs both handlers (install before announcing "ready": a
+    /// signal arriving after it must run the clean-up).
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        let (term, int) = rt.block_on(async {
+            anyhow::Ok((
+                signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            ))
+        })?;
+        Ok(Self { rt, term, int })
+    }
+
+    /// Blocks until one of them arrives.
+    pub(crate) fn wait(mut self) {
+        let (term, int) = (&mut self.term, &mut self.int);
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+    }
+}
+
 // === realserver setup ===
 
 /// The `ip` binary (iproute2), as the L4 crate's neighbour code uses.
@@ -310,18 +348,8 @@ fn setup(args: &SetupArgs) -> anyhow::Result<ExitCode> {
     if let Some(iface) = &args.tun_iface {
         check_ifname(iface)?;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
     // Handlers first: a signal arriving after "ready" must run the clean-up.
-    let (mut term, mut int) = rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        anyhow::Ok((
-            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-        ))
-    })?;
+    let stop = StopSignals::install()?;
 
     let mut applied = Applied::default();
     let present = lo_addresses()?;
@@ -364,12 +392,7 @@ fn setup(args: &SetupArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("ready; undoing on SIGTERM/SIGINT");
-    rt.block_on(async {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    });
+    stop.wait();
     drop(applied);
     println!("done");
     Ok(ExitCode::SUCCESS)

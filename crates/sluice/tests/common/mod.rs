@@ -372,3 +372,134 @@ pub fn nstat(lab: &Lab, node: Node, name: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("no counter {name} in nstat output"))
 }
+
+/// Body of the long transfers that are cut (bytes, the web server's
+/// largest): at `RATE_LIMIT` it takes far longer than a test waits, so
+/// it is surely in flight when its real dies.
+pub const LONG_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// Body of the long transfers that must complete (bytes): a few seconds
+/// at `RATE_LIMIT`.
+pub const LONG_OK_BYTES: u64 = 8 * 1024 * 1024;
+/// curl's receive rate for the long transfers (curl's `--limit-rate`
+/// syntax).
+pub const RATE_LIMIT: &str = "2M";
+/// How long a long transfer may take at most (seconds).
+pub const LONG_MAX_SECS: u64 = 60;
+
+/// Starts `sluice realserver web` on `node` listening on `listen` as
+/// `name` with a `/` of `size` bytes (`taskset -c CPU` first with
+/// `cpu`), and waits until it answers `/whoami` from the client.
+pub fn spawn_web(
+    lab: &Lab,
+    node: Node,
+    listen: &str,
+    name: &str,
+    size: u64,
+    cpu: Option<&str>,
+) -> std::process::Child {
+    let size = size.to_string();
+    let mut argv: Vec<&str> = Vec::new();
+    if let Some(cpu) = cpu {
+        argv.extend(["taskset", "-c", cpu]);
+    }
+    argv.extend([
+        SLUICE,
+        "realserver",
+        "web",
+        "--listen",
+        listen,
+        "--name",
+        name,
+        "--size",
+        &size,
+    ]);
+    let child = lab.spawn(node, &argv).unwrap();
+    let direct: SocketAddr = listen.parse().unwrap();
+    let up = (0..50).any(|_| {
+        let ok = get(lab, direct, "/whoami").is_ok_and(|(_, _, n)| n == name);
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(up, "the web server {name} on {listen} did not come up");
+    child
+}
+
+/// The client's curl downloading `url` at `RATE_LIMIT`, at most
+/// `LONG_MAX_SECS`, printing the bytes it received.
+fn long_curl(lab: &Lab, url: &str) -> std::process::Command {
+    let max = LONG_MAX_SECS.to_string();
+    lab.command(
+        Node::Client,
+        &[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--limit-rate",
+            RATE_LIMIT,
+            "--max-time",
+            &max,
+            "-w",
+            "%{size_download}",
+            url,
+        ],
+    )
+    .unwrap()
+}
+
+/// Downloads `url` at `RATE_LIMIT`: the bytes received (curl must
+/// succeed).
+pub fn long_transfer(lab: &Lab, url: &str) -> u64 {
+    let out = long_curl(lab, url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the long transfer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Starts a long download of `url` (a body of `body` bytes), kills
+/// `web` (its server) while it is in flight, and asserts that the
+/// transfer ends promptly, short of the body, with an error: a reset
+/// through the LB, never a hang.
+pub fn transfer_ends_when_the_real_dies(
+    lab: &Lab,
+    mut web: std::process::Child,
+    url: &str,
+    body: u64,
+) {
+    let mut client = long_curl(lab, url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        client.try_wait().unwrap().is_none(),
+        "the long transfer ended before the real died"
+    );
+    let killed_at = std::time::Instant::now();
+    web.kill().unwrap();
+    let _ = web.wait();
+    let out = client.wait_with_output().unwrap();
+    let took = killed_at.elapsed();
+    let received: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        !out.status.success() && received < body,
+        "curl should fail short of the body: {:?}, {received} bytes, {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(LONG_MAX_SECS / 2),
+        "the transfer hung for {took:?} after the real died: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(received > 0, "nothing arrived before the real died");
+}

@@ -102,18 +102,8 @@ fn lookup(
 }
 
 fn serve(pin_dir: &Path, iface: &str, xdp_mode: XdpMode) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
     // Handlers first: a signal arriving after "ready" must run the clean-up.
-    let (mut term, mut int) = rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        anyhow::Ok((
-            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-        ))
-    })?;
+    let stop = super::StopSignals::install()?;
     let (mode, how) = match xdp_mode {
         XdpMode::Native => (AttachMode::Native, "native"),
         XdpMode::Generic => (AttachMode::Generic, "generic"),
@@ -127,12 +117,7 @@ fn serve(pin_dir: &Path, iface: &str, xdp_mode: XdpMode) -> anyhow::Result<ExitC
     println!("attached sluice_toa to {iface} ({how} XDP)");
     println!("map pinned at {pinned}");
     println!("ready; detaching and unpinning on SIGTERM/SIGINT");
-    rt.block_on(async {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    });
+    stop.wait();
     drop(reader);
     println!("detached sluice_toa from {iface}, removed {pinned}");
     Ok(ExitCode::SUCCESS)
