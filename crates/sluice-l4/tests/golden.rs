@@ -253,9 +253,10 @@ impl Fixture {
             vip_flags::PERSIST,
             hash_ring(&[15, 16]),
         );
-        // Methods the program cannot send with: `fullnat` (not implemented
-        // yet) and a byte that names no method. Their reals are usable `dr`
-        // reals, so a fall-through to `dr` would show as a forwarded frame.
+        // A `fullnat` service without local addresses (its new flows find
+        // no port) and a byte that names no method. Their reals are usable
+        // `dr` reals, so a fall-through to `dr` would show as a forwarded
+        // frame.
         f.service(
             11,
             VIP_FULLNAT,
@@ -898,13 +899,13 @@ fn golden_packet_table() {
         Counter::DropNoNeighbour,
     ));
 
-    // --- methods this program cannot send with ---
+    // --- services this program cannot send for ---
     cases.push(case(
-        "fullnat service: dropped (not implemented yet), not sent as dr",
+        "fullnat service without local addresses: dropped, counted, not sent as dr",
         v4(CLIENT, VIP_FULLNAT, 6, &tcp(48000, 80, SYN)),
         verdict::DROP,
         None,
-        Counter::DropUnknownMethod,
+        Counter::DropFullnatNoPort,
     ));
     cases.push(case(
         "service with an unknown method byte: dropped, not sent as dr",
@@ -992,10 +993,11 @@ fn golden_packet_table() {
     );
 }
 
-/// A service whose method the program cannot send with is dropped before
-/// the session table is touched: a new flow leaves no session, and an
+/// A service whose method byte names no method is dropped before the
+/// session table is touched: a new flow leaves no session, and an
 /// established flow of a service whose method becomes one is dropped on
-/// the session-hit path too.
+/// the session-hit path too. A `fullnat` flow that finds no local port
+/// leaves no session either.
 #[test]
 fn unknown_methods_leave_no_session() {
     pin_to_one_cpu();
@@ -1003,21 +1005,23 @@ fn unknown_methods_leave_no_session() {
     let count = |fx: &Fixture, c: Counter| fx.dp.counter(c).unwrap();
     assert!(Method::from_byte(UNKNOWN_METHOD).is_none());
 
-    let syn = v4(CLIENT, VIP_FULLNAT, 6, &tcp(49000, 80, SYN));
-    let (misses, drops) = (
-        count(&fx, Counter::SessionMiss),
-        count(&fx, Counter::DropUnknownMethod),
-    );
-    assert_eq!(fx.dp.test_run(&syn, 1).unwrap().verdict, verdict::DROP);
-    assert_eq!(fx.dp.test_run(&syn, 1).unwrap().verdict, verdict::DROP);
-    assert_eq!(count(&fx, Counter::SessionMiss), misses, "no session made");
-    assert_eq!(count(&fx, Counter::DropUnknownMethod), drops + 2);
+    for (vip, dropped) in [
+        (VIP_BAD_METHOD, Counter::DropUnknownMethod),
+        (VIP_FULLNAT, Counter::DropFullnatNoPort),
+    ] {
+        let syn = v4(CLIENT, vip, 6, &tcp(49000, 80, SYN));
+        let (misses, drops) = (count(&fx, Counter::SessionMiss), count(&fx, dropped));
+        assert_eq!(fx.dp.test_run(&syn, 1).unwrap().verdict, verdict::DROP);
+        assert_eq!(fx.dp.test_run(&syn, 1).unwrap().verdict, verdict::DROP);
+        assert_eq!(count(&fx, Counter::SessionMiss), misses, "no session made");
+        assert_eq!(count(&fx, dropped), drops + 2, "{}", dropped.name());
+    }
 
-    // A dr flow with a session; then its service's record says fullnat.
+    // A dr flow with a session; then its service's record names no method.
     let flow = v4(CLIENT, VIP_DR, 6, &tcp(49001, 80, ACK));
     assert_eq!(fx.dp.test_run(&flow, 1).unwrap().verdict, verdict::TX);
     let ring: Vec<u32> = fx.rings[&0].clone();
-    fx.service(0, VIP_DR, 80, 6, method::FULLNAT, sched::HASH_FLOW, 0, ring);
+    fx.service(0, VIP_DR, 80, 6, UNKNOWN_METHOD, sched::HASH_FLOW, 0, ring);
     let (hits, drops) = (
         count(&fx, Counter::SessionHit),
         count(&fx, Counter::DropUnknownMethod),
