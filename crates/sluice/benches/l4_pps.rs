@@ -20,6 +20,13 @@
 //!   new conntrack entry: NAT is decided on a connection's first packet).
 //!   The rules of (f) and (h) are `sluice lab bmt`'s
 //!   (`sluice_bmt::nft_rules`).
+//! - New connections, the LB's cost per connection set up: every frame a
+//!   SYN from a new client address, generator-driven, `NEW_FLOW_FRAMES`
+//!   per run against the reflector at the same count (a′): (i) `nat` (a
+//!   session and a reverse entry), (j) `fullnat` (a session, a local port
+//!   claimed from two local addresses, a reverse entry), (k) the kernel's
+//!   DNAT and (l) its DNAT+SNAT (a conntrack entry, NAT set up, for (l) a
+//!   source port searched), the rules of (f) and (h).
 //!
 //! Ping-pong method: `INFLIGHT` frames are injected once (trafgen, a short
 //! paced burst, so no ring ever fills); from then on they bounce between the
@@ -67,6 +74,13 @@ const GEN_FRAMES: u64 = 1_500_000;
 /// (platform.md gotcha 9); one CPU then reaches ~0.35 Mpps here, so the
 /// asked rate is never the limit.
 const GEN_RATE_PPS: u64 = 1_000_000;
+/// New-connection cases: frames per run. Every frame makes a conntrack
+/// entry for (k) and (l), which stay (unreplied SYNs live 120 s) and
+/// count against the LB namespace's `nf_conntrack_max` (262,144 here,
+/// not settable inside a namespace): 2 cases × `RUNS` × this must stay
+/// under it.
+const NEW_FLOW_FRAMES: u64 = 40_000;
+
 /// Generator-driven method: (a)/(b) pairs run back to back (the ratio of
 /// each pair cancels the machine's drift; the median ratio is reported).
 const GEN_PAIRS: usize = 5;
@@ -135,14 +149,19 @@ fn run(txns: &Netns, bouncer: &HelperProgram, cfg: &std::path::Path) -> f64 {
 /// Returns (frames back per second of trafgen's run, fraction of the sent
 /// frames that came back).
 fn run_gen(txns: &Netns, sink: &HelperProgram, cfg: &std::path::Path) -> (f64, f64) {
+    run_gen_n(txns, sink, cfg, GEN_FRAMES)
+}
+
+/// [`run_gen`] with `frames` frames.
+fn run_gen_n(txns: &Netns, sink: &HelperProgram, cfg: &std::path::Path, frames: u64) -> (f64, f64) {
     let before = sink.packets().unwrap();
     let t = Instant::now();
     let rate = format!("{GEN_RATE_PPS}pps");
-    trafgen(txns, cfg, GEN_FRAMES, &["-b", &rate, "-C"]);
+    trafgen(txns, cfg, frames, &["-b", &rate, "-C"]);
     let secs = t.elapsed().as_secs_f64();
     std::thread::sleep(std::time::Duration::from_millis(100));
     let back = sink.packets().unwrap() - before;
-    (back as f64 / secs, back as f64 / GEN_FRAMES as f64)
+    (back as f64 / secs, back as f64 / frames as f64)
 }
 
 /// The VIP of the `nat` cases (e) and (f).
@@ -159,6 +178,16 @@ const LOCAL_ADDR: [u8; 4] = [10, 99, 0, 200];
 
 /// Local ports (g) hands out, lowest and highest (one flow takes one).
 const LOCAL_PORTS: (u16, u16) = (20000, 29999);
+
+/// The VIP of (j), `fullnat`'s new connections: a service of its own
+/// with two local addresses (`NEW_LOCAL_ADDRS`) and every port above the
+/// well-known ones, so that `RUNS` × `NEW_FLOW_FRAMES` connections (each
+/// port quarantined for 60 s) fit in one CPU's share.
+const FULLNAT_NEW_VIP: [u8; 4] = [10, 99, 255, 5];
+/// (j)'s local addresses.
+const NEW_LOCAL_ADDRS: [[u8; 4]; 2] = [[10, 99, 0, 201], [10, 99, 0, 202]];
+/// (j)'s local ports.
+const NEW_LOCAL_PORTS: (u16, u16) = (1024, 65535);
 
 /// The reals of `three_reals`, as the kernel's NAT sends to them.
 const KERNEL_REALS: [std::net::Ipv4Addr; 3] = [
@@ -248,9 +277,22 @@ fn main() {
     let hit_tun = write("hit-tun.cfg", trafgen_cfg([10, 99, 255, 2], false, false));
     let hit_nat = write("hit-nat.cfg", trafgen_cfg(NAT_VIP, false, false));
     let hit_fullnat = write("hit-fullnat.cfg", trafgen_cfg(FULLNAT_VIP, false, false));
+    let new_nat = write("new-nat.cfg", trafgen_cfg(NAT_VIP, true, true));
+    let new_fullnat = write("new-fullnat.cfg", trafgen_cfg(FULLNAT_NEW_VIP, true, true));
+    let new_fullnat_kernel = write("new-fullnat-k.cfg", trafgen_cfg(FULLNAT_VIP, true, true));
 
     let mut results: Vec<(&str, f64)> = Vec::new();
     let mut gen_results: Vec<(&str, (f64, f64))> = Vec::new();
+    let mut new_results: Vec<(&str, (f64, f64))> = Vec::new();
+    let new_flows = |sink: &HelperProgram, cfg: &std::path::Path| {
+        let runs: Vec<(f64, f64)> = (0..RUNS)
+            .map(|_| run_gen_n(&txns, sink, cfg, NEW_FLOW_FRAMES))
+            .collect();
+        (
+            median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.1).collect()),
+        )
+    };
     let generated = |sink: &HelperProgram, cfg: &std::path::Path| {
         let runs: Vec<(f64, f64)> = (0..RUNS).map(|_| run_gen(&txns, sink, cfg)).collect();
         let pps = median(runs.iter().map(|r| r.0).collect());
@@ -264,6 +306,13 @@ fn main() {
             .unwrap();
         let b = bouncer(Helper::Bounce);
         results.push(("(a) bare XDP_TX reflector", run(&txns, &b, &hit_dr)));
+        drop(b);
+        settle();
+        let sink = bouncer(Helper::Sink);
+        new_results.push((
+            "(a') reflector, new-flow frames",
+            new_flows(&sink, &new_nat),
+        ));
     }
     settle();
     let mut dp = lb
@@ -299,6 +348,20 @@ fn main() {
     )
     .unwrap();
     dp.set_vip_locals(3, &[0]).unwrap();
+    for (i, a) in (1u32..).zip(NEW_LOCAL_ADDRS) {
+        dp.set_local_addr(
+            i,
+            LocalAddr {
+                addr: a4(a),
+                family: family::V4,
+                port_min: NEW_LOCAL_PORTS.0,
+                port_max: NEW_LOCAL_PORTS.1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    dp.set_vip_locals(4, &[1, 2]).unwrap();
     for s in [
         service(0, [10, 99, 255, 1], method::DR),
         service(1, [10, 99, 255, 2], method::TUN),
@@ -306,6 +369,7 @@ fn main() {
         // TOA off (the testkit's flags are 0): one flow's first ACK
         // would carry it, session hits never do.
         service(3, FULLNAT_VIP, method::FULLNAT),
+        service(4, FULLNAT_NEW_VIP, method::FULLNAT),
     ] {
         dp.set_ring(s.index, &s.ring).unwrap();
         dp.set_service(s.key, s.meta).unwrap();
@@ -336,6 +400,18 @@ fn main() {
         drop(sink);
         settle();
     }
+    for (name, cfg) in [
+        ("(i) nat, new connections", &new_nat),
+        ("(j) fullnat, new connections", &new_fullnat),
+    ] {
+        let sink = bouncer(Helper::Sink);
+        new_results.push((name, new_flows(&sink, cfg)));
+        drop(sink);
+        settle();
+    }
+    let no_port = dp
+        .counter(sluice_wire::maps::Counter::DropFullnatNoPort)
+        .unwrap();
     // Generator-driven: (a) and (b) alternate on the LB veth, pair by pair.
     let sink = bouncer(Helper::Sink);
     let mut pairs = Vec::new();
@@ -378,6 +454,26 @@ fn main() {
         kernel_nat(&lb, dir.path(), vip, nat);
         let sink = bouncer(Helper::Sink);
         gen_results.push((name, generated(&sink, cfg)));
+        drop(sink);
+        settle();
+    }
+    for (name, vip, nat, cfg) in [
+        (
+            "(k) nftables DNAT, new connections",
+            NAT_VIP,
+            KernelNat::Dnat,
+            &new_nat,
+        ),
+        (
+            "(l) nftables DNAT+SNAT, new connections",
+            FULLNAT_VIP,
+            KernelNat::FullNat(LOCAL_ADDR.into()),
+            &new_fullnat_kernel,
+        ),
+    ] {
+        kernel_nat(&lb, dir.path(), vip, nat);
+        let sink = bouncer(Helper::Sink);
+        new_results.push((name, new_flows(&sink, cfg)));
         drop(sink);
         settle();
     }
@@ -428,4 +524,18 @@ fn main() {
             back * 100.0
         );
     }
+    println!(
+        "new connections: every frame a SYN from a new client address, {NEW_FLOW_FRAMES} per run; \
+         µs per connection above the reflector (a') = 1/rate - 1/rate(a')"
+    );
+    let nbase = new_results[0].1.0;
+    for (name, (pps, back)) in &new_results {
+        println!(
+            "{name:<40} {:>6.3} Mpps (median of {RUNS})  {:>5.2} µs/conn above (a')  {:>6.2} % back",
+            pps / 1e6,
+            1e6 / pps - 1e6 / nbase,
+            back * 100.0
+        );
+    }
+    println!("(fullnat found no local port {no_port} times)");
 }

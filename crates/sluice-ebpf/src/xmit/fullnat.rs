@@ -404,17 +404,21 @@ fn claim_on(
         let k = (start.wrapping_add(j)) % share;
         let port = cpu_port(la.port_min, ncpus, cpu, k);
         let rk = fullnat::reverse_key(r.addr, rport, slot as u8, port, key.proto, key.family);
-        let flags = match SLUICE_FULLNAT_REVERSE.get_ptr(&rk) {
-            None => BPF_NOEXIST,
-            // SAFETY: value pointer from a successful lookup, valid for
-            // this run; read in place (a copy would not fit the stack).
-            Some(old) if !alive(c, &rk, unsafe { &*old }, now) => BPF_EXIST,
-            Some(_) => continue,
-        };
-        if SLUICE_FULLNAT_REVERSE
-            .insert(&rk, rev, u64::from(flags))
+        // A free port is the common case: claim it with one insert, and
+        // only when that finds the key taken, look at whether its entry is
+        // dead (and take it over).
+        let claimed = SLUICE_FULLNAT_REVERSE
+            .insert(&rk, rev, u64::from(BPF_NOEXIST))
             .is_ok()
-        {
+            || match SLUICE_FULLNAT_REVERSE.get_ptr(&rk) {
+                // SAFETY: value pointer from a successful lookup, valid for
+                // this run; read in place (a copy would not fit the stack).
+                Some(old) if !alive(c, &rk, unsafe { &*old }, now) => SLUICE_FULLNAT_REVERSE
+                    .insert(&rk, rev, u64::from(BPF_EXIST))
+                    .is_ok(),
+                _ => false,
+            };
+        if claimed {
             // SAFETY: as above.
             unsafe { *cursor = k.wrapping_add(1) };
             return Some(port);
