@@ -18,7 +18,7 @@ use etherparse::PacketBuilder;
 use sluice_l4::{Dataplane, DataplaneParams, verdict};
 use sluice_testkit::frames::{CLIENT_MAC, LB_MAC};
 use sluice_wire::fullnat::{LocalAddr, cpu_port, cpu_port_count};
-use sluice_wire::maps::{Counter, VipKey, VipMeta, family, method, sched, vip_flags};
+use sluice_wire::maps::{Counter, family, method, vip_flags};
 use sluice_wire::toa::{encode_v4, encode_v6};
 
 /// The `fullnat` VIP: TCP 80 and UDP 53 → 10.99.0.11:8080, TCP 81 →
@@ -58,40 +58,24 @@ fn fixture(params: DataplaneParams) -> Dataplane {
         )
         .unwrap();
     }
-    for (idx, vip, port, proto, real_slot, local) in [
-        (0, ip4(VIP), 80, TCP, 0, 0),
-        (1, ip4(VIP), 53, UDP, 0, 0),
-        (2, ip4(VIP), 81, TCP, 2, 0),
-        (3, ip6(VIP6), 80, TCP, 1, 1),
+    // TOA on for TCP 80 (both families); TCP 81 goes without.
+    for (idx, vip, port, proto, real_slot, local, flags) in [
+        (0, ip4(VIP), 80, TCP, 0, 0, vip_flags::TOA),
+        (1, ip4(VIP), 53, UDP, 0, 0, 0),
+        (2, ip4(VIP), 81, TCP, 2, 0, 0),
+        (3, ip6(VIP6), 80, TCP, 1, 1, vip_flags::TOA),
     ] {
         dp.set_vip_locals(idx, &[local]).unwrap();
-        service(&mut dp, idx, vip, port, proto, method::FULLNAT, real_slot);
-    }
-    // TOA on for TCP 80 (both families); TCP 81 goes without.
-    for (idx, vip) in [(0, ip4(VIP)), (3, ip6(VIP6))] {
-        let fam = if vip.is_ipv4() {
-            family::V4
-        } else {
-            family::V6
-        };
-        dp.set_service(
-            VipKey {
-                addr: addr(vip),
-                port: 80,
-                proto: TCP,
-                family: fam,
-            },
-            VipMeta {
-                vip_index: idx,
-                method: method::FULLNAT,
-                sched: sched::HASH_FLOW,
-                flags: vip_flags::TOA,
-                family: fam,
-                ring_len: RING,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        service_with_flags(
+            &mut dp,
+            idx,
+            vip,
+            port,
+            proto,
+            method::FULLNAT,
+            real_slot,
+            flags,
+        );
     }
     dp
 }

@@ -289,6 +289,21 @@ pub(crate) fn service(
     m: u8,
     slot: u32,
 ) {
+    service_with_flags(dp, idx, vip, port, proto, m, slot, 0);
+}
+
+/// [`service`] with `vip_flags` bits `flags`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn service_with_flags(
+    dp: &mut Dataplane,
+    idx: u32,
+    vip: IpAddr,
+    port: u16,
+    proto: u8,
+    m: u8,
+    slot: u32,
+    flags: u8,
+) {
     dp.set_ring(idx, &vec![slot; RING as usize]).unwrap();
     let fam = if vip.is_ipv4() {
         family::V4
@@ -306,6 +321,7 @@ pub(crate) fn service(
             vip_index: idx,
             method: m,
             sched: sched::HASH_FLOW,
+            flags,
             family: fam,
             ring_len: RING,
             ..Default::default()
