@@ -7,7 +7,7 @@
 //! - A new flow gets its local end here, not in `forward`: the first
 //!   local address of the service (in its order) with a free port in this
 //!   CPU's share (`sluice_wire::fullnat::cpu_port`; [`PORT_PROBES`]
-//!   candidates from this CPU's cursor). A port is free when no reverse
+//!   candidates: the one at this CPU's cursor, then random ones). A port is free when no reverse
 //!   entry holds it for this real and port, or the entry's session is
 //!   gone (expired, replaced, or using another port now) and its
 //!   quarantine after the real's last reply is over (the real's
@@ -35,7 +35,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST, xdp_action},
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
     macros::xdp,
     programs::XdpContext,
 };
@@ -401,7 +401,20 @@ fn claim_on(
         if j >= share {
             break;
         }
-        let k = (start.wrapping_add(j)) % share;
+        // The cursor's port first: in order, ports come back in the order
+        // they were taken, oldest (longest out of quarantine) first. The
+        // other candidates at random in the share: the cursor is shared by
+        // every real, so behind it one real's ports can lie in runs longer
+        // than `PORT_PROBES` while the share still has room for it (a
+        // flood of new flows found that: BENCHMARKS.md §5). A share no
+        // larger than the probes is walked whole.
+        let k = if j == 0 || share <= PORT_PROBES {
+            start.wrapping_add(j) % share
+        } else {
+            // SAFETY: the helper has no preconditions.
+            let r = unsafe { bpf_get_prandom_u32() };
+            r % share
+        };
         let port = cpu_port(la.port_min, ncpus, cpu, k);
         let rk = fullnat::reverse_key(r.addr, rport, slot as u8, port, key.proto, key.family);
         // A free port is the common case: claim it with one insert, and
