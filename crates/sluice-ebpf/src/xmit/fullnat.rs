@@ -7,7 +7,8 @@
 //! - A new flow gets its local end here, not in `forward`: the first
 //!   local address of the service (in its order) with a free port in this
 //!   CPU's share (`sluice_wire::fullnat::cpu_port`; [`PORT_PROBES`]
-//!   candidates: the one at this CPU's cursor, then random ones). A port is free when no reverse
+//!   candidates: the one at this CPU's cursor, then others a random stride
+//!   apart). A port is free when no reverse
 //!   entry holds it for this real and port, or the entry's session is
 //!   gone (expired, replaced, or using another port now) and its
 //!   quarantine after the real's last reply is over (the real's
@@ -397,24 +398,27 @@ fn claim_on(
     // SAFETY: this CPU's slot of a per-CPU array from a successful lookup;
     // nothing else uses it while this program runs.
     let start = unsafe { *cursor };
+    // The cursor's port first: in order, ports come back in the order they
+    // were taken, oldest (longest out of quarantine) first. The other
+    // candidates a random stride apart: the cursor is shared by every
+    // real, so behind it one real's taken ports can lie in runs longer than
+    // `PORT_PROBES` while the share still has room for that real (a flood
+    // of new flows found that: BENCHMARKS.md §5). A share no larger than
+    // the probes is walked whole (stride 1). One stride per search, not a
+    // random number per probe: a branch in the loop body doubled what the
+    // verifier walks.
+    let stride = if share <= PORT_PROBES {
+        1
+    } else {
+        // SAFETY: the helper has no preconditions.
+        let r = unsafe { bpf_get_prandom_u32() };
+        r | 1
+    };
     for j in 0..PORT_PROBES {
         if j >= share {
             break;
         }
-        // The cursor's port first: in order, ports come back in the order
-        // they were taken, oldest (longest out of quarantine) first. The
-        // other candidates at random in the share: the cursor is shared by
-        // every real, so behind it one real's ports can lie in runs longer
-        // than `PORT_PROBES` while the share still has room for it (a
-        // flood of new flows found that: BENCHMARKS.md §5). A share no
-        // larger than the probes is walked whole.
-        let k = if j == 0 || share <= PORT_PROBES {
-            start.wrapping_add(j) % share
-        } else {
-            // SAFETY: the helper has no preconditions.
-            let r = unsafe { bpf_get_prandom_u32() };
-            r % share
-        };
+        let k = start.wrapping_add(j.wrapping_mul(stride)) % share;
         let port = cpu_port(la.port_min, ncpus, cpu, k);
         let rk = fullnat::reverse_key(r.addr, rport, slot as u8, port, key.proto, key.family);
         // A free port is the common case: claim it with one insert, and
