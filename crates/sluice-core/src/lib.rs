@@ -33,6 +33,8 @@
 //! - [`conn`]: IPVS session timeouts and the client-side TCP state tracker
 //!   (with its DSR caveats).
 //! - [`hash`]: the fixed hash functions every table uses.
+//! - [`vrrp`]: the VRRPv3 state machine of one virtual router (RFC 5798),
+//!   with preemption delay and a fault state.
 //!
 //! # Example
 //!
@@ -58,3 +60,4 @@ pub mod hash;
 pub mod health;
 pub mod sched;
 pub mod service;
+pub mod vrrp;
