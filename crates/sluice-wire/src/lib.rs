@@ -27,6 +27,7 @@ pub mod hash;
 pub mod maps;
 pub mod nat;
 pub mod toa;
+pub mod vrrp;
 
 #[cfg(feature = "user")]
 mod pod;
