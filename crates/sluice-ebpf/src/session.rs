@@ -3,7 +3,7 @@
 //! creation of a new one (with its persistence entry and connection count),
 //! the TCP state a DSR balancer can follow from the client's half of a
 //! connection (docs/L4.md, "Sessions"), and for `nat` the check that a
-//! real's reply belongs to a live session ([`nat_reply`]), which moves
+//! real's reply belongs to a live session ([`nat_session`]), which moves
 //! the same state on with the real's half.
 
 use sluice_wire::fullnat::{self, FullnatKey};
@@ -244,34 +244,13 @@ pub(crate) fn fullnat_session(
 }
 
 /// Moves the session `sp` (from [`nat_session`] or [`fullnat_session`])
-/// on by a real's segment with TCP `flags`, as [`nat_reply`] does.
+/// on by a real's segment with TCP `flags` ([`advance`]: a FIN or RST from
+/// the real closes it too). An ICMP error about the flow moves nothing.
 #[inline(always)]
 pub(crate) fn reply_advance(sp: *mut FlowVal, proto: u8, flags: u8, now: u64) {
     // SAFETY: value pointer from a successful lookup; concurrent updates
     // of the same flow from another CPU are benign, as in `refresh`.
     advance(unsafe { &mut *sp }, proto, flags, now);
-}
-
-/// A real's reply with TCP `flags` on a `nat` flow ([`nat_session`]): if
-/// it is the session's, it moves the session on as a client segment
-/// would ([`advance`]: a FIN or RST from the real closes it too) and
-/// `true`. (An ICMP error about the flow asks [`nat_session`] only: it
-/// is not a segment of the connection and moves nothing, as a forwarded
-/// error does not in [`refresh`].)
-#[inline(always)]
-pub(crate) fn nat_reply(
-    c: &GlobalCfg,
-    fwd: &FlowKey,
-    from: &Addr,
-    from_port: u16,
-    flags: u8,
-    now: u64,
-) -> bool {
-    let Some(sp) = nat_session(c, fwd, from, from_port, now) else {
-        return false;
-    };
-    reply_advance(sp, fwd.proto, flags, now);
-    true
 }
 
 /// The local end of a `fullnat` session: its slot in the local-address

@@ -786,13 +786,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
         let p = self.dp.params();
         let mut m = SessionCounts::new();
         for (_k, v) in self.dp.sessions()? {
-            let timeout = match v.state {
-                state::TCP_SYN => p.tcp_syn_timeout,
-                state::TCP_ESTABLISHED => p.tcp_established_timeout,
-                state::TCP_CLOSING => p.tcp_closing_timeout,
-                _ => p.udp_timeout,
-            };
-            if now.saturating_sub(v.last_seen_ns) > timeout.as_nanos() as u64 {
+            if !p.session_fresh(&v, now) {
                 continue;
             }
             let e = m.entry((v.real, v.real_gen)).or_default();

@@ -152,6 +152,21 @@ pub struct DataplaneParams {
     pub fullnat_port_quarantine: Duration,
 }
 
+impl DataplaneParams {
+    /// Is session `s` still alive at `now` (the kernel's coarse clock, ns)
+    /// by the timeout of its state? The kernel's `session::fresh` applies
+    /// the same timeouts, which the loader writes into its configuration.
+    pub fn session_fresh(&self, s: &FlowVal, now: u64) -> bool {
+        let timeout = match s.state {
+            sluice_wire::maps::state::TCP_SYN => self.tcp_syn_timeout,
+            sluice_wire::maps::state::TCP_ESTABLISHED => self.tcp_established_timeout,
+            sluice_wire::maps::state::TCP_CLOSING => self.tcp_closing_timeout,
+            _ => self.udp_timeout,
+        };
+        now.saturating_sub(s.last_seen_ns) <= timeout.as_nanos() as u64
+    }
+}
+
 impl Default for DataplaneParams {
     /// IPVS's defaults: established 900 s, SYN 60 s (IPVS: SYN_RECV 60 s),
     /// FIN/RST 120 s (FIN_WAIT/TIME_WAIT), UDP 300 s.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use sluice_wire::fullnat::{FullnatKey, FullnatReverse, LocalAddr, MAX_LOCAL_ADDRS};
-use sluice_wire::maps::{FlowKey, FlowVal, VipSlot, state};
+use sluice_wire::maps::{FlowKey, FlowVal, VipSlot};
 
 use crate::{Dataplane, DataplaneParams, Error};
 
@@ -167,16 +167,9 @@ fn alive(
 ) -> bool {
     let holds = by_index(rev.vip_slot).is_some_and(|vs| {
         let fwd = sluice_wire::fullnat::forward_key(k, rev, vs.key.addr);
-        sessions.get(&fwd).is_some_and(|s| {
-            let timeout = match s.state {
-                state::TCP_SYN => p.tcp_syn_timeout,
-                state::TCP_ESTABLISHED => p.tcp_established_timeout,
-                state::TCP_CLOSING => p.tcp_closing_timeout,
-                _ => p.udp_timeout,
-            };
-            sluice_wire::fullnat::holds(k, s)
-                && now.saturating_sub(s.last_seen_ns) <= timeout.as_nanos() as u64
-        })
+        sessions
+            .get(&fwd)
+            .is_some_and(|s| sluice_wire::fullnat::holds(k, s) && p.session_fresh(s, now))
     });
     sluice_wire::fullnat::in_use(
         holds,

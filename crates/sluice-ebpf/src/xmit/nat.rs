@@ -13,7 +13,7 @@
 //!   the client's packet came from.
 //! - A real's reply (RIP:rport → client) that finds its reverse entry,
 //!   and through it a live session that sends to that real
-//!   (`session::nat_reply`, which also moves the session's TCP state on),
+//!   (`session::nat_session`; the reply moves the session's TCP state on),
 //!   goes back to the client from VIP:vport, to that MAC. A reply without
 //!   a live session is passed to the kernel, never rewritten.
 //!
@@ -34,7 +34,10 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
 };
 use sluice_wire::{
-    maps::{Addr, Counter, FlowKey, NatReverse, addr_to_bytes, family, nat_prog, tx_port},
+    maps::{
+        Addr, Counter, FlowKey, FlowVal, GlobalCfg, NatReverse, addr_to_bytes, family, nat_prog,
+        tx_port,
+    },
     nat::{
         self, L4Fields, Side,
         icmp::{
@@ -283,7 +286,20 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     // Not a VIP's traffic: a frame too short for its TCP/UDP header is
     // not ours to judge, and passes untouched like any non-VIP packet.
     let (key, flags) = flow(ctx, fam).map_err(|_| Counter::PassNonVip)?;
-    let Some(rev) = SLUICE_NAT_REVERSE.get_ptr(&key) else {
+    let (rev, c, sp, now) = reply_of(&key)?;
+    session::reply_advance(sp, key.proto, flags, now);
+    rewrite(ctx, fam, key.proto, Side::Source, &rev.vip, rev.vport)?;
+    set_macs(ctx, rev.client_mac, c.iface_mac)
+}
+
+/// The reverse entry of flow `key` (real:rport → client:cport, as a
+/// reply travels; for an ICMP error, the mirror of its quoted packet) and
+/// its live `nat` session, with the configuration and the time of the
+/// lookup; or why the packet is not a session's: no reverse entry
+/// (`pass_non_vip`), no live session sent to that real (`pass_nat_no_session`).
+#[inline(always)]
+fn reply_of(key: &FlowKey) -> Result<(NatReverse, &'static GlobalCfg, *mut FlowVal, u64), Counter> {
+    let Some(rev) = SLUICE_NAT_REVERSE.get_ptr(key) else {
         return Err(Counter::PassNonVip);
     };
     // SAFETY: value pointer from a successful lookup, valid for this run;
@@ -294,12 +310,11 @@ fn reply_in_frame(ctx: &XdpContext, fam: u8) -> Result<(), Counter> {
     };
     // SAFETY: reading the kernel's clock has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let fwd = nat::forward_key(&key, &rev);
-    if !session::nat_reply(c, &fwd, &key.src, key.sport, flags, now) {
+    let fwd = nat::forward_key(key, &rev);
+    let Some(sp) = session::nat_session(c, &fwd, &key.src, key.sport, now) else {
         return Err(Counter::PassNatNoSession);
-    }
-    rewrite(ctx, fam, key.proto, Side::Source, &rev.vip, rev.vport)?;
-    set_macs(ctx, rev.client_mac, c.iface_mac)
+    };
+    Ok((rev, c, sp, now))
 }
 
 /// Offset of the protocol in an IPv4 header, of the next header in an
@@ -390,21 +405,7 @@ fn icmp_reply_session(ctx: &XdpContext, fam: u8) -> Result<(NatReverse, u8), Cou
     if to != Some(key.dst) {
         return Err(Counter::PassNonVip);
     }
-    let Some(rev) = SLUICE_NAT_REVERSE.get_ptr(&key) else {
-        return Err(Counter::PassNonVip);
-    };
-    // SAFETY: value pointer from a successful lookup, valid for this run;
-    // copied out.
-    let rev = unsafe { *rev };
-    let Some(c) = cfg() else {
-        return Err(Counter::PassNatNoSession);
-    };
-    // SAFETY: reading the kernel's clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let fwd = nat::forward_key(&key, &rev);
-    if session::nat_session(c, &fwd, &key.src, key.sport, now).is_none() {
-        return Err(Counter::PassNatNoSession);
-    }
+    let (rev, _, _, _) = reply_of(&key)?;
     Ok((rev, key.proto))
 }
 
