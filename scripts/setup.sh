@@ -8,7 +8,8 @@
 #     to build the eBPF programs (with RUSTC_BOOTSTRAP=1 for -Z build-std=core);
 #   - llvm-22-dev and bpf-linker 0.13.0 built against it (--features llvm-22);
 #   - the lab's tools and peers: iproute2, ethtool, nftables, curl, nginx-light,
-#     haproxy, wrk, ab (apache2-utils), tcpdump, tshark-free tools;
+#     haproxy, wrk, ab (apache2-utils), tcpdump; keepalived and tshark (the VRRP
+#     interop test: its peer, and the decoder of sluice's adverts);
 #   - cargo-fuzz, for the fuzz targets in fuzz/ (benches/fuzz.sh).
 set -euo pipefail
 
@@ -18,6 +19,7 @@ APT_PACKAGES=(
   rustc-web cargo-web rust-web-src llvm-22-dev
   iproute2 iputils-ping ethtool nftables curl procps psmisc
   nginx-light haproxy wrk apache2-utils tcpdump nghttp2-client netsniff-ng bpftool fonts-dejavu-core
+  keepalived tshark
 )
 BPF_LINKER_VERSION="0.13.0"
 # Builds with rustup's stable 1.95; drives libFuzzer through RUSTC_BOOTSTRAP=1.
@@ -41,7 +43,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts nothing here (no systemd as PID 1), but make sure the
   # packaged daemons do not hold ports the lab wants.
-  for svc in nginx haproxy; do
+  for svc in nginx haproxy keepalived; do
     pkill -x "$svc" 2>/dev/null || true
   done
 else

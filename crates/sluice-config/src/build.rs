@@ -138,7 +138,13 @@ const VRRP_KEYS: &[&str] = &[
     "virtual_addresses",
     "preempt",
     "unicast_peers",
+    "preempt_delay",
+    "garp_repeat",
+    "garp_interval",
     "track_interfaces",
+    "track_script",
+    "track_script_interval",
+    "track_data_plane",
 ];
 const SYNC_KEYS: &[&str] = &["enabled", "listen", "peers", "interval"];
 
@@ -1275,6 +1281,16 @@ fn vrrp_instance(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, rec: &mut Records) -> VrrpIn
             non_empty_list(at(ip), "address"),
         )
         .unwrap_or_default();
+    if addresses.len() > MAX_VRRP_ADDRESSES {
+        cx.error(
+            t.offset_of("virtual_addresses"),
+            &t.key_path("virtual_addresses"),
+            format!(
+                "{} addresses, expected at most {MAX_VRRP_ADDRESSES} (an advertisement's count is one byte)",
+                addresses.len()
+            ),
+        );
+    }
     let first = addresses.first().map(|(a, _)| *a);
     for (i, (addr, offset)) in addresses.iter().enumerate().skip(1) {
         if let Some(first) = first
@@ -1305,9 +1321,29 @@ fn vrrp_instance(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, rec: &mut Records) -> VrrpIn
         unicast_peers: cx
             .opt(t, "unicast_peers", list(ip_like(first, "virtual address")))
             .unwrap_or_default(),
+        preempt_delay: cx
+            .opt(t, "preempt_delay", duration)
+            .unwrap_or(Duration::ZERO),
+        garp_repeat: cx
+            .opt(t, "garp_repeat", int_in(1, MAX_GARP_REPEAT))
+            .unwrap_or(DEFAULT_GARP_REPEAT),
+        garp_interval: cx
+            .opt(t, "garp_interval", duration)
+            .unwrap_or(DEFAULT_GARP_INTERVAL),
         track_interfaces: cx
             .opt(t, "track_interfaces", list(interface))
             .unwrap_or_default(),
+        track_script: cx
+            .opt(
+                t,
+                "track_script",
+                non_empty_list(non_empty, "argument (the program)"),
+            )
+            .unwrap_or_default(),
+        track_script_interval: cx
+            .opt(t, "track_script_interval", duration)
+            .unwrap_or(DEFAULT_TRACK_SCRIPT_INTERVAL),
+        track_data_plane: cx.opt(t, "track_data_plane", boolean).unwrap_or(true),
     }
 }
 

@@ -106,6 +106,17 @@ pub const MAX_MAX_BODY: u32 = 1_048_576;
 
 /// Default VRRP `advert_interval`.
 pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+/// Most `virtual_addresses` of one instance (VRRPv3's count is a byte).
+pub const MAX_VRRP_ADDRESSES: usize = 255;
+/// Default `garp_repeat`: announcements sent on becoming master
+/// (keepalived's `garp_master_repeat`).
+pub const DEFAULT_GARP_REPEAT: u8 = 5;
+/// Most `garp_repeat` accepted.
+pub const MAX_GARP_REPEAT: u8 = 100;
+/// Default `garp_interval`: time between those announcements.
+pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(100);
+/// Default `track_script_interval`.
+pub const DEFAULT_TRACK_SCRIPT_INTERVAL: Duration = Duration::from_secs(2);
 /// VRRPv3 carries the advert interval in centiseconds (RFC 5798 section 5.2.7),
 /// so it must be a multiple of this.
 pub const ADVERT_INTERVAL_UNIT: Duration = Duration::from_millis(10);
@@ -696,8 +707,25 @@ pub struct VrrpInstance {
     pub preempt: bool,
     /// Unicast peers instead of multicast; empty means multicast.
     pub unicast_peers: Vec<IpAddr>,
+    /// How long after start a higher-priority backup waits before it
+    /// preempts a live master (0: at once).
+    pub preempt_delay: Duration,
+    /// Gratuitous ARPs / unsolicited neighbour advertisements per virtual
+    /// address on becoming master.
+    pub garp_repeat: u8,
+    /// Time between those announcements.
+    pub garp_interval: Duration,
     /// Interfaces whose link-down makes this instance give up mastership.
     pub track_interfaces: Vec<String>,
+    /// A command (argv, no shell) whose failure (non-zero exit, or no exit
+    /// within the interval) puts the instance in the fault state; empty:
+    /// none.
+    pub track_script: Vec<String>,
+    /// Time between runs of `track_script`, and each run's time limit.
+    pub track_script_interval: Duration,
+    /// Whether the node's own data plane is watched: the XDP program
+    /// still attached, the proxy's frontends still accepting.
+    pub track_data_plane: bool,
 }
 
 /// `[sync]`: connection-state sync between load balancers.

@@ -990,6 +990,13 @@ peers = ["10.99.0.2:7946"]
     assert_eq!(v.virtual_addresses.len(), 2);
     assert!(v.preempt);
     assert!(v.unicast_peers.is_empty() && v.track_interfaces.is_empty());
+    assert_eq!(v.preempt_delay, Duration::ZERO);
+    assert_eq!(
+        (v.garp_repeat, v.garp_interval),
+        (5, Duration::from_millis(100))
+    );
+    assert!(v.track_script.is_empty() && v.track_data_plane);
+    assert_eq!(v.track_script_interval, Duration::from_secs(2));
     assert!(c.sync.enabled);
     assert_eq!(c.sync.listen, Some("10.99.0.1:7946".parse().unwrap()));
     assert_eq!(c.sync.interval, Duration::from_secs(1));
@@ -998,6 +1005,59 @@ peers = ["10.99.0.2:7946"]
             .ends_with("1 VRRP instance, state sync to 1 peer"),
         "{}",
         c.summary()
+    );
+}
+
+#[test]
+fn vrrp_tracking_and_announcement_keys() {
+    let c = ok(r#"[[vrrp_instance]]
+name = "v"
+interface = "eth0"
+virtual_router_id = 51
+priority = 150
+virtual_addresses = ["fd99::1"]
+preempt_delay = "5s"
+garp_repeat = 3
+garp_interval = "1s"
+track_script = ["/bin/true", "x"]
+track_script_interval = "500ms"
+track_data_plane = false
+"#);
+    let v = &c.vrrp_instances[0];
+    assert_eq!(v.preempt_delay, Duration::from_secs(5));
+    assert_eq!(
+        (v.garp_repeat, v.garp_interval),
+        (3, Duration::from_secs(1))
+    );
+    assert_eq!(v.track_script, ["/bin/true", "x"]);
+    assert_eq!(v.track_script_interval, Duration::from_millis(500));
+    assert!(!v.track_data_plane);
+    let base = "[[vrrp_instance]]\nname = \"v\"\ninterface = \"eth0\"\nvirtual_router_id = 1\npriority = 100\n";
+    assert_eq!(
+        diags(&format!(
+            "{base}virtual_addresses = [\"10.99.255.1\"]\ngarp_repeat = 0\n"
+        )),
+        ["t.toml:7:15: vrrp_instance[0].garp_repeat: 0 is out of range, expected 1..=100"]
+    );
+    assert_eq!(
+        diags(&format!(
+            "{base}virtual_addresses = [\"10.99.255.1\"]\ntrack_script = []\n"
+        )),
+        [
+            "t.toml:7:16: vrrp_instance[0].track_script: empty array, expected at least one argument (the program)"
+        ]
+    );
+    let many: Vec<String> = (0..256)
+        .map(|i| format!("\"10.99.{}.{}\"", i / 200, i % 200 + 1))
+        .collect();
+    let d = diags(&format!(
+        "{base}virtual_addresses = [{}]\n",
+        many.join(", ")
+    ));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].contains("256 addresses, expected at most 255"),
+        "{d:?}"
     );
 }
 

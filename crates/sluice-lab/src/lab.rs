@@ -522,6 +522,7 @@ impl Lab {
 
         // Every node interface with the bridge its switch port joins.
         let mut ports: Vec<(&NodeInfo, &str)> = vec![(&t.client, &t.bridge), (&t.lb, &t.bridge)];
+        ports.extend(t.peer_lb.iter().map(|n| (n, t.bridge.as_str())));
         if let Some(r) = &t.router {
             ports.push((&r.front, &t.bridge));
             ports.push((&r.back, &r.real_bridge));
@@ -609,16 +610,34 @@ impl Lab {
         )?;
         let vip4 = format!("{}/32", t.vip4);
         let lb4 = t.lb.ipv4.to_string();
+        // With an HA pair the VIP is on-link: the LB holding it answers
+        // ARP / neighbour solicitations (and announces itself on
+        // failover).
+        let via4: &[&str] = if t.peer_lb.is_some() {
+            &[]
+        } else {
+            &["via", &lb4]
+        };
         ip_in(
             &c.netns,
-            &["route", "add", &vip4, "via", &lb4, "dev", &c.iface],
+            &[&["route", "add", vip4.as_str()], via4, &["dev", &c.iface]].concat(),
         )?;
         if let (Some(vip6), Some(lb6)) = (t.vip6, t.lb.ipv6) {
             let vip6 = format!("{vip6}/128");
             let lb6 = lb6.to_string();
+            let via6: &[&str] = if t.peer_lb.is_some() {
+                &[]
+            } else {
+                &["via", &lb6]
+            };
             ip_in(
                 &c.netns,
-                &["-6", "route", "add", &vip6, "via", &lb6, "dev", &c.iface],
+                &[
+                    &["-6", "route", "add", vip6.as_str()],
+                    via6,
+                    &["dev", &c.iface],
+                ]
+                .concat(),
             )?;
         }
 
@@ -636,6 +655,10 @@ impl Lab {
             lb_sysctls.push(("net.ipv6.fib_multipath_hash_policy", "1"));
         }
         set_sysctls_in(&lb.netns, &lb_sysctls)?;
+        if let Some(peer) = &t.peer_lb {
+            // Same interface name, so the same sysctls.
+            set_sysctls_in(&peer.netns, &lb_sysctls)?;
+        }
         Ok(())
     }
 

@@ -84,6 +84,8 @@ pub const TUN_PATH_MTU: u32 = 1600;
 
 /// Last octet of the LB's address in [`SUBNET4`] (and last group in [`SUBNET6`]).
 const LB_HOST: u8 = 1;
+/// Last octet of the peer LB's address ([`LabSpec::peer_lb`]).
+const PEER_LB_HOST: u8 = 3;
 /// Last octet of the client's address.
 const CLIENT_HOST: u8 = 2;
 /// Real server `i` (1-based) gets host number `REAL_HOST_BASE + i`.
@@ -163,6 +165,8 @@ pub enum Node {
     Client,
     /// The one-armed load balancer.
     Lb,
+    /// The second load balancer of an HA pair ([`LabSpec::peer_lb`]).
+    PeerLb,
     /// The switch namespace holding the bridge.
     Switch,
     /// Real server `n`, **1-based** to match its name (`Real(1)` is `rs1`).
@@ -176,6 +180,7 @@ impl fmt::Display for Node {
         match self {
             Node::Client => f.write_str("client"),
             Node::Lb => f.write_str("lb"),
+            Node::PeerLb => f.write_str("lb2"),
             Node::Switch => f.write_str("sw"),
             Node::Real(i) => write!(f, "rs{i}"),
             Node::Router => f.write_str("rtr"),
@@ -208,6 +213,11 @@ pub struct LabSpec {
     /// The `sluice` binary run on the reals as `realserver setup` in
     /// [`Variant::Tun`]; `None` uses the binary of [`RealBackend::Sluice`].
     pub sluice_binary: Option<PathBuf>,
+    /// A second LB ([`Node::PeerLb`], 10.99.0.3, fd99::3) on the same
+    /// segment, for VRRP pairs. The client then reaches the VIPs on-link
+    /// (by ARP / neighbour discovery), so whichever LB holds a VIP gets
+    /// its traffic, instead of through a route via the first LB.
+    pub peer_lb: bool,
 }
 
 impl LabSpec {
@@ -226,6 +236,7 @@ impl LabSpec {
             backend: RealBackend::None,
             body_size: crate::webserver::DEFAULT_BODY_SIZE,
             sluice_binary: None,
+            peer_lb: false,
         }
     }
 
@@ -400,6 +411,9 @@ impl LabSpec {
             bridge: BRIDGE.to_owned(),
             client: node(Node::Client, CLIENT_IF, CLIENT_HOST),
             lb: node(Node::Lb, LB_IF, LB_HOST),
+            peer_lb: self
+                .peer_lb
+                .then(|| node(Node::PeerLb, LB_IF, PEER_LB_HOST)),
             reals: (1..=self.reals)
                 .map(|i| {
                     // Bounded by MAX_REALS (checked above), so it fits in a u8.
@@ -477,6 +491,9 @@ pub struct Topology {
     pub client: NodeInfo,
     /// The load balancer.
     pub lb: NodeInfo,
+    /// The second LB of an HA pair ([`LabSpec::peer_lb`]).
+    #[serde(default)]
+    pub peer_lb: Option<NodeInfo>,
     /// Real servers, `reals[0]` is `rs1`.
     pub reals: Vec<NodeInfo>,
     /// The router between the subnets ([`Variant::Tun`] only).
@@ -495,6 +512,10 @@ impl Topology {
         match node {
             Node::Client => Ok(&self.client),
             Node::Lb => Ok(&self.lb),
+            Node::PeerLb => self
+                .peer_lb
+                .as_ref()
+                .ok_or_else(|| LabError::NoSuchNode(node.to_string())),
             Node::Router => self
                 .router
                 .as_ref()
@@ -528,6 +549,7 @@ impl Topology {
             self.client.netns.clone(),
             self.lb.netns.clone(),
         ];
+        v.extend(self.peer_lb.iter().map(|n| n.netns.clone()));
         v.extend(self.router.iter().map(|r| r.front.netns.clone()));
         v.extend(self.reals.iter().map(|r| r.netns.clone()));
         v

@@ -20,6 +20,7 @@
 //! ```
 #![no_std]
 
+pub mod announce;
 pub mod checksum;
 pub mod encap;
 pub mod fullnat;

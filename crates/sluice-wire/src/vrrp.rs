@@ -63,6 +63,35 @@ pub enum Invalid {
     Field,
 }
 
+impl Invalid {
+    /// Every reason, in a fixed order (the receiver's counters).
+    pub const ALL: [Invalid; 6] = [
+        Invalid::Ttl,
+        Invalid::Truncated,
+        Invalid::Version,
+        Invalid::Type,
+        Invalid::Checksum,
+        Invalid::Field,
+    ];
+
+    /// Lower-case name, as the metrics and `sluice ctl` show it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Invalid::Ttl => "ttl",
+            Invalid::Truncated => "truncated",
+            Invalid::Version => "version",
+            Invalid::Type => "type",
+            Invalid::Checksum => "checksum",
+            Invalid::Field => "field",
+        }
+    }
+
+    /// Its place in [`Invalid::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The checksum of an advertisement `packet` (its checksum field as it
 /// is) from `src` to `dst` (4 or 16 bytes each): the one's complement sum
 /// over the pseudo-header (addresses, protocol 112, length) and the

@@ -28,6 +28,8 @@ pub(crate) struct AdminState {
     /// Checks of proxy servers.
     pub(crate) l7_checks: Checks,
     pub(crate) proxy: Proxy,
+    /// The VRRP instances, if any.
+    pub(crate) ha: Option<Arc<super::run::Ha>>,
 }
 
 impl AdminState {
@@ -114,6 +116,15 @@ async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Respon
             None => error(StatusCode::NOT_FOUND, "no frontends configured"),
         };
     }
+    if path == ["v1", "vrrp"] && method == HttpMethod::GET {
+        return match &state.ha {
+            Some(h) => json(
+                StatusCode::OK,
+                &serde_json::Value::Array(h.statuses().iter().map(vrrp_json).collect()),
+            ),
+            None => error(StatusCode::NOT_FOUND, "no vrrp_instance configured"),
+        };
+    }
     if path == ["metrics"] && method == HttpMethod::GET {
         return metrics(state).await;
     }
@@ -161,6 +172,9 @@ async fn metrics(state: AdminState) -> Response<Full<Bytes>> {
         super::metrics::proxy(&mut f, &p.stats());
     }
     super::metrics::checks(&mut f, &state.check_targets());
+    if let Some(h) = &state.ha {
+        super::metrics::vrrp(&mut f, &h.statuses());
+    }
     if let Some(plane) = state.plane {
         let read = on_plane(plane, |g| {
             let failed = |e: String| {
@@ -188,6 +202,36 @@ async fn metrics(state: AdminState) -> Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),
     );
     r
+}
+
+/// One VRRP instance, as `GET /v1/vrrp` lists it.
+fn vrrp_json(s: &sluice_ha::InstanceStatus) -> serde_json::Value {
+    let since = s
+        .since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let invalid: serde_json::Map<String, serde_json::Value> = sluice_wire::vrrp::Invalid::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), s.invalid[r.index()].into()))
+        .collect();
+    serde_json::json!({
+        "name": s.spec.name,
+        "interface": s.spec.interface,
+        "virtual_router_id": s.spec.vrid,
+        "priority": s.spec.priority,
+        "advert_interval_ms": s.spec.advert_interval.as_millis() as u64,
+        "virtual_addresses": s.spec.virtual_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "own_address": s.own_address.map(|a| a.to_string()),
+        "state": s.state.as_str(),
+        "since_unix": since,
+        "transitions": s.transitions,
+        "master": s.master.map(|a| a.to_string()),
+        "adverts_sent": s.adverts_sent,
+        "adverts_received": s.adverts_received,
+        "adverts_invalid": invalid,
+        "io_errors": s.io_errors,
+        "faults": s.faults,
+    })
 }
 
 type AdminResult = Result<(StatusCode, serde_json::Value), (StatusCode, String)>;

@@ -29,6 +29,12 @@ pub(crate) enum CtlCommand {
     Counters,
     /// Health-check targets: health, operator state, last result, last change.
     Checks,
+    /// VRRP instances: state, master, priority, adverts, faults.
+    Vrrp {
+        /// Print the JSON the daemon returned.
+        #[arg(long)]
+        json: bool,
+    },
     /// Everything above in Prometheus' text format (what `GET /metrics` serves).
     Metrics,
     /// L7 proxy statistics per frontend, backend and server (like HAProxy's stats).
@@ -180,6 +186,15 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 print!("{}", format_stats(&v));
+            }
+        }
+        CtlCommand::Vrrp { json } => {
+            let (s, v) = request(a, Method::GET, "/v1/vrrp", None).await?;
+            check(s, &v)?;
+            if json {
+                println!("{v}");
+            } else {
+                print!("{}", format_vrrp(&v));
             }
         }
         CtlCommand::Checks => {
@@ -356,6 +371,58 @@ fn format_stats(v: &serde_json::Value) -> String {
 }
 
 /// `ipvsadm -Ln --stats`-shaped text.
+fn format_vrrp(v: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{:<16} {:<10} {:>4} {:>4} {:<8} {:<24} {:>11} {:>8} {:>8} {:>7}  faults\n",
+        "instance",
+        "interface",
+        "vrid",
+        "prio",
+        "state",
+        "master",
+        "transitions",
+        "sent",
+        "received",
+        "invalid"
+    );
+    for i in v.as_array().into_iter().flatten() {
+        let g = |k: &str| i.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_owned();
+        let n = |k: &str| i.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let invalid: u64 = i
+            .get("adverts_invalid")
+            .and_then(serde_json::Value::as_object)
+            .map_or(0, |m| {
+                m.values().filter_map(serde_json::Value::as_u64).sum()
+            });
+        let faults: Vec<&str> = i
+            .get("faults")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        out.push_str(&format!(
+            "{:<16} {:<10} {:>4} {:>4} {:<8} {:<24} {:>11} {:>8} {:>8} {:>7}  {}\n",
+            g("name"),
+            g("interface"),
+            n("virtual_router_id"),
+            n("priority"),
+            g("state"),
+            g("master"),
+            n("transitions"),
+            n("adverts_sent"),
+            n("adverts_received"),
+            invalid,
+            if faults.is_empty() {
+                "-".to_owned()
+            } else {
+                faults.join("; ")
+            },
+        ));
+    }
+    out
+}
+
 fn format_list(v: &serde_json::Value) -> String {
     let mut o = String::new();
     o.push_str("Prot LocalAddress:Port           Scheduler Method Name\n");

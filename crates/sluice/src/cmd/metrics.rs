@@ -415,6 +415,66 @@ pub(crate) fn checks(f: &mut Families, targets: &[TargetStatus]) {
     }
 }
 
+/// VRRP instances: `sluice_vrrp_*`, labelled with the instance name.
+pub(crate) fn vrrp(f: &mut Families, instances: &[sluice_ha::InstanceStatus]) {
+    use sluice_core::vrrp::State;
+    for s in instances {
+        let name = s.spec.name.as_str();
+        for st in [
+            State::Initialize,
+            State::Backup,
+            State::Master,
+            State::Fault,
+        ] {
+            f.gauge(
+                "sluice_vrrp_state".into(),
+                "1 for the instance's current state (init, backup, master, fault), 0 for the others.",
+                &[("instance", name), ("state", st.as_str())],
+                bool_value(s.state == st),
+            );
+        }
+        let labels = [("instance", name)];
+        f.counter(
+            "sluice_vrrp_transitions_total".into(),
+            "State changes since start.",
+            &labels,
+            s.transitions,
+        );
+        f.counter(
+            "sluice_vrrp_adverts_sent_total".into(),
+            "Advertisements sent (one per destination).",
+            &labels,
+            s.adverts_sent,
+        );
+        f.counter(
+            "sluice_vrrp_adverts_received_total".into(),
+            "Valid advertisements received for the instance's router id.",
+            &labels,
+            s.adverts_received,
+        );
+        for r in sluice_wire::vrrp::Invalid::ALL {
+            f.counter(
+                "sluice_vrrp_adverts_invalid_total".into(),
+                "Advertisements discarded, by reason (RFC 5798 7.1).",
+                &[("instance", name), ("reason", r.as_str())],
+                s.invalid[r.index()],
+            );
+        }
+        f.counter(
+            "sluice_vrrp_io_errors_total".into(),
+            "Sends, netlink requests and announcements that failed.",
+            &labels,
+            s.io_errors,
+        );
+        f.gauge(
+            "sluice_vrrp_faults".into(),
+            "Watchdog reasons currently holding the instance in the fault state.",
+            &labels,
+            s.faults.len() as f64,
+        );
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -57,12 +57,6 @@ pub(crate) fn plan(cfg: &Config) -> Result<Plan, Vec<Problem>> {
 /// silently ignored.
 fn not_implemented(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
-    if !cfg.vrrp_instances.is_empty() {
-        out.push(Problem::new(
-            "vrrp_instance[0]",
-            "VRRP is not implemented yet (sluice-ha): sluice run would not run it, expected no [[vrrp_instance]] section",
-        ));
-    }
     if cfg.sync.enabled {
         out.push(Problem::new(
             "sync",

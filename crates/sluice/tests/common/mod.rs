@@ -63,6 +63,20 @@ impl Drop for Daemon {
     }
 }
 
+impl Daemon {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the daemon with SIGKILL (no clean-up of its own: a crash)
+    /// and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts the daemon with `config` (TOML text) and waits for its admin
 /// endpoint.
 pub fn start_daemon(lab: &Lab, config: &str) -> Daemon {
@@ -71,8 +85,12 @@ pub fn start_daemon(lab: &Lab, config: &str) -> Daemon {
 
 /// [`start_daemon`] with extra `sluice run` arguments.
 pub fn start_daemon_with(lab: &Lab, config: &str, extra: &[&str]) -> Daemon {
-    let t = lab.topology();
-    let sw_port = t.lb.switch_port.clone();
+    start_daemon_on(lab, Node::Lb, config, extra)
+}
+
+/// [`start_daemon_with`] on `node` (an LB: [`Node::Lb`] or [`Node::PeerLb`]).
+pub fn start_daemon_on(lab: &Lab, node: Node, config: &str, extra: &[&str]) -> Daemon {
+    let sw_port = lab.topology().node(node).unwrap().switch_port.clone();
     let pass = lab
         .in_netns(Node::Switch, move || {
             HelperProgram::attach(Helper::Pass, &sw_port, AttachMode::Native)
@@ -86,13 +104,13 @@ pub fn start_daemon_with(lab: &Lab, config: &str, extra: &[&str]) -> Daemon {
     let logf = std::fs::File::create(&log).unwrap();
     let mut cmd = lab
         .command(
-            Node::Lb,
+            node,
             &[&[SLUICE, "run", "-c", cfg.to_str().unwrap()], extra].concat(),
         )
         .unwrap();
     cmd.stdout(logf.try_clone().unwrap()).stderr(logf);
     let child = cmd.spawn().unwrap();
-    lab.track(Node::Lb, &child, "sluice run");
+    lab.track(node, &child, "sluice run");
     let mut d = Daemon {
         child,
         _pass: pass,
@@ -103,7 +121,7 @@ pub fn start_daemon_with(lab: &Lab, config: &str, extra: &[&str]) -> Daemon {
     let deadline = Instant::now() + DAEMON_START;
     loop {
         let up = lab
-            .in_netns(Node::Lb, move || {
+            .in_netns(node, move || {
                 http_get(admin, "/v1/health", Duration::from_millis(300)).is_ok()
             })
             .unwrap();

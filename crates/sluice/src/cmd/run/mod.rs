@@ -4,6 +4,7 @@
 //! endpoint, and on SIGINT/SIGTERM shuts the proxy down gracefully (open
 //! connections get `hard_stop_after`) and detaches the XDP program.
 
+mod ha;
 mod l4;
 mod l7;
 
@@ -17,6 +18,7 @@ use sluice_config::Config;
 
 use super::admin::{AdminState, admin_loop};
 use super::plan::Plan;
+pub(crate) use ha::Ha;
 pub(crate) use l4::Plane;
 
 /// Arguments of `sluice run`.
@@ -89,6 +91,16 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
         None => (None, None),
     };
 
+    // VRRP last: a node takes part in the election only once what it
+    // would serve is up (and its watchdog watches exactly that).
+    let frontends: Vec<std::net::SocketAddr> = proxy
+        .as_ref()
+        .map(|p| p.local_addrs().iter().map(|(_, a)| *a).collect())
+        .unwrap_or_default();
+    let ha = Ha::start(&cfg, plan.l4.as_ref(), &frontends)
+        .await?
+        .map(Arc::new);
+
     if let Some(p) = plane.clone() {
         std::thread::Builder::new()
             .name("sluice-l4-control".into())
@@ -103,11 +115,17 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
         l4_checks: checks.clone(),
         l7_checks,
         proxy: proxy.clone(),
+        ha: ha.clone(),
     };
     tokio::select! {
         r = admin_loop(admin, state) => r?,
         _ = tokio::signal::ctrl_c() => eprintln!("sluice: SIGINT, shutting down"),
         _ = term.recv() => eprintln!("sluice: SIGTERM, shutting down"),
+    }
+    if let Some(h) = ha {
+        // Hand the addresses over first (priority 0: the backup takes
+        // over after its skew time, not after three intervals).
+        h.stop().await;
     }
     if let Some(p) = proxy {
         // Stop accepting, let open connections (tunnels included) finish,

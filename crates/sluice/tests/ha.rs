@@ -1,0 +1,472 @@
+//! VRRP end to end in the lab: two LBs on one segment (`lb`, 10.99.0.1,
+//! and `lb2`, 10.99.0.3), each running `sluice run` with the same `dr`
+//! service and a `[[vrrp_instance]]` for its VIP; the client reaches the
+//! VIP on-link, so whichever LB holds it serves. Also: sluice against
+//! keepalived (Debian's package) as the peer, and tshark decoding
+//! sluice's adverts. Needs root.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend};
+
+/// Advertisement interval of the pair.
+const ADVERT: &str = "100ms";
+/// Longest a state change may take here: master down (3 intervals plus
+/// skew), announcements, and slack for a loaded 2-vCPU machine.
+const SETTLE: Duration = Duration::from_secs(10);
+
+fn ha_lab(tag: &str) -> Lab {
+    let mut spec = LabSpec::new(&LabSpec::unique_label(tag));
+    spec.reals = 2;
+    spec.vip6 = None;
+    spec.peer_lb = true;
+    spec.lb_forwarding = LbForwarding::None;
+    spec.backend = RealBackend::Sluice {
+        binary: PathBuf::from(SLUICE),
+    };
+    match Lab::up(spec) {
+        Ok(lab) => lab,
+        Err(e @ LabError::NotPrivileged { .. }) => panic!("HA lab tests need root: {e}"),
+        Err(e) => panic!("lab up failed: {e}"),
+    }
+}
+
+/// One LB's configuration: the `dr` service and the VRRP instance.
+fn config(priority: u8, vrrp_extra: &str) -> String {
+    format!(
+        r#"[global]
+admin = "{ADMIN}"
+
+[[l4_service]]
+name = "web"
+vip = "10.99.255.1"
+port = 80
+method = "dr"
+scheduler = "mh"
+maglev_table_size = 1009
+interface = "lb0"
+
+[[l4_service.real]]
+address = "10.99.0.11"
+[[l4_service.real]]
+address = "10.99.0.12"
+
+[[vrrp_instance]]
+name = "vi1"
+interface = "lb0"
+virtual_router_id = 51
+priority = {priority}
+advert_interval = "{ADVERT}"
+virtual_addresses = ["10.99.255.1"]
+{vrrp_extra}
+"#
+    )
+}
+
+fn vip() -> SocketAddr {
+    "10.99.255.1:80".parse().unwrap()
+}
+
+/// `sluice ctl vrrp --json` of the daemon on `node`.
+fn vrrp(lab: &Lab, node: Node) -> serde_json::Value {
+    let out = lab
+        .exec(node, &[SLUICE, "ctl", "--admin", ADMIN, "vrrp", "--json"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctl vrrp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn state(lab: &Lab, node: Node) -> String {
+    vrrp(lab, node)[0]["state"].as_str().unwrap().to_owned()
+}
+
+fn wait_state(lab: &Lab, node: Node, want: &str) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let s = state(lab, node);
+        if s == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node} stayed {s}, expected {want}: {}",
+            vrrp(lab, node)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `node` holds the VIP on its interface.
+fn holds_vip(lab: &Lab, node: Node) -> bool {
+    let out = lab
+        .exec(node, &["ip", "-4", "-o", "addr", "show", "dev", "lb0"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("10.99.255.1/32")
+}
+
+/// A request through the VIP succeeds (whoever serves it).
+fn served(lab: &Lab) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match get(lab, vip(), "/") {
+            Ok((200, 5120, _)) => return,
+            other => assert!(
+                Instant::now() < deadline,
+                "the VIP does not serve: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Detaches the XDP program from `lb0` of `node` behind the daemon's
+/// back: `ip link set xdp off` cannot replace a BPF link, so the link
+/// whose program `bpftool net show` names on that interface is detached.
+fn detach_xdp(lab: &Lab, node: Node) {
+    let out = lab
+        .exec(node, &["bpftool", "-j", "net", "show", "dev", "lb0"])
+        .unwrap();
+    let net: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut progs = Vec::new();
+    for e in net[0]["xdp"].as_array().into_iter().flatten() {
+        progs.extend(e["id"].as_u64());
+        for m in e["multi_attachments"].as_array().into_iter().flatten() {
+            progs.extend(m["id"].as_u64());
+        }
+    }
+    assert!(!progs.is_empty(), "no XDP program on lb0: {net}");
+    let out = lab.exec(node, &["bpftool", "-j", "link", "show"]).unwrap();
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<String> = links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["prog_id"].as_u64().is_some_and(|p| progs.contains(&p)))
+        .map(|l| l["id"].to_string())
+        .collect();
+    assert!(!ids.is_empty(), "no link for programs {progs:?}: {links}");
+    for id in ids {
+        let out = lab
+            .exec(node, &["bpftool", "link", "detach", "id", &id])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_sluice_pair_elects_fails_over_preempts_and_tracks_its_data_plane() {
+    let lab = ha_lab("ha");
+    let mut a = start_daemon_on(&lab, Node::Lb, &config(150, ""), &[]);
+    let b = start_daemon_on(&lab, Node::PeerLb, &config(100, ""), &[]);
+    wait_state(&lab, Node::Lb, "master");
+    wait_state(&lab, Node::PeerLb, "backup");
+    assert!(holds_vip(&lab, Node::Lb));
+    assert!(!holds_vip(&lab, Node::PeerLb));
+    served(&lab);
+    let v = vrrp(&lab, Node::PeerLb);
+    assert_eq!(v[0]["master"], "10.99.0.1", "{v}");
+    assert!(v[0]["adverts_received"].as_u64().unwrap() > 0, "{v}");
+    let m = metrics(&lab);
+    assert!(
+        m.contains("sluice_vrrp_state{instance=\"vi1\",state=\"master\"} 1"),
+        "{m}"
+    );
+
+    // The master dies (SIGKILL: no priority-0 hand-over): the backup takes
+    // over after the master-down interval and serves.
+    a.kill();
+    drop(a);
+    wait_state(&lab, Node::PeerLb, "master");
+    assert!(holds_vip(&lab, Node::PeerLb));
+    served(&lab);
+
+    // It comes back with the higher priority and preempts (preempt is on
+    // by default); the stale VIP its dead run left is removed at start.
+    let a = start_daemon_on(&lab, Node::Lb, &config(150, ""), &[]);
+    wait_state(&lab, Node::Lb, "master");
+    wait_state(&lab, Node::PeerLb, "backup");
+    assert!(!holds_vip(&lab, Node::PeerLb));
+    served(&lab);
+
+    // The watchdog: the master's XDP program detached under it puts it in
+    // the fault state; the backup takes over.
+    detach_xdp(&lab, Node::Lb);
+    wait_state(&lab, Node::Lb, "fault");
+    wait_state(&lab, Node::PeerLb, "master");
+    assert!(!holds_vip(&lab, Node::Lb));
+    let v = vrrp(&lab, Node::Lb);
+    assert!(v[0]["faults"][0].as_str().unwrap().contains("XDP"), "{v}");
+    served(&lab);
+
+    // A graceful stop of the (now) master hands over with priority 0.
+    drop(a);
+    drop(b);
+}
+
+#[test]
+fn without_preemption_a_higher_priority_waits_and_a_graceful_stop_hands_over() {
+    let lab = ha_lab("hanp");
+    let b = start_daemon_on(&lab, Node::PeerLb, &config(100, ""), &[]);
+    wait_state(&lab, Node::PeerLb, "master");
+    let a = start_daemon_on(&lab, Node::Lb, &config(150, "preempt = false"), &[]);
+    wait_state(&lab, Node::Lb, "backup");
+    // Well past the master-down interval: still backup.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(state(&lab, Node::Lb), "backup");
+    assert_eq!(state(&lab, Node::PeerLb), "master");
+    served(&lab);
+    // SIGTERM: lb2 sends priority 0 and gives the VIP up.
+    let t = Instant::now();
+    drop(b);
+    wait_state(&lab, Node::Lb, "master");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "hand-over took {:?}",
+        t.elapsed()
+    );
+    served(&lab);
+    drop(a);
+}
+
+// === keepalived interop ===
+
+/// keepalived running in `node`'s namespace with a VRRPv3 instance for
+/// the same VIP; stopped (SIGTERM, then SIGKILL) on drop.
+struct Keepalived {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keepalived(lab: &Lab, node: Node, priority: u8, preempt: bool) -> Keepalived {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("keepalived.conf");
+    let nopreempt = if preempt { "" } else { "    nopreempt\n" };
+    // keepalived needs `state BACKUP` for nopreempt; a centisecond
+    // advert_int is VRRPv3's.
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    vrrp_version 3\n    script_user root\n    enable_script_security\n}}\n\
+             vrrp_instance vi1 {{\n    state BACKUP\n    interface lb0\n    virtual_router_id 51\n    \
+             priority {priority}\n    advert_int 0.1\n{nopreempt}    virtual_ipaddress {{\n        10.99.255.1/32 dev lb0\n    }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let pidfile = dir.path().join("k.pid");
+    let vpid = dir.path().join("v.pid");
+    let log = dir.path().join("k.log");
+    let mut cmd = lab
+        .command(
+            node,
+            &[
+                "keepalived",
+                "--dont-fork",
+                "--log-console",
+                "--vrrp",
+                "-f",
+                conf.to_str().unwrap(),
+                "-p",
+                pidfile.to_str().unwrap(),
+                "-r",
+                vpid.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    cmd.stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("k.err")).unwrap());
+    let child = cmd.spawn().unwrap();
+    lab.track(node, &child, "keepalived");
+    Keepalived { child, _dir: dir }
+}
+
+fn wait_vip(lab: &Lab, node: Node, want: bool) {
+    let deadline = Instant::now() + SETTLE;
+    while holds_vip(lab, node) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{node} {} the VIP",
+            if want { "never took" } else { "kept" }
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The client's neighbour entry for the VIP comes to name `mac` (after
+/// a connection attempt, so the entry is in use).
+fn client_reaches(lab: &Lab, mac: &str) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let _ = get(lab, vip(), "/");
+        let out = lab
+            .exec(
+                Node::Client,
+                &["ip", "-j", "neigh", "show", "10.99.255.1", "dev", "c0"],
+            )
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v[0]["lladdr"] == mac {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client's entry for the VIP: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sluice_and_keepalived_elect_fail_over_and_preempt_both_ways() {
+    let lab = ha_lab("haka");
+    // tshark on the switch side of lb's port captures sluice's adverts.
+    let cap_dir = tempfile::tempdir().unwrap();
+    let pcap = cap_dir.path().join("vrrp.pcap");
+    let sw_port = lab.topology().lb.switch_port.clone();
+    let mut tshark = lab
+        .command(
+            Node::Switch,
+            &[
+                "tshark",
+                "-q",
+                "-i",
+                &sw_port,
+                "-f",
+                "ip proto 112 and src host 10.99.0.1",
+                "-c",
+                "20",
+                "-a",
+                "duration:30",
+                "-w",
+                pcap.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    tshark.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut tshark = tshark.spawn().unwrap();
+    lab.track(Node::Switch, &tshark, "tshark");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // sluice 150 vs keepalived 100: sluice is master.
+    let a = start_daemon_on(&lab, Node::Lb, &config(150, ""), &[]);
+    let k = keepalived(&lab, Node::PeerLb, 100, true);
+    wait_state(&lab, Node::Lb, "master");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !holds_vip(&lab, Node::PeerLb),
+        "keepalived took the VIP too"
+    );
+    let v = vrrp(&lab, Node::Lb);
+    assert!(v[0]["adverts_received"].as_u64().unwrap() == 0 || v[0]["master"] == "10.99.0.1");
+    served(&lab);
+
+    // sluice dies: keepalived takes over; sluice returns and preempts.
+    let mut a = a;
+    a.kill();
+    drop(a);
+    wait_vip(&lab, Node::PeerLb, true);
+    // keepalived's node serves nothing: the client reaching its MAC is
+    // what shows the take-over.
+    client_reaches(&lab, "02:99:00:00:00:03");
+    let a = start_daemon_on(&lab, Node::Lb, &config(150, ""), &[]);
+    wait_state(&lab, Node::Lb, "master");
+    wait_vip(&lab, Node::PeerLb, false);
+    drop(k);
+
+    // The other way round: keepalived 200 is master, sluice 150 backup
+    // hears it; keepalived stops (priority 0) and sluice takes over;
+    // keepalived returns and preempts sluice.
+    let k = keepalived(&lab, Node::PeerLb, 200, true);
+    wait_state(&lab, Node::Lb, "backup");
+    wait_vip(&lab, Node::PeerLb, true);
+    assert_eq!(vrrp(&lab, Node::Lb)[0]["master"], "10.99.0.3");
+    assert!(!holds_vip(&lab, Node::Lb));
+    drop(k);
+    wait_state(&lab, Node::Lb, "master");
+    served(&lab);
+    let k = keepalived(&lab, Node::PeerLb, 200, true);
+    wait_state(&lab, Node::Lb, "backup");
+    wait_vip(&lab, Node::PeerLb, true);
+    client_reaches(&lab, "02:99:00:00:00:03");
+    drop(k);
+    drop(a);
+
+    // The capture: tshark decodes sluice's adverts as valid VRRPv3.
+    let deadline = Instant::now() + Duration::from_secs(35);
+    while tshark.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tshark did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            pcap.to_str().unwrap(),
+            "-o",
+            "vrrp.v3_checksum_as_in_v2:FALSE",
+            "-T",
+            "fields",
+            "-e",
+            "vrrp.version",
+            "-e",
+            "vrrp.type",
+            "-e",
+            "vrrp.virt_rtr_id",
+            "-e",
+            "vrrp.prio",
+            "-e",
+            "vrrp.checksum.status",
+            "-e",
+            "ip.ttl",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.len() >= 10,
+        "captured: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for l in lines {
+        let f: Vec<&str> = l.split('\t').collect();
+        // version 3, advertisement, VRID 51, priority 150 (or 0 when it
+        // gave up), checksum good (status 1), TTL 255.
+        assert_eq!(f[0], "3", "{l}");
+        assert_eq!(f[1], "1", "{l}");
+        assert_eq!(f[2], "51", "{l}");
+        assert!(f[3] == "150" || f[3] == "0", "{l}");
+        assert_eq!(f[4], "1", "checksum status of {l}");
+        assert_eq!(f[5], "255", "{l}");
+    }
+}
