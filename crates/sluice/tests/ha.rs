@@ -23,9 +23,15 @@ const ADVERT: &str = "100ms";
 const SETTLE: Duration = Duration::from_secs(10);
 
 fn ha_lab(tag: &str) -> Lab {
+    ha_lab_with(tag, false)
+}
+
+fn ha_lab_with(tag: &str, v6: bool) -> Lab {
     let mut spec = LabSpec::new(&LabSpec::unique_label(tag));
     spec.reals = 2;
-    spec.vip6 = None;
+    if !v6 {
+        spec.vip6 = None;
+    }
     spec.peer_lb = true;
     spec.lb_forwarding = LbForwarding::None;
     spec.backend = RealBackend::Sluice {
@@ -70,6 +76,42 @@ virtual_addresses = ["10.99.255.1"]
     )
 }
 
+/// Both families on one LB: the IPv4 VIP's instance with unicast adverts
+/// to `peer`, the IPv6 VIP's with multicast ones (from the link-local
+/// address).
+fn dual_config(priority: u8, peer: &str) -> String {
+    format!(
+        r#"{}
+[[l4_service]]
+name = "web6"
+vip = "fd99:ffff::1"
+port = 80
+method = "dr"
+scheduler = "mh"
+maglev_table_size = 1009
+interface = "lb0"
+
+[[l4_service.real]]
+address = "fd99::11"
+[[l4_service.real]]
+address = "fd99::12"
+
+[[vrrp_instance]]
+name = "vi6"
+interface = "lb0"
+virtual_router_id = 52
+priority = {priority}
+advert_interval = "{ADVERT}"
+virtual_addresses = ["fd99:ffff::1"]
+"#,
+        config(priority, &format!("unicast_peers = [\"{peer}\"]"))
+    )
+}
+
+fn vip6() -> SocketAddr {
+    "[fd99:ffff::1]:80".parse().unwrap()
+}
+
 fn vip() -> SocketAddr {
     "10.99.255.1:80".parse().unwrap()
 }
@@ -91,6 +133,32 @@ fn state(lab: &Lab, node: Node) -> String {
     vrrp(lab, node)[0]["state"].as_str().unwrap().to_owned()
 }
 
+/// Every instance's state on `node`, in file order.
+fn states(lab: &Lab, node: Node) -> Vec<String> {
+    vrrp(lab, node)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn wait_states(lab: &Lab, node: Node, want: &[&str]) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let s = states(lab, node);
+        if s == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node} is {s:?}, expected {want:?}: {}",
+            vrrp(lab, node)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn wait_state(lab: &Lab, node: Node, want: &str) {
     let deadline = Instant::now() + SETTLE;
     loop {
@@ -107,6 +175,22 @@ fn wait_state(lab: &Lab, node: Node, want: &str) {
     }
 }
 
+/// Waits until `node`'s first instance has heard `master`.
+fn wait_master(lab: &Lab, node: Node, master: &str) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let v = vrrp(lab, node);
+        if v[0]["master"] == master && v[0]["adverts_received"].as_u64() > Some(0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node} never heard {master}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Whether `node` holds the VIP on its interface.
 fn holds_vip(lab: &Lab, node: Node) -> bool {
     let out = lab
@@ -117,9 +201,13 @@ fn holds_vip(lab: &Lab, node: Node) -> bool {
 
 /// A request through the VIP succeeds (whoever serves it).
 fn served(lab: &Lab) {
+    served_at(lab, vip());
+}
+
+fn served_at(lab: &Lab, vip: SocketAddr) {
     let deadline = Instant::now() + SETTLE;
     loop {
-        match get(lab, vip(), "/") {
+        match get(lab, vip, "/") {
             Ok((200, 5120, _)) => return,
             other => assert!(
                 Instant::now() < deadline,
@@ -178,9 +266,7 @@ fn a_sluice_pair_elects_fails_over_preempts_and_tracks_its_data_plane() {
     assert!(holds_vip(&lab, Node::Lb));
     assert!(!holds_vip(&lab, Node::PeerLb));
     served(&lab);
-    let v = vrrp(&lab, Node::PeerLb);
-    assert_eq!(v[0]["master"], "10.99.0.1", "{v}");
-    assert!(v[0]["adverts_received"].as_u64().unwrap() > 0, "{v}");
+    wait_master(&lab, Node::PeerLb, "10.99.0.1");
     let m = metrics(&lab);
     assert!(
         m.contains("sluice_vrrp_state{instance=\"vi1\",state=\"master\"} 1"),
@@ -241,6 +327,133 @@ fn without_preemption_a_higher_priority_waits_and_a_graceful_stop_hands_over() {
     );
     served(&lab);
     drop(a);
+}
+
+#[test]
+fn ipv6_multicast_and_ipv4_unicast_instances_fail_over_together() {
+    let lab = ha_lab_with("ha6", true);
+    let mut a = start_daemon_on(&lab, Node::Lb, &dual_config(150, "10.99.0.3"), &[]);
+    let b = start_daemon_on(&lab, Node::PeerLb, &dual_config(100, "10.99.0.1"), &[]);
+    wait_states(&lab, Node::Lb, &["master", "master"]);
+    wait_states(&lab, Node::PeerLb, &["backup", "backup"]);
+    // Once the backup has heard both adverts: the IPv6 instance runs from
+    // the link-local address.
+    let ll = |x: &serde_json::Value| x.as_str().is_some_and(|a| a.starts_with("fe80::"));
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let v = vrrp(&lab, Node::PeerLb);
+        if v[0]["master"] == "10.99.0.1" && ll(&v[1]["master"]) && ll(&v[1]["own_address"]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    served_at(&lab, vip());
+    served_at(&lab, vip6());
+
+    // The link goes down under the master (its switch port): it loses
+    // carrier, stops being heard, and the backup takes both over; the
+    // unsolicited neighbour advertisement moves the client's entry.
+    let port = lab.topology().lb.switch_port.clone();
+    let sw = |up: &str| {
+        let out = lab
+            .exec(Node::Switch, &["ip", "link", "set", "dev", &port, up])
+            .unwrap();
+        assert!(out.status.success());
+    };
+    sw("down");
+    wait_states(&lab, Node::PeerLb, &["master", "master"]);
+    served_at(&lab, vip());
+    served_at(&lab, vip6());
+    // Back up: the higher priority preempts.
+    sw("up");
+    wait_states(&lab, Node::Lb, &["master", "master"]);
+    wait_states(&lab, Node::PeerLb, &["backup", "backup"]);
+    served_at(&lab, vip());
+    served_at(&lab, vip6());
+    a.kill();
+    drop(a);
+    wait_states(&lab, Node::PeerLb, &["master", "master"]);
+    served_at(&lab, vip6());
+    drop(b);
+}
+
+#[test]
+fn a_tracked_interface_down_is_a_fault_and_split_brain_heals() {
+    let lab = ha_lab("hasb");
+    let track = "track_interfaces = [\"lb0\"]";
+    let a = start_daemon_on(&lab, Node::Lb, &config(150, track), &[]);
+    let b = start_daemon_on(&lab, Node::PeerLb, &config(100, track), &[]);
+    wait_state(&lab, Node::Lb, "master");
+    wait_state(&lab, Node::PeerLb, "backup");
+
+    // Split brain: the bridge drops VRRP between them; both become master.
+    let nft = |args: &[&str]| {
+        let out = lab.exec(Node::Switch, &[&["nft"], args].concat()).unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    nft(&["add", "table", "bridge", "cut"]);
+    nft(&[
+        "add",
+        "chain",
+        "bridge",
+        "cut",
+        "f",
+        "{ type filter hook forward priority 0 ; }",
+    ]);
+    nft(&[
+        "add", "rule", "bridge", "cut", "f", "ip", "protocol", "112", "drop",
+    ]);
+    wait_state(&lab, Node::PeerLb, "master");
+    assert_eq!(state(&lab, Node::Lb), "master");
+    // Healed: one master again within 3 advertisement intervals (300 ms;
+    // the poll itself takes some of it).
+    nft(&["delete", "table", "bridge", "cut"]);
+    let healed = Instant::now();
+    loop {
+        if state(&lab, Node::PeerLb) == "backup" {
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(2),
+            "still two masters after {:?}",
+            healed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = healed.elapsed();
+    assert!(
+        took < Duration::from_millis(300),
+        "one master again after {took:?}"
+    );
+    assert_eq!(state(&lab, Node::Lb), "master");
+    served(&lab);
+
+    // The tracked interface down (the LB's own end): fault, and the peer
+    // takes over; up again: back to backup, then master by preemption.
+    let out = lab
+        .exec(Node::Lb, &["ip", "link", "set", "dev", "lb0", "down"])
+        .unwrap();
+    assert!(out.status.success());
+    wait_state(&lab, Node::Lb, "fault");
+    wait_state(&lab, Node::PeerLb, "master");
+    let v = vrrp(&lab, Node::Lb);
+    assert!(
+        v[0]["faults"][0].as_str().unwrap().contains("lb0 is down"),
+        "{v}"
+    );
+    let out = lab
+        .exec(Node::Lb, &["ip", "link", "set", "dev", "lb0", "up"])
+        .unwrap();
+    assert!(out.status.success());
+    wait_state(&lab, Node::Lb, "master");
+    wait_state(&lab, Node::PeerLb, "backup");
+    drop(a);
+    drop(b);
 }
 
 // === keepalived interop ===
@@ -388,7 +601,7 @@ fn sluice_and_keepalived_elect_fail_over_and_preempt_both_ways() {
         "keepalived took the VIP too"
     );
     let v = vrrp(&lab, Node::Lb);
-    assert!(v[0]["adverts_received"].as_u64().unwrap() == 0 || v[0]["master"] == "10.99.0.1");
+    assert!(v[0]["adverts_sent"].as_u64() > Some(5), "{v}");
     served(&lab);
 
     // sluice dies: keepalived takes over; sluice returns and preempts.
@@ -410,7 +623,11 @@ fn sluice_and_keepalived_elect_fail_over_and_preempt_both_ways() {
     let k = keepalived(&lab, Node::PeerLb, 200, true);
     wait_state(&lab, Node::Lb, "backup");
     wait_vip(&lab, Node::PeerLb, true);
-    assert_eq!(vrrp(&lab, Node::Lb)[0]["master"], "10.99.0.3");
+    wait_master(&lab, Node::Lb, "10.99.0.3");
+    // keepalived's adverts pass sluice's checks (checksum, TTL, version).
+    let v = vrrp(&lab, Node::Lb);
+    let invalid = v[0]["adverts_invalid"].as_object().unwrap();
+    assert!(invalid.values().all(|n| n == 0), "{v}");
     assert!(!holds_vip(&lab, Node::Lb));
     drop(k);
     wait_state(&lab, Node::Lb, "master");
