@@ -537,10 +537,12 @@ mod tests {
         );
         // Nothing can move less than the removed real's own share.
         assert!(min_mean >= 0.99 && def_mean >= 0.99);
-        assert!(min_mean < 1.8, "mean {min_mean}");
-        assert!(min_max < 3.0, "max {min_max}");
-        assert!(def_mean < 1.25, "mean {def_mean}");
-        assert!(def_max < 1.5, "max {def_max}");
+        // Measured 1.361 / 1.770 and 1.079 / 1.213; the paper's fill,
+        // 1.696 / 2.750 and 1.137 / 1.329, fails every bound.
+        assert!(min_mean < 1.45, "mean {min_mean}");
+        assert!(min_max < 2.0, "max {min_max}");
+        assert!(def_mean < 1.11, "mean {def_mean}");
+        assert!(def_max < 1.27, "max {def_max}");
     }
 
     /// Build time of the largest table the L4 plane writes (65 537 slots,
