@@ -144,10 +144,6 @@ struct ServiceState {
     spec: ServiceSpec,
     index: u32,
     reals: Vec<RealState>,
-    /// Previous Maglev table (indexes into `reals` at build time) and the
-    /// keys it was built for, for minimal-disruption updates.
-    prev_table: Vec<u32>,
-    prev_keys: Vec<u64>,
 }
 
 /// One service as `sluice ctl list` shows it.
@@ -390,8 +386,6 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     spec: spec.clone(),
                     index,
                     reals: Vec::new(),
-                    prev_table: Vec::new(),
-                    prev_keys: Vec::new(),
                 }
             }
         };
@@ -528,16 +522,23 @@ impl<R: NeighbourResolver> L4Plane<R> {
             .collect();
         let (ksched, ring, ring_len): (u8, Vec<u32>, u32) = match spec.scheduler {
             Scheduler::Mh | Scheduler::Sh | Scheduler::Dh => {
-                let keys: Vec<u64> = st.reals.iter().map(|r| real_key(r.spec.addr, 0)).collect();
-                let pairs: Vec<(u64, u32)> =
-                    keys.iter().copied().zip(weights.iter().copied()).collect();
+                // A pure function of (address, weight) of the reals that
+                // take new flows, whatever their order in `st.reals` and
+                // whatever came before: every LB with the same reals,
+                // weights and health writes the same real for each ring
+                // entry, so ECMP and failover keep flows on their real
+                // (sluice-core's `maglev` module). The key is the address,
+                // unique within a service; never the slot, which is this
+                // LB's own and depends on its history.
+                let pairs: Vec<(u64, u32)> = st
+                    .reals
+                    .iter()
+                    .map(|r| real_key(r.spec.addr, 0))
+                    .zip(weights.iter().copied())
+                    .collect();
                 let m = spec.table_size as usize;
-                let table = maglev::maglev_table_update(&st.prev_table, &st.prev_keys, &pairs, m)
-                    .map_err(|e| {
-                    ControlError::Invalid(format!("service {}: {e}", spec.name))
-                })?;
-                st.prev_table = table.clone();
-                st.prev_keys = keys;
+                let table = maglev::maglev_table(&pairs, m)
+                    .map_err(|e| ControlError::Invalid(format!("service {}: {e}", spec.name)))?;
                 let ring: Vec<u32> = table
                     .iter()
                     .map(|i| slots.get(*i as usize).copied().unwrap_or(NO_REAL))

@@ -648,6 +648,38 @@ impl Dataplane {
 
     // === reads ===
 
+    /// The first `len` entries of service `vip_index`'s ring as the kernel
+    /// reads them (its `VipMeta::ring_len` says how many are in use).
+    pub fn ring(&self, vip_index: u32, len: u32) -> Result<Vec<u32>, Error> {
+        check_index("service index", vip_index, MAX_VIPS, "MAX_VIPS")?;
+        let size = self.params.ring_size;
+        if len > size {
+            return Err(Error::Limit {
+                what: "ring entries",
+                value: len.into(),
+                limit: size.into(),
+                constant: "ring_size",
+            });
+        }
+        let m = self.ebpf.map(MAP_RING).ok_or(Error::MissingMap(MAP_RING))?;
+        let a: Array<_, u32> = Array::try_from(m).map_err(map_err(MAP_RING))?;
+        let base = vip_index * size;
+        (base..base + len)
+            .map(|i| a.get(&i, 0).map_err(map_err(MAP_RING)))
+            .collect()
+    }
+
+    /// One real-server slot as the kernel reads it.
+    pub fn real(&self, slot: u32) -> Result<RealDef, Error> {
+        check_index("real slot", slot, MAX_REALS, "MAX_REALS")?;
+        let m = self
+            .ebpf
+            .map(MAP_REALS)
+            .ok_or(Error::MissingMap(MAP_REALS))?;
+        let a: Array<_, RealDef> = Array::try_from(m).map_err(map_err(MAP_REALS))?;
+        a.get(&slot, 0).map_err(map_err(MAP_REALS))
+    }
+
     /// Reads one global counter, summed over all CPUs.
     pub fn counter(&self, c: Counter) -> Result<u64, Error> {
         let a: PerCpuArray<_, u64> = self.percpu(MAP_STATS)?;
