@@ -27,8 +27,14 @@ fn ha_lab(tag: &str) -> Lab {
 }
 
 fn ha_lab_with(tag: &str, v6: bool) -> Lab {
+    ha_lab_sized(tag, v6, sluice_lab::webserver::DEFAULT_BODY_SIZE)
+}
+
+/// The HA lab with a `/` of `body` bytes on the reals.
+fn ha_lab_sized(tag: &str, v6: bool, body: usize) -> Lab {
     let mut spec = LabSpec::new(&LabSpec::unique_label(tag));
     spec.reals = 2;
+    spec.body_size = body;
     if !v6 {
         spec.vip6 = None;
     }
@@ -452,6 +458,107 @@ fn a_tracked_interface_down_is_a_fault_and_split_brain_heals() {
     assert!(out.status.success());
     wait_state(&lab, Node::Lb, "master");
     wait_state(&lab, Node::PeerLb, "backup");
+    drop(a);
+    drop(b);
+}
+
+// === established flows across a failover ===
+
+/// What the client had open through the VIP when the master went away.
+struct Flows {
+    /// A long download (curl at `RATE_LIMIT`), in flight.
+    download: Child,
+    /// A keep-alive connection and the real it was served by.
+    keepalive: KeepAlive,
+    real: String,
+}
+
+fn open_flows(lab: &Lab) -> Flows {
+    let mut keepalive = KeepAlive::connect(lab, vip()).unwrap();
+    let real = keepalive.get("/whoami").unwrap();
+    let download = lab
+        .command(
+            Node::Client,
+            &[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--limit-rate",
+                RATE_LIMIT,
+                "--max-time",
+                "60",
+                "-w",
+                "%{size_download}",
+                "http://10.99.255.1/",
+            ],
+        )
+        .unwrap()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lab.track(Node::Client, &download, "curl");
+    // Well into the transfer before the failover.
+    std::thread::sleep(Duration::from_secs(1));
+    Flows {
+        download,
+        keepalive,
+        real,
+    }
+}
+
+/// Both flows survived: the keep-alive connection answers from the same
+/// real, and the download completes with every byte, no reset.
+fn flows_survived(mut f: Flows, what: &str) {
+    let again = f.keepalive.get("/whoami");
+    assert_eq!(
+        again.as_deref().ok(),
+        Some(f.real.as_str()),
+        "{what}: keep-alive connection: {again:?}"
+    );
+    let out = f.download.wait_with_output().unwrap();
+    let got: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        out.status.success() && got == LONG_OK_BYTES,
+        "{what}: download {:?}, {got} bytes: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn established_flows_survive_a_dead_master_and_a_lost_link_with_maglev() {
+    // `mh` with the same reals: both LBs pick the same real for a flow
+    // without sharing any state (their tables are a pure function of the
+    // reals), so even a session the new master never saw continues.
+    let lab = ha_lab_sized("haflow", false, LONG_OK_BYTES as usize);
+    let mut a = start_daemon_on(&lab, Node::Lb, &config(150, ""), &[]);
+    let b = start_daemon_on(&lab, Node::PeerLb, &config(100, ""), &[]);
+    wait_state(&lab, Node::Lb, "master");
+    wait_master(&lab, Node::PeerLb, "10.99.0.1");
+
+    let flows = open_flows(&lab);
+    a.kill();
+    drop(a);
+    wait_state(&lab, Node::PeerLb, "master");
+    flows_survived(flows, "SIGKILL");
+
+    // Back to lb (preemption), then its link goes down under it.
+    let a = start_daemon_on(&lab, Node::Lb, &config(150, ""), &[]);
+    wait_state(&lab, Node::Lb, "master");
+    wait_state(&lab, Node::PeerLb, "backup");
+    let flows = open_flows(&lab);
+    let port = lab.topology().lb.switch_port.clone();
+    let out = lab
+        .exec(Node::Switch, &["ip", "link", "set", "dev", &port, "down"])
+        .unwrap();
+    assert!(out.status.success());
+    wait_state(&lab, Node::PeerLb, "master");
+    flows_survived(flows, "link down");
     drop(a);
     drop(b);
 }
