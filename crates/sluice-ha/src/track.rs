@@ -205,3 +205,39 @@ async fn check_script(argv: &[String], limit: Duration) -> Vec<String> {
         )],
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_frontend_that_accepts_passes_and_a_closed_one_is_a_fault() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = l.local_addr().unwrap();
+        let closed = {
+            let c = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            c.local_addr().unwrap()
+        };
+        assert!(check_frontends(&[open]).await.is_empty());
+        let v = check_frontends(&[open, closed]).await;
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains(&closed.to_string()), "{v:?}");
+        // A wildcard listener is checked on loopback.
+        let wild = SocketAddr::new([0, 0, 0, 0].into(), open.port());
+        assert!(check_frontends(&[wild]).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_script_fails_by_exit_status_by_time_and_by_not_running() {
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let limit = Duration::from_millis(500);
+        assert!(check_script(&argv(&["true"]), limit).await.is_empty());
+        let v = check_script(&argv(&["false"]), limit).await;
+        assert!(v[0].contains("failed"), "{v:?}");
+        let v = check_script(&argv(&["sleep", "5"]), limit).await;
+        assert!(v[0].contains("did not finish"), "{v:?}");
+        let v = check_script(&argv(&["/nonexistent/check"]), limit).await;
+        assert!(v[0].contains("could not run"), "{v:?}");
+    }
+}

@@ -388,7 +388,14 @@ fn ipv6_multicast_and_ipv4_unicast_instances_fail_over_together() {
 fn a_tracked_interface_down_is_a_fault_and_split_brain_heals() {
     let lab = ha_lab("hasb");
     let track = "track_interfaces = [\"lb0\"]";
-    let a = start_daemon_on(&lab, Node::Lb, &config(150, track), &[]);
+    // lb also runs a track script that fails while a file exists.
+    let flag_dir = tempfile::tempdir().unwrap();
+    let flag = flag_dir.path().join("down");
+    let script = format!(
+        "{track}\ntrack_script = [\"/bin/sh\", \"-c\", \"test ! -e {}\"]\ntrack_script_interval = \"200ms\"",
+        flag.display()
+    );
+    let a = start_daemon_on(&lab, Node::Lb, &config(150, &script), &[]);
     let b = start_daemon_on(&lab, Node::PeerLb, &config(100, track), &[]);
     wait_state(&lab, Node::Lb, "master");
     wait_state(&lab, Node::PeerLb, "backup");
@@ -456,6 +463,20 @@ fn a_tracked_interface_down_is_a_fault_and_split_brain_heals() {
         .exec(Node::Lb, &["ip", "link", "set", "dev", "lb0", "up"])
         .unwrap();
     assert!(out.status.success());
+    wait_state(&lab, Node::Lb, "master");
+    wait_state(&lab, Node::PeerLb, "backup");
+
+    // The track script fails: fault, the peer takes over; it passes
+    // again: back, and master by preemption.
+    std::fs::write(&flag, "").unwrap();
+    wait_state(&lab, Node::Lb, "fault");
+    wait_state(&lab, Node::PeerLb, "master");
+    let v = vrrp(&lab, Node::Lb);
+    assert!(
+        v[0]["faults"][0].as_str().unwrap().contains("track_script"),
+        "{v}"
+    );
+    std::fs::remove_file(&flag).unwrap();
     wait_state(&lab, Node::Lb, "master");
     wait_state(&lab, Node::PeerLb, "backup");
     drop(a);
