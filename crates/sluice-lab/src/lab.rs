@@ -733,7 +733,7 @@ impl Lab {
         let via6 = router.front.ipv6.map(|a| a.to_string());
         // The client reaches the reals (and their replies' path) through the
         // router, the VIP through the LB; the LB sends its tunnels to the router.
-        for node in [&t.client, &t.lb] {
+        for node in [&t.client, &t.lb].into_iter().chain(t.peer_lb.iter()) {
             ip_in(
                 &node.netns,
                 &["route", "add", &subnet4, "via", &via4, "dev", &node.iface],

@@ -52,24 +52,38 @@ fn ha_lab_sized(tag: &str, v6: bool, body: usize) -> Lab {
 
 /// One LB's configuration: the `dr` service and the VRRP instance.
 fn config(priority: u8, vrrp_extra: &str) -> String {
+    config_with(
+        &service("dr", "mh", &["10.99.0.11", "10.99.0.12"], ""),
+        priority,
+        vrrp_extra,
+        "",
+    )
+}
+
+/// A service `web` on 10.99.255.1:80 with `method`, `sched`, `reals` and
+/// `extra` lines.
+fn service(method: &str, sched: &str, reals: &[&str], extra: &str) -> String {
+    let mut s = format!(
+        "[[l4_service]]\nname = \"web\"\nvip = \"10.99.255.1\"\nport = 80\nmethod = \"{method}\"\n\
+         scheduler = \"{sched}\"\ninterface = \"lb0\"\n{extra}\n"
+    );
+    if sched == "mh" {
+        s.push_str("maglev_table_size = 1009\n");
+    }
+    for r in reals {
+        s.push_str(&format!("\n[[l4_service.real]]\naddress = \"{r}\"\n"));
+    }
+    s
+}
+
+/// An LB's whole file: `services`, the VRRP instance for the VIP (and
+/// `vrrp_extra` lines), and `tail` (e.g. `[sync]`).
+fn config_with(services: &str, priority: u8, vrrp_extra: &str, tail: &str) -> String {
     format!(
         r#"[global]
 admin = "{ADMIN}"
 
-[[l4_service]]
-name = "web"
-vip = "10.99.255.1"
-port = 80
-method = "dr"
-scheduler = "mh"
-maglev_table_size = 1009
-interface = "lb0"
-
-[[l4_service.real]]
-address = "10.99.0.11"
-[[l4_service.real]]
-address = "10.99.0.12"
-
+{services}
 [[vrrp_instance]]
 name = "vi1"
 interface = "lb0"
@@ -78,6 +92,8 @@ priority = {priority}
 advert_interval = "{ADVERT}"
 virtual_addresses = ["10.99.255.1"]
 {vrrp_extra}
+
+{tail}
 "#
     )
 }
@@ -582,6 +598,41 @@ fn established_flows_survive_a_dead_master_and_a_lost_link_with_maglev() {
     flows_survived(flows, "link down");
     drop(a);
     drop(b);
+}
+
+/// The master (`lb`, running `cfg_a`) is SIGKILLed with a long download
+/// and a keep-alive connection open through the VIP; the backup (`cfg_b`)
+/// takes over and both flows continue.
+fn flows_survive_a_dead_master(lab: &Lab, cfg_a: &str, cfg_b: &str) {
+    let mut a = start_daemon_on(lab, Node::Lb, cfg_a, &[]);
+    let b = start_daemon_on(lab, Node::PeerLb, cfg_b, &[]);
+    wait_state(lab, Node::Lb, "master");
+    wait_master(lab, Node::PeerLb, "10.99.0.1");
+    let flows = open_flows(lab);
+    a.kill();
+    drop(a);
+    wait_state(lab, Node::PeerLb, "master");
+    flows_survived(flows, "SIGKILL");
+    drop(b);
+}
+
+#[test]
+fn established_tun_flows_survive_a_dead_master() {
+    let mut spec = LabSpec::tun(&LabSpec::unique_label("hatun"));
+    spec.reals = 2;
+    spec.vip6 = None;
+    spec.peer_lb = true;
+    spec.body_size = LONG_OK_BYTES as usize;
+    spec.backend = RealBackend::Sluice {
+        binary: PathBuf::from(SLUICE),
+    };
+    let lab = Lab::up(spec).unwrap();
+    let svc = service("tun", "mh", &["10.98.0.11", "10.98.0.12"], "");
+    flows_survive_a_dead_master(
+        &lab,
+        &config_with(&svc, 150, "", ""),
+        &config_with(&svc, 100, "", ""),
+    );
 }
 
 // === keepalived interop ===
