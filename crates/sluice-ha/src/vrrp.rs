@@ -160,6 +160,7 @@ impl Instance {
             status: status.clone(),
             state_tx,
             epoch: Instant::now(),
+            tx_buf: vec![0; MAX_PACKET],
         };
         let task = tokio::spawn(run.run(faults, stop_rx));
         Ok(Self {
@@ -237,6 +238,8 @@ struct Runner {
     status: Arc<Mutex<InstanceStatus>>,
     state_tx: watch::Sender<State>,
     epoch: Instant,
+    /// Where adverts are built.
+    tx_buf: Vec<u8>,
 }
 
 impl Runner {
@@ -261,6 +264,7 @@ impl Runner {
         }
         self.perform(actions).await;
         let mut buf = vec![0u8; MAX_PACKET];
+        let mut watching = true;
         loop {
             let wake = self
                 .machine
@@ -273,11 +277,12 @@ impl Runner {
                     self.perform(a).await;
                     return;
                 }
-                changed = faults.changed() => {
+                changed = faults.changed(), if watching => {
                     if changed.is_err() {
                         // The watchdog is gone (shutting down): keep the
                         // last verdict.
-                        std::future::pending::<()>().await;
+                        watching = false;
+                        continue;
                     }
                     let f = faults.borrow_and_update().clone();
                     let faulty = !f.is_empty();
@@ -410,25 +415,24 @@ impl Runner {
         let h = Header {
             vrid: self.spec.vrid,
             priority,
-            // The config allows at most 255 addresses per instance? It
-            // allows any number; the header's count is a byte.
-            count: u8::try_from(refs.len()).unwrap_or(u8::MAX),
+            // The configuration allows at most 255 addresses (the count is
+            // a byte); more would make `build` refuse, counted below.
+            count: u8::try_from(refs.len()).unwrap_or(0),
             max_adver_int_cs: u16::try_from(
                 self.spec.advert_interval.as_millis() / CENTISECOND.as_millis(),
             )
             .unwrap_or(u16::MAX),
         };
-        let mut buf = vec![0u8; MAX_PACKET];
         for dst in dsts {
             let n = sluice_wire::vrrp::build(
-                &mut buf,
+                &mut self.tx_buf,
                 &h,
                 &refs,
                 &ip_bytes(&self.own),
                 &ip_bytes(&dst),
             );
             let sent = match n {
-                Some(n) => self.sock.send(&buf[..n], dst, self.ifindex).await,
+                Some(n) => self.sock.send(&self.tx_buf[..n], dst, self.ifindex).await,
                 None => Err(std::io::Error::other("advertisement does not fit")),
             };
             match sent {

@@ -31,10 +31,10 @@ const FULLNAT_SWEEP_ROUNDS: u64 = 10;
 pub(crate) type Plane = Arc<Mutex<L4Plane<KernelNeighbours>>>;
 
 /// Loads the XDP program, attaches it and applies the planned services.
-pub(super) fn start(plan: &L4Plan) -> anyhow::Result<L4Plane<KernelNeighbours>> {
+pub(super) fn start(plan: &L4Plan, cfg: &Config) -> anyhow::Result<L4Plane<KernelNeighbours>> {
     let iface = &plan.iface;
     check_tun_mtu(plan)?;
-    check_fullnat_locals(plan)?;
+    check_fullnat_locals(plan, cfg)?;
     remove_stale_program(iface)?;
     let mac = sluice_l4::neigh::iface_mac(iface)
         .with_context(|| format!("reading the MAC of interface {iface:?}"))?;
@@ -82,9 +82,18 @@ fn check_tun_mtu(plan: &L4Plan) -> anyhow::Result<()> {
 /// the reals' ARP / neighbour solicitations for them, and the XDP program
 /// takes the replies before the kernel sees them. One that is not there
 /// would leave every connection from it unanswered, so it is refused.
-fn check_fullnat_locals(plan: &L4Plan) -> anyhow::Result<()> {
+/// A virtual address of a `[[vrrp_instance]]` on that interface counts as
+/// there: an HA pair shares its local addresses, and only the master holds
+/// them (the backup takes them over with the sessions it was synced).
+fn check_fullnat_locals(plan: &L4Plan, cfg: &Config) -> anyhow::Result<()> {
     let iface = plan.real_iface.as_deref().unwrap_or(&plan.iface);
-    let have = sluice_l4::neigh::iface_all_addrs(iface);
+    let mut have = sluice_l4::neigh::iface_all_addrs(iface);
+    have.extend(
+        cfg.vrrp_instances
+            .iter()
+            .filter(|v| v.interface == iface)
+            .flat_map(|v| v.virtual_addresses.iter().copied()),
+    );
     for s in plan.specs.iter().filter(|s| s.method == Method::Fullnat) {
         if let Some(a) = s.local_addresses.iter().find(|a| !have.contains(a)) {
             bail!(

@@ -52,7 +52,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
     let plane = match &plan.l4 {
-        Some(l4) => Some(Arc::new(Mutex::new(l4::start(l4)?))),
+        Some(l4) => Some(Arc::new(Mutex::new(l4::start(l4, &cfg)?))),
         None => None,
     };
     // L7: every frontend bound before anything is served; bind errors end
