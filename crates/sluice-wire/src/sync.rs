@@ -210,15 +210,9 @@ impl<'a> Writer<'a> {
         out[5] = 0;
         out[6..12].copy_from_slice(&e.client_mac);
         let (laddr, lport) = e.local.unwrap_or_default();
-        for (i, p) in [
-            e.key.sport,
-            e.key.dport,
-            e.service_port,
-            e.real_port,
-            lport,
-        ]
-        .iter()
-        .enumerate()
+        for (i, p) in [e.key.sport, e.key.dport, e.service_port, e.real_port, lport]
+            .iter()
+            .enumerate()
         {
             out[12 + 2 * i..14 + 2 * i].copy_from_slice(&p.to_be_bytes());
         }
