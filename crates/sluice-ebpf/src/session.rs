@@ -172,6 +172,9 @@ fn advance(s: &mut FlowVal, proto: u8, flags: u8, now: u64) {
     }
     if now.saturating_sub(s.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
         s.last_seen_ns = now;
+        // Seen here: the session is this LB's to sync from now on. In
+        // the branch that already writes, so no packet pays a store more.
+        s.from_peer = 0;
     }
 }
 
@@ -295,7 +298,9 @@ pub(crate) fn create(
         local_port,
         local_slot,
         toa_sent: 0,
+        from_peer: 0,
         _pad: 0,
+        _pad2: 0,
     };
     // A full table evicts the least recently used entry of this CPU's
     // list; an insert failure only costs the session affinity of this

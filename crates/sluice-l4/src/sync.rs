@@ -133,20 +133,22 @@ impl Dataplane {
         self.write_cfg()
     }
 
-    /// The active side's reader of this data plane's sessions. Make one
-    /// per data plane: the ring has a single consumer position.
+    /// The active side's reader of the sessions this data plane makes
+    /// (its sync ring). Make one per data plane: the ring has a single
+    /// consumer position.
     pub fn sync_feed(&self) -> Result<SessionFeed, Error> {
         let ring =
             RingBuf::try_from(own_map(self, MAP_SYNC_RING)?).map_err(map_err(MAP_SYNC_RING))?;
         Ok(SessionFeed {
             ring,
-            sessions: own_hash(self, MAP_SESSIONS)?,
-            nat_rev: own_hash(self, MAP_NAT_REVERSE)?,
-            fullnat_rev: own_hash(self, MAP_FULLNAT_REVERSE)?,
-            vips: own_array(self, MAP_VIP_BY_INDEX)?,
-            reals: own_array(self, MAP_REALS)?,
-            locals: own_array(self, MAP_LOCAL_ADDRS)?,
-            params: self.params().clone(),
+            look: Lookups::new(self)?,
+        })
+    }
+
+    /// The active side's walker of this data plane's session table.
+    pub fn sync_walker(&self) -> Result<SessionWalker, Error> {
+        Ok(SessionWalker {
+            look: Lookups::new(self)?,
             last_walk: None,
         })
     }
@@ -163,9 +165,9 @@ impl Dataplane {
     }
 }
 
-/// The sessions of the active LB, as sync entries.
-pub struct SessionFeed {
-    ring: RingBuf<MapData>,
+/// What turns a session into a sync entry: the session table, the
+/// services and reals it names, and the reverse entries.
+struct Lookups {
     sessions: HashMap<MapData, FlowKey, FlowVal>,
     nat_rev: HashMap<MapData, FlowKey, NatReverse>,
     fullnat_rev: HashMap<MapData, FullnatKey, FullnatReverse>,
@@ -173,9 +175,12 @@ pub struct SessionFeed {
     reals: Array<MapData, RealDef>,
     locals: Array<MapData, LocalAddr>,
     params: DataplaneParams,
-    /// The clock (kernel's coarse, ns) when the latest incremental walk
-    /// started.
-    last_walk: Option<u64>,
+}
+
+/// The sessions the active LB makes, as sync entries, as they are made.
+pub struct SessionFeed {
+    ring: RingBuf<MapData>,
+    look: Lookups,
 }
 
 impl std::fmt::Debug for SessionFeed {
@@ -199,17 +204,35 @@ impl SessionFeed {
         }
         let now = monotonic_ns();
         for k in &keys {
-            if let Some(e) = self.entry(k, now) {
+            if let Some(e) = self.look.entry(k, now) {
                 out(e);
             }
         }
         keys.len()
     }
+}
 
+/// The active LB's session table, walked for sync entries.
+pub struct SessionWalker {
+    look: Lookups,
+    /// The clock (kernel's coarse, ns) when the latest incremental walk
+    /// started.
+    last_walk: Option<u64>,
+}
+
+impl std::fmt::Debug for SessionWalker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionWalker").finish_non_exhaustive()
+    }
+}
+
+impl SessionWalker {
     /// Walks the session table and calls `out` with the entry of each
-    /// live session, all of them when `full` (a peer's resync), else only
-    /// those that saw a packet since the previous incremental walk began
-    /// (they refresh the standby's copy; idle ones expire there as here).
+    /// live session of this LB's own, all of them when `full` (a peer's
+    /// resync), else only those that saw a packet since the previous
+    /// incremental walk began (they refresh the standby's copy; idle
+    /// ones expire there as here). Sessions installed from a peer and
+    /// not seen here since (`FlowVal::from_peer`) are never sent back.
     /// Returns the sessions looked at.
     pub fn walk(&mut self, full: bool, out: &mut dyn FnMut(SyncEntry)) -> usize {
         let now = monotonic_ns();
@@ -226,16 +249,30 @@ impl SessionFeed {
         let mut seen = 0;
         // Streamed, never collected: the table may hold millions. An
         // entry the kernel evicts meanwhile is skipped.
-        for (k, v) in self.sessions.iter().filter_map(Result::ok) {
+        for (k, v) in self.look.sessions.iter().filter_map(Result::ok) {
             seen += 1;
-            if since.is_some_and(|s| v.last_seen_ns < s) {
+            if v.from_peer != 0 || since.is_some_and(|s| v.last_seen_ns < s) {
                 continue;
             }
-            if let Some(e) = self.entry_of(&k, &v, now) {
+            if let Some(e) = self.look.entry_of(&k, &v, now) {
                 out(e);
             }
         }
         seen
+    }
+}
+
+impl Lookups {
+    fn new(dp: &Dataplane) -> Result<Self, Error> {
+        Ok(Self {
+            sessions: own_hash(dp, MAP_SESSIONS)?,
+            nat_rev: own_hash(dp, MAP_NAT_REVERSE)?,
+            fullnat_rev: own_hash(dp, MAP_FULLNAT_REVERSE)?,
+            vips: own_array(dp, MAP_VIP_BY_INDEX)?,
+            reals: own_array(dp, MAP_REALS)?,
+            locals: own_array(dp, MAP_LOCAL_ADDRS)?,
+            params: dp.params().clone(),
+        })
     }
 
     /// The sync entry of session `k`, if it is live.
@@ -350,6 +387,7 @@ impl SessionInstaller {
             real_gen: generation,
             last_seen_ns: now,
             toa_sent: u8::from(e.toa_sent),
+            from_peer: 1,
             ..Default::default()
         };
         match e.method {

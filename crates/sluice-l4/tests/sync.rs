@@ -382,12 +382,13 @@ fn a_walk_finds_what_the_ring_missed() {
     let a = plane(1, false);
     // Sync off while the session is made: the ring stays empty.
     let mut feed = a.dataplane().sync_feed().unwrap();
+    let mut walker = a.dataplane().sync_walker().unwrap();
     run(a.dataplane(), &to_vip(Method::Tun, 9, 5555, SYN));
     let mut drained = Vec::new();
     feed.drain(16, &mut |e| drained.push(e));
     assert!(drained.is_empty(), "no announcement without sync");
     let mut walked = Vec::new();
-    feed.walk(true, &mut |e| walked.push(e));
+    walker.walk(true, &mut |e| walked.push(e));
     assert_eq!(walked.len(), 1);
     assert_eq!(walked[0].key.sport, 5555);
     assert_eq!(walked[0].method, Method::Tun);
@@ -396,12 +397,40 @@ fn a_walk_finds_what_the_ring_missed() {
     // sends it, the next one, which looks back to the first, does not.
     std::thread::sleep(std::time::Duration::from_millis(250));
     let mut again = Vec::new();
-    feed.walk(false, &mut |e| again.push(e));
+    walker.walk(false, &mut |e| again.push(e));
     assert_eq!(again.len(), 1, "the first incremental walk sends all");
     let mut idle = Vec::new();
-    feed.walk(false, &mut |e| idle.push(e));
+    walker.walk(false, &mut |e| idle.push(e));
     assert!(
         idle.is_empty(),
         "an idle session is not sent again: {idle:?}"
     );
+}
+
+#[test]
+fn installed_sessions_are_not_sent_back_until_seen_here() {
+    pin_to_one_cpu();
+    let mut a = plane(1, false);
+    let b = plane(1, true);
+    a.dataplane_mut().set_sync(true).unwrap();
+    let mut feed = a.dataplane().sync_feed().unwrap();
+    let mut installer = b.dataplane().sync_installer(b.sync_directory()).unwrap();
+    let mut b_walker = b.dataplane().sync_walker().unwrap();
+    run(a.dataplane(), &to_vip(Method::Dr, 9, 5555, SYN));
+    for e in carry(&mut feed) {
+        assert_eq!(installer.install(&e).unwrap(), Outcome::Installed);
+    }
+    let mut back = Vec::new();
+    b_walker.walk(true, &mut |e| back.push(e));
+    assert!(back.is_empty(), "B sent A's session back: {back:?}");
+
+    // A packet of the flow on B, once `last_seen` is due to move
+    // (LAST_SEEN_GRANULARITY_NS after the install): the session is B's.
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert_eq!(
+        run(b.dataplane(), &to_vip(Method::Dr, 9, 5555, ACK)).verdict,
+        verdict::TX
+    );
+    b_walker.walk(true, &mut |e| back.push(e));
+    assert_eq!(back.len(), 1, "B's own now: {back:?}");
 }

@@ -731,8 +731,16 @@ pub struct FlowVal {
     /// `fullnat`: 1 once the connection's TOA has been sent
     /// (`crate::toa`), so only its first ACK carries one.
     pub toa_sent: u8,
+    /// 1: installed by connection sync from a peer and not seen by this
+    /// LB since; the program clears it when it next moves `last_seen_ns`
+    /// on (a packet of the flow arrived here). Sync never sends such a
+    /// session back, so two LBs do not keep each other's idle sessions
+    /// alive (docs/HA.md).
+    pub from_peer: u8,
     /// Padding, zero.
-    pub _pad: u32,
+    pub _pad: u8,
+    /// Padding, zero.
+    pub _pad2: u16,
 }
 
 /// Bytes of key plus value of one session entry (the kernel adds its own
