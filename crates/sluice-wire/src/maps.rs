@@ -829,6 +829,7 @@ const _: () = assert!(core::mem::size_of::<PersistKey>() == 20);
 const _: () = assert!(core::mem::size_of::<TrafficStats>() == 24);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -355,6 +355,7 @@ fn decode(b: &[u8]) -> Result<(SyncEntry, usize), SyncError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     extern crate std;
     use std::vec::Vec;
