@@ -53,8 +53,8 @@ pub(crate) fn plan(cfg: &Config) -> Result<Plan, Vec<Problem>> {
     })
 }
 
-/// Sections that parse but that no plane runs yet: refused rather than
-/// silently ignored.
+/// Sections that parse but that no plane runs (yet, or in this
+/// configuration): refused rather than silently ignored.
 fn not_implemented(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     if !cfg.vrrp_instances.is_empty() {
@@ -63,10 +63,11 @@ fn not_implemented(cfg: &Config) -> Vec<Problem> {
             "VRRP is not implemented yet (sluice-ha): sluice run would not run it, expected no [[vrrp_instance]] section",
         ));
     }
-    if cfg.sync.enabled {
+    // Sync carries the L4 plane's sessions: with none, it would run idle.
+    if cfg.sync.enabled && cfg.l4_services.is_empty() {
         out.push(Problem::new(
             "sync",
-            "connection-state sync is not implemented yet (sluice-ha): sluice run would not run it, expected no [sync] section or enabled = false",
+            "connection sync carries L4 sessions, and there is no [[l4_service]]: expected an L4 service or enabled = false",
         ));
     }
     out

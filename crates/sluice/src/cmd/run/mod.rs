@@ -6,6 +6,7 @@
 
 mod l4;
 mod l7;
+mod sync;
 
 use std::{
     process::ExitCode,
@@ -95,6 +96,8 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
             .spawn(move || l4::control_loop(&p))
             .context("starting the control thread")?;
     }
+
+    let _sync = sync::start(&cfg.sync, plane.as_ref(), sync::always_active())?;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
