@@ -28,6 +28,14 @@ use crate::control::monotonic_ns;
 use crate::loader::map_err;
 use crate::{Dataplane, DataplaneParams, Error};
 
+/// Sessions a [`SessionInstaller`] writes in a row from one CPU before
+/// it moves its thread to the next: the session table's LRU lists are
+/// per CPU (`BPF_F_NO_COMMON_LRU`, each `capacity / possible CPUs`
+/// entries), and an entry goes to the list of the CPU that writes it, so
+/// a peer's sessions written from one CPU alone would fit in one list's
+/// share of the table and evict each other.
+pub const INSTALLS_PER_CPU: u32 = 64;
+
 /// One service of a [`SyncDirectory`].
 #[derive(Clone, Debug)]
 struct DirService {
@@ -161,6 +169,8 @@ impl Dataplane {
             nat_rev: own_hash(self, MAP_NAT_REVERSE)?,
             fullnat_rev: own_hash(self, MAP_FULLNAT_REVERSE)?,
             dir,
+            cpus: None,
+            written: 0,
         })
     }
 }
@@ -338,6 +348,11 @@ pub struct SessionInstaller {
     nat_rev: HashMap<MapData, FlowKey, NatReverse>,
     fullnat_rev: HashMap<MapData, FullnatKey, FullnatReverse>,
     dir: SyncDirectory,
+    /// The CPUs the installing thread may run on (read at its first
+    /// install), which it takes turns on ([`INSTALLS_PER_CPU`]).
+    cpus: Option<Vec<usize>>,
+    /// Sessions written so far.
+    written: u64,
 }
 
 impl std::fmt::Debug for SessionInstaller {
@@ -358,7 +373,8 @@ impl SessionInstaller {
     /// entry (NAT methods) first, then the session, so that a reply
     /// never finds a session without its way back. An entry that names
     /// a service, real or local address this LB does not have writes
-    /// nothing.
+    /// nothing. Moves the calling thread among its CPUs as it goes
+    /// ([`INSTALLS_PER_CPU`]): call it from a thread of its own.
     pub fn install(&mut self, e: &SyncEntry) -> Result<Outcome, Error> {
         let k = &e.key;
         let vk = VipKey {
@@ -431,9 +447,41 @@ impl SessionInstaller {
                 v.local_port = lport;
             }
         }
+        self.spread();
         self.sessions
             .insert(k, v, 0)
             .map_err(map_err(MAP_SESSIONS))?;
+        self.written += 1;
         Ok(Outcome::Installed)
+    }
+
+    /// Moves the calling thread to the next of its CPUs every
+    /// [`INSTALLS_PER_CPU`] sessions, so that a peer's sessions fill
+    /// every CPU's LRU list, not one. The thread keeps to the CPUs it
+    /// was allowed; if it cannot move, it stays (sessions then crowd one
+    /// list, as before).
+    fn spread(&mut self) {
+        use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+        use nix::unistd::Pid;
+        if self.written % u64::from(INSTALLS_PER_CPU) != 0 {
+            return;
+        }
+        let cpus = self.cpus.get_or_insert_with(|| {
+            sched_getaffinity(Pid::from_raw(0))
+                .map(|set| {
+                    (0..CpuSet::count())
+                        .filter(|c| set.is_set(*c).unwrap_or(false))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        if cpus.len() < 2 {
+            return;
+        }
+        let turn = (self.written / u64::from(INSTALLS_PER_CPU)) as usize % cpus.len();
+        let mut set = CpuSet::new();
+        if set.set(cpus[turn]).is_ok() {
+            let _ = sched_setaffinity(Pid::from_raw(0), &set);
+        }
     }
 }
