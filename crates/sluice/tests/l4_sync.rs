@@ -1,0 +1,226 @@
+//! Connection sync end to end, `dr` with `rr`: two `sluice run` daemons,
+//! LB A (the lab's LB, 10.99.0.1) and LB B (a namespace of this test on
+//! the lab's segment, 10.99.0.3), each with the same service and
+//! `[sync]` pointing at the other. Clients open keep-alive connections
+//! through A; then the VIP moves to B by hand (the client's route to the
+//! VIP now goes via B, as a VRRP failover would make it), and the next
+//! request on each connection must reach the same real through B: B
+//! never saw these connections' first packets, and `rr` cannot recompute
+//! A's choices, so only the sessions A sent let them continue (a real
+//! that gets another's connection answers with a reset). Needs root.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sluice_l4::{AttachMode, Helper, HelperProgram};
+use sluice_lab::{Netns, Node, http_get};
+
+/// Keep-alive connections carried across the failover.
+const CONNS: usize = 6;
+/// LB B's address on the lab's segment.
+const LB_B: &str = "10.99.0.3";
+/// Time for a new session to reach the peer (the target is 100 ms).
+const SYNC_WAIT: Duration = Duration::from_millis(500);
+
+fn config(me: &str, peer: &str) -> String {
+    format!(
+        r#"[global]
+admin = "{ADMIN}"
+
+[[l4_service]]
+name = "web"
+vip = "10.99.255.1"
+port = 80
+method = "dr"
+scheduler = "rr"
+interface = "lb0"
+
+[[l4_service.real]]
+address = "10.99.0.11"
+[[l4_service.real]]
+address = "10.99.0.12"
+[[l4_service.real]]
+address = "10.99.0.13"
+
+[sync]
+enabled = true
+listen = "{me}:7946"
+peers = ["{peer}:7946"]
+interval = "1s"
+"#
+    )
+}
+
+fn vip() -> SocketAddr {
+    "10.99.255.1:80".parse().unwrap()
+}
+
+/// `sluice run` in LB B's namespace; stopped with SIGTERM on drop.
+struct DaemonB {
+    child: Child,
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Drop for DaemonB {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_b(ns: &Netns, config: &str) -> DaemonB {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let log = dir.path().join("daemon.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let mut cmd = ns
+        .command(&[SLUICE, "run", "-c", cfg.to_str().unwrap()])
+        .unwrap();
+    cmd.stdout(logf.try_clone().unwrap()).stderr(logf);
+    let mut d = DaemonB {
+        child: cmd.spawn().unwrap(),
+        _dir: dir,
+        log,
+    };
+    let admin: SocketAddr = ADMIN.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = ns
+            .in_netns(move || http_get(admin, "/v1/health", Duration::from_millis(300)).is_ok())
+            .unwrap();
+        if up {
+            return d;
+        }
+        if let Ok(Some(st)) = d.child.try_wait() {
+            panic!(
+                "LB B's sluice run exited with {st}:\n{}",
+                std::fs::read_to_string(&d.log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "LB B did not come up:\n{}",
+            std::fs::read_to_string(&d.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One global counter of LB B.
+fn counter_b(ns: &Netns, name: &str) -> u64 {
+    let out = ns.exec(&[SLUICE, "ctl", "counters"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next() == Some(name)).then(|| it.next().and_then(|n| n.parse().ok()))?
+        })
+        .unwrap_or_else(|| panic!("no counter {name} in {text}"))
+}
+
+#[test]
+fn established_dr_flows_continue_through_the_peer_after_the_vip_moves() {
+    let lab = l4_lab("sync", 3);
+    // LB B: a namespace of its own on the lab's bridge.
+    let ns_b = Netns::create(&format!("{}-lb2", lab.netns(Node::Lb).unwrap())).unwrap();
+    let switch = lab.netns(Node::Switch).unwrap().to_owned();
+    ns_b.ip(&[
+        "link", "add", "lb0", "type", "veth", "peer", "name", "swlb2", "netns", &switch,
+    ])
+    .unwrap();
+    let out = lab
+        .exec(
+            Node::Switch,
+            &["ip", "link", "set", "swlb2", "master", "br0", "up"],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ns_b.ip(&["addr", "add", &format!("{LB_B}/24"), "dev", "lb0"])
+        .unwrap();
+    ns_b.ip(&["link", "set", "lb0", "up"]).unwrap();
+    // Native XDP_TX into a veth needs a program on the peer end.
+    let _pass_b = lab
+        .in_netns(Node::Switch, || {
+            HelperProgram::attach(Helper::Pass, "swlb2", AttachMode::Native)
+        })
+        .unwrap()
+        .unwrap();
+
+    let lb_a = lab.node(Node::Lb).unwrap().ipv4.to_string();
+    let _a = start_daemon(&lab, &config(&lb_a, LB_B));
+    let _b = start_b(&ns_b, &config(LB_B, &lb_a));
+
+    // Keep-alive connections through A, each on the real `rr` gave it.
+    let mut conns = Vec::new();
+    for _ in 0..CONNS {
+        let mut c = KeepAlive::connect(&lab, vip()).unwrap();
+        let real = c.get("/").unwrap();
+        conns.push((c, real));
+    }
+    let reals: std::collections::BTreeSet<_> = conns.iter().map(|(_, r)| r.clone()).collect();
+    assert!(reals.len() > 1, "rr spread the connections: {reals:?}");
+    std::thread::sleep(SYNC_WAIT);
+
+    // The failover, by hand: the VIP is reached through B from now on.
+    let out = lab
+        .exec(
+            Node::Client,
+            &[
+                "ip",
+                "route",
+                "replace",
+                "10.99.255.1/32",
+                "via",
+                LB_B,
+                "dev",
+                "c0",
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let misses_before = counter_b(&ns_b, "session_miss");
+
+    let mut broken = Vec::new();
+    for (i, (c, real)) in conns.iter_mut().enumerate() {
+        match c.get("/") {
+            Ok(now) if now == *real => {}
+            Ok(now) => broken.push(format!("connection {i}: {real} then {now}")),
+            Err(e) => broken.push(format!("connection {i} (on {real}): {e}")),
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "established flows broken by the failover: {broken:?}\nLB B's log:\n{}",
+        std::fs::read_to_string(&_b.log).unwrap_or_default()
+    );
+    // They went through B, on the sessions A sent: hits, no new session.
+    assert!(counter_b(&ns_b, "session_hit") >= CONNS as u64);
+    assert_eq!(counter_b(&ns_b, "session_miss"), misses_before);
+    // New connections go through B too.
+    let (status, _, _) = get(&lab, vip(), "/").unwrap();
+    assert_eq!(status, 200);
+}
