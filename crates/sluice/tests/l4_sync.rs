@@ -1,4 +1,4 @@
-//! Connection sync end to end, `dr` with `rr`: two `sluice run` daemons,
+//! Connection sync end to end, `dr` and `nat` with `rr`: two `sluice run` daemons,
 //! LB A (the lab's LB, 10.99.0.1) and LB B (a namespace of this test on
 //! the lab's segment, 10.99.0.3), each with the same service and
 //! `[sync]` pointing at the other. Clients open keep-alive connections
@@ -7,7 +7,10 @@
 //! request on each connection must reach the same real through B: B
 //! never saw these connections' first packets, and `rr` cannot recompute
 //! A's choices, so only the sessions A sent let them continue (a real
-//! that gets another's connection answers with a reset). Needs root.
+//! that gets another's connection answers with a reset). For `nat` the
+//! reals' route to the client moves to B as well (a VRRP gateway address
+//! would), and B must rewrite their replies: the reverse entries A sent.
+//! Needs root.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
@@ -27,7 +30,9 @@ const LB_B: &str = "10.99.0.3";
 /// Time for a new session to reach the peer (the target is 100 ms).
 const SYNC_WAIT: Duration = Duration::from_millis(500);
 
-fn config(me: &str, peer: &str) -> String {
+fn config(method: &str, me: &str, peer: &str) -> String {
+    // `nat` sends to the reals' port 80 (the VIP's too).
+    let port = if method == "nat" { "port = 80\n" } else { "" };
     format!(
         r#"[global]
 admin = "{ADMIN}"
@@ -36,16 +41,19 @@ admin = "{ADMIN}"
 name = "web"
 vip = "10.99.255.1"
 port = 80
-method = "dr"
+method = "{method}"
 scheduler = "rr"
 interface = "lb0"
 
 [[l4_service.real]]
 address = "10.99.0.11"
+{port}
 [[l4_service.real]]
 address = "10.99.0.12"
+{port}
 [[l4_service.real]]
 address = "10.99.0.13"
+{port}
 
 [sync]
 enabled = true
@@ -134,9 +142,36 @@ fn counter_b(ns: &Netns, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name} in {text}"))
 }
 
+/// `nat`: the reals' route to the client goes via `lb` (and their
+/// checksums are full: docs, gotcha 3).
+fn route_reals_via(lab: &sluice_lab::Lab, lb: &str) {
+    for i in 1..=3 {
+        for argv in [
+            &["ip", "route", "replace", "10.99.0.2/32", "via", lb][..],
+            &["ethtool", "-K", "eth0", "tx", "off"][..],
+        ] {
+            let out = lab.exec(Node::Real(i), argv).unwrap();
+            assert!(
+                out.status.success(),
+                "{argv:?} in real {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 #[test]
 fn established_dr_flows_continue_through_the_peer_after_the_vip_moves() {
-    let lab = l4_lab("sync", 3);
+    failover("dr");
+}
+
+#[test]
+fn established_nat_flows_continue_through_the_peer_after_the_vip_moves() {
+    failover("nat");
+}
+
+fn failover(method: &str) {
+    let lab = l4_lab(&format!("sync{method}"), 3);
     // LB B: a namespace of its own on the lab's bridge.
     let ns_b = Netns::create(&format!("{}-lb2", lab.netns(Node::Lb).unwrap())).unwrap();
     let switch = lab.netns(Node::Switch).unwrap().to_owned();
@@ -167,8 +202,11 @@ fn established_dr_flows_continue_through_the_peer_after_the_vip_moves() {
         .unwrap();
 
     let lb_a = lab.node(Node::Lb).unwrap().ipv4.to_string();
-    let _a = start_daemon(&lab, &config(&lb_a, LB_B));
-    let _b = start_b(&ns_b, &config(LB_B, &lb_a));
+    if method == "nat" {
+        route_reals_via(&lab, &lb_a);
+    }
+    let _a = start_daemon(&lab, &config(method, &lb_a, LB_B));
+    let _b = start_b(&ns_b, &config(method, LB_B, &lb_a));
 
     // Keep-alive connections through A, each on the real `rr` gave it.
     let mut conns = Vec::new();
@@ -202,6 +240,9 @@ fn established_dr_flows_continue_through_the_peer_after_the_vip_moves() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if method == "nat" {
+        route_reals_via(&lab, LB_B);
+    }
     let misses_before = counter_b(&ns_b, "session_miss");
 
     let mut broken = Vec::new();
@@ -220,6 +261,15 @@ fn established_dr_flows_continue_through_the_peer_after_the_vip_moves() {
     // They went through B, on the sessions A sent: hits, no new session.
     assert!(counter_b(&ns_b, "session_hit") >= CONNS as u64);
     assert_eq!(counter_b(&ns_b, "session_miss"), misses_before);
+    if method == "nat" {
+        let replies = counter_b(&ns_b, "tx_nat_reply");
+        let all = ns_b.exec(&[SLUICE, "ctl", "counters"]).unwrap();
+        assert!(
+            replies >= CONNS as u64,
+            "B rewrote {replies} replies: {}",
+            String::from_utf8_lossy(&all.stdout)
+        );
+    }
     // New connections go through B too.
     let (status, _, _) = get(&lab, vip(), "/").unwrap();
     assert_eq!(status, 200);
