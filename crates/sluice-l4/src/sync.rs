@@ -463,7 +463,7 @@ impl SessionInstaller {
     fn spread(&mut self) {
         use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
         use nix::unistd::Pid;
-        if self.written % u64::from(INSTALLS_PER_CPU) != 0 {
+        if !self.written.is_multiple_of(u64::from(INSTALLS_PER_CPU)) {
             return;
         }
         let cpus = self.cpus.get_or_insert_with(|| {
