@@ -1,4 +1,4 @@
-//! Connection sync end to end, `dr` and `nat` with `rr`: two `sluice run` daemons,
+//! Connection sync end to end, `dr`, `tun` and `nat` with `rr`: two `sluice run` daemons,
 //! LB A (the lab's LB, 10.99.0.1) and LB B (a namespace of this test on
 //! the lab's segment, 10.99.0.3), each with the same service and
 //! `[sync]` pointing at the other. Clients open keep-alive connections
@@ -33,6 +33,12 @@ const SYNC_WAIT: Duration = Duration::from_millis(500);
 fn config(method: &str, me: &str, peer: &str) -> String {
     // `nat` sends to the reals' port 80 (the VIP's too).
     let port = if method == "nat" { "port = 80\n" } else { "" };
+    // `tun`'s reals are on the routed subnet behind the lab's router.
+    let net = if method == "tun" {
+        "10.98.0"
+    } else {
+        "10.99.0"
+    };
     format!(
         r#"[global]
 admin = "{ADMIN}"
@@ -46,13 +52,13 @@ scheduler = "rr"
 interface = "lb0"
 
 [[l4_service.real]]
-address = "10.99.0.11"
+address = "{net}.11"
 {port}
 [[l4_service.real]]
-address = "10.99.0.12"
+address = "{net}.12"
 {port}
 [[l4_service.real]]
-address = "10.99.0.13"
+address = "{net}.13"
 {port}
 
 [sync]
@@ -170,8 +176,18 @@ fn established_nat_flows_continue_through_the_peer_after_the_vip_moves() {
     failover("nat");
 }
 
+#[test]
+fn established_tun_flows_continue_through_the_peer_after_the_vip_moves() {
+    failover("tun");
+}
+
 fn failover(method: &str) {
-    let lab = l4_lab(&format!("sync{method}"), 3);
+    let tag = format!("sync{method}");
+    let lab = if method == "tun" {
+        tun_lab(&tag, 3)
+    } else {
+        l4_lab(&tag, 3)
+    };
     // LB B: a namespace of its own on the lab's bridge.
     let ns_b = Netns::create(&format!("{}-lb2", lab.netns(Node::Lb).unwrap())).unwrap();
     let switch = lab.netns(Node::Switch).unwrap().to_owned();
@@ -192,7 +208,25 @@ fn failover(method: &str) {
     );
     ns_b.ip(&["addr", "add", &format!("{LB_B}/24"), "dev", "lb0"])
         .unwrap();
+    if method == "tun" {
+        // As the lab's LB: room for the outer header on the path, and
+        // the reals' subnet through the router.
+        let mtu = sluice_lab::TUN_PATH_MTU.to_string();
+        ns_b.ip(&["link", "set", "lb0", "mtu", &mtu]).unwrap();
+        let out = lab
+            .exec(Node::Switch, &["ip", "link", "set", "swlb2", "mtu", &mtu])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     ns_b.ip(&["link", "set", "lb0", "up"]).unwrap();
+    if method == "tun" {
+        ns_b.ip(&["route", "add", "10.98.0.0/24", "via", "10.99.0.254"])
+            .unwrap();
+    }
     // Native XDP_TX into a veth needs a program on the peer end.
     let _pass_b = lab
         .in_netns(Node::Switch, || {
