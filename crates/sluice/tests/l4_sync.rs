@@ -1,4 +1,4 @@
-//! Connection sync end to end, `dr`, `tun` and `nat` with `rr`: two `sluice run` daemons,
+//! Connection sync end to end, every method with `rr`: two `sluice run` daemons,
 //! LB A (the lab's LB, 10.99.0.1) and LB B (a namespace of this test on
 //! the lab's segment, 10.99.0.3), each with the same service and
 //! `[sync]` pointing at the other. Clients open keep-alive connections
@@ -9,7 +9,9 @@
 //! A's choices, so only the sessions A sent let them continue (a real
 //! that gets another's connection answers with a reset). For `nat` the
 //! reals' route to the client moves to B as well (a VRRP gateway address
-//! would), and B must rewrite their replies: the reverse entries A sent.
+//! would), and B must rewrite their replies: the reverse entries A sent;
+//! for `fullnat` the local address moves (the reals' neighbour entry for
+//! it), and B must translate the replies to A's local ports.
 //! Needs root.
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -27,12 +29,25 @@ use sluice_lab::{Netns, Node, http_get};
 const CONNS: usize = 6;
 /// LB B's address on the lab's segment.
 const LB_B: &str = "10.99.0.3";
+/// `fullnat`'s local address, on both LBs: the reals' neighbour entry
+/// for it is pinned to the active one's MAC and moved with the VIP (as a
+/// VRRP address with its gratuitous ARP would be).
+const LOCAL: &str = "10.99.0.200";
 /// Time for a new session to reach the peer (the target is 100 ms).
 const SYNC_WAIT: Duration = Duration::from_millis(500);
 
 fn config(method: &str, me: &str, peer: &str) -> String {
     // `nat` sends to the reals' port 80 (the VIP's too).
-    let port = if method == "nat" { "port = 80\n" } else { "" };
+    let port = if matches!(method, "nat" | "fullnat") {
+        "port = 80\n"
+    } else {
+        ""
+    };
+    let locals = if method == "fullnat" {
+        format!("local_addresses = [\"{LOCAL}\"]\nlocal_port_range = [20000, 29999]\n")
+    } else {
+        String::new()
+    };
     // `tun`'s reals are on the routed subnet behind the lab's router.
     let net = if method == "tun" {
         "10.98.0"
@@ -50,7 +65,7 @@ port = 80
 method = "{method}"
 scheduler = "rr"
 interface = "lb0"
-
+{locals}
 [[l4_service.real]]
 address = "{net}.11"
 {port}
@@ -181,6 +196,50 @@ fn established_tun_flows_continue_through_the_peer_after_the_vip_moves() {
     failover("tun");
 }
 
+#[test]
+fn established_fullnat_flows_continue_through_the_peer_after_the_vip_moves() {
+    failover("fullnat");
+}
+
+/// The MAC of `lb0` as `ip -j link show` (run by `exec`) prints it.
+fn mac_of(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["address"].as_str().unwrap().to_owned()
+}
+
+/// `fullnat`: each real sends to the local address at `mac`.
+fn pin_local_to(lab: &sluice_lab::Lab, mac: &str) {
+    for i in 1..=3 {
+        for argv in [
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                LOCAL,
+                "lladdr",
+                mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ][..],
+            &["ethtool", "-K", "eth0", "tx", "off"][..],
+        ] {
+            let out = lab.exec(Node::Real(i), argv).unwrap();
+            assert!(
+                out.status.success(),
+                "{argv:?} in real {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 fn failover(method: &str) {
     let tag = format!("sync{method}");
     let lab = if method == "tun" {
@@ -239,6 +298,30 @@ fn failover(method: &str) {
     if method == "nat" {
         route_reals_via(&lab, &lb_a);
     }
+    let local_macs = if method == "fullnat" {
+        let out = lab
+            .exec(
+                Node::Lb,
+                &["ip", "addr", "add", &format!("{LOCAL}/32"), "dev", "lb0"],
+            )
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ns_b.ip(&["addr", "add", &format!("{LOCAL}/32"), "dev", "lb0"])
+            .unwrap();
+        let a = mac_of(
+            lab.exec(Node::Lb, &["ip", "-j", "link", "show", "lb0"])
+                .unwrap(),
+        );
+        let b = mac_of(ns_b.exec(&["ip", "-j", "link", "show", "lb0"]).unwrap());
+        pin_local_to(&lab, &a);
+        Some(b)
+    } else {
+        None
+    };
     let _a = start_daemon(&lab, &config(method, &lb_a, LB_B));
     let _b = start_b(&ns_b, &config(method, LB_B, &lb_a));
 
@@ -277,10 +360,16 @@ fn failover(method: &str) {
     if method == "nat" {
         route_reals_via(&lab, LB_B);
     }
+    if let Some(b) = &local_macs {
+        pin_local_to(&lab, b);
+    }
     let misses_before = counter_b(&ns_b, "session_miss");
 
+    // In the reverse order of their first packets on A: without sync, B
+    // would not even replay A's choices by chance (its `rr` cursor and
+    // `fullnat` port cursor start where A's did).
     let mut broken = Vec::new();
-    for (i, (c, real)) in conns.iter_mut().enumerate() {
+    for (i, (c, real)) in conns.iter_mut().enumerate().rev() {
         match c.get("/") {
             Ok(now) if now == *real => {}
             Ok(now) => broken.push(format!("connection {i}: {real} then {now}")),
@@ -303,6 +392,10 @@ fn failover(method: &str) {
             "B rewrote {replies} replies: {}",
             String::from_utf8_lossy(&all.stdout)
         );
+    }
+    if method == "fullnat" {
+        let replies = counter_b(&ns_b, "tx_fullnat_reply");
+        assert!(replies >= CONNS as u64, "B translated {replies} replies");
     }
     // New connections go through B too.
     let (status, _, _) = get(&lab, vip(), "/").unwrap();
