@@ -26,8 +26,12 @@ pub const SYNC_POLL: Duration = Duration::from_millis(10);
 /// Most ring records read per poll (then sent before the next read).
 pub const SYNC_DRAIN_MAX: usize = 4096;
 /// Most datagrams sent per second, over all peers and both senders (new
-/// sessions and walks): about 28 MB/s, 800,000 IPv4 entries per second.
-pub const MAX_DATAGRAMS_PER_SEC: u32 = 20_000;
+/// sessions and walks): about 11 MB/s, 300,000 IPv4 entries per second,
+/// below what a peer installs (about 390,000 a second measured,
+/// docs/HA.md), so that a full resync's stream does not overflow the
+/// peer's socket. 10,000 new sessions a second take about 560 of them
+/// per peer (announcement and walk).
+pub const MAX_DATAGRAMS_PER_SEC: u32 = 8_000;
 /// Datagrams the rate allows at once after a quiet spell.
 pub const BURST_DATAGRAMS: u32 = 500;
 /// Resync requests a starting node sends (one per `interval`) until a
