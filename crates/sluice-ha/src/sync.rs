@@ -245,7 +245,7 @@ const SEQ_RESTART_GAP: u32 = 1 << 16;
 impl SeqTracker {
     /// Records datagram `seq`; returns the datagrams skipped before it.
     /// A sender starts its sequence at a random point
-    /// ([`initial_seq`]), so a restart is a far jump, not counted.
+    /// (`initial_seq`), so a restart is a far jump, not counted.
     pub fn see(&mut self, seq: u32) -> u64 {
         let Some(next) = self.next else {
             self.next = Some(seq.wrapping_add(1));
@@ -332,7 +332,7 @@ impl Shared {
 }
 
 /// The running sync daemon; dropping it stops its threads (within
-/// [`RECV_TIMEOUT`] and one walk).
+/// a receive timeout, 100 ms, and one walk).
 #[derive(Debug)]
 pub struct SyncHandle {
     shared: Arc<SharedDebug>,
