@@ -41,7 +41,9 @@ pub(crate) const ICMP_HDR_LEN: usize = 8;
 pub(crate) const TUN_TTL: u8 = 64;
 /// Seed of the ring hash; the same constant is used by userspace predictions.
 pub(crate) const HASH_SEED: u32 = 0;
-/// Minimum gap between two `last_seen` writes of one session (ns): saves a
-/// store to a shared cache line on most packets of a busy flow. Above the
-/// coarse clock's tick (1-10 ms), far below the shortest timeout.
-pub(crate) const LAST_SEEN_GRANULARITY_NS: u64 = 100_000_000;
+pub(crate) use sluice_wire::maps::LAST_SEEN_GRANULARITY_NS;
+
+/// `bpf_ringbuf_output` flag: do not wake the reader (uapi
+/// `BPF_RB_NO_WAKEUP`); the sync daemon polls the ring instead, which
+/// spares each new session the wake-up's work.
+pub(crate) const BPF_RB_NO_WAKEUP: u64 = 1;

@@ -9,7 +9,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sluice_wire::fullnat::{
     FullnatKey, FullnatReverse, LocalAddr, MAX_LOCAL_ADDRS, MAX_LOCAL_ADDRS_PER_VIP,
@@ -17,8 +17,8 @@ use sluice_wire::fullnat::{
 use sluice_wire::maps::{
     Addr, AddrKey, Counter, DEFAULT_SESSION_CAPACITY, FlowKey, FlowVal, GlobalCfg, MAX_REALS,
     MAX_REALS_PER_VIP, MAX_RING_SIZE, MAX_VIP_ADDRS, MAX_VIPS, NatReverse, PERSIST_CAPACITY,
-    PersistKey, PersistVal, RealDef, TrafficStats, VIP_FILTER_SLOTS, VipKey, VipMeta, VipSlot,
-    cfg_flags, nat_prog, tx_port,
+    PersistKey, PersistVal, RealDef, SYNC_RING_BYTES, TrafficStats, VIP_FILTER_SLOTS, VipKey,
+    VipMeta, VipSlot, cfg_flags, nat_prog, tx_port,
 };
 
 #[map(name = "SLUICE_STATS")]
@@ -143,6 +143,11 @@ pub(crate) static SLUICE_LOCAL_CURSOR: PerCpuArray<u32> =
 #[map(name = "SLUICE_FULLNAT_REVERSE")]
 pub(crate) static SLUICE_FULLNAT_REVERSE: HashMap<FullnatKey, FullnatReverse> =
     HashMap::with_max_entries(DEFAULT_SESSION_CAPACITY, 0);
+
+/// New sessions' keys for the connection-sync daemon
+/// (`sluice_wire::maps::MAP_SYNC_RING`).
+#[map(name = "SLUICE_SYNC_RING")]
+pub(crate) static SLUICE_SYNC_RING: RingBuf = RingBuf::with_byte_size(SYNC_RING_BYTES, 0);
 
 #[map(name = "SLUICE_PERSIST")]
 pub(crate) static SLUICE_PERSIST: LruHashMap<PersistKey, PersistVal> =

@@ -9,14 +9,16 @@
 use sluice_wire::fullnat::{self, FullnatKey};
 use sluice_wire::maps::{
     Addr, Counter, FlowKey, FlowVal, GlobalCfg, Method, PersistKey, PersistVal, RealDef, VipMeta,
-    real_flags, state, vip_filter_slot, vip_flags,
+    cfg_flags, real_flags, state, vip_filter_slot, vip_flags,
 };
 use sluice_wire::nat::real_port;
 
-use crate::consts::{LAST_SEEN_GRANULARITY_NS, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::consts::{
+    BPF_RB_NO_WAKEUP, LAST_SEEN_GRANULARITY_NS, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+};
 use crate::maps::{
-    SLUICE_PERSIST, SLUICE_REAL_CONNS, SLUICE_SESSIONS, SLUICE_VIP_BY_INDEX, SLUICE_VIP_FILTER,
-    count, real,
+    SLUICE_PERSIST, SLUICE_REAL_CONNS, SLUICE_SESSIONS, SLUICE_SYNC_RING, SLUICE_VIP_BY_INDEX,
+    SLUICE_VIP_FILTER, count, real,
 };
 use crate::parse::Parsed;
 
@@ -170,6 +172,9 @@ fn advance(s: &mut FlowVal, proto: u8, flags: u8, now: u64) {
     }
     if now.saturating_sub(s.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
         s.last_seen_ns = now;
+        // Seen here: the session is this LB's to sync from now on. In
+        // the branch that already writes, so no packet pays a store more.
+        s.from_peer = 0;
     }
 }
 
@@ -293,12 +298,15 @@ pub(crate) fn create(
         local_port,
         local_slot,
         toa_sent: 0,
+        from_peer: 0,
         _pad: 0,
+        _pad2: 0,
     };
     // A full table evicts the least recently used entry of this CPU's
     // list; an insert failure only costs the session affinity of this
     // flow, so it is not a drop.
     let _ = SLUICE_SESSIONS.insert(key, &v, 0);
+    announce(key);
     if m.flags & vip_flags::PERSIST != 0 {
         let pk = PersistKey {
             src: key.src,
@@ -316,6 +324,25 @@ pub(crate) fn create(
         conns_add(chosen);
     }
     count(Counter::SessionMiss);
+}
+
+/// Hands a new session's key to the connection-sync daemon when sync
+/// runs (`cfg_flags::SYNC`): a copy of the key already on the stack, no
+/// wake-up (the daemon polls). A full ring is counted, never waited for:
+/// the daemon's periodic walk sends the session later.
+#[inline(always)]
+fn announce(key: &FlowKey) {
+    let on = match crate::maps::cfg() {
+        Some(c) => c.flags & cfg_flags::SYNC != 0,
+        None => false,
+    };
+    if on
+        && SLUICE_SYNC_RING
+            .output::<FlowKey>(key, BPF_RB_NO_WAKEUP)
+            .is_err()
+    {
+        count(Counter::SyncRingFull);
+    }
 }
 
 /// Is session `sp` still alive at `now` (not expired)? The `fullnat`

@@ -14,6 +14,7 @@
 pub mod announce;
 pub mod link;
 pub mod socket;
+pub mod sync;
 pub mod track;
 pub mod vrrp;
 

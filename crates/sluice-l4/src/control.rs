@@ -503,12 +503,7 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     family: fam,
                     flags,
                     weight: if up { r.spec.weight } else { 0 },
-                    // Only the NAT methods rewrite ports (`RealDef::port`).
-                    port: if rewrites_ports(spec.method) {
-                        r.spec.port
-                    } else {
-                        0
-                    },
+                    port: real_def_port(spec.method, r.spec.port),
                     generation: r.generation,
                 },
             )?;
@@ -828,6 +823,39 @@ impl<R: NeighbourResolver> L4Plane<R> {
         Ok(dead.len())
     }
 
+    /// What connection sync needs to install a peer's sessions here:
+    /// each service by its key with its index, method, reals (by address
+    /// and `RealDef::port`, with their slot and generation) and local
+    /// addresses' slots (`crate::sync::SyncDirectory`).
+    pub fn sync_directory(&self) -> crate::sync::SyncDirectory {
+        let mut d = crate::sync::SyncDirectory::default();
+        for st in self.services.values() {
+            let spec = &st.spec;
+            let (addr, fam) = addr16(spec.vip);
+            let key = VipKey {
+                addr,
+                port: spec.port,
+                proto: spec.proto,
+                family: fam,
+            };
+            let reals = st
+                .reals
+                .iter()
+                .map(|r| {
+                    let port = real_def_port(spec.method, r.spec.port);
+                    ((addr16(r.spec.addr).0, port), (r.slot, r.generation))
+                })
+                .collect();
+            let locals = spec
+                .local_addresses
+                .iter()
+                .filter_map(|a| Some((addr16(*a).0, self.locals.slot_of(a)?)))
+                .collect();
+            d.insert(key, st.index, spec.method, reals, locals);
+        }
+        d
+    }
+
     /// Services with their reals and counters.
     pub fn list(&self) -> Result<Vec<ServiceView>, ControlError> {
         let counts = self.session_counts()?;
@@ -1007,6 +1035,13 @@ pub fn validate_spec(s: &ServiceSpec, ring_size: u32) -> Result<(), SpecProblem>
     Ok(())
 }
 
+/// The port a real of a `method` service records (`RealDef::port`): its
+/// configured one where the method rewrites ports (the NAT methods), else
+/// 0. Connection sync names reals by it too (`crate::sync`).
+fn real_def_port(method: Method, port: u16) -> u16 {
+    if rewrites_ports(method) { port } else { 0 }
+}
+
 /// Does `method` rewrite the destination port (`RealDef::port`)?
 fn rewrites_ports(method: Method) -> bool {
     match method {
@@ -1026,7 +1061,7 @@ fn next_gen(g: u16) -> u16 {
 }
 
 /// `CLOCK_MONOTONIC_COARSE` in ns: the clock `bpf_ktime_get_coarse_ns` reads.
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)

@@ -11,6 +11,7 @@ mod fullnat;
 mod loader;
 mod locals;
 pub mod neigh;
+pub mod sync;
 pub mod toa;
 
 pub use control::{

@@ -236,6 +236,9 @@ pub struct Dataplane {
     /// Two-arm `nat`: the real-side interface's MAC (the source of packets
     /// toward the reals); `None` one-arm.
     real_side_mac: Option<[u8; 6]>,
+    /// Connection sync runs: new sessions are announced in the sync ring
+    /// (`crate::sync`).
+    pub(crate) sync: bool,
 }
 
 impl Dataplane {
@@ -296,6 +299,7 @@ impl Dataplane {
             nat: Default::default(),
             fullnat: Default::default(),
             real_side_mac: None,
+            sync: false,
             ncpus: possible_cpus(MAP_CFG)?,
         };
         dp.write_cfg()?;
@@ -319,7 +323,7 @@ impl Dataplane {
         self.write_cfg()
     }
 
-    fn write_cfg(&mut self) -> Result<(), Error> {
+    pub(crate) fn write_cfg(&mut self) -> Result<(), Error> {
         let p = &self.params;
         let mut flags = 0;
         if !self.any_port.is_empty() {
@@ -330,6 +334,9 @@ impl Dataplane {
         }
         if !self.fullnat.is_empty() {
             flags |= cfg_flags::FULLNAT_SERVICES;
+        }
+        if self.sync {
+            flags |= cfg_flags::SYNC;
         }
         let cfg = GlobalCfg {
             iface_mac: self.iface_mac,

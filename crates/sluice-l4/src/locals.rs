@@ -135,6 +135,11 @@ impl LocalSlots {
         Ok(())
     }
 
+    /// The slot of local address `a`, if a service uses it.
+    pub(crate) fn slot_of(&self, a: &IpAddr) -> Option<u32> {
+        self.by_addr.get(a).map(|s| s.slot)
+    }
+
     /// Pool usage of `addrs` given the live reverse entries per slot.
     pub(crate) fn views(&self, addrs: &[IpAddr], live: &BTreeMap<u8, u64>) -> Vec<LocalPoolView> {
         addrs

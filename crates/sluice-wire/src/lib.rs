@@ -27,6 +27,7 @@ pub mod fullnat;
 pub mod hash;
 pub mod maps;
 pub mod nat;
+pub mod sync;
 pub mod toa;
 pub mod vrrp;
 

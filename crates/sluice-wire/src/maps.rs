@@ -96,11 +96,15 @@ pub enum Counter {
     /// fit (TCP options full, or the frame would exceed the egress MTU):
     /// never truncated, never dropped for it.
     ToaNoRoom = 26,
+    /// Connection sync: new sessions not announced to the sync daemon
+    /// because its ring ([`MAP_SYNC_RING`]) was full. The session itself
+    /// is made; the daemon's periodic walk sends it later.
+    SyncRingFull = 27,
 }
 
 impl Counter {
     /// Number of slots in [`MAP_STATS`].
-    pub const COUNT: u32 = 27;
+    pub const COUNT: u32 = 28;
 
     /// Every counter, in slot order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -131,6 +135,7 @@ impl Counter {
         Counter::TxFullnatReply,
         Counter::TxToa,
         Counter::ToaNoRoom,
+        Counter::SyncRingFull,
     ];
 
     /// Stable snake_case name, used by `sluice ctl` and metrics.
@@ -163,6 +168,7 @@ impl Counter {
             Counter::TxFullnatReply => "tx_fullnat_reply",
             Counter::TxToa => "tx_toa",
             Counter::ToaNoRoom => "toa_no_room",
+            Counter::SyncRingFull => "sync_ring_full",
         }
     }
 }
@@ -188,6 +194,12 @@ pub const MAX_RING_SIZE: u32 = 65537;
 pub const DEFAULT_SESSION_CAPACITY: u32 = 65536;
 /// Default persistence-table capacity (entries).
 pub const PERSIST_CAPACITY: u32 = 65536;
+/// Minimum gap between two `last_seen` writes of one session (ns): saves a
+/// store to a shared cache line on most packets of a busy flow. Above the
+/// coarse clock's tick (1-10 ms), far below the shortest timeout. A
+/// session's `last_seen` may thus lag its latest packet by this much
+/// (connection sync's walk allows for it).
+pub const LAST_SEEN_GRANULARITY_NS: u64 = 100_000_000;
 /// Sentinel for "no real" in rings and lookups.
 pub const NO_REAL: u32 = u32::MAX;
 
@@ -282,6 +294,17 @@ pub mod tx_port {
     /// Slots of [`super::MAP_TX_PORTS`].
     pub const COUNT: u32 = 2;
 }
+
+/// `RingBuf` of [`FlowKey`]s: while [`cfg_flags::SYNC`] is set, the key
+/// of every session the program makes, for the connection-sync daemon
+/// (docs/HA.md). Written without waking the reader (it polls), so only
+/// a new session pays, never an established flow's packet.
+pub const MAP_SYNC_RING: &str = "SLUICE_SYNC_RING";
+/// Bytes of [`MAP_SYNC_RING`] (a power of two, a multiple of the page
+/// size): 21,845 records of 48 bytes (a 40-byte key and the ring's
+/// 8-byte header), two seconds of 10,000 new sessions per second if the
+/// reader stalled.
+pub const SYNC_RING_BYTES: u32 = 1 << 20;
 
 /// `LruHashMap<PersistKey, PersistVal>`: client-IP persistence.
 pub const MAP_PERSIST: &str = "SLUICE_PERSIST";
@@ -453,6 +476,9 @@ pub mod cfg_flags {
     /// may be a real's reply to a local address
     /// ([`crate::fullnat::MAP_LOCAL_INDEX`]).
     pub const FULLNAT_SERVICES: u32 = 4;
+    /// Connection sync runs: every new session's key goes to
+    /// [`super::MAP_SYNC_RING`].
+    pub const SYNC: u32 = 8;
 }
 
 /// Bits of [`RealDef::flags`].
@@ -654,6 +680,31 @@ pub struct FlowKey {
     pub _pad: u16,
 }
 
+impl FlowKey {
+    /// Bytes of a key in memory.
+    pub const BYTES: usize = core::mem::size_of::<FlowKey>();
+
+    /// A key from its bytes in memory (native byte order, the layout
+    /// above), as a record of [`MAP_SYNC_RING`] carries it; `None` for a
+    /// slice of another length.
+    pub fn from_ne_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != Self::BYTES {
+            return None;
+        }
+        let w = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let h = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Some(Self {
+            src: [w(0), w(4), w(8), w(12)],
+            dst: [w(16), w(20), w(24), w(28)],
+            sport: h(32),
+            dport: h(34),
+            proto: b[36],
+            family: b[37],
+            _pad: h(38),
+        })
+    }
+}
+
 /// Value of [`MAP_SESSIONS`].
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -680,8 +731,16 @@ pub struct FlowVal {
     /// `fullnat`: 1 once the connection's TOA has been sent
     /// (`crate::toa`), so only its first ACK carries one.
     pub toa_sent: u8,
+    /// 1: installed by connection sync from a peer and not seen by this
+    /// LB since; the program clears it when it next moves `last_seen_ns`
+    /// on (a packet of the flow arrived here). Sync never sends such a
+    /// session back, so two LBs do not keep each other's idle sessions
+    /// alive (docs/HA.md).
+    pub from_peer: u8,
     /// Padding, zero.
-    pub _pad: u32,
+    pub _pad: u8,
+    /// Padding, zero.
+    pub _pad2: u16,
 }
 
 /// Bytes of key plus value of one session entry (the kernel adds its own
@@ -770,8 +829,34 @@ const _: () = assert!(core::mem::size_of::<PersistKey>() == 20);
 const _: () = assert!(core::mem::size_of::<TrafficStats>() == 24);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flow_key_reads_back_from_its_bytes() {
+        let mut b = [0u8; FlowKey::BYTES];
+        b[..4].copy_from_slice(&[10, 0, 0, 9]);
+        b[16..20].copy_from_slice(&[10, 0, 0, 100]);
+        b[32..34].copy_from_slice(&40000u16.to_ne_bytes());
+        b[34..36].copy_from_slice(&80u16.to_ne_bytes());
+        b[36] = 6;
+        b[37] = family::V4;
+        let k = FlowKey::from_ne_bytes(&b).unwrap();
+        assert_eq!(
+            k,
+            FlowKey {
+                src: addr_v4([10, 0, 0, 9]),
+                dst: addr_v4([10, 0, 0, 100]),
+                sport: 40000,
+                dport: 80,
+                proto: 6,
+                family: family::V4,
+                _pad: 0,
+            }
+        );
+        assert_eq!(FlowKey::from_ne_bytes(&b[1..]), None);
+    }
 
     #[test]
     fn counter_slots_are_dense_and_ordered() {

@@ -121,9 +121,11 @@ fn check_refuses_what_run_refuses_with_a_position() {
                [[l4_service.real]]\naddress = \"10.99.0.11\"\nweight = 65535\n\n\
                [[l4_service.real]]\naddress = \"10.99.0.12\"\nweight = 65534\n";
     check_and_run_refuse("wrr-cycle", wrr, "9:1: l4_service[0].real:");
-    let sync = l4("a", "")
-        + "[sync]\nenabled = true\nlisten = \"10.99.0.1:7946\"\npeers = [\"10.99.0.2:7946\"]\n";
-    check_and_run_refuse("sync", &sync, "11:1: sync:");
+    // Sync beside the proxy only: no L4 session to carry.
+    let sync = "[sync]\nenabled = true\nlisten = \"10.99.0.1:7946\"\npeers = [\"10.99.0.2:7946\"]\n\n\
+                [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\ndefault_backend = \"app\"\n\n\
+                [[backend]]\nname = \"app\"\nmode = \"http\"\n[[backend.server]]\nname = \"s\"\naddress = \"127.0.0.1:1\"\n";
+    check_and_run_refuse("sync-without-l4", sync, "1:1: sync:");
 }
 
 #[test]

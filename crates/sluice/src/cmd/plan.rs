@@ -38,7 +38,7 @@ pub(crate) struct Plan {
 
 /// The plan for `cfg`, or every problem found (all planes are checked).
 pub(crate) fn plan(cfg: &Config) -> Result<Plan, Vec<Problem>> {
-    let mut problems = not_implemented(cfg);
+    let mut problems = idle_sections(cfg);
     let l4 = l4_map::plan(cfg).unwrap_or_else(|p| {
         problems.extend(p);
         None
@@ -53,14 +53,15 @@ pub(crate) fn plan(cfg: &Config) -> Result<Plan, Vec<Problem>> {
     })
 }
 
-/// Sections that parse but that no plane runs yet: refused rather than
-/// silently ignored.
-fn not_implemented(cfg: &Config) -> Vec<Problem> {
+/// Sections that parse but that no plane runs (yet, or in this
+/// configuration): refused rather than silently ignored.
+fn idle_sections(cfg: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
-    if cfg.sync.enabled {
+    // Sync carries the L4 plane's sessions: with none, it would run idle.
+    if cfg.sync.enabled && cfg.l4_services.is_empty() {
         out.push(Problem::new(
             "sync",
-            "connection-state sync is not implemented yet (sluice-ha): sluice run would not run it, expected no [sync] section or enabled = false",
+            "connection sync carries L4 sessions, and there is no [[l4_service]]: expected an L4 service or enabled = false",
         ));
     }
     out

@@ -7,6 +7,7 @@
 mod ha;
 mod l4;
 mod l7;
+mod sync;
 
 use std::{
     process::ExitCode,
@@ -107,6 +108,8 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
             .spawn(move || l4::control_loop(&p))
             .context("starting the control thread")?;
     }
+
+    let _sync = sync::start(&cfg.sync, plane.as_ref(), sync::always_active())?;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
