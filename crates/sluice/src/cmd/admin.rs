@@ -30,6 +30,8 @@ pub(crate) struct AdminState {
     pub(crate) proxy: Proxy,
     /// The VRRP instances, if any.
     pub(crate) ha: Option<Arc<super::run::Ha>>,
+    /// Connection sync's counts, when `[sync]` runs.
+    pub(crate) sync: Option<Arc<sluice_ha::sync::SyncCounters>>,
 }
 
 impl AdminState {
@@ -125,6 +127,20 @@ async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Respon
             None => error(StatusCode::NOT_FOUND, "no vrrp_instance configured"),
         };
     }
+    if path == ["v1", "sync"] && method == HttpMethod::GET {
+        return match &state.sync {
+            Some(c) => json(
+                StatusCode::OK,
+                &serde_json::Value::Object(
+                    c.snapshot()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.into()))
+                        .collect(),
+                ),
+            ),
+            None => error(StatusCode::NOT_FOUND, "connection sync is not enabled"),
+        };
+    }
     if path == ["metrics"] && method == HttpMethod::GET {
         return metrics(state).await;
     }
@@ -174,6 +190,9 @@ async fn metrics(state: AdminState) -> Response<Full<Bytes>> {
     super::metrics::checks(&mut f, &state.check_targets());
     if let Some(h) = &state.ha {
         super::metrics::vrrp(&mut f, &h.statuses());
+    }
+    if let Some(c) = &state.sync {
+        super::metrics::sync(&mut f, &c.snapshot());
     }
     if let Some(plane) = state.plane {
         let read = on_plane(plane, |g| {

@@ -35,6 +35,8 @@ pub(crate) enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Connection sync's counts (sent, received, installed, skipped, lost).
+    Sync,
     /// Everything above in Prometheus' text format (what `GET /metrics` serves).
     Metrics,
     /// L7 proxy statistics per frontend, backend and server (like HAProxy's stats).
@@ -195,6 +197,13 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{v}");
             } else {
                 print!("{}", format_vrrp(&v));
+            }
+        }
+        CtlCommand::Sync => {
+            let (s, v) = request(a, Method::GET, "/v1/sync", None).await?;
+            check(s, &v)?;
+            for (k, n) in v.as_object().into_iter().flatten() {
+                println!("{k:<22} {}", n.as_u64().unwrap_or(0));
             }
         }
         CtlCommand::Checks => {

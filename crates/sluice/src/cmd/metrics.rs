@@ -415,6 +415,19 @@ pub(crate) fn checks(f: &mut Families, targets: &[TargetStatus]) {
     }
 }
 
+/// Connection sync: `sluice_sync_<count>_total`, one counter per count of
+/// `sluice_ha::sync::SyncCounters` (docs/HA.md, "Counts").
+pub(crate) fn sync(f: &mut Families, counts: &[(&'static str, u64)]) {
+    for (name, v) in counts {
+        f.counter(
+            format!("sluice_sync_{name}_total"),
+            "Connection sync (docs/HA.md, \"Counts\").",
+            &[],
+            *v,
+        );
+    }
+}
+
 /// VRRP instances: `sluice_vrrp_*`, labelled with the instance name.
 pub(crate) fn vrrp(f: &mut Families, instances: &[sluice_ha::InstanceStatus]) {
     use sluice_core::vrrp::State;

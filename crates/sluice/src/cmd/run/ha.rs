@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use sluice_config::{Config, VrrpInstance};
+use sluice_core::vrrp::State;
 use sluice_ha::link::Netlink;
 use sluice_ha::track::Tracker;
 use sluice_ha::{Instance, InstanceStatus, TrackSpec, VrrpSpec};
+use tokio::sync::watch;
 
 use crate::cmd::l4_map::L4Plan;
 
@@ -17,6 +19,7 @@ pub(crate) struct Ha {
     instances: Vec<Instance>,
     /// Kept alive for the instances' fault inputs.
     _trackers: Vec<Tracker>,
+    active: watch::Receiver<bool>,
 }
 
 /// The plane's spec of one instance.
@@ -75,15 +78,23 @@ impl Ha {
             instances.push(inst);
             trackers.push(tracker);
         }
+        let active = any_master(instances.iter().map(Instance::state).collect());
         Ok(Some(Self {
             instances,
             _trackers: trackers,
+            active,
         }))
     }
 
     /// Every instance's status, in file order.
     pub(crate) fn statuses(&self) -> Vec<InstanceStatus> {
         self.instances.iter().map(Instance::status).collect()
+    }
+
+    /// Whether this node is master of at least one instance, watched: the
+    /// node that serves the VIPs is the one whose sessions are synced.
+    pub(crate) fn active(&self) -> watch::Receiver<bool> {
+        self.active.clone()
     }
 
     /// Gives every mastership up (priority 0: the backups take over after
@@ -93,4 +104,21 @@ impl Ha {
             i.stop().await;
         }
     }
+}
+
+/// A watch that is true while any of `states` is master.
+fn any_master(mut states: Vec<watch::Receiver<State>>) -> watch::Receiver<bool> {
+    let now = |s: &[watch::Receiver<State>]| s.iter().any(|s| *s.borrow() == State::Master);
+    let (tx, rx) = watch::channel(now(&states));
+    tokio::spawn(async move {
+        loop {
+            let changes = states.iter_mut().map(|s| Box::pin(s.changed()));
+            let (r, _, _) = futures_util::future::select_all(changes).await;
+            if r.is_err() {
+                return;
+            }
+            tx.send_replace(now(&states));
+        }
+    });
+    rx
 }

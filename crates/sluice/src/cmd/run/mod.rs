@@ -109,7 +109,10 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
             .context("starting the control thread")?;
     }
 
-    let _sync = sync::start(&cfg.sync, plane.as_ref(), sync::always_active())?;
+    // Only the VRRP master sends its sessions; without VRRP every node
+    // does (active-active).
+    let active = ha.as_ref().map_or_else(sync::always_active, |h| h.active());
+    let sync = sync::start(&cfg.sync, plane.as_ref(), active)?;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -119,6 +122,7 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
         l7_checks,
         proxy: proxy.clone(),
         ha: ha.clone(),
+        sync: sync.as_ref().map(|h| h.counters().clone()),
     };
     tokio::select! {
         r = admin_loop(admin, state) => r?,
