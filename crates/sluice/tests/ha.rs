@@ -226,6 +226,14 @@ fn wait_master(lab: &Lab, node: Node, master: &str) {
     }
 }
 
+/// Whether `node`'s kernel has the HA guard's nftables table.
+fn guarded(lab: &Lab, node: Node) -> bool {
+    let out = lab
+        .exec(node, &["nft", "list", "table", "inet", "sluice_guard"])
+        .unwrap();
+    out.status.success()
+}
+
 /// Whether `node` holds the VIP on its interface.
 fn holds_vip(lab: &Lab, node: Node) -> bool {
     let out = lab
@@ -312,6 +320,9 @@ fn a_sluice_pair_elects_fails_over_preempts_and_tracks_its_data_plane() {
     // over after the master-down interval and serves.
     a.kill();
     drop(a);
+    // The dead node's kernel keeps the guard that stops it answering for
+    // the VIP's service (docs/HA.md, "The guard").
+    assert!(guarded(&lab, Node::Lb), "no guard left on the dead node");
     wait_state(&lab, Node::PeerLb, "master");
     assert!(holds_vip(&lab, Node::PeerLb));
     served(&lab);
@@ -334,8 +345,9 @@ fn a_sluice_pair_elects_fails_over_preempts_and_tracks_its_data_plane() {
     assert!(v[0]["faults"][0].as_str().unwrap().contains("XDP"), "{v}");
     served(&lab);
 
-    // A graceful stop of the (now) master hands over with priority 0.
+    // A clean stop removes the guard.
     drop(a);
+    assert!(!guarded(&lab, Node::Lb), "the guard outlived a clean stop");
     drop(b);
 }
 

@@ -4,6 +4,7 @@
 //! endpoint, and on SIGINT/SIGTERM shuts the proxy down gracefully (open
 //! connections get `hard_stop_after`) and detaches the XDP program.
 
+mod guard;
 mod ha;
 mod l4;
 mod l7;
@@ -98,6 +99,12 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|p| p.local_addrs().iter().map(|(_, a)| *a).collect())
         .unwrap_or_default();
+    // An HA node with L4 services guards its kernel against answering for
+    // them after a crash (guard.rs), before it can become master.
+    let guarded = !cfg.vrrp_instances.is_empty() && plan.l4.is_some();
+    if guarded && let Some(l4) = &plan.l4 {
+        guard::install(&l4.specs)?;
+    }
     let ha = Ha::start(&cfg, plan.l4.as_ref(), &frontends)
         .await?
         .map(Arc::new);
@@ -146,6 +153,9 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
         g.dataplane_mut()
             .detach()
             .context("detaching the XDP program")?;
+    }
+    if guarded && let Err(e) = guard::remove() {
+        eprintln!("sluice: removing the HA guard: {e:#}");
     }
     Ok(ExitCode::SUCCESS)
 }
