@@ -651,6 +651,40 @@ fn flows_survive_a_dead_master(lab: &Lab, cfg_a: &str, cfg_b: &str) {
     drop(b);
 }
 
+/// [`flows_survive_a_dead_master`], then three more failovers with flows
+/// open: `lb` restarts and preempts `lb2`, carrying on the flows `lb2`
+/// made while it was master (the full resync a starting node asks for,
+/// and `lb2`'s stream); then `lb`'s link goes down and `lb2` carries on
+/// `lb`'s flows again.
+fn flows_survive_failovers(lab: &Lab, cfg_a: &str, cfg_b: &str) {
+    let mut a = start_daemon_on(lab, Node::Lb, cfg_a, &[]);
+    let b = start_daemon_on(lab, Node::PeerLb, cfg_b, &[]);
+    wait_state(lab, Node::Lb, "master");
+    wait_master(lab, Node::PeerLb, "10.99.0.1");
+    let flows = open_flows(lab);
+    a.kill();
+    drop(a);
+    wait_state(lab, Node::PeerLb, "master");
+    flows_survived(flows, "SIGKILL");
+
+    let flows = open_flows(lab);
+    let a = start_daemon_on(lab, Node::Lb, cfg_a, &[]);
+    wait_state(lab, Node::Lb, "master");
+    wait_state(lab, Node::PeerLb, "backup");
+    flows_survived(flows, "restart and preemption");
+
+    let flows = open_flows(lab);
+    let port = lab.topology().lb.switch_port.clone();
+    let out = lab
+        .exec(Node::Switch, &["ip", "link", "set", "dev", &port, "down"])
+        .unwrap();
+    assert!(out.status.success());
+    wait_state(lab, Node::PeerLb, "master");
+    flows_survived(flows, "link down");
+    drop(a);
+    drop(b);
+}
+
 #[test]
 fn established_tun_flows_survive_a_dead_master() {
     let mut spec = LabSpec::tun(&LabSpec::unique_label("hatun"));
@@ -771,7 +805,7 @@ fn rr_flows_survive_with_sync(method: &str) {
         "",
         &sync_section("10.99.0.3", "10.99.0.1"),
     );
-    flows_survive_a_dead_master(&lab, &a, &b);
+    flows_survive_failovers(&lab, &a, &b);
 }
 
 #[test]
