@@ -45,6 +45,16 @@ pub const SYNC_RCVBUF_BYTES: usize = 4 << 20;
 /// How long the receiver blocks before it looks at the stop flag and
 /// the resync schedule.
 const RECV_TIMEOUT: Duration = Duration::from_millis(100);
+/// A peer that was heard and then sent nothing (sessions, heartbeats,
+/// requests) for this long is *silent*: an active peer sends at least a
+/// heartbeat every [`SYNC_POLL`], so this is ten of them. VRRP takes a
+/// silent master for one that gave up (docs/HA.md, "Faster than
+/// VRRP"). Long enough that a loaded machine's scheduling delays do not
+/// make a live peer silent.
+pub const PEER_SILENCE: Duration = Duration::from_millis(100);
+/// How long the receiver blocks at most, so that a peer's silence is
+/// noticed within this of [`PEER_SILENCE`].
+const SILENCE_CHECK: Duration = Duration::from_millis(10);
 
 /// Where sync listens and sends, and how often the table is walked.
 #[derive(Clone, Debug)]
@@ -121,6 +131,10 @@ pub struct SyncCounters {
     pub resync_requests_sent: AtomicU64,
     /// Full resyncs sent to peers.
     pub resyncs_served: AtomicU64,
+    /// Heartbeats sent (one per peer).
+    pub heartbeats_sent: AtomicU64,
+    /// Times a peer fell silent (docs/HA.md, "Faster than VRRP").
+    pub peers_silent: AtomicU64,
 }
 
 impl SyncCounters {
@@ -141,6 +155,8 @@ impl SyncCounters {
             ("lost_datagrams", g(&self.lost_datagrams)),
             ("resync_requests_sent", g(&self.resync_requests_sent)),
             ("resyncs_served", g(&self.resyncs_served)),
+            ("heartbeats_sent", g(&self.heartbeats_sent)),
+            ("peers_silent", g(&self.peers_silent)),
         ]
     }
 }
@@ -285,6 +301,8 @@ struct Shared {
     seq: AtomicU32,
     counters: Arc<SyncCounters>,
     stop: AtomicBool,
+    /// The peers heard once and silent for [`PEER_SILENCE`] since.
+    silent: tokio::sync::watch::Sender<Vec<IpAddr>>,
 }
 
 impl Shared {
@@ -309,6 +327,19 @@ impl Shared {
                     bump(&self.counters.send_errors, 1);
                     tracing::debug!(error = %e, %peer, "sending a sync datagram");
                 }
+            }
+        }
+    }
+
+    /// A heartbeat to every peer: outside the rate (it is tiny, and a
+    /// resync's stream must not delay it into silence) and outside the
+    /// sessions' sequence (whose gaps count as losses).
+    fn heartbeat(&self, buf: &mut [u8; MAX_DATAGRAM]) {
+        let n = encode(buf, Kind::Heartbeat, 0, &[]);
+        for peer in &self.peers {
+            match self.socket.send_to(&buf[..n], peer) {
+                Ok(_) => bump(&self.counters.heartbeats_sent, 1),
+                Err(_) => bump(&self.counters.send_errors, 1),
             }
         }
     }
@@ -349,6 +380,12 @@ impl std::fmt::Debug for SharedDebug {
 }
 
 impl SyncHandle {
+    /// The peers heard once and silent for [`PEER_SILENCE`] since,
+    /// watched.
+    pub fn silent_peers(&self) -> tokio::sync::watch::Receiver<Vec<IpAddr>> {
+        self.shared.0.silent.subscribe()
+    }
+
     /// The counts.
     pub fn counters(&self) -> &Arc<SyncCounters> {
         &self.counters
@@ -383,7 +420,7 @@ pub fn start(
     active: Active,
 ) -> io::Result<SyncHandle> {
     let socket = bind(cfg.listen)?;
-    socket.set_read_timeout(Some(RECV_TIMEOUT))?;
+    socket.set_read_timeout(Some(SILENCE_CHECK))?;
     let counters = Arc::new(SyncCounters::default());
     let shared = Arc::new(SharedDebug(Shared {
         socket,
@@ -396,6 +433,7 @@ pub fn start(
         seq: AtomicU32::new(initial_seq()),
         counters: counters.clone(),
         stop: AtomicBool::new(false),
+        silent: tokio::sync::watch::channel(Vec::new()).0,
     }));
     let (resync_tx, resync_rx) = mpsc::channel::<SocketAddr>();
 
@@ -421,6 +459,9 @@ pub fn start(
                 full.extend(packer.take());
                 for d in &full {
                     s.send(&mut buf, Kind::Sessions, d, &s.peers);
+                }
+                if on && full.is_empty() {
+                    s.heartbeat(&mut buf);
                 }
             }
         })?;
@@ -475,7 +516,18 @@ pub fn start(
             let mut buf = [0u8; 2 * MAX_DATAGRAM];
             let mut seqs: HashMap<IpAddr, SeqTracker> = HashMap::new();
             let mut resync = Resync::new(interval, Instant::now());
+            let mut heard = Heard::default();
             while !s.stop.load(Ordering::Relaxed) {
+                let silent = heard.silent(Instant::now());
+                s.silent.send_if_modified(|old| {
+                    if *old == silent {
+                        return false;
+                    }
+                    let newly = silent.iter().filter(|p| !old.contains(p)).count();
+                    bump(&s.counters.peers_silent, newly as u64);
+                    *old = silent;
+                    true
+                });
                 if resync.due(Instant::now()) {
                     bump(&s.counters.resync_requests_sent, 1);
                     s.send(&mut [0u8; MAX_DATAGRAM], Kind::ResyncRequest, &[], &s.peers);
@@ -500,7 +552,12 @@ pub fn start(
                     bump(&s.counters.not_from_peer, 1);
                     continue;
                 };
-                match receive(&buf[..n], sink.as_mut(), &s.counters) {
+                let got = receive(&buf[..n], sink.as_mut(), &s.counters);
+                if got.is_ok() {
+                    heard.heard(from.ip(), Instant::now());
+                }
+                match got {
+                    Ok((Kind::Heartbeat, _)) => {}
                     Ok((Kind::ResyncRequest, _)) => {
                         let _ = resync_tx.send(peer);
                     }
@@ -528,6 +585,32 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
         let _ = setsockopt(&s, sockopt::RcvBuf, &SYNC_RCVBUF_BYTES);
     }
     Ok(s)
+}
+
+/// When each peer was last heard, and which are silent.
+#[derive(Debug, Default)]
+pub struct Heard {
+    last: HashMap<IpAddr, Instant>,
+}
+
+impl Heard {
+    /// `peer` sent a valid datagram at `now`.
+    pub fn heard(&mut self, peer: IpAddr, now: Instant) {
+        self.last.insert(peer, now);
+    }
+
+    /// The peers heard once and not for [`PEER_SILENCE`] at `now`, in
+    /// address order.
+    pub fn silent(&self, now: Instant) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .last
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) > PEER_SILENCE)
+            .map(|(p, _)| *p)
+            .collect();
+        v.sort();
+        v
+    }
 }
 
 /// When a starting node asks its peers for their sessions: at once, then
@@ -734,6 +817,24 @@ mod tests {
         );
         assert_eq!(sink.got.len(), 3);
         assert_eq!(c.malformed.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_peer_is_silent_after_being_heard_and_quiet_for_the_silence() {
+        let t0 = Instant::now();
+        let (a, b): (IpAddr, IpAddr) = ("10.99.0.1".parse().unwrap(), "10.99.0.3".parse().unwrap());
+        let mut h = Heard::default();
+        // Never heard: never silent.
+        assert!(h.silent(t0 + PEER_SILENCE * 10).is_empty());
+        h.heard(a, t0);
+        h.heard(b, t0);
+        assert!(h.silent(t0 + PEER_SILENCE).is_empty());
+        h.heard(b, t0 + PEER_SILENCE);
+        let later = t0 + PEER_SILENCE + Duration::from_millis(1);
+        assert_eq!(h.silent(later), vec![a]);
+        // Heard again: no longer silent.
+        h.heard(a, later);
+        assert!(h.silent(later).is_empty());
     }
 
     #[test]

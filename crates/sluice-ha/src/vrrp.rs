@@ -83,6 +83,9 @@ pub struct InstanceStatus {
     pub invalid: [u64; Invalid::ALL.len()],
     /// Sends, netlink requests and announcements that failed.
     pub io_errors: u64,
+    /// Take-overs started because the master fell silent on the sync
+    /// channel (docs/HA.md, "Faster than VRRP").
+    pub silent_takeovers: u64,
     /// The watchdog's current fault reasons (empty: healthy).
     pub faults: Vec<String>,
 }
@@ -99,7 +102,9 @@ pub struct Instance {
 
 impl Instance {
     /// Starts the instance on the current runtime, with `faults` as the
-    /// watchdog's verdict (empty: healthy).
+    /// watchdog's verdict (empty: healthy) and `silent` as the sync
+    /// peers that fell silent (a master among them is taken for one that
+    /// gave up: docs/HA.md, "Faster than VRRP").
     ///
     /// # Errors
     /// [`HaError`] if its interface, addresses or sockets cannot be set up
@@ -108,6 +113,7 @@ impl Instance {
         spec: VrrpSpec,
         nl: Netlink,
         faults: watch::Receiver<Vec<String>>,
+        silent: watch::Receiver<Vec<IpAddr>>,
     ) -> Result<Self, HaError> {
         let cfg_err = |reason: String| HaError::Config {
             name: spec.name.clone(),
@@ -145,6 +151,7 @@ impl Instance {
             adverts_received: 0,
             invalid: [0; Invalid::ALL.len()],
             io_errors: 0,
+            silent_takeovers: 0,
             faults: Vec::new(),
         }));
         let (state_tx, state) = watch::channel(State::Initialize);
@@ -162,7 +169,7 @@ impl Instance {
             epoch: Instant::now(),
             tx_buf: vec![0; MAX_PACKET],
         };
-        let task = tokio::spawn(run.run(faults, stop_rx));
+        let task = tokio::spawn(run.run(faults, silent, stop_rx));
         Ok(Self {
             status,
             state,
@@ -254,6 +261,7 @@ impl Runner {
     async fn run(
         mut self,
         mut faults: watch::Receiver<Vec<String>>,
+        mut silent: watch::Receiver<Vec<IpAddr>>,
         mut stop: watch::Receiver<bool>,
     ) {
         let initial = faults.borrow_and_update().clone();
@@ -265,6 +273,7 @@ impl Runner {
         self.perform(actions).await;
         let mut buf = vec![0u8; MAX_PACKET];
         let mut watching = true;
+        let mut listening = true;
         loop {
             let wake = self
                 .machine
@@ -292,11 +301,51 @@ impl Runner {
                     self.with_status(|s| s.faults = f);
                     self.machine.set_fault(self.now(), faulty)
                 }
+                changed = silent.changed(), if listening => {
+                    if changed.is_err() {
+                        listening = false;
+                        continue;
+                    }
+                    let quiet = silent.borrow_and_update().clone();
+                    self.master_silent(&quiet)
+                }
                 r = self.sock.recv(&mut buf) => self.received(r, &buf),
                 () = tokio::time::sleep_until(wake.into()) => self.machine.on_timer(self.now()),
             };
             self.perform(actions).await;
         }
+    }
+
+    /// The sync peers in `quiet` fell silent: if the master this backup
+    /// follows is one of them, it is taken for a master that gave up
+    /// (priority 0): the backup takes over after its skew time instead of
+    /// three advertisement intervals.
+    fn master_silent(&mut self, quiet: &[IpAddr]) -> Vec<Action> {
+        let master = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .master;
+        let Some(m) = master.filter(|m| quiet.contains(m)) else {
+            return Vec::new();
+        };
+        if self.machine.state() != State::Backup {
+            return Vec::new();
+        }
+        tracing::warn!(instance = %self.spec.name, master = %m, "vrrp: the master is silent on the sync channel");
+        eprintln!(
+            "sluice: vrrp {}: master {m} silent on the sync channel, taking over after the skew",
+            self.spec.name
+        );
+        self.with_status(|s| s.silent_takeovers += 1);
+        self.machine.on_advert(
+            self.now(),
+            Advert {
+                priority: sluice_core::vrrp::RELEASE_PRIORITY,
+                interval: self.spec.advert_interval,
+                sender: m,
+            },
+        )
     }
 
     /// A packet from the socket: checked, counted, given to the machine.

@@ -14,7 +14,7 @@
 //! |-------:|------:|-------|
 //! | 0 | 4 | magic `"SLSY"` |
 //! | 4 | 1 | version, [`VERSION`] |
-//! | 5 | 1 | kind: [`Kind::Sessions`] 1, [`Kind::ResyncRequest`] 2 |
+//! | 5 | 1 | kind: [`Kind::Sessions`] 1, [`Kind::ResyncRequest`] 2, [`Kind::Heartbeat`] 3 |
 //! | 6 | 2 | number of entries (0 for a resync request) |
 //! | 8 | 4 | sender's datagram sequence number (gaps are losses) |
 //! | 12 | | the entries, back to back; nothing after the last |
@@ -69,6 +69,11 @@ pub enum Kind {
     Sessions = 1,
     /// "Send me all your sessions" (a node that starts asks its peers).
     ResyncRequest = 2,
+    /// "The active node is alive": sent by the active node every
+    /// poll in which it sent nothing else, so that its silence tells the
+    /// peers it died sooner than VRRP can (docs/HA.md). No entries; its
+    /// sequence number is not one of the sessions' sequence.
+    Heartbeat = 3,
 }
 
 /// Why a datagram was refused (whole: nothing of it is installed).
@@ -260,6 +265,7 @@ impl<'a> Datagram<'a> {
         let kind = match h[5] {
             1 => Kind::Sessions,
             2 => Kind::ResyncRequest,
+            3 => Kind::Heartbeat,
             k => return Err(SyncError::Kind(k)),
         };
         let count = u16::from_be_bytes([h[6], h[7]]);
@@ -462,12 +468,15 @@ mod tests {
     }
 
     #[test]
-    fn a_resync_request_has_no_entries() {
-        let d = build(Kind::ResyncRequest, 1, &[]);
-        assert_eq!(d.len(), HEADER_BYTES);
-        let p = Datagram::parse(&d).unwrap();
-        assert_eq!((p.kind, p.count), (Kind::ResyncRequest, 0));
-        assert_eq!(p.entries().count(), 0);
+    fn a_resync_request_and_a_heartbeat_have_no_entries() {
+        for kind in [Kind::ResyncRequest, Kind::Heartbeat] {
+            let d = build(kind, 1, &[]);
+            assert_eq!(d.len(), HEADER_BYTES);
+            assert_eq!(d[5], kind as u8);
+            let p = Datagram::parse(&d).unwrap();
+            assert_eq!((p.kind, p.count), (kind, 0));
+            assert_eq!(p.entries().count(), 0);
+        }
     }
 
     #[test]

@@ -47,7 +47,19 @@ const LB_MAC: &str = "02:99:00:00:00:01";
 /// Longest wait for a state.
 const SETTLE: Duration = Duration::from_secs(15);
 
-fn sluice_config(priority: u8, advert: &str) -> String {
+/// `sync`: with `[sync]` between the two LBs, whose heartbeats let the
+/// backup take a silent master for one that gave up (docs/HA.md).
+fn sluice_config(priority: u8, advert: &str, sync: bool) -> String {
+    let (me, peer) = if priority == 150 {
+        ("10.99.0.1", "10.99.0.3")
+    } else {
+        ("10.99.0.3", "10.99.0.1")
+    };
+    let sync = if sync {
+        format!("[sync]\nenabled = true\nlisten = \"{me}:7946\"\npeers = [\"{peer}:7946\"]\n")
+    } else {
+        String::new()
+    };
     format!(
         r#"[global]
 admin = "{ADMIN}"
@@ -72,6 +84,8 @@ virtual_router_id = 51
 priority = {priority}
 advert_interval = "{advert}"
 virtual_addresses = ["10.99.255.1"]
+
+{sync}
 "#
     )
 }
@@ -289,26 +303,30 @@ fn main() {
 
     let mut kills = Vec::new();
     for (interval, ka_interval) in INTERVALS {
-        // sluice: lb2 stays up; lb is killed and restarted.
-        let b = start_daemon_on(&lab, Node::PeerLb, &sluice_config(100, interval), &[]);
-        for _ in 0..runs {
-            let mut a = start_daemon_on(&lab, Node::Lb, &sluice_config(150, interval), &[]);
-            wait("lb master", || {
-                holds_vip(&lab, Node::Lb) && !holds_vip(&lab, Node::PeerLb)
-            });
-            wait("the client at lb", || client_at(&lab, LB_MAC));
-            std::thread::sleep(Duration::from_millis(300));
-            kills.push(Kill {
-                imp: "sluice",
-                interval,
-                at: now_s(),
-            });
-            a.kill();
-            drop(a);
-            wait("lb2 master", || holds_vip(&lab, Node::PeerLb));
-            wait("the client at lb2", || client_at(&lab, LB2_MAC));
+        // sluice (without, then with sync): lb2 stays up; lb is killed
+        // and restarted.
+        for (imp, sync) in [("sluice", false), ("sluice + sync", true)] {
+            let b = start_daemon_on(&lab, Node::PeerLb, &sluice_config(100, interval, sync), &[]);
+            for _ in 0..runs {
+                let mut a =
+                    start_daemon_on(&lab, Node::Lb, &sluice_config(150, interval, sync), &[]);
+                wait("lb master", || {
+                    holds_vip(&lab, Node::Lb) && !holds_vip(&lab, Node::PeerLb)
+                });
+                wait("the client at lb", || client_at(&lab, LB_MAC));
+                std::thread::sleep(Duration::from_millis(300));
+                kills.push(Kill {
+                    imp,
+                    interval,
+                    at: now_s(),
+                });
+                a.kill();
+                drop(a);
+                wait("lb2 master", || holds_vip(&lab, Node::PeerLb));
+                wait("the client at lb2", || client_at(&lab, LB2_MAC));
+            }
+            drop(b);
         }
-        drop(b);
         // keepalived, the same way.
         let _kb = Keepalived::start(&lab, Node::PeerLb, 100, ka_interval);
         for _ in 0..runs {
@@ -355,7 +373,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|");
     for (interval, _) in INTERVALS {
-        for imp in ["sluice", "keepalived"] {
+        for imp in ["sluice", "sluice + sync", "keepalived"] {
             let (mut garp, mut fwd) = (Vec::new(), Vec::new());
             for k in kills
                 .iter()
@@ -378,7 +396,7 @@ fn main() {
                     garp.push((g - last) * 1000.0);
                 }
                 let f = first(Ev::ForwardByLb2);
-                if imp == "sluice" && (f - last).is_finite() {
+                if imp != "keepalived" && (f - last).is_finite() {
                     fwd.push((f - last) * 1000.0);
                 }
             }

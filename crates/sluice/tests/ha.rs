@@ -665,6 +665,10 @@ fn flows_survive_failovers(lab: &Lab, cfg_a: &str, cfg_b: &str) {
     a.kill();
     drop(a);
     wait_state(lab, Node::PeerLb, "master");
+    // The master's heartbeats stopped: the backup took it for one that
+    // gave up, before VRRP's three intervals ran out.
+    let v = vrrp(lab, Node::PeerLb);
+    assert_eq!(v[0]["silent_takeovers"], 1, "{v}");
     flows_survived(flows, "SIGKILL");
 
     let flows = open_flows(lab);

@@ -249,6 +249,7 @@ fn vrrp_json(s: &sluice_ha::InstanceStatus) -> serde_json::Value {
         "adverts_received": s.adverts_received,
         "adverts_invalid": invalid,
         "io_errors": s.io_errors,
+        "silent_takeovers": s.silent_takeovers,
         "faults": s.faults,
     })
 }

@@ -47,6 +47,7 @@ impl Ha {
         cfg: &Config,
         l4: Option<&L4Plan>,
         frontends: &[SocketAddr],
+        silent: &watch::Receiver<Vec<std::net::IpAddr>>,
     ) -> anyhow::Result<Option<Self>> {
         if cfg.vrrp_instances.is_empty() {
             return Ok(None);
@@ -68,7 +69,7 @@ impl Ha {
                 track.frontends = frontends.to_vec();
             }
             let tracker = Tracker::start(track, nl.clone()).await;
-            let inst = Instance::start(spec(v), nl.clone(), tracker.verdict())
+            let inst = Instance::start(spec(v), nl.clone(), tracker.verdict(), silent.clone())
                 .await
                 .with_context(|| format!("starting vrrp_instance {:?}", v.name))?;
             eprintln!(

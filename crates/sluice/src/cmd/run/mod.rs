@@ -105,7 +105,10 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
     if guarded && let Some(l4) = &plan.l4 {
         guard::install(&l4.specs)?;
     }
-    let ha = Ha::start(&cfg, plan.l4.as_ref(), &frontends)
+    // Sync's silent peers reach VRRP through this channel (VRRP starts
+    // first: sync needs to know whether this node is master).
+    let (silent_tx, silent_rx) = tokio::sync::watch::channel(Vec::new());
+    let ha = Ha::start(&cfg, plan.l4.as_ref(), &frontends, &silent_rx)
         .await?
         .map(Arc::new);
 
@@ -120,6 +123,15 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
     // does (active-active).
     let active = ha.as_ref().map_or_else(sync::always_active, |h| h.active());
     let sync = sync::start(&cfg.sync, plane.as_ref(), active)?;
+    if let Some(h) = &sync {
+        let mut from = h.silent_peers();
+        tokio::spawn(async move {
+            while from.changed().await.is_ok() {
+                let v = from.borrow_and_update().clone();
+                silent_tx.send_replace(v);
+            }
+        });
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
