@@ -24,7 +24,7 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -88,72 +88,6 @@ virtual_addresses = ["10.99.255.1"]
 {sync}
 "#
     )
-}
-
-/// keepalived in `node`, killed (SIGKILL) on drop.
-struct Keepalived {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Keepalived {
-    fn start(lab: &Lab, node: Node, priority: u8, advert: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("k.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n    vrrp_version 3\n}}\nvrrp_instance vi1 {{\n    state BACKUP\n    \
-                 interface lb0\n    virtual_router_id 51\n    priority {priority}\n    advert_int {advert}\n    \
-                 virtual_ipaddress {{\n        10.99.255.1/32 dev lb0\n    }}\n}}\n"
-            ),
-        )
-        .unwrap();
-        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
-        let mut cmd = lab
-            .command(
-                node,
-                &[
-                    "keepalived",
-                    "--dont-fork",
-                    "--vrrp",
-                    "-f",
-                    &p("k.conf"),
-                    "-p",
-                    &p("k.pid"),
-                    "-r",
-                    &p("v.pid"),
-                ],
-            )
-            .unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().unwrap();
-        lab.track(node, &child, "keepalived");
-        Self { child, _dir: dir }
-    }
-
-    /// A crash: keepalived's VRRP work runs in a child process that, when
-    /// its parent dies, gives the VIP up gracefully (priority 0). SIGKILL
-    /// to the child first (its pid file), then the parent.
-    fn kill(&mut self) {
-        let vpid = std::fs::read_to_string(self._dir.path().join("v.pid")).unwrap_or_default();
-        if let Ok(pid) = vpid.trim().parse::<i32>() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn holds_vip(lab: &Lab, node: Node) -> bool {
@@ -328,9 +262,9 @@ fn main() {
             drop(b);
         }
         // keepalived, the same way.
-        let _kb = Keepalived::start(&lab, Node::PeerLb, 100, ka_interval);
+        let _kb = Keepalived::start(&lab, Node::PeerLb, 100, ka_interval, true);
         for _ in 0..runs {
-            let mut ka = Keepalived::start(&lab, Node::Lb, 150, ka_interval);
+            let mut ka = Keepalived::start(&lab, Node::Lb, 150, ka_interval, true);
             wait("keepalived lb master", || {
                 holds_vip(&lab, Node::Lb) && !holds_vip(&lab, Node::PeerLb)
             });

@@ -195,19 +195,7 @@ fn wait_states(lab: &Lab, node: Node, want: &[&str]) {
 }
 
 fn wait_state(lab: &Lab, node: Node, want: &str) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let s = state(lab, node);
-        if s == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{node} stayed {s}, expected {want}: {}",
-            vrrp(lab, node)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_states(lab, node, &[want]);
 }
 
 /// Waits until `node`'s first instance has heard `master`.
@@ -834,72 +822,6 @@ fn fullnat_rr_flows_survive_a_dead_master_with_sync() {
 
 // === keepalived interop ===
 
-/// keepalived running in `node`'s namespace with a VRRPv3 instance for
-/// the same VIP; stopped (SIGTERM, then SIGKILL) on drop.
-struct Keepalived {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn keepalived(lab: &Lab, node: Node, priority: u8, preempt: bool) -> Keepalived {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("keepalived.conf");
-    let nopreempt = if preempt { "" } else { "    nopreempt\n" };
-    // keepalived needs `state BACKUP` for nopreempt; a centisecond
-    // advert_int is VRRPv3's.
-    std::fs::write(
-        &conf,
-        format!(
-            "global_defs {{\n    vrrp_version 3\n    script_user root\n    enable_script_security\n}}\n\
-             vrrp_instance vi1 {{\n    state BACKUP\n    interface lb0\n    virtual_router_id 51\n    \
-             priority {priority}\n    advert_int 0.1\n{nopreempt}    virtual_ipaddress {{\n        10.99.255.1/32 dev lb0\n    }}\n}}\n"
-        ),
-    )
-    .unwrap();
-    let pidfile = dir.path().join("k.pid");
-    let vpid = dir.path().join("v.pid");
-    let log = dir.path().join("k.log");
-    let mut cmd = lab
-        .command(
-            node,
-            &[
-                "keepalived",
-                "--dont-fork",
-                "--log-console",
-                "--vrrp",
-                "-f",
-                conf.to_str().unwrap(),
-                "-p",
-                pidfile.to_str().unwrap(),
-                "-r",
-                vpid.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    cmd.stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("k.err")).unwrap());
-    let child = cmd.spawn().unwrap();
-    lab.track(node, &child, "keepalived");
-    Keepalived { child, _dir: dir }
-}
-
 fn wait_vip(lab: &Lab, node: Node, want: bool) {
     let deadline = Instant::now() + SETTLE;
     while holds_vip(lab, node) != want {
@@ -969,7 +891,7 @@ fn sluice_and_keepalived_elect_fail_over_and_preempt_both_ways() {
 
     // sluice 150 vs keepalived 100: sluice is master.
     let a = start_daemon_on(&lab, Node::Lb, &config(150, ""), &[]);
-    let k = keepalived(&lab, Node::PeerLb, 100, true);
+    let k = Keepalived::start(&lab, Node::PeerLb, 100, "0.1", true);
     wait_state(&lab, Node::Lb, "master");
     std::thread::sleep(Duration::from_secs(1));
     assert!(
@@ -996,7 +918,7 @@ fn sluice_and_keepalived_elect_fail_over_and_preempt_both_ways() {
     // The other way round: keepalived 200 is master, sluice 150 backup
     // hears it; keepalived stops (priority 0) and sluice takes over;
     // keepalived returns and preempts sluice.
-    let k = keepalived(&lab, Node::PeerLb, 200, true);
+    let k = Keepalived::start(&lab, Node::PeerLb, 200, "0.1", true);
     wait_state(&lab, Node::Lb, "backup");
     wait_vip(&lab, Node::PeerLb, true);
     wait_master(&lab, Node::Lb, "10.99.0.3");
@@ -1008,7 +930,7 @@ fn sluice_and_keepalived_elect_fail_over_and_preempt_both_ways() {
     drop(k);
     wait_state(&lab, Node::Lb, "master");
     served(&lab);
-    let k = keepalived(&lab, Node::PeerLb, 200, true);
+    let k = Keepalived::start(&lab, Node::PeerLb, 200, "0.1", true);
     wait_state(&lab, Node::Lb, "backup");
     wait_vip(&lab, Node::PeerLb, true);
     client_reaches(&lab, "02:99:00:00:00:03");

@@ -49,17 +49,98 @@ pub struct Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        stop_gracefully(&mut self.child);
+    }
+}
+
+/// How long a stopped process may take to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// SIGTERM, then SIGKILL after [`STOP_GRACE`]; reaped either way.
+pub fn stop_gracefully(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// keepalived (Debian's package) running in `node`'s namespace with a
+/// VRRPv3 instance for the lab's VIP on `lb0` (router id 51, as the HA
+/// tests' sluice instances); stopped gracefully on drop.
+pub struct Keepalived {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Keepalived {
+    /// Starts it with `priority`, `advert_int` in keepalived's syntax
+    /// (seconds: `"1"`, `"0.1"`) and `preempt`.
+    pub fn start(lab: &Lab, node: Node, priority: u8, advert_int: &str, preempt: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // keepalived needs `state BACKUP` for nopreempt.
+        let nopreempt = if preempt { "" } else { "    nopreempt\n" };
+        std::fs::write(
+            dir.path().join("k.conf"),
+            format!(
+                "global_defs {{\n    vrrp_version 3\n    script_user root\n    enable_script_security\n}}\n\
+                 vrrp_instance vi1 {{\n    state BACKUP\n    interface lb0\n    virtual_router_id 51\n    \
+                 priority {priority}\n    advert_int {advert_int}\n{nopreempt}    virtual_ipaddress {{\n        \
+                 10.99.255.1/32 dev lb0\n    }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+        let mut cmd = lab
+            .command(
+                node,
+                &[
+                    "keepalived",
+                    "--dont-fork",
+                    "--log-console",
+                    "--vrrp",
+                    "-f",
+                    &p("k.conf"),
+                    "-p",
+                    &p("k.pid"),
+                    "-r",
+                    &p("v.pid"),
+                ],
+            )
+            .unwrap();
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(p("k.log")).unwrap())
+            .stderr(std::fs::File::create(p("k.err")).unwrap());
+        let child = cmd.spawn().unwrap();
+        lab.track(node, &child, "keepalived");
+        Self { child, dir }
+    }
+
+    /// A crash: keepalived's VRRP work runs in a child process that, when
+    /// its parent dies, gives the VIP up gracefully (priority 0). SIGKILL
+    /// to that child first (its pid file), then the parent.
+    pub fn kill(&mut self) {
+        let vpid = std::fs::read_to_string(self.dir.path().join("v.pid")).unwrap_or_default();
+        if let Ok(pid) = vpid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        stop_gracefully(&mut self.child);
     }
 }
 
