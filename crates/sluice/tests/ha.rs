@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sluice_lab::{Lab, LabError, LabSpec, LbForwarding, Node, RealBackend};
+use sluice_lab::{Lab, LabSpec, LbForwarding, Node, RealBackend};
 
 /// Advertisement interval of the pair.
 const ADVERT: &str = "100ms";
@@ -43,11 +43,7 @@ fn ha_lab_sized(tag: &str, v6: bool, body: usize) -> Lab {
     spec.backend = RealBackend::Sluice {
         binary: PathBuf::from(SLUICE),
     };
-    match Lab::up(spec) {
-        Ok(lab) => lab,
-        Err(e @ LabError::NotPrivileged { .. }) => panic!("HA lab tests need root: {e}"),
-        Err(e) => panic!("lab up failed: {e}"),
-    }
+    lab_up(spec)
 }
 
 /// One LB's configuration: the `dr` service and the VRRP instance.
@@ -591,42 +587,22 @@ fn flows_survived(f: Flows, what: &str) {
 }
 
 #[test]
-fn established_flows_survive_a_dead_master_and_a_lost_link_with_maglev() {
+fn established_dr_flows_survive_failovers_with_maglev() {
     // `mh` with the same reals: both LBs pick the same real for a flow
     // without sharing any state (their tables are a pure function of the
     // reals), so even a session the new master never saw continues.
     let lab = ha_lab_sized("haflow", false, LONG_OK_BYTES as usize);
-    let mut a = start_daemon_on(&lab, Node::Lb, &config(150, ""), &[]);
-    let b = start_daemon_on(&lab, Node::PeerLb, &config(100, ""), &[]);
-    wait_state(&lab, Node::Lb, "master");
-    wait_master(&lab, Node::PeerLb, "10.99.0.1");
-
-    let flows = open_flows(&lab);
-    a.kill();
-    drop(a);
-    wait_state(&lab, Node::PeerLb, "master");
-    flows_survived(flows, "SIGKILL");
-
-    // Back to lb (preemption), then its link goes down under it.
-    let a = start_daemon_on(&lab, Node::Lb, &config(150, ""), &[]);
-    wait_state(&lab, Node::Lb, "master");
-    wait_state(&lab, Node::PeerLb, "backup");
-    let flows = open_flows(&lab);
-    let port = lab.topology().lb.switch_port.clone();
-    let out = lab
-        .exec(Node::Switch, &["ip", "link", "set", "dev", &port, "down"])
-        .unwrap();
-    assert!(out.status.success());
-    wait_state(&lab, Node::PeerLb, "master");
-    flows_survived(flows, "link down");
-    drop(a);
-    drop(b);
+    flows_survive_failovers(&lab, &config(150, ""), &config(100, ""), false);
 }
 
-/// The master (`lb`, running `cfg_a`) is SIGKILLed with a long download
-/// and a keep-alive connection open through the VIP; the backup (`cfg_b`)
-/// takes over and both flows continue.
-fn flows_survive_a_dead_master(lab: &Lab, cfg_a: &str, cfg_b: &str) {
+/// Three failovers with a long download and keep-alive connections open
+/// through the VIP each time: the master (`lb`, running `cfg_a`) is
+/// SIGKILLed and `lb2` (`cfg_b`) carries its flows on; `lb` restarts and
+/// preempts `lb2`, carrying on the flows `lb2` made while it was master
+/// (with sync: the full resync a starting node asks for, and `lb2`'s
+/// stream); then `lb`'s link goes down and `lb2` carries `lb`'s flows on
+/// again. `synced`: the configs run `[sync]`.
+fn flows_survive_failovers(lab: &Lab, cfg_a: &str, cfg_b: &str, synced: bool) {
     let mut a = start_daemon_on(lab, Node::Lb, cfg_a, &[]);
     let b = start_daemon_on(lab, Node::PeerLb, cfg_b, &[]);
     wait_state(lab, Node::Lb, "master");
@@ -635,28 +611,10 @@ fn flows_survive_a_dead_master(lab: &Lab, cfg_a: &str, cfg_b: &str) {
     a.kill();
     drop(a);
     wait_state(lab, Node::PeerLb, "master");
-    flows_survived(flows, "SIGKILL");
-    drop(b);
-}
-
-/// [`flows_survive_a_dead_master`], then three more failovers with flows
-/// open: `lb` restarts and preempts `lb2`, carrying on the flows `lb2`
-/// made while it was master (the full resync a starting node asks for,
-/// and `lb2`'s stream); then `lb`'s link goes down and `lb2` carries on
-/// `lb`'s flows again.
-fn flows_survive_failovers(lab: &Lab, cfg_a: &str, cfg_b: &str) {
-    let mut a = start_daemon_on(lab, Node::Lb, cfg_a, &[]);
-    let b = start_daemon_on(lab, Node::PeerLb, cfg_b, &[]);
-    wait_state(lab, Node::Lb, "master");
-    wait_master(lab, Node::PeerLb, "10.99.0.1");
-    let flows = open_flows(lab);
-    a.kill();
-    drop(a);
-    wait_state(lab, Node::PeerLb, "master");
-    // The master's heartbeats stopped: the backup took it for one that
-    // gave up, before VRRP's three intervals ran out.
+    // With sync, the master's heartbeats stopped: the backup took it for
+    // one that gave up, before VRRP's three intervals ran out.
     let v = vrrp(lab, Node::PeerLb);
-    assert_eq!(v[0]["silent_takeovers"], 1, "{v}");
+    assert_eq!(v[0]["silent_takeovers"], u64::from(synced), "{v}");
     flows_survived(flows, "SIGKILL");
 
     let flows = open_flows(lab);
@@ -678,7 +636,7 @@ fn flows_survive_failovers(lab: &Lab, cfg_a: &str, cfg_b: &str) {
 }
 
 #[test]
-fn established_tun_flows_survive_a_dead_master() {
+fn established_tun_flows_survive_failovers_with_maglev() {
     let mut spec = LabSpec::tun(&LabSpec::unique_label("hatun"));
     spec.reals = 2;
     spec.vip6 = None;
@@ -687,12 +645,13 @@ fn established_tun_flows_survive_a_dead_master() {
     spec.backend = RealBackend::Sluice {
         binary: PathBuf::from(SLUICE),
     };
-    let lab = Lab::up(spec).unwrap();
+    let lab = lab_up(spec);
     let svc = service("tun", "mh", &["10.98.0.11", "10.98.0.12"], "");
-    flows_survive_a_dead_master(
+    flows_survive_failovers(
         &lab,
         &config_with(&svc, 150, "", ""),
         &config_with(&svc, 100, "", ""),
+        false,
     );
 }
 
@@ -737,7 +696,7 @@ fn rr_flows_survive_with_sync(method: &str) {
         spec.backend = RealBackend::Sluice {
             binary: PathBuf::from(SLUICE),
         };
-        Lab::up(spec).unwrap()
+        lab_up(spec)
     } else {
         let mut spec = LabSpec::new(&LabSpec::unique_label(&format!("hsync-{method}")));
         spec.reals = 3;
@@ -748,7 +707,7 @@ fn rr_flows_survive_with_sync(method: &str) {
         spec.backend = RealBackend::Sluice {
             binary: PathBuf::from(SLUICE),
         };
-        Lab::up(spec).unwrap()
+        lab_up(spec)
     };
     let (reals, extra, vaddrs): (&[&str], &str, &[&str]) = match method {
         "tun" => (
@@ -797,7 +756,7 @@ fn rr_flows_survive_with_sync(method: &str) {
         "",
         &sync_section("10.99.0.3", "10.99.0.1"),
     );
-    flows_survive_failovers(&lab, &a, &b);
+    flows_survive_failovers(&lab, &a, &b, true);
 }
 
 #[test]

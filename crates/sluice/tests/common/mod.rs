@@ -21,6 +21,15 @@ pub const ADMIN: &str = "127.0.0.1:9900";
 /// How long the daemon may take to come up.
 const DAEMON_START: Duration = Duration::from_secs(20);
 
+/// The lab of `spec`, up (the tests need root).
+pub fn lab_up(spec: LabSpec) -> Lab {
+    match Lab::up(spec) {
+        Ok(lab) => lab,
+        Err(e @ LabError::NotPrivileged { .. }) => panic!("lab tests need root: {e}"),
+        Err(e) => panic!("lab up failed: {e}"),
+    }
+}
+
 /// A lab with `reals` sluice web servers and no kernel forwarding on the LB.
 pub fn l4_lab(tag: &str, reals: usize) -> Lab {
     let mut spec = LabSpec::new(&LabSpec::unique_label(tag));
@@ -29,11 +38,7 @@ pub fn l4_lab(tag: &str, reals: usize) -> Lab {
     spec.backend = RealBackend::Sluice {
         binary: PathBuf::from(SLUICE),
     };
-    match Lab::up(spec) {
-        Ok(lab) => lab,
-        Err(e @ LabError::NotPrivileged { .. }) => panic!("L4 lab tests need root: {e}"),
-        Err(e) => panic!("lab up failed: {e}"),
-    }
+    lab_up(spec)
 }
 
 /// `sluice run` in the LB namespace plus the XDP_PASS program on the
@@ -420,11 +425,7 @@ pub fn tun_lab(tag: &str, reals: usize) -> Lab {
     spec.backend = RealBackend::Sluice {
         binary: PathBuf::from(SLUICE),
     };
-    match Lab::up(spec) {
-        Ok(lab) => lab,
-        Err(e @ LabError::NotPrivileged { .. }) => panic!("L4 lab tests need root: {e}"),
-        Err(e) => panic!("lab up failed: {e}"),
-    }
+    lab_up(spec)
 }
 
 /// `curl EXTRA... URL` from the client namespace on a new connection:
