@@ -114,6 +114,10 @@ struct RealState {
     healthy: bool,
     /// Operator state.
     operator: OperatorState,
+    /// Removed by a reload while it had sessions: drained (no new flows,
+    /// its sessions continue) and retired once it has none
+    /// ([`L4Plane::reconcile_conns`]).
+    leaving: bool,
 }
 
 impl RealState {
@@ -124,7 +128,13 @@ impl RealState {
             } else {
                 Health::Down
             },
-            operator: self.operator,
+            // Leaving: drained, whatever the operator set (kept for
+            // when a later reload brings the real back).
+            operator: if self.leaving {
+                OperatorState::Drain
+            } else {
+                self.operator
+            },
         }
     }
 }
@@ -144,6 +154,15 @@ struct ServiceState {
     spec: ServiceSpec,
     index: u32,
     reals: Vec<RealState>,
+}
+
+/// What becomes of the reals a service update leaves out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Removed {
+    /// Drained until their sessions end (a reload).
+    Drain,
+    /// Retired at once, their sessions rescheduled (`ctl remove-real`).
+    Retire,
 }
 
 /// One service as `sluice ctl list` shows it.
@@ -184,7 +203,8 @@ pub struct RealView {
     pub mac: Option<String>,
     /// Health verdict: "up" or "down".
     pub health: &'static str,
-    /// Operator state (`enabled`, `drain`, `maintenance`).
+    /// Operator state (`enabled`, `drain`, `maintenance`), or `leaving`:
+    /// removed by a reload, draining until its sessions end.
     pub operator: &'static str,
     /// Established sessions (IPVS ActiveConn).
     pub active: u64,
@@ -350,7 +370,11 @@ impl<R: NeighbourResolver> L4Plane<R> {
     }
 
     /// Replaces the whole service set (start-up, reload). Services and reals
-    /// that survive keep their slots, so their sessions stay.
+    /// that survive keep their slots, so their sessions stay; a real that
+    /// is gone from a surviving service is drained rather than cut: it
+    /// takes no new flows, its sessions continue, and its slot is retired
+    /// once it has none (a reload never resets a connection of a real
+    /// that still answers). A removed service's sessions end with it.
     pub fn apply(&mut self, specs: Vec<ServiceSpec>) -> Result<(), ControlError> {
         if specs.len() as u64 > u64::from(MAX_VIPS) {
             return Err(ControlError::Invalid(format!(
@@ -368,12 +392,20 @@ impl<R: NeighbourResolver> L4Plane<R> {
             }
         }
         for s in specs {
-            self.upsert(s)?;
+            self.upsert_with(s, Removed::Drain)?;
         }
         Ok(())
     }
 
     fn upsert(&mut self, spec: ServiceSpec) -> Result<(), ControlError> {
+        self.upsert_with(spec, Removed::Retire)
+    }
+
+    fn upsert_with(
+        &mut self,
+        spec: ServiceSpec,
+        removed_reals: Removed,
+    ) -> Result<(), ControlError> {
         self.validate(&spec)?;
         let used: Vec<u32> = self.services.values().map(|s| s.index).collect();
         let mut st = match self.services.remove(&spec.name) {
@@ -408,14 +440,28 @@ impl<R: NeighbourResolver> L4Plane<R> {
                 mac: None,
                 healthy,
                 operator,
+                leaving: false,
             });
         }
-        let removed: Vec<u32> = st
+        // Reals gone from the spec: a reload drains them (and one already
+        // leaving stays so, whoever changes the service next); otherwise
+        // (`ctl remove-real`) they are retired now.
+        let mut removed = Vec::new();
+        for x in st
             .reals
             .iter()
             .filter(|x| !spec.reals.iter().any(|r| r.addr == x.spec.addr))
-            .map(|x| x.slot)
-            .collect();
+        {
+            if x.leaving || removed_reals == Removed::Drain {
+                reals.push(RealState {
+                    leaving: true,
+                    mac: None,
+                    ..x.clone()
+                });
+            } else {
+                removed.push(x.slot);
+            }
+        }
         if spec.vip != st.spec.vip || spec.port != st.spec.port || spec.proto != st.spec.proto {
             let old = st.spec.clone();
             self.unset_service_key(&old)?;
@@ -796,9 +842,26 @@ impl<R: NeighbourResolver> L4Plane<R> {
     }
 
     /// Overwrites the kernel's per-real connection counters with the exact
-    /// count of live established sessions (the `lc` family's input).
+    /// count of live established sessions (the `lc` family's input), and
+    /// retires the leaving reals that have no live session left.
     pub fn reconcile_conns(&mut self) -> Result<(), ControlError> {
         let counts = self.session_counts()?;
+        let mut done = Vec::new();
+        for st in self.services.values_mut() {
+            st.reals.retain(|r| {
+                let live = counts
+                    .get(&(r.slot, r.generation))
+                    .is_some_and(|c| c.0 + c.1 > 0);
+                if r.leaving && !live {
+                    done.push(r.slot);
+                    return false;
+                }
+                true
+            });
+        }
+        for slot in done {
+            self.retire_slot(slot)?;
+        }
         let slots: Vec<(u32, u16)> = self
             .services
             .values()
@@ -889,7 +952,11 @@ impl<R: NeighbourResolver> L4Plane<R> {
                     weight: r.spec.weight,
                     mac: r.mac.map(fmt_mac),
                     health: if r.healthy { "up" } else { "down" },
-                    operator: r.operator.as_str(),
+                    operator: if r.leaving {
+                        "leaving"
+                    } else {
+                        r.operator.as_str()
+                    },
                     active,
                     inactive,
                     packets: rs.packets,

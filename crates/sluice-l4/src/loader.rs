@@ -131,7 +131,7 @@ impl AttachMode {
 }
 
 /// Load-time parameters (map sizes are fixed when the object is loaded).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataplaneParams {
     /// Ring entries per service (prime for Maglev, ≤ [`MAX_RING_SIZE`]).
     pub ring_size: u32,

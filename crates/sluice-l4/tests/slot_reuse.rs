@@ -148,3 +148,57 @@ fn a_reused_slot_does_not_take_the_old_reals_sessions_along() {
     assert_eq!(to[4], 0, "rescheduled within service 0");
     assert_ne!(to, old_mac, "not to the removed real");
 }
+
+#[test]
+fn a_real_a_reload_removes_drains_until_its_sessions_end() {
+    let dp = Dataplane::load(
+        DataplaneParams {
+            ring_size: RING,
+            ..Default::default()
+        },
+        LB_MAC,
+    )
+    .unwrap_or_else(|e| panic!("loading the XDP program (needs root): {e}"));
+    let mut plane = L4Plane::new(dp, Fixed);
+    let mut s = spec(0);
+    s.reals.truncate(3);
+    plane.apply(vec![s.clone()]).unwrap();
+    // A flow on one real; then a reload without that real (and without
+    // another one that has no session).
+    const PORT: u16 = 41000;
+    let mac = sent_to(&plane, PORT, SYN);
+    let busy = IpAddr::V4(Ipv4Addr::new(10, 95, mac[4], mac[5]));
+    let idle = s.reals.iter().map(|r| r.addr).find(|a| *a != busy).unwrap();
+    let mut reloaded = s.clone();
+    reloaded.reals.retain(|r| r.addr != busy && r.addr != idle);
+    plane.apply(vec![reloaded.clone()]).unwrap();
+    let operators = |plane: &L4Plane<Fixed>| -> Vec<(String, &'static str)> {
+        plane.list().unwrap()[0]
+            .reals
+            .iter()
+            .map(|r| (r.address.clone(), r.operator))
+            .collect()
+    };
+    let ops = operators(&plane);
+    assert!(ops.contains(&(busy.to_string(), "leaving")), "{ops:?}");
+    // The flow stays on its real; new flows avoid it.
+    for _ in 0..3 {
+        assert_eq!(sent_to(&plane, PORT, ACK), mac);
+    }
+    for p in 0..20 {
+        assert_ne!(
+            sent_to(&plane, 42000 + p, SYN),
+            mac,
+            "a new flow went to the leaving real"
+        );
+    }
+    // The control loop retires the one without sessions and keeps the busy one.
+    plane.reconcile_conns().unwrap();
+    let ops = operators(&plane);
+    assert!(ops.iter().all(|(a, _)| *a != idle.to_string()), "{ops:?}");
+    assert!(ops.contains(&(busy.to_string(), "leaving")), "{ops:?}");
+    // Back in a later reload: the same slot, the flow still on it.
+    plane.apply(vec![s]).unwrap();
+    assert!(operators(&plane).contains(&(busy.to_string(), "enabled")));
+    assert_eq!(sent_to(&plane, PORT, ACK), mac);
+}

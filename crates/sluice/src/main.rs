@@ -30,6 +30,10 @@ enum Command {
     Ctl(cmd::ctl::Args),
     /// Validate a configuration file and exit (like `haproxy -c`).
     Check(cmd::check::Args),
+    /// Reload a running daemon's configuration file (as SIGHUP, and as
+    /// `sluice ctl reload`): checked first; nothing changes unless it is
+    /// valid and reload can apply the difference.
+    Reload(cmd::ctl::ReloadArgs),
     /// Build, inspect and tear down the network-namespace lab.
     #[command(subcommand)]
     Lab(cmd::lab::LabCommand),
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd::check::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Ctl(args) => cmd::ctl::run(args),
+        Command::Reload(args) => cmd::ctl::run(args.into()),
         Command::Lab(c) => cmd::lab::run(c),
         Command::Realserver(c) => cmd::realserver::run(c),
         Command::Bench(args) => cmd::bench::run(args),

@@ -32,6 +32,8 @@ pub(crate) struct AdminState {
     pub(crate) ha: Option<Arc<super::run::Ha>>,
     /// Connection sync's counts, when `[sync]` runs.
     pub(crate) sync: Option<Arc<sluice_ha::sync::SyncCounters>>,
+    /// Reloads the configuration file.
+    pub(crate) reloader: Arc<super::run::Reloader>,
 }
 
 impl AdminState {
@@ -126,6 +128,42 @@ async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Respon
             ),
             None => error(StatusCode::NOT_FOUND, "no vrrp_instance configured"),
         };
+    }
+    if path == ["v1", "reload"] && method == HttpMethod::POST {
+        let r = state.reloader.clone();
+        return match tokio::task::spawn_blocking(move || r.reload()).await {
+            Ok(Ok(g)) => json(StatusCode::OK, &serde_json::json!({ "generation": g })),
+            Ok(Err(super::run::Refused::Invalid(d))) => error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid configuration, nothing changed:\n{d}"),
+            ),
+            Ok(Err(super::run::Refused::NeedsRestart(what))) => error(
+                StatusCode::CONFLICT,
+                format!(
+                    "nothing changed: reload cannot apply changes to {}; restart to apply them",
+                    what.join(", ")
+                ),
+            ),
+            Ok(Err(super::run::Refused::Failed(e))) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload failed, nothing changed: {e}"),
+            ),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+    }
+    if path == ["v1", "config"] && method == HttpMethod::GET {
+        let g = state.reloader.generation();
+        let at =
+            g.at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "generation": g.generation,
+                "loaded_at_unix": at,
+                "path": g.path.display().to_string(),
+            }),
+        );
     }
     if path == ["v1", "sync"] && method == HttpMethod::GET {
         return match &state.sync {

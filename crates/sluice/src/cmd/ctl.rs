@@ -16,6 +16,23 @@ pub(crate) struct Args {
     pub(crate) command: CtlCommand,
 }
 
+/// Arguments of `sluice reload`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReloadArgs {
+    /// Admin endpoint of the daemon (`global.admin`).
+    #[arg(short = 'a', long = "admin", default_value_t = super::admin::default_admin())]
+    pub(crate) admin: SocketAddr,
+}
+
+impl From<ReloadArgs> for Args {
+    fn from(r: ReloadArgs) -> Self {
+        Args {
+            admin: r.admin,
+            command: CtlCommand::Reload,
+        }
+    }
+}
+
 /// `sluice ctl` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum CtlCommand {
@@ -35,6 +52,11 @@ pub(crate) enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Reload the daemon's configuration file (as SIGHUP): checked first,
+    /// applied only if valid and reloadable, else nothing changes.
+    Reload,
+    /// The loaded configuration: file, generation and when it was loaded.
+    Config,
     /// Connection sync's counts (sent, received, installed, skipped, lost).
     Sync,
     /// Everything above in Prometheus' text format (what `GET /metrics` serves).
@@ -198,6 +220,16 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", format_vrrp(&v));
             }
+        }
+        CtlCommand::Reload => {
+            let (s, v) = request(a, Method::POST, "/v1/reload", None).await?;
+            check(s, &v)?;
+            println!("reloaded: generation {}", v["generation"]);
+        }
+        CtlCommand::Config => {
+            let (s, v) = request(a, Method::GET, "/v1/config", None).await?;
+            check(s, &v)?;
+            println!("{v}");
         }
         CtlCommand::Sync => {
             let (s, v) = request(a, Method::GET, "/v1/sync", None).await?;

@@ -14,7 +14,7 @@ use sluice_l4::{AttachMode, DataplaneParams, RealSpec, ServiceSpec, validate_spe
 use super::plan::Problem;
 
 /// What `sluice run` loads for the L4 services.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct L4Plan {
     /// The interface the XDP program attaches to.
     pub(crate) iface: String,

@@ -50,6 +50,8 @@ pub struct Daemon {
     _pass: HelperProgram,
     _dir: tempfile::TempDir,
     pub log: PathBuf,
+    /// The configuration file it runs (rewrite it and reload).
+    pub config: PathBuf,
 }
 
 impl Drop for Daemon {
@@ -202,6 +204,7 @@ pub fn start_daemon_on(lab: &Lab, node: Node, config: &str, extra: &[&str]) -> D
         _pass: pass,
         _dir: dir,
         log,
+        config: cfg,
     };
     let admin: SocketAddr = ADMIN.parse().unwrap();
     let deadline = Instant::now() + DAEMON_START;

@@ -57,6 +57,13 @@ pub(super) fn start(plan: &L4Plan, cfg: &Config) -> anyhow::Result<L4Plane<Kerne
     Ok(plane)
 }
 
+/// The checks `start` makes of a plan's services against this host,
+/// for a reload's new services.
+pub(super) fn check_reloadable(plan: &L4Plan, cfg: &Config) -> anyhow::Result<()> {
+    check_tun_mtu(plan)?;
+    check_fullnat_locals(plan, cfg)
+}
+
 /// `tun` asks the kernel for the egress MTU only for packets that could
 /// exceed [`MIN_TUN_EGRESS_MTU`] once encapsulated, so an interface with
 /// a smaller MTU is refused when a `tun` service exists (IPv6 forbids

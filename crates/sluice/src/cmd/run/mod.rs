@@ -8,6 +8,7 @@ mod guard;
 mod ha;
 mod l4;
 mod l7;
+mod reload;
 mod sync;
 
 use std::{
@@ -22,6 +23,7 @@ use super::admin::{AdminState, admin_loop};
 use super::plan::Plan;
 pub(crate) use ha::Ha;
 pub(crate) use l4::Plane;
+pub(crate) use reload::{Refused, Reloader};
 
 /// Arguments of `sluice run`.
 #[derive(Debug, clap::Args)]
@@ -49,10 +51,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let threads = usize::from(cfg.global.threads.unwrap_or(0));
     let cpus: Vec<usize> = cfg.global.cpu_map.iter().map(|c| usize::from(*c)).collect();
     let rt = super::runtime::build_runtime(threads, &cpus).context("starting the runtime")?;
-    rt.block_on(serve(cfg, plan))
+    rt.block_on(serve(cfg, plan, args.config))
 }
 
-async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
+async fn serve(cfg: Config, plan: Plan, path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
     let plane = match &plan.l4 {
         Some(l4) => Some(Arc::new(Mutex::new(l4::start(l4, &cfg)?))),
         None => None,
@@ -135,6 +137,14 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let reloader = Arc::new(Reloader::new(
+        path,
+        cfg.clone(),
+        plan.l4.clone(),
+        plane.clone(),
+    ));
     let state = AdminState {
         plane: plane.clone(),
         l4_checks: checks.clone(),
@@ -142,11 +152,30 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
         proxy: proxy.clone(),
         ha: ha.clone(),
         sync: sync.as_ref().map(|h| h.counters().clone()),
+        reloader: reloader.clone(),
     };
-    tokio::select! {
-        r = admin_loop(admin, state) => r?,
-        _ = tokio::signal::ctrl_c() => eprintln!("sluice: SIGINT, shutting down"),
-        _ = term.recv() => eprintln!("sluice: SIGTERM, shutting down"),
+    let admin_task = admin_loop(admin, state);
+    tokio::pin!(admin_task);
+    loop {
+        tokio::select! {
+            r = &mut admin_task => {
+                r?;
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("sluice: SIGINT, shutting down");
+                break;
+            }
+            _ = term.recv() => {
+                eprintln!("sluice: SIGTERM, shutting down");
+                break;
+            }
+            _ = hup.recv() => {
+                let r = reloader.clone();
+                let out = tokio::task::spawn_blocking(move || r.reload()).await;
+                log_reload(out);
+            }
+        }
     }
     if let Some(h) = ha {
         // Hand the addresses over first (priority 0: the backup takes
@@ -170,4 +199,23 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
         eprintln!("sluice: removing the HA guard: {e:#}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs a SIGHUP reload's outcome (the admin endpoint's `POST /v1/reload`
+/// answers its caller instead).
+fn log_reload(out: Result<Result<u64, Refused>, tokio::task::JoinError>) {
+    match out {
+        Ok(Ok(g)) => eprintln!("sluice: SIGHUP: configuration reloaded, generation {g}"),
+        Ok(Err(Refused::Invalid(d))) => {
+            eprintln!("sluice: SIGHUP: invalid configuration, nothing changed:\n{d}");
+        }
+        Ok(Err(Refused::NeedsRestart(what))) => eprintln!(
+            "sluice: SIGHUP: nothing changed: reload cannot apply changes to {}; restart to apply them",
+            what.join(", ")
+        ),
+        Ok(Err(Refused::Failed(e))) => {
+            eprintln!("sluice: SIGHUP: reload failed, nothing changed: {e}")
+        }
+        Err(e) => eprintln!("sluice: SIGHUP: reload failed: {e}"),
+    }
 }
