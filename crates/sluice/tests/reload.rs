@@ -26,7 +26,7 @@ fn config(i: usize) -> String {
          [[l4_service.real]]\naddress = \"10.99.0.11\"\nweight = {}\n",
         1 + i % 3
     );
-    let other = if i % 2 == 0 {
+    let other = if i.is_multiple_of(2) {
         "10.99.0.12"
     } else {
         "10.99.0.13"
@@ -87,7 +87,7 @@ fn reloads_under_load_lose_nothing_and_bad_files_change_nothing() {
     assert!(before > 0, "no sessions on the unchanged real under load");
     for i in 1..=RELOADS {
         std::fs::write(&d.config, config(i)).unwrap();
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let out = sluice_in_lb(&lab, &["reload"]);
             assert!(
                 out.status.success(),
