@@ -43,9 +43,17 @@ pub(crate) enum CtlCommand {
         json: bool,
     },
     /// The data plane's global counters (verdicts, drops by reason).
-    Counters,
+    Counters {
+        /// Print the JSON the daemon returned.
+        #[arg(long)]
+        json: bool,
+    },
     /// Health-check targets: health, operator state, last result, last change.
-    Checks,
+    Checks {
+        /// Print the JSON the daemon returned.
+        #[arg(long)]
+        json: bool,
+    },
     /// VRRP instances: state, master, priority, adverts, faults.
     Vrrp {
         /// Print the JSON the daemon returned.
@@ -58,7 +66,11 @@ pub(crate) enum CtlCommand {
     /// The loaded configuration: file, generation and when it was loaded.
     Config,
     /// Connection sync's counts (sent, received, installed, skipped, lost).
-    Sync,
+    Sync {
+        /// Print the JSON the daemon returned.
+        #[arg(long)]
+        json: bool,
+    },
     /// Everything above in Prometheus' text format (what `GET /metrics` serves).
     Metrics,
     /// L7 proxy statistics per frontend, backend and server (like HAProxy's stats).
@@ -186,10 +198,12 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
                 print!("{}", format_list(&v));
             }
         }
-        CtlCommand::Counters => {
+        CtlCommand::Counters { json } => {
             let (s, v) = request(a, Method::GET, "/v1/counters", None).await?;
             check(s, &v)?;
-            if let Some(m) = v.as_object() {
+            if json {
+                println!("{v}");
+            } else if let Some(m) = v.as_object() {
                 for (k, n) in m {
                     println!("{k:<20} {n}");
                 }
@@ -231,16 +245,24 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
             check(s, &v)?;
             println!("{v}");
         }
-        CtlCommand::Sync => {
+        CtlCommand::Sync { json } => {
             let (s, v) = request(a, Method::GET, "/v1/sync", None).await?;
             check(s, &v)?;
+            if json {
+                println!("{v}");
+                return Ok(ExitCode::SUCCESS);
+            }
             for (k, n) in v.as_object().into_iter().flatten() {
                 println!("{k:<22} {}", n.as_u64().unwrap_or(0));
             }
         }
-        CtlCommand::Checks => {
+        CtlCommand::Checks { json } => {
             let (s, v) = request(a, Method::GET, "/v1/checks", None).await?;
             check(s, &v)?;
+            if json {
+                println!("{v}");
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "{:<28} {:<14} {:<6} {:<12} {:<10} {:>9} {:>7}  last result",
                 "target", "check", "health", "operator", "effective", "latency", "checks"

@@ -250,16 +250,18 @@ pub fn ctl_list(lab: &Lab) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// One global counter via `sluice ctl counters`.
+/// One global counter via `sluice ctl counters --json`.
 pub fn counter(lab: &Lab, name: &str) -> u64 {
-    let out = sluice_in_lb(lab, &["ctl", "counters"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next() == Some(name)).then(|| it.next().and_then(|n| n.parse().ok()))?
-        })
-        .unwrap_or_else(|| panic!("no counter {name} in {text}"))
+    let out = sluice_in_lb(lab, &["ctl", "counters", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ctl counters --json: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    v[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in {v}"))
 }
 
 /// `sluice ctl metrics`: the Prometheus text the admin endpoint serves.
