@@ -49,13 +49,13 @@ fn full_example_uses_every_section() {
     };
     assert_eq!(
         config.summary(),
-        "ok: 1 L4 service (3 reals), 2 frontends, 2 backends (5 servers), 5 health checks, 0 VRRP instances"
+        "ok: 1 L4 service (3 reals), 2 frontends, 2 backends (5 servers), 5 health checks, 1 VRRP instance"
     );
     assert_eq!(config.frontends[0].tls.len(), 2);
 }
 
-/// What parses but is not run yet (fullnat, VRRP, sync): `sluice check`
-/// refuses it, but the keys are validated here until the planes run them.
+/// fullnat, VRRP and sync together (they once parsed without running;
+/// the file stays as a parse test of their keys side by side).
 #[test]
 fn sections_not_run_yet_still_parse() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/not-yet-run.toml");
