@@ -32,6 +32,9 @@ pub const MAX_GSLB_RATE_LIMIT: u32 = 10_000_000;
 pub const DEFAULT_GSLB_MAX_ADDRESSES: u8 = 1;
 /// Most `max_addresses` accepted (16 A records still fit 512 bytes).
 pub const MAX_GSLB_MAX_ADDRESSES: u8 = 16;
+/// Default site `port`: what a site's `health_check` probes when the
+/// check sets no port.
+pub const DEFAULT_GSLB_CHECK_PORT: u16 = 80;
 /// Default site `weight` of a `weighted` name.
 pub const DEFAULT_GSLB_WEIGHT: u32 = 1;
 /// Most a site `weight` accepts.
@@ -60,6 +63,7 @@ const SITE_KEYS: &[&str] = &[
     "health_check",
     "l4_service",
     "backend",
+    "port",
     "weight",
 ];
 const NAME_KEYS: &[&str] = &[
@@ -110,6 +114,8 @@ pub struct GslbSite {
     pub addresses: Vec<IpAddr>,
     /// Where the site's health comes from.
     pub health: SiteHealthSource,
+    /// Port a `health_check` probes when the check sets none.
+    pub port: u16,
 }
 
 /// Where a site's health comes from.
@@ -375,10 +381,20 @@ fn site(
     } else {
         SiteHealthSource::Static
     };
+    if t.get("port").is_some() && !matches!(health, SiteHealthSource::Check(_)) {
+        cx.error(
+            t.offset_of("port"),
+            &t.key_path("port"),
+            "port is the port a health_check probes, expected a health_check or no port",
+        );
+    }
     GslbSite {
         name,
         addresses,
         health,
+        port: cx
+            .opt(t, "port", int_in(1, u16::MAX))
+            .unwrap_or(DEFAULT_GSLB_CHECK_PORT),
     }
 }
 

@@ -30,6 +30,8 @@ pub(crate) struct AdminState {
     pub(crate) proxy: Proxy,
     /// The VRRP instances, if any.
     pub(crate) ha: Option<Arc<super::run::Ha>>,
+    /// The GSLB DNS server, if `[gslb]` is configured.
+    pub(crate) gslb: Option<Arc<super::run::Gslb>>,
 }
 
 impl AdminState {
@@ -90,6 +92,7 @@ fn control_status(e: &ControlError) -> StatusCode {
 
 async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Response<Full<Bytes>> {
     let method = req.method().clone();
+    let query = req.uri().query().unwrap_or_default().to_owned();
     let path: Vec<String> = req
         .uri()
         .path()
@@ -125,6 +128,9 @@ async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Respon
             None => error(StatusCode::NOT_FOUND, "no vrrp_instance configured"),
         };
     }
+    if path == ["v1", "gslb"] && method == HttpMethod::GET {
+        return gslb(&state, &query);
+    }
     if path == ["metrics"] && method == HttpMethod::GET {
         return metrics(state).await;
     }
@@ -144,6 +150,29 @@ async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Respon
         Ok((s, v)) => json(s, &v),
         Err((s, m)) => error(s, m),
     }
+}
+
+/// `GET /v1/gslb[?client=ADDR]`: the zone's sites and names, with the
+/// answer `client` would get (default 127.0.0.1).
+fn gslb(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
+    let Some(g) = &state.gslb else {
+        return error(StatusCode::NOT_FOUND, "no [gslb] configured");
+    };
+    let mut client = IpAddr::from([127, 0, 0, 1]);
+    for kv in query.split('&') {
+        if let Some(v) = kv.strip_prefix("client=") {
+            match v.parse() {
+                Ok(a) => client = a,
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("client={v:?} is not an IP address"),
+                    );
+                }
+            }
+        }
+    }
+    json(StatusCode::OK, &g.view(client))
 }
 
 /// Runs `f` on the locked control plane in the blocking pool (map reads and
@@ -174,6 +203,9 @@ async fn metrics(state: AdminState) -> Response<Full<Bytes>> {
     super::metrics::checks(&mut f, &state.check_targets());
     if let Some(h) = &state.ha {
         super::metrics::vrrp(&mut f, &h.statuses());
+    }
+    if let Some(g) = &state.gslb {
+        super::metrics::gslb(&mut f, g.stats(), &g.zone().spec().sites);
     }
     if let Some(plane) = state.plane {
         let read = on_plane(plane, |g| {

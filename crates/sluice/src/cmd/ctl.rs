@@ -35,6 +35,16 @@ pub(crate) enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// GSLB: each name's policy, sites and health, and the answer a client
+    /// would get now.
+    Gslb {
+        /// The client address answered for (topology); default 127.0.0.1.
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
+        /// Print the JSON the daemon returned.
+        #[arg(long)]
+        json: bool,
+    },
     /// Everything above in Prometheus' text format (what `GET /metrics` serves).
     Metrics,
     /// L7 proxy statistics per frontend, backend and server (like HAProxy's stats).
@@ -195,6 +205,19 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{v}");
             } else {
                 print!("{}", format_vrrp(&v));
+            }
+        }
+        CtlCommand::Gslb { client, json } => {
+            let path = match client {
+                Some(c) => format!("/v1/gslb?client={c}"),
+                None => "/v1/gslb".to_owned(),
+            };
+            let (s, v) = request(a, Method::GET, &path, None).await?;
+            check(s, &v)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", super::gslb_map::format_view(&v));
             }
         }
         CtlCommand::Checks => {

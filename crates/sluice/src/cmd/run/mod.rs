@@ -4,6 +4,7 @@
 //! endpoint, and on SIGINT/SIGTERM shuts the proxy down gracefully (open
 //! connections get `hard_stop_after`) and detaches the XDP program.
 
+mod gslb;
 mod ha;
 mod l4;
 mod l7;
@@ -18,6 +19,7 @@ use sluice_config::Config;
 
 use super::admin::{AdminState, admin_loop};
 use super::plan::Plan;
+pub(crate) use gslb::Gslb;
 pub(crate) use ha::Ha;
 pub(crate) use l4::Plane;
 
@@ -91,6 +93,14 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
         None => (None, None),
     };
 
+    // GSLB: its sites may follow the L4 and L7 checks started above.
+    let gslb = match &plan.gslb {
+        Some(g) => Some(Arc::new(
+            gslb::start(&cfg, g, checks.clone(), l7_checks.clone()).await?,
+        )),
+        None => None,
+    };
+
     // VRRP last: a node takes part in the election only once what it
     // would serve is up (and its watchdog watches exactly that).
     let frontends: Vec<std::net::SocketAddr> = proxy
@@ -116,6 +126,7 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
         l7_checks,
         proxy: proxy.clone(),
         ha: ha.clone(),
+        gslb,
     };
     tokio::select! {
         r = admin_loop(admin, state) => r?,
