@@ -30,8 +30,9 @@ pub const DEFAULT_GSLB_RATE_LIMIT: u32 = 100;
 pub const MAX_GSLB_RATE_LIMIT: u32 = 10_000_000;
 /// Default `max_addresses`: addresses in one answer.
 pub const DEFAULT_GSLB_MAX_ADDRESSES: u8 = 1;
-/// Most `max_addresses` accepted (16 A records still fit 512 bytes).
-pub const MAX_GSLB_MAX_ADDRESSES: u8 = 16;
+/// Most `max_addresses` accepted (an answer past 512 bytes, about 17
+/// AAAA records, reaches a client without EDNS truncated: it retries over TCP).
+pub const MAX_GSLB_MAX_ADDRESSES: u8 = 32;
 /// Default site `port`: what a site's `health_check` probes when the
 /// check sets no port.
 pub const DEFAULT_GSLB_CHECK_PORT: u16 = 80;
