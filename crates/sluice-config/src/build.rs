@@ -220,12 +220,13 @@ pub(crate) fn build(cx: &mut Ctx<'_>, root: &DeTable<'_>) -> Config {
         let be: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
         let mut refs = Vec::new();
         let g = crate::gslb::gslb(cx, &root, &l4, &be, &mut refs);
-        rec.check_refs.extend(refs.into_iter().map(|(name, at, path)| CheckRef {
-            name,
-            at,
-            path,
-            dr_service: false,
-        }));
+        rec.check_refs
+            .extend(refs.into_iter().map(|(name, at, path)| CheckRef {
+                name,
+                at,
+                path,
+                dr_service: false,
+            }));
         g
     };
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::model::Keyword;
 use crate::value::{
-    Ctx, Tbl, Val, as_table, duration, int_in, ip, keyword, list, non_empty,
-    non_empty_list, socket, string, tables, unknown_message,
+    Ctx, Tbl, Val, as_table, duration, int_in, ip, keyword, list, non_empty, non_empty_list,
+    socket, string, tables, unknown_message,
 };
 
 // === Limits and defaults ===
@@ -229,7 +229,12 @@ pub(crate) fn gslb(
     let t = as_table(cx, v, "gslb", "a table ([gslb])")?;
     cx.check_keys(&t, GSLB_KEYS);
     let zone = cx
-        .req(&t, "zone", "the zone's apex, e.g. \"gslb.example.com\"", dns_name)
+        .req(
+            &t,
+            "zone",
+            "the zone's apex, e.g. \"gslb.example.com\"",
+            dns_name,
+        )
         .unwrap_or_default();
     let listen = cx
         .req(
@@ -292,7 +297,14 @@ pub(crate) fn gslb(
         }
         if let Some(f) = first.get(name) {
             let line = cx.line_of(*f);
-            cx.error(at, &n.key_path("name"), format!("duplicate name \"{}\" (first defined at line {line}), expected each name once", if name.is_empty() { "@" } else { name }));
+            cx.error(
+                at,
+                &n.key_path("name"),
+                format!(
+                    "duplicate name \"{}\" (first defined at line {line}), expected each name once",
+                    if name.is_empty() { "@" } else { name }
+                ),
+            );
         } else {
             first.insert(name, at);
         }
@@ -302,9 +314,7 @@ pub(crate) fn gslb(
         listen,
         nameservers,
         hostmaster,
-        serial: cx
-            .opt(&t, "serial", int_in(0, u32::MAX))
-            .unwrap_or(1),
+        serial: cx.opt(&t, "serial", int_in(0, u32::MAX)).unwrap_or(1),
         ttl,
         negative_ttl: cx
             .opt(&t, "negative_ttl", self::ttl)
@@ -359,7 +369,11 @@ fn site(
         );
     }
     let health = if let Some(c) = cx.opt(t, "health_check", non_empty) {
-        check_refs.push((c.clone(), t.offset_of("health_check"), t.key_path("health_check")));
+        check_refs.push((
+            c.clone(),
+            t.offset_of("health_check"),
+            t.key_path("health_check"),
+        ));
         SiteHealthSource::Check(c)
     } else if let Some(s) = cx.opt(t, "l4_service", non_empty) {
         if !l4_names.contains(&s.as_str()) {
@@ -402,7 +416,12 @@ fn site(
 fn name(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, default_ttl: Duration, site_names: &[&str]) -> GslbName {
     cx.check_keys(t, NAME_KEYS);
     let name = cx
-        .req(t, "name", "a name relative to the zone, or \"@\" for the apex", relative_name)
+        .req(
+            t,
+            "name",
+            "a name relative to the zone, or \"@\" for the apex",
+            relative_name,
+        )
         .unwrap_or_default();
     let ttl = cx.opt(t, "ttl", ttl).unwrap_or(default_ttl);
     let cname = cx.opt(t, "cname", dns_name);
@@ -439,8 +458,12 @@ fn name(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, default_ttl: Duration, site_names: &[
         )
         .unwrap_or(GslbPolicy::Failover);
     let sites = if has_sites {
-        cx.opt(t, "sites", non_empty_list(site_ref(site_names), "site name"))
-            .unwrap_or_default()
+        cx.opt(
+            t,
+            "sites",
+            non_empty_list(site_ref(site_names), "site name"),
+        )
+        .unwrap_or_default()
     } else {
         cx.error(
             t.at,
@@ -651,7 +674,9 @@ fn prefix(cx: &mut Ctx<'_>, v: &Val<'_>, path: &str) -> Option<(IpAddr, u8)> {
 pub fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
             IpAddr::V4((u32::from(a) & m).into())
         }
         IpAddr::V6(a) => {
@@ -739,19 +764,28 @@ cname = "www.gslb.example.com"
         else {
             panic!("sites");
         };
-        assert_eq!((*policy, &weights[..], *max_addresses), (GslbPolicy::Weighted, &[3, 1][..], 2));
+        assert_eq!(
+            (*policy, &weights[..], *max_addresses),
+            (GslbPolicy::Weighted, &[3, 1][..], 2)
+        );
         let GslbTarget::Sites { topology, .. } = &g.names[2].target else {
             panic!("sites");
         };
         assert_eq!(topology[0].prefixes[0], ("10.0.0.0".parse().unwrap(), 8));
-        assert_eq!(g.names[3].target, GslbTarget::Cname("www.gslb.example.com".into()));
+        assert_eq!(
+            g.names[3].target,
+            GslbTarget::Cname("www.gslb.example.com".into())
+        );
         assert_eq!(g.sites[0].health, SiteHealthSource::Static);
     }
 
     #[test]
     fn bad_zone_data_is_positioned() {
         let bad = ZONE
-            .replace("sites = [\"eu\", \"us\"]\n\n[[gslb.name]]\nname = \"@\"", "sites = [\"eu\", \"uss\"]\n\n[[gslb.name]]\nname = \"@\"")
+            .replace(
+                "sites = [\"eu\", \"us\"]\n\n[[gslb.name]]\nname = \"@\"",
+                "sites = [\"eu\", \"uss\"]\n\n[[gslb.name]]\nname = \"@\"",
+            )
             .replace("weights = [3, 1]", "weights = [3]")
             .replace("\"10.0.0.0/8\"", "\"10.0.0.1/8\"")
             .replace("name = \"alias\"", "name = \"www\"");
@@ -769,9 +803,18 @@ cname = "www.gslb.example.com"
     #[test]
     fn policy_keys_must_fit_the_policy() {
         let bad = ZONE
-            .replace("policy = \"failover\"", "policy = \"failover\"\nweights = [1, 2]")
-            .replace("cname = \"www.gslb.example.com\"", "cname = \"www.gslb.example.com\"\npolicy = \"failover\"")
-            .replace("zone = \"gslb.example.com.\"", "zone = \"gslb..example.com\"");
+            .replace(
+                "policy = \"failover\"",
+                "policy = \"failover\"\nweights = [1, 2]",
+            )
+            .replace(
+                "cname = \"www.gslb.example.com\"",
+                "cname = \"www.gslb.example.com\"\npolicy = \"failover\"",
+            )
+            .replace(
+                "zone = \"gslb.example.com.\"",
+                "zone = \"gslb..example.com\"",
+            );
         assert_eq!(
             diags(&bad),
             vec![
@@ -801,7 +844,9 @@ cname = "www.gslb.example.com"
         );
         assert_eq!(
             diags(&bad),
-            vec!["t.toml:14:11: gslb.site[1].backend: unknown backend \"api\", expected the name of a [[backend]] section and none is defined"]
+            vec![
+                "t.toml:14:11: gslb.site[1].backend: unknown backend \"api\", expected the name of a [[backend]] section and none is defined"
+            ]
         );
     }
 
@@ -810,7 +855,9 @@ cname = "www.gslb.example.com"
         let bad = ZONE.replace("ttl = \"20s\"", "ttl = \"1500ms\"");
         assert_eq!(
             diags(&bad),
-            vec!["t.toml:5:7: gslb.ttl: 1500ms is not a TTL, expected whole seconds from 1s to 86400s"]
+            vec![
+                "t.toml:5:7: gslb.ttl: 1500ms is not a TTL, expected whole seconds from 1s to 86400s"
+            ]
         );
         let bad = ZONE.replace("ttl = \"5s\"", "ttl = \"2d\"");
         assert_eq!(diags(&bad).len(), 1);
@@ -818,8 +865,17 @@ cname = "www.gslb.example.com"
 
     #[test]
     fn masks() {
-        assert_eq!(mask("10.1.2.3".parse().unwrap(), 8), "10.0.0.0".parse::<IpAddr>().unwrap());
-        assert_eq!(mask("10.1.2.3".parse().unwrap(), 0), "0.0.0.0".parse::<IpAddr>().unwrap());
-        assert_eq!(mask("2001:db8::1".parse().unwrap(), 32), "2001:db8::".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            mask("10.1.2.3".parse().unwrap(), 8),
+            "10.0.0.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            mask("10.1.2.3".parse().unwrap(), 0),
+            "0.0.0.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            mask("2001:db8::1".parse().unwrap(), 32),
+            "2001:db8::".parse::<IpAddr>().unwrap()
+        );
     }
 }

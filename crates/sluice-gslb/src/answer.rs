@@ -278,7 +278,14 @@ impl Zone {
             limit = usize::from(e.max_payload().clamp(512, EDNS_UDP_PAYLOAD));
             if e.version() > 0 {
                 resp.queries = req.queries.clone();
-                return finish(resp, ResponseCode::BADVERS, Some(mine), transport, slip, out);
+                return finish(
+                    resp,
+                    ResponseCode::BADVERS,
+                    Some(mine),
+                    transport,
+                    slip,
+                    out,
+                );
             }
             if let Some(EdnsOption::Subnet(cs)) = e.option(EdnsCode::Subnet) {
                 let max = if cs.addr().is_ipv4() { 32 } else { 128 };
@@ -298,9 +305,7 @@ impl Zone {
         let q = req.queries[0].clone();
         resp.queries.push(q.clone());
         let qtype = q.query_type();
-        if q.query_class() != DNSClass::IN
-            || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
-        {
+        if q.query_class() != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             return finish_limit(resp, ResponseCode::Refused, edns_out, limit, slip, out);
         }
         let mut key = q.name().to_ascii();
@@ -425,7 +430,8 @@ impl Zone {
                     IpAddr::V4(v4) => RData::A(A(v4)),
                     IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
                 };
-                resp.answers.push(Record::from_rdata(owner.clone(), n.ttl, rdata));
+                resp.answers
+                    .push(Record::from_rdata(owner.clone(), n.ttl, rdata));
             }
         }
         scope

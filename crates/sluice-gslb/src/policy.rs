@@ -42,7 +42,10 @@ pub enum Family {
 
 impl Family {
     fn matches(self, a: &IpAddr) -> bool {
-        matches!((self, a), (Self::V4, IpAddr::V4(_)) | (Self::V6, IpAddr::V6(_)))
+        matches!(
+            (self, a),
+            (Self::V4, IpAddr::V4(_)) | (Self::V6, IpAddr::V6(_))
+        )
     }
 }
 
@@ -122,7 +125,9 @@ pub fn best_rule(p: &SitePolicy, client: IpAddr) -> Option<(usize, u8)> {
 pub fn contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
     match (net, addr) {
         (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
             u32::from(n) & m == u32::from(a) & m
         }
         (IpAddr::V6(n), IpAddr::V6(a)) => {
@@ -424,7 +429,14 @@ mod tests {
         let p = topology();
         let s = sites();
         // eu down: the rule's next site, ap.
-        let c = choose(&p, &s, &down(&[(0, 0), (0, 1)]), Family::V4, ip("10.1.2.3"), 0);
+        let c = choose(
+            &p,
+            &s,
+            &down(&[(0, 0), (0, 1)]),
+            Family::V4,
+            ip("10.1.2.3"),
+            0,
+        );
         assert_eq!(c.addresses, vec![(2, ip("203.0.113.1"))]);
         // eu and ap down: the fallback (us).
         let c = choose(

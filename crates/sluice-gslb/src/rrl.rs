@@ -92,7 +92,7 @@ impl RateLimiter {
             return Verdict::Send;
         }
         b.limited = b.limited.wrapping_add(1);
-        if b.limited % SLIP == 0 {
+        if b.limited.is_multiple_of(SLIP) {
             Verdict::Slip
         } else {
             Verdict::Drop

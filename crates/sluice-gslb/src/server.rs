@@ -174,11 +174,13 @@ impl Server {
         });
         let mut bound = Vec::new();
         for &addr in &cfg.listen {
-            let udp = UdpSocket::bind(addr).await.map_err(|source| GslbError::Bind {
-                proto: "UDP",
-                addr,
-                source,
-            })?;
+            let udp = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| GslbError::Bind {
+                    proto: "UDP",
+                    addr,
+                    source,
+                })?;
             let local = udp.local_addr().map_err(|source| GslbError::Bind {
                 proto: "UDP",
                 addr,
@@ -293,11 +295,15 @@ async fn udp_loop(
         let slip = match verdict {
             Verdict::Send => false,
             Verdict::Slip => {
-                sh.stats.rate_limited_slipped.fetch_add(1, Ordering::Relaxed);
+                sh.stats
+                    .rate_limited_slipped
+                    .fetch_add(1, Ordering::Relaxed);
                 true
             }
             Verdict::Drop => {
-                sh.stats.rate_limited_dropped.fetch_add(1, Ordering::Relaxed);
+                sh.stats
+                    .rate_limited_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
         };
@@ -321,9 +327,7 @@ async fn udp_loop(
 /// The client's address, IPv4-mapped IPv6 shown as IPv4.
 fn client_ip(src: SocketAddr) -> IpAddr {
     match src.ip() {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         ip => ip,
     }
 }

@@ -120,12 +120,18 @@ fn short(lab: &Lab, args: &[&str]) -> Vec<String> {
 
 fn dig(lab: &Lab, args: &[&str]) -> String {
     let at = format!("@{DNS}");
-    run(lab, &[&["dig", "+tries=1", "+time=1", at.as_str()], args].concat())
+    run(
+        lab,
+        &[&["dig", "+tries=1", "+time=1", at.as_str()], args].concat(),
+    )
 }
 
 fn kdig(lab: &Lab, args: &[&str]) -> String {
     let at = format!("@{DNS}");
-    run(lab, &[&["kdig", "+retry=0", "+time=1", at.as_str()], args].concat())
+    run(
+        lab,
+        &[&["kdig", "+retry=0", "+time=1", at.as_str()], args].concat(),
+    )
 }
 
 /// Drops (or accepts again) TCP port 80 on a real: its site's check fails.
@@ -176,12 +182,18 @@ fn policies_follow_site_health_with_real_clients() {
     assert!(nx.contains("status: NXDOMAIN"), "{nx}");
     assert!(nx.contains("IN\tSOA\tns1.gslb.test."), "{nx}");
     let nodata = dig(&lab, &["www.gslb.test", "MX"]);
-    assert!(nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0"), "{nodata}");
+    assert!(
+        nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0"),
+        "{nodata}"
+    );
     assert!(nodata.contains("IN\tSOA"), "{nodata}");
     assert_eq!(short(&lab, &["gslb.test", "NS"]), ["ns1.gslb.test."]);
     let refused = dig(&lab, &["example.com", "A"]);
     assert!(refused.contains("status: REFUSED"), "{refused}");
-    assert!(!refused.contains(" ra"), "recursion is never available: {refused}");
+    assert!(
+        !refused.contains(" ra"),
+        "recursion is never available: {refused}"
+    );
     assert_eq!(
         short(&lab, &["alias.gslb.test", "A"]),
         ["www.gslb.test.", "10.99.0.11"]
@@ -196,14 +208,20 @@ fn policies_follow_site_health_with_real_clients() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 400, "two addresses per answer: {out}");
     let eu_first = lines.chunks(2).filter(|c| c[0] == "10.99.0.11").count();
-    assert!((125..=175).contains(&eu_first), "eu first in {eu_first} of 200");
+    assert!(
+        (125..=175).contains(&eu_first),
+        "eu first in {eu_first} of 200"
+    );
 
     // Topology from EDNS Client Subnet, scope echoed; fallback outside.
     let k = kdig(&lab, &["+subnet=10.1.2.0/24", "geo.gslb.test", "A"]);
     assert!(k.contains("CLIENT-SUBNET: 10.1.2.0/24/16"), "{k}");
     assert!(k.contains("10.99.0.11"), "{k}");
     let k = kdig(&lab, &["+subnet=192.168.0.0/24", "geo.gslb.test", "A"]);
-    assert!(k.contains("10.99.0.13") && k.contains("CLIENT-SUBNET: 192.168.0.0/24/24"), "{k}");
+    assert!(
+        k.contains("10.99.0.13") && k.contains("CLIENT-SUBNET: 192.168.0.0/24/24"),
+        "{k}"
+    );
     // Without ECS the resolver's own address counts (the client, 10.99.0.2).
     assert_eq!(short(&lab, &["geo.gslb.test", "A"]), ["10.99.0.13"]);
 
@@ -251,7 +269,8 @@ fn policies_follow_site_health_with_real_clients() {
     let replies = lab
         .in_netns(Node::Client, || {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
             let mut query = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
             query.extend_from_slice(b"\x03www\x04gslb"); // cut mid-name
             let mut huge_count = vec![0x12, 0x34, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
@@ -266,7 +285,10 @@ fn policies_follow_site_health_with_real_clients() {
         })
         .unwrap();
     assert_eq!(replies[0], None, "an empty datagram is dropped");
-    assert_eq!(replies[1], None, "a datagram shorter than a header is dropped");
+    assert_eq!(
+        replies[1], None,
+        "a datagram shorter than a header is dropped"
+    );
     let formerr = replies[2].as_ref().expect("FORMERR for a cut name");
     assert_eq!((&formerr[..2], formerr[3] & 0x0f), (&[0xab, 0xcd][..], 1));
     let formerr = replies[3].as_ref().expect("FORMERR for lying counts");
@@ -276,13 +298,34 @@ fn policies_follow_site_health_with_real_clients() {
 
     // The counters.
     let m = metrics(&lab);
-    assert!(metric(&m, r#"sluice_gslb_queries_total{transport="udp"}"#).unwrap() > 200, "{m}");
-    assert!(metric(&m, r#"sluice_gslb_queries_total{transport="tcp"}"#).unwrap() >= 3, "{m}");
-    assert!(metric(&m, r#"sluice_gslb_responses_total{rcode="formerr"}"#).unwrap() >= 2, "{m}");
-    assert!(metric(&m, r#"sluice_gslb_responses_total{rcode="nxdomain"}"#).unwrap() >= 1, "{m}");
-    assert!(metric(&m, r#"sluice_gslb_site_answers_total{site="eu"}"#).unwrap() > 100, "{m}");
-    assert!(metric(&m, r#"sluice_gslb_site_answers_total{site="us"}"#).unwrap() > 100, "{m}");
-    assert!(metric(&m, "sluice_gslb_truncated_total").unwrap() >= 2, "{m}");
+    assert!(
+        metric(&m, r#"sluice_gslb_queries_total{transport="udp"}"#).unwrap() > 200,
+        "{m}"
+    );
+    assert!(
+        metric(&m, r#"sluice_gslb_queries_total{transport="tcp"}"#).unwrap() >= 3,
+        "{m}"
+    );
+    assert!(
+        metric(&m, r#"sluice_gslb_responses_total{rcode="formerr"}"#).unwrap() >= 2,
+        "{m}"
+    );
+    assert!(
+        metric(&m, r#"sluice_gslb_responses_total{rcode="nxdomain"}"#).unwrap() >= 1,
+        "{m}"
+    );
+    assert!(
+        metric(&m, r#"sluice_gslb_site_answers_total{site="eu"}"#).unwrap() > 100,
+        "{m}"
+    );
+    assert!(
+        metric(&m, r#"sluice_gslb_site_answers_total{site="us"}"#).unwrap() > 100,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "sluice_gslb_truncated_total").unwrap() >= 2,
+        "{m}"
+    );
 }
 
 #[test]

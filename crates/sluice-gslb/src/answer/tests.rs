@@ -115,7 +115,11 @@ fn addrs(m: &Message) -> Vec<String> {
 #[test]
 fn a_and_aaaa_with_aa_and_no_recursion() {
     let z = zone();
-    let r = ask(&z, &query("www.gslb.example.com.", RecordType::A, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("www.gslb.example.com.", RecordType::A, None),
+        Transport::Udp,
+    );
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert!(r.metadata.authoritative);
     assert!(!r.metadata.recursion_available);
@@ -123,7 +127,11 @@ fn a_and_aaaa_with_aa_and_no_recursion() {
     assert_eq!(addrs(&r), vec!["192.0.2.1"]);
     assert_eq!(r.answers[0].ttl, 30);
     // Case-insensitive, case preserved.
-    let r = ask(&z, &query("WwW.GSLB.example.COM.", RecordType::AAAA, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("WwW.GSLB.example.COM.", RecordType::AAAA, None),
+        Transport::Udp,
+    );
     assert_eq!(addrs(&r), vec!["2001:db8::1"]);
     assert_eq!(r.answers[0].name.to_ascii(), "WwW.GSLB.example.COM.");
 }
@@ -131,39 +139,67 @@ fn a_and_aaaa_with_aa_and_no_recursion() {
 #[test]
 fn nxdomain_nodata_and_empty_non_terminals() {
     let z = zone();
-    let r = ask(&z, &query("nope.gslb.example.com.", RecordType::A, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("nope.gslb.example.com.", RecordType::A, None),
+        Transport::Udp,
+    );
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
     assert!(r.metadata.authoritative);
     assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
     assert_eq!(r.authorities[0].ttl, 60);
     // NODATA: an existing name, another type.
-    let r = ask(&z, &query("www.gslb.example.com.", RecordType::MX, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("www.gslb.example.com.", RecordType::MX, None),
+        Transport::Udp,
+    );
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert!(r.answers.is_empty());
     assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
     // The apex has no A record here: NODATA.
-    let r = ask(&z, &query("gslb.example.com.", RecordType::A, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("gslb.example.com.", RecordType::A, None),
+        Transport::Udp,
+    );
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert!(r.answers.is_empty());
     // eu exists as the parent of api.eu: NODATA, not NXDOMAIN.
-    let r = ask(&z, &query("eu.gslb.example.com.", RecordType::A, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("eu.gslb.example.com.", RecordType::A, None),
+        Transport::Udp,
+    );
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     // Below a configured name: NXDOMAIN.
-    let r = ask(&z, &query("x.www.gslb.example.com.", RecordType::A, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("x.www.gslb.example.com.", RecordType::A, None),
+        Transport::Udp,
+    );
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
 }
 
 #[test]
 fn soa_and_ns_at_the_apex() {
     let z = zone();
-    let r = ask(&z, &query("gslb.example.com.", RecordType::SOA, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("gslb.example.com.", RecordType::SOA, None),
+        Transport::Udp,
+    );
     assert_eq!(r.answers.len(), 1);
     let RData::SOA(soa) = &r.answers[0].data else {
         panic!("not a SOA: {r:?}");
     };
     assert_eq!(soa.serial, 7);
     assert_eq!(soa.minimum, 60);
-    let r = ask(&z, &query("gslb.example.com.", RecordType::NS, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("gslb.example.com.", RecordType::NS, None),
+        Transport::Udp,
+    );
     assert_eq!(r.answers.len(), 2);
     assert!(r.answers.iter().all(|a| a.record_type() == RecordType::NS));
 }
@@ -182,7 +218,10 @@ fn refused_outside_the_zone_and_for_transfers_and_chaos() {
         assert!(!r.metadata.authoritative);
     }
     let mut m = Message::query();
-    let mut q = Query::query(Name::from_ascii("version.bind.").expect("name"), RecordType::TXT);
+    let mut q = Query::query(
+        Name::from_ascii("version.bind.").expect("name"),
+        RecordType::TXT,
+    );
     q.set_query_class(DNSClass::CH);
     m.add_query(q);
     let r = ask(&z, &m.to_vec().expect("encode"), Transport::Udp);
@@ -192,12 +231,20 @@ fn refused_outside_the_zone_and_for_transfers_and_chaos() {
 #[test]
 fn cname_and_its_target_in_the_zone() {
     let z = zone();
-    let r = ask(&z, &query("alias.gslb.example.com.", RecordType::A, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("alias.gslb.example.com.", RecordType::A, None),
+        Transport::Udp,
+    );
     assert_eq!(r.answers[0].record_type(), RecordType::CNAME);
     assert_eq!(r.answers[0].ttl, 60);
     assert_eq!(addrs(&r), vec!["192.0.2.1"]);
     assert_eq!(r.answers[1].name.to_ascii(), "www.gslb.example.com.");
-    let r = ask(&z, &query("alias.gslb.example.com.", RecordType::CNAME, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("alias.gslb.example.com.", RecordType::CNAME, None),
+        Transport::Udp,
+    );
     assert_eq!(r.answers.len(), 1);
 }
 
@@ -205,13 +252,21 @@ fn cname_and_its_target_in_the_zone() {
 fn edns_payload_and_truncation() {
     let z = zone();
     // 16 A records fit 512 bytes (about 300).
-    let r = ask(&z, &query("many.gslb.example.com.", RecordType::A, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("many.gslb.example.com.", RecordType::A, None),
+        Transport::Udp,
+    );
     assert_eq!(addrs(&r).len(), 16);
     assert!(!r.metadata.truncation);
     assert!(r.edns.is_none(), "no OPT without one in the query");
     let mut e = Edns::new();
     e.set_max_payload(4096);
-    let r = ask(&z, &query("many.gslb.example.com.", RecordType::A, Some(e)), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("many.gslb.example.com.", RecordType::A, Some(e)),
+        Transport::Udp,
+    );
     let opt = r.edns.expect("OPT answered");
     assert_eq!(opt.max_payload(), EDNS_UDP_PAYLOAD);
     // Forced small: the slip.
@@ -274,7 +329,11 @@ fn badvers_for_edns_above_0() {
     let z = zone();
     let mut e = Edns::new();
     e.set_version(1);
-    let r = ask(&z, &query("www.gslb.example.com.", RecordType::A, Some(e)), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("www.gslb.example.com.", RecordType::A, Some(e)),
+        Transport::Udp,
+    );
     // 16 is BADVERS here (BADSIG shares the value in TSIG).
     assert_eq!(u16::from(r.metadata.response_code), 16);
     assert!(r.answers.is_empty());
@@ -291,10 +350,18 @@ fn ecs(addr: &str, source: u8) -> Edns {
 fn client_subnet_drives_topology_and_is_echoed_with_a_scope() {
     let z = zone();
     // No ECS, resolver outside 10/8: fallback eu.
-    let r = ask(&z, &query("api.eu.gslb.example.com.", RecordType::A, None), Transport::Udp);
+    let r = ask(
+        &z,
+        &query("api.eu.gslb.example.com.", RecordType::A, None),
+        Transport::Udp,
+    );
     assert_eq!(addrs(&r), vec!["192.0.2.1"]);
     // ECS in 10/8: us, scope 8.
-    let q = query("api.eu.gslb.example.com.", RecordType::A, Some(ecs("10.1.2.0", 24)));
+    let q = query(
+        "api.eu.gslb.example.com.",
+        RecordType::A,
+        Some(ecs("10.1.2.0", 24)),
+    );
     let r = ask(&z, &q, Transport::Udp);
     assert_eq!(addrs(&r), vec!["198.51.100.1"]);
     let Some(EdnsOption::Subnet(cs)) = r.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
@@ -303,11 +370,19 @@ fn client_subnet_drives_topology_and_is_echoed_with_a_scope() {
     };
     assert_eq!((cs.source_prefix(), cs.scope_prefix()), (24, 8));
     // ECS outside every rule: fallback, scope = source.
-    let q = query("api.eu.gslb.example.com.", RecordType::A, Some(ecs("172.16.0.0", 24)));
+    let q = query(
+        "api.eu.gslb.example.com.",
+        RecordType::A,
+        Some(ecs("172.16.0.0", 24)),
+    );
     let r = ask(&z, &q, Transport::Udp);
     assert_eq!(addrs(&r), vec!["192.0.2.1"]);
     // A name that does not depend on the client: scope 0.
-    let q = query("www.gslb.example.com.", RecordType::A, Some(ecs("10.1.2.0", 24)));
+    let q = query(
+        "www.gslb.example.com.",
+        RecordType::A,
+        Some(ecs("10.1.2.0", 24)),
+    );
     let r = ask(&z, &q, Transport::Udp);
     let Some(EdnsOption::Subnet(cs)) = r.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
     else {
@@ -315,7 +390,11 @@ fn client_subnet_drives_topology_and_is_echoed_with_a_scope() {
     };
     assert_eq!(cs.scope_prefix(), 0);
     // Source 0: the resolver's own address is used, scope 0.
-    let q = query("api.eu.gslb.example.com.", RecordType::A, Some(ecs("0.0.0.0", 0)));
+    let q = query(
+        "api.eu.gslb.example.com.",
+        RecordType::A,
+        Some(ecs("0.0.0.0", 0)),
+    );
     let r = ask(&z, &q, Transport::Udp);
     assert_eq!(addrs(&r), vec!["192.0.2.1"]);
 }
@@ -325,23 +404,55 @@ fn malformed_queries_get_formerr_or_nothing() {
     let z = zone();
     let good = query("www.gslb.example.com.", RecordType::A, None);
     // Too short, or a response: dropped.
-    assert!(z.respond(&AllUp, &good[..5], ip("192.0.2.9"), Transport::Udp, false, 1).response.is_none());
+    assert!(
+        z.respond(
+            &AllUp,
+            &good[..5],
+            ip("192.0.2.9"),
+            Transport::Udp,
+            false,
+            1
+        )
+        .response
+        .is_none()
+    );
     let mut resp = good.clone();
     resp[2] |= 0x80;
-    assert!(z.respond(&AllUp, &resp, ip("192.0.2.9"), Transport::Udp, false, 1).response.is_none());
+    assert!(
+        z.respond(&AllUp, &resp, ip("192.0.2.9"), Transport::Udp, false, 1)
+            .response
+            .is_none()
+    );
     // Truncated question: FORMERR with the id.
-    let out = z.respond(&AllUp, &good[..good.len() - 3], ip("192.0.2.9"), Transport::Udp, false, 1);
+    let out = z.respond(
+        &AllUp,
+        &good[..good.len() - 3],
+        ip("192.0.2.9"),
+        Transport::Udp,
+        false,
+        1,
+    );
     let r = out.response.expect("FORMERR");
     assert_eq!(&r[..2], &good[..2]);
     assert_eq!(r[3] & 0x0f, 1);
     // Two questions: FORMERR.
     let mut m = Message::query();
-    m.add_query(Query::query(Name::from_ascii("a.gslb.example.com.").expect("n"), RecordType::A));
-    m.add_query(Query::query(Name::from_ascii("b.gslb.example.com.").expect("n"), RecordType::A));
+    m.add_query(Query::query(
+        Name::from_ascii("a.gslb.example.com.").expect("n"),
+        RecordType::A,
+    ));
+    m.add_query(Query::query(
+        Name::from_ascii("b.gslb.example.com.").expect("n"),
+        RecordType::A,
+    ));
     let r = ask(&z, &m.to_vec().expect("encode"), Transport::Udp);
     assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
     // An ECS source prefix past 32: FORMERR.
-    let q = query("www.gslb.example.com.", RecordType::A, Some(ecs("10.0.0.0", 24)));
+    let q = query(
+        "www.gslb.example.com.",
+        RecordType::A,
+        Some(ecs("10.0.0.0", 24)),
+    );
     let pos = q.len() - 1 - 4; // the last option bytes: family(2) source(1) scope(1) addr(3)
     let mut bad = q.clone();
     bad[pos - 2] = 40;

@@ -93,6 +93,93 @@ pub(crate) fn zone_spec(g: &model::Gslb) -> ZoneSpec {
     }
 }
 
+/// `sluice ctl gslb`'s table from `GET /v1/gslb`'s JSON.
+pub(crate) fn format_view(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let list = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "zone {} on {} (answers for client {})",
+        s(&v["zone"]),
+        list(&v["listen"])
+            .iter()
+            .map(s)
+            .collect::<Vec<_>>()
+            .join(", "),
+        s(&v["client"])
+    );
+    let _ = writeln!(out, "\nSITE            HEALTH FROM          ADDRESSES");
+    for site in list(&v["sites"]) {
+        let addrs: Vec<String> = list(&site["addresses"])
+            .iter()
+            .map(|a| {
+                let up = if a["up"].as_bool().unwrap_or(false) {
+                    "up"
+                } else {
+                    "DOWN"
+                };
+                format!("{} {up}", s(&a["address"]))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<15} {:<20} {}",
+            s(&site["name"]),
+            s(&site["health_source"]),
+            addrs.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nNAME                             POLICY     TTL  SITES            ANSWER"
+    );
+    for n in list(&v["names"]) {
+        let answer = if n["cname"].is_string() {
+            format!("CNAME {}", s(&n["cname"]))
+        } else {
+            let mut parts = Vec::new();
+            for key in ["a", "aaaa"] {
+                for a in list(&n[key]) {
+                    parts.push(format!("{} ({})", s(&a["address"]), s(&a["site"])));
+                }
+                if n[format!("{key}_fail_open")].as_bool() == Some(true) {
+                    parts.push(format!(
+                        "[{} fail-open: no site healthy]",
+                        key.to_uppercase()
+                    ));
+                }
+            }
+            if parts.is_empty() {
+                "-".to_owned()
+            } else {
+                parts.join(", ")
+            }
+        };
+        let sites = list(&n["sites"])
+            .iter()
+            .map(s)
+            .collect::<Vec<_>>()
+            .join(",");
+        let policy = if n["cname"].is_string() {
+            "cname".to_owned()
+        } else {
+            s(&n["policy"])
+        };
+        let _ = writeln!(
+            out,
+            "{:<32} {:<10} {:<4} {:<16} {}",
+            s(&n["name"]),
+            policy,
+            n["ttl"].as_u64().unwrap_or(0),
+            sites,
+            answer
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,65 +223,25 @@ sites = ["b"]
         assert_eq!(sp.topology[0].sites, vec![1]);
         assert_eq!(sp.kind, PolicyKind::Topology);
     }
-}
 
-/// `sluice ctl gslb`'s table from `GET /v1/gslb`'s JSON.
-pub(crate) fn format_view(v: &serde_json::Value) -> String {
-    use std::fmt::Write as _;
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-    let list = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "zone {} on {} (answers for client {})",
-        s(&v["zone"]),
-        list(&v["listen"]).iter().map(s).collect::<Vec<_>>().join(", "),
-        s(&v["client"])
-    );
-    let _ = writeln!(out, "\nSITE            HEALTH FROM          ADDRESSES");
-    for site in list(&v["sites"]) {
-        let addrs: Vec<String> = list(&site["addresses"])
-            .iter()
-            .map(|a| {
-                let up = if a["up"].as_bool().unwrap_or(false) { "up" } else { "DOWN" };
-                format!("{} {up}", s(&a["address"]))
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "{:<15} {:<20} {}",
-            s(&site["name"]),
-            s(&site["health_source"]),
-            addrs.join(", ")
+    #[test]
+    fn ctl_table_shows_health_and_answers() {
+        let v = serde_json::json!({
+            "zone": "g.test", "listen": ["127.0.0.1:53"], "client": "10.1.1.1",
+            "sites": [{"name": "eu", "health_source": "health_check web",
+                       "addresses": [{"address": "192.0.2.1", "up": false}]}],
+            "names": [
+                {"name": "www.g.test.", "ttl": 30, "policy": "failover", "sites": ["eu"],
+                 "a": [{"site": "eu", "address": "192.0.2.1"}], "a_fail_open": true},
+                {"name": "app.g.test.", "ttl": 60, "cname": "www.g.test"}
+            ]
+        });
+        let t = format_view(&v);
+        assert!(t.contains("192.0.2.1 DOWN"), "{t}");
+        assert!(
+            t.contains("192.0.2.1 (eu), [A fail-open: no site healthy]"),
+            "{t}"
         );
+        assert!(t.contains("CNAME www.g.test"), "{t}");
     }
-    let _ = writeln!(out, "\nNAME                             POLICY     TTL  SITES            ANSWER");
-    for n in list(&v["names"]) {
-        let answer = if n["cname"].is_string() {
-            format!("CNAME {}", s(&n["cname"]))
-        } else {
-            let mut parts = Vec::new();
-            for key in ["a", "aaaa"] {
-                for a in list(&n[key]) {
-                    parts.push(format!("{} ({})", s(&a["address"]), s(&a["site"])));
-                }
-                if n[format!("{key}_fail_open")].as_bool() == Some(true) {
-                    parts.push(format!("[{} fail-open: no site healthy]", key.to_uppercase()));
-                }
-            }
-            if parts.is_empty() { "-".to_owned() } else { parts.join(", ") }
-        };
-        let sites = list(&n["sites"]).iter().map(s).collect::<Vec<_>>().join(",");
-        let policy = if n["cname"].is_string() { "cname".to_owned() } else { s(&n["policy"]) };
-        let _ = writeln!(
-            out,
-            "{:<32} {:<10} {:<4} {:<16} {}",
-            s(&n["name"]),
-            policy,
-            n["ttl"].as_u64().unwrap_or(0),
-            sites,
-            answer
-        );
-    }
-    out
 }
