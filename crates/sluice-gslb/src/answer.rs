@@ -250,6 +250,66 @@ impl Zone {
         if query.len() < HEADER_LEN || query[2] & 0x80 != 0 {
             return Outcome::drop();
         }
+        if !slip && let Some(out) = self.fast(health, query, src, transport, random) {
+            return out;
+        }
+        self.respond_general(health, query, src, transport, slip, random)
+    }
+
+    /// The fast path of the common query (module `fast`), or `None` for
+    /// anything else.
+    fn fast(
+        &self,
+        health: &impl HealthView,
+        query: &[u8],
+        src: IpAddr,
+        transport: Transport,
+        random: u64,
+    ) -> Option<Outcome> {
+        let q = fast::parse(query)?;
+        let &i = self.names.get(q.key.as_str())?;
+        let AnswerSpec::Sites(p) = &self.spec.names[i].answer else {
+            return None;
+        };
+        let family = if q.qtype == fast::TYPE_A {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let choice = policy::choose(p, &self.spec.sites, health, family, src, random);
+        if choice.addresses.is_empty() {
+            return None; // NODATA: the general path adds the SOA
+        }
+        let limit = match (transport, q.edns_payload) {
+            (Transport::Tcp, _) => MAX_TCP_MESSAGE,
+            (Transport::Udp, None) => PLAIN_UDP_PAYLOAD,
+            (Transport::Udp, Some(n)) => usize::from(n.clamp(512, EDNS_UDP_PAYLOAD)),
+        };
+        let bytes = fast::encode(query, &q, self.spec.names[i].ttl, &choice.addresses, limit)?;
+        let mut sites: Vec<usize> = Vec::new();
+        for (s, _) in &choice.addresses {
+            if !sites.contains(s) {
+                sites.push(*s);
+            }
+        }
+        Some(Outcome {
+            response: Some(bytes),
+            rcode: Some(ResponseCode::NoError),
+            sites,
+            truncated: false,
+        })
+    }
+
+    /// Every query, through hickory-proto's message model.
+    fn respond_general(
+        &self,
+        health: &impl HealthView,
+        query: &[u8],
+        src: IpAddr,
+        transport: Transport,
+        slip: bool,
+        random: u64,
+    ) -> Outcome {
         let req = match Message::from_vec(query) {
             Ok(m) => m,
             Err(_) => return header_only(query, ResponseCode::FormErr),
@@ -502,6 +562,8 @@ fn finish_limit(
     out.response = Some(bytes);
     out
 }
+
+mod fast;
 
 #[cfg(test)]
 mod tests;

@@ -498,3 +498,50 @@ proptest::proptest! {
         let _ = z.respond(&AllUp, &q, ip("192.0.2.9"), Transport::Udp, false, 1);
     }
 }
+
+/// The fast path and the general path give the same bytes, for every
+/// query the fast path takes (and it does take them).
+#[test]
+fn the_fast_path_matches_the_general_path() {
+    let z = zone();
+    let mut taken = 0;
+    for name in [
+        "www.gslb.example.com.",
+        "WWW.Gslb.Example.com.",
+        "api.eu.gslb.example.com.",
+        "many.gslb.example.com.",
+        "alias.gslb.example.com.",
+        "nope.gslb.example.com.",
+        "gslb.example.com.",
+    ] {
+        for t in [RecordType::A, RecordType::AAAA, RecordType::MX] {
+            for edns in [None, Some(Edns::new()), Some(ecs("10.1.2.0", 24))] {
+                let mut e = edns.clone();
+                if let Some(e) = e.as_mut() {
+                    e.set_max_payload(1400);
+                }
+                for rd in [false, true] {
+                    let mut m = Message::query();
+                    m.metadata.recursion_desired = rd;
+                    m.metadata.checking_disabled = rd;
+                    m.add_query(Query::query(Name::from_ascii(name).expect("name"), t));
+                    if let Some(e) = e.clone() {
+                        m.set_edns(e);
+                    }
+                    let q = m.to_vec().expect("encode");
+                    for tr in [Transport::Udp, Transport::Tcp] {
+                        let src = ip("10.1.1.1");
+                        let general = z.respond_general(&AllUp, &q, src, tr, false, 5);
+                        if let Some(fast) = z.fast(&AllUp, &q, src, tr, 5) {
+                            taken += 1;
+                            assert_eq!(fast, general, "{name} {t} {e:?} rd={rd} {tr:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // www and WWW (A and AAAA), api.eu (A; its AAAA has eu's), many (A):
+    // without ECS, both transports, both RD values.
+    assert!(taken >= 40, "the fast path took {taken} queries");
+}
