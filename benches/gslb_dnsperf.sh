@@ -173,4 +173,4 @@ echo
 echo "| server | queries/s (median of $ROUNDS) | CPU µs per query (median) |"
 echo "|---|---|---|"
 echo "| sluice $(git -C "$ROOT" rev-parse --short HEAD) | $sq | $sc |"
-echo "| gdnsd $(gdnsd -V 2>&1 | awk 'NR==1{print $3}') | $gq | $gc |"
+echo "| gdnsd $(dpkg-query -W -f='${Version}' gdnsd) | $gq | $gc |"

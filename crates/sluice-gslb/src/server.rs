@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use std::os::fd::AsRawFd as _;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
@@ -28,6 +30,9 @@ pub const MAX_UDP_QUERY: usize = 4096;
 pub const MAX_TCP_CONNECTIONS: usize = 1024;
 /// A TCP connection idle this long without a complete query is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most datagrams read (and answers sent) per system call
+/// (`recvmmsg` / `sendmmsg`).
+pub const UDP_BATCH: usize = 32;
 /// Most UDP worker tasks per socket.
 pub const MAX_UDP_WORKERS: usize = 8;
 
@@ -274,53 +279,151 @@ async fn udp_loop(
     epoch: Instant,
     mut rng: u64,
 ) {
-    let mut buf = vec![0u8; MAX_UDP_QUERY];
+    let fd = sock.as_raw_fd();
+    let mut bufs: Vec<Vec<u8>> = (0..UDP_BATCH).map(|_| vec![0u8; MAX_UDP_QUERY]).collect();
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(UDP_BATCH);
     loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
+        if let Err(e) = sock.readable().await {
+            tracing::debug!(error = %e, "gslb: UDP readiness");
+            continue;
+        }
+        let got = match sock.try_io(Interest::READABLE, || batch::recv(fd, &mut bufs)) {
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 // ICMP errors from earlier sends surface here; keep going.
                 tracing::debug!(error = %e, "gslb: UDP receive");
                 continue;
             }
         };
-        sh.stats.queries_udp.fetch_add(1, Ordering::Relaxed);
-        let verdict = match &limiter {
-            Some(l) => match l.lock() {
-                Ok(mut l) => l.check(src.ip(), epoch.elapsed()),
-                Err(_) => Verdict::Send,
-            },
-            None => Verdict::Send,
-        };
-        let slip = match verdict {
-            Verdict::Send => false,
-            Verdict::Slip => {
-                sh.stats
-                    .rate_limited_slipped
-                    .fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Verdict::Drop => {
-                sh.stats
-                    .rate_limited_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+        for (i, (n, src)) in got.into_iter().enumerate() {
+            let Some(src) = src else {
                 continue;
+            };
+            sh.stats.queries_udp.fetch_add(1, Ordering::Relaxed);
+            let verdict = match &limiter {
+                Some(l) => match l.lock() {
+                    Ok(mut l) => l.check(src.ip(), epoch.elapsed()),
+                    Err(_) => Verdict::Send,
+                },
+                None => Verdict::Send,
+            };
+            let slip = match verdict {
+                Verdict::Send => false,
+                Verdict::Slip => {
+                    sh.stats
+                        .rate_limited_slipped
+                        .fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Verdict::Drop => {
+                    sh.stats
+                        .rate_limited_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let out = sh.zone.respond(
+                &*sh.health,
+                &bufs[i][..n],
+                client_ip(src),
+                Transport::Udp,
+                slip,
+                splitmix64(&mut rng),
+            );
+            sh.stats.count(&out);
+            if let Some(r) = out.response {
+                replies.push((r, src));
+            }
+        }
+        // One sendmmsg for the batch; what it could not send (a full
+        // socket buffer) goes one by one, waiting for room.
+        let sent = match sock.try_io(Interest::WRITABLE, || batch::send(fd, &replies)) {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    tracing::debug!(error = %e, "gslb: UDP send");
+                }
+                0
             }
         };
-        let out = sh.zone.respond(
-            &*sh.health,
-            &buf[..n],
-            client_ip(src),
-            Transport::Udp,
-            slip,
-            splitmix64(&mut rng),
-        );
-        sh.stats.count(&out);
-        if let Some(r) = out.response
-            && let Err(e) = sock.send_to(&r, src).await
-        {
-            tracing::debug!(error = %e, %src, "gslb: UDP send");
+        for (r, dst) in replies.drain(..).skip(sent) {
+            if let Err(e) = sock.send_to(&r, dst).await {
+                tracing::debug!(error = %e, %dst, "gslb: UDP send");
+            }
         }
+    }
+}
+
+/// Batched UDP I/O: `recvmmsg` and `sendmmsg` through nix's safe wrappers.
+mod batch {
+    use std::io::{IoSlice, IoSliceMut};
+    use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::RawFd;
+
+    use nix::sys::socket::{
+        ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+    };
+
+    /// Receives up to `bufs.len()` datagrams without waiting: (length,
+    /// source) of each, in order; `WouldBlock` if none is queued.
+    pub(super) fn recv(
+        fd: RawFd,
+        bufs: &mut [Vec<u8>],
+    ) -> std::io::Result<Vec<(usize, Option<SocketAddr>)>> {
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+            .iter_mut()
+            .map(|b| [IoSliceMut::new(&mut b[..])])
+            .collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
+        let res = recvmmsg(
+            fd,
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(std::io::Error::from)?;
+        Ok(res
+            .map(|m| (m.bytes, m.address.as_ref().and_then(socket_addr)))
+            .collect())
+    }
+
+    /// Sends `replies` without waiting; returns how many went.
+    pub(super) fn send(fd: RawFd, replies: &[(Vec<u8>, SocketAddr)]) -> std::io::Result<usize> {
+        if replies.is_empty() {
+            return Ok(0);
+        }
+        let iovs: Vec<[IoSlice<'_>; 1]> = replies.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+        let addrs: Vec<Option<SockaddrStorage>> = replies
+            .iter()
+            .map(|(_, a)| Some(SockaddrStorage::from(*a)))
+            .collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
+        let cmsgs: [ControlMessage<'_>; 0] = [];
+        let res = sendmmsg(
+            fd,
+            &mut headers,
+            &iovs,
+            addrs,
+            cmsgs,
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(std::io::Error::from)?;
+        Ok(res.count())
+    }
+
+    fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
+        if let Some(a) = s.as_sockaddr_in() {
+            return Some(SocketAddr::V4(SocketAddrV4::new(a.ip(), a.port())));
+        }
+        let a = s.as_sockaddr_in6()?;
+        Some(SocketAddr::V6(SocketAddrV6::new(
+            a.ip(),
+            a.port(),
+            a.flowinfo(),
+            a.scope_id(),
+        )))
     }
 }
 
