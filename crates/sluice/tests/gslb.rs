@@ -355,3 +355,69 @@ fn the_rate_limit_drops_and_slips_a_flood() {
         "slipped clients retry over TCP: {m}"
     );
 }
+
+/// A site that is this node: its health is the local backend's (up while
+/// one of its servers is serving), so when the backend's only server fails
+/// its check the name fails over to the other site, and back.
+#[test]
+fn a_local_backend_is_the_health_of_its_site() {
+    let lab = l4_lab("gslbloc", 1);
+    let cfg = format!(
+        r#"[global]
+admin = "{ADMIN}"
+
+[health_check.web]
+type = "tcp"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 2
+jitter = 0
+initial_state = "up"
+
+[[frontend]]
+name = "www"
+bind = ["{DNS}:8080"]
+mode = "tcp"
+default_backend = "web"
+
+[[backend]]
+name = "web"
+mode = "tcp"
+health_check = "web"
+[[backend.server]]
+name = "rs1"
+address = "10.99.0.11:80"
+
+[gslb]
+listen = ["{DNS}:53"]
+zone = "gslb.test"
+nameservers = ["ns1.gslb.test"]
+ttl = "1s"
+
+[[gslb.site]]
+name = "here"
+addresses = ["{DNS}"]
+backend = "web"
+
+[[gslb.site]]
+name = "elsewhere"
+addresses = ["192.0.2.50"]
+
+[[gslb.name]]
+name = "www"
+policy = "failover"
+sites = ["here", "elsewhere"]
+"#
+    );
+    let _d = start_daemon(&lab, &cfg);
+    assert_eq!(short(&lab, &["www.gslb.test", "A"]), [DNS]);
+    block_web(&lab, 1, true);
+    // interval × fall, plus the local poll (500 ms), plus slack.
+    let took = until(&lab, &["www.gslb.test", "A"], &["192.0.2.50"], CONVERGE);
+    eprintln!("backend down: answers moved in {took:?}");
+    let text = String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "gslb"]).stdout).into_owned();
+    assert!(text.contains("backend web") && text.contains("10.99.0.1 DOWN"), "{text}");
+    block_web(&lab, 1, false);
+    until(&lab, &["www.gslb.test", "A"], &[DNS], CONVERGE);
+}
