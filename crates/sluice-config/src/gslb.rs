@@ -472,6 +472,11 @@ fn name(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, default_ttl: Duration, site_names: &[
         );
         Vec::new()
     };
+    // Sites as written (an unknown one is reported above, but still counts here).
+    let listed = match t.get("sites").map(|v| v.get_ref()) {
+        Some(toml::de::DeValue::Array(a)) => a.len(),
+        _ => sites.len(),
+    };
     let weights = match cx.opt(t, "weights", list(int_in(1, MAX_GSLB_WEIGHT))) {
         Some(w) => {
             if policy != GslbPolicy::Weighted {
@@ -480,14 +485,13 @@ fn name(cx: &mut Ctx<'_>, t: &Tbl<'_, '_>, default_ttl: Duration, site_names: &[
                     &t.key_path("weights"),
                     format!("weights apply to policy \"weighted\", not \"{policy}\", expected no weights"),
                 );
-            } else if has_sites && w.len() != sites.len() {
+            } else if has_sites && w.len() != listed {
                 cx.error(
                     t.offset_of("weights"),
                     &t.key_path("weights"),
                     format!(
-                        "{} weights for {} sites, expected one weight per site, in the order of sites",
+                        "{} weight(s) for {listed} site(s), expected one weight per site, in the order of sites",
                         w.len(),
-                        sites.len()
                     ),
                 );
             }
@@ -793,7 +797,7 @@ cname = "www.gslb.example.com"
             diags(&bad),
             vec![
                 "t.toml:18:16: gslb.name[0].sites[1]: unknown site \"uss\", did you mean \"us\"?",
-                "t.toml:24:11: gslb.name[1].weights: 1 weights for 2 sites, expected one weight per site, in the order of sites",
+                "t.toml:24:11: gslb.name[1].weights: 1 weight(s) for 2 site(s), expected one weight per site, in the order of sites",
                 "t.toml:33:13: gslb.name[2].topology[0].prefixes[0]: \"10.0.0.1/8\" has host bits set, expected \"10.0.0.0/8\"",
                 "t.toml:37:8: gslb.name[3].name: duplicate name \"www\" (first defined at line 16), expected each name once",
             ]

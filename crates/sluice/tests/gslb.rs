@@ -417,7 +417,10 @@ sites = ["here", "elsewhere"]
     let took = until(&lab, &["www.gslb.test", "A"], &["192.0.2.50"], CONVERGE);
     eprintln!("backend down: answers moved in {took:?}");
     let text = String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "gslb"]).stdout).into_owned();
-    assert!(text.contains("backend web") && text.contains("10.99.0.1 DOWN"), "{text}");
+    assert!(
+        text.contains("backend web") && text.contains("10.99.0.1 DOWN"),
+        "{text}"
+    );
     block_web(&lab, 1, false);
     until(&lab, &["www.gslb.test", "A"], &[DNS], CONVERGE);
 }
