@@ -1,6 +1,8 @@
 //! The DNS listeners on the caller's tokio runtime: per `listen` address
-//! one UDP socket served by [`udp_workers`] tasks and one TCP listener
-//! (the same port), each query answered by [`Zone::respond`].
+//! [`ServerConfig::udp_sockets`] UDP sockets (`SO_REUSEPORT`), one task
+//! each reading and answering in batches of [`UDP_BATCH`]
+//! (`recvmmsg` / `sendmmsg`), and one TCP listener on the same port; each
+//! query answered by [`Zone::respond`].
 //!
 //! Bounds: a UDP query larger than [`MAX_UDP_QUERY`] bytes is cut (and so
 //! answered FORMERR); at most [`MAX_TCP_CONNECTIONS`] TCP connections,
@@ -33,7 +35,7 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most datagrams read (and answers sent) per system call
 /// (`recvmmsg` / `sendmmsg`).
 pub const UDP_BATCH: usize = 32;
-/// Most UDP worker tasks per socket.
+/// Most UDP sockets (one task each) per listen address.
 pub const MAX_UDP_WORKERS: usize = 8;
 
 /// What the server serves.
@@ -44,6 +46,10 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// UDP responses per second per source prefix; 0: unlimited.
     pub rate_limit: u32,
+    /// UDP sockets per listen address (`SO_REUSEPORT`: the kernel spreads
+    /// the clients among them), one task each; 0: one per CPU, at most
+    /// [`MAX_UDP_WORKERS`].
+    pub udp_sockets: usize,
 }
 
 /// Starting the server failed.
@@ -155,7 +161,8 @@ struct Shared {
     tcp_slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// UDP worker tasks per socket: one per CPU, at most [`MAX_UDP_WORKERS`].
+/// UDP sockets per listen address by default: one per CPU, at most
+/// [`MAX_UDP_WORKERS`].
 pub fn udp_workers() -> usize {
     std::thread::available_parallelism()
         .map_or(1, usize::from)
@@ -177,44 +184,46 @@ impl Server {
             stats: stats.clone(),
             tcp_slots: Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS)),
         });
-        let mut bound = Vec::new();
-        for &addr in &cfg.listen {
-            let udp = UdpSocket::bind(addr)
-                .await
-                .map_err(|source| GslbError::Bind {
-                    proto: "UDP",
-                    addr,
-                    source,
-                })?;
-            let local = udp.local_addr().map_err(|source| GslbError::Bind {
-                proto: "UDP",
+        let sockets = if cfg.udp_sockets == 0 {
+            udp_workers()
+        } else {
+            cfg.udp_sockets.min(MAX_UDP_WORKERS)
+        };
+        let bind_err = |proto, addr| {
+            move |source| GslbError::Bind {
+                proto,
                 addr,
                 source,
-            })?;
+            }
+        };
+        // Every socket bound before anything is served.
+        let mut bound = Vec::new();
+        for &addr in &cfg.listen {
+            let first = udp_socket(addr).map_err(bind_err("UDP", addr))?;
+            let local = first.local_addr().map_err(bind_err("UDP", addr))?;
+            let mut socks = vec![first];
+            for _ in 1..sockets {
+                socks.push(udp_socket(local).map_err(bind_err("UDP", local))?);
+            }
             let tcp = TcpListener::bind(local)
                 .await
-                .map_err(|source| GslbError::Bind {
-                    proto: "TCP",
-                    addr: local,
-                    source,
-                })?;
-            bound.push((local, Arc::new(udp), tcp));
+                .map_err(bind_err("TCP", local))?;
+            bound.push((local, socks, tcp));
         }
         let epoch = Instant::now();
         let mut tasks = Vec::new();
         let mut addrs = Vec::new();
-        for (local, udp, tcp) in bound {
+        for (local, socks, tcp) in bound {
             addrs.push(local);
             let limiter = (cfg.rate_limit > 0)
                 .then(|| Arc::new(Mutex::new(RateLimiter::new(cfg.rate_limit))));
-            for w in 0..udp_workers() {
-                let seed = seed(local, w);
+            for (w, sock) in socks.into_iter().enumerate() {
                 tasks.push(tokio::spawn(udp_loop(
-                    udp.clone(),
+                    Arc::new(sock),
                     shared.clone(),
                     limiter.clone(),
                     epoch,
-                    seed,
+                    seed(local, w),
                 )));
             }
             tasks.push(tokio::spawn(tcp_loop(tcp, shared.clone(), seed(local, 99))));
@@ -270,6 +279,23 @@ fn seed(addr: SocketAddr, worker: usize) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64);
     let mut s = t ^ u64::from(addr.port()) ^ ((worker as u64) << 32);
     splitmix64(&mut s)
+}
+
+/// A non-blocking UDP socket on `addr` with `SO_REUSEPORT`, registered
+/// with the runtime.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 async fn udp_loop(

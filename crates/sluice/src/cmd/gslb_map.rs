@@ -29,6 +29,8 @@ pub(crate) fn plan(cfg: &model::Config) -> Result<Option<GslbPlan>, Vec<Problem>
         server: sluice_gslb::ServerConfig {
             listen: g.listen.clone(),
             rate_limit: g.rate_limit,
+            // `global.threads` sizes the DNS sockets too (0: one per CPU).
+            udp_sockets: usize::from(cfg.global.threads.unwrap_or(0)),
         },
     }))
 }
