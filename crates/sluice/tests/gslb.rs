@@ -356,12 +356,11 @@ fn the_rate_limit_drops_and_slips_a_flood() {
     );
 }
 
-/// A site that is this node: its health is the local backend's (up while
-/// one of its servers is serving), so when the backend's only server fails
-/// its check the name fails over to the other site, and back.
-#[test]
-fn a_local_backend_is_the_health_of_its_site() {
-    let lab = l4_lab("gslbloc", 1);
+/// A site that is this node: its health is a local service's (up while
+/// one of its reals / servers is serving), so when the service's only real
+/// fails its check the name fails over to the other site, and back.
+fn local_site_follows(tag: &str, service: &str, source: &str, site_addr: &str) {
+    let lab = l4_lab(tag, 1);
     let cfg = format!(
         r#"[global]
 admin = "{ADMIN}"
@@ -375,20 +374,7 @@ fall = 2
 jitter = 0
 initial_state = "up"
 
-[[frontend]]
-name = "www"
-bind = ["{DNS}:8080"]
-mode = "tcp"
-default_backend = "web"
-
-[[backend]]
-name = "web"
-mode = "tcp"
-health_check = "web"
-[[backend.server]]
-name = "rs1"
-address = "10.99.0.11:80"
-
+{service}
 [gslb]
 listen = ["{DNS}:53"]
 zone = "gslb.test"
@@ -397,8 +383,8 @@ ttl = "1s"
 
 [[gslb.site]]
 name = "here"
-addresses = ["{DNS}"]
-backend = "web"
+addresses = ["{site_addr}"]
+{source}
 
 [[gslb.site]]
 name = "elsewhere"
@@ -411,16 +397,53 @@ sites = ["here", "elsewhere"]
 "#
     );
     let _d = start_daemon(&lab, &cfg);
-    assert_eq!(short(&lab, &["www.gslb.test", "A"]), [DNS]);
+    assert_eq!(short(&lab, &["www.gslb.test", "A"]), [site_addr]);
     block_web(&lab, 1, true);
     // interval × fall, plus the local poll (500 ms), plus slack.
     let took = until(&lab, &["www.gslb.test", "A"], &["192.0.2.50"], CONVERGE);
-    eprintln!("backend down: answers moved in {took:?}");
+    eprintln!("{source}: down, answers moved in {took:?}");
     let text = String::from_utf8_lossy(&sluice_in_lb(&lab, &["ctl", "gslb"]).stdout).into_owned();
+    let from = source.replace(" = ", " ").replace('"', "");
     assert!(
-        text.contains("backend web") && text.contains("10.99.0.1 DOWN"),
+        text.contains(&from) && text.contains(&format!("{site_addr} DOWN")),
         "{text}"
     );
     block_web(&lab, 1, false);
-    until(&lab, &["www.gslb.test", "A"], &[DNS], CONVERGE);
+    until(&lab, &["www.gslb.test", "A"], &[site_addr], CONVERGE);
+}
+
+#[test]
+fn a_local_backend_is_the_health_of_its_site() {
+    let backend = format!(
+        r#"[[frontend]]
+name = "www"
+bind = ["{DNS}:8080"]
+mode = "tcp"
+default_backend = "web"
+
+[[backend]]
+name = "web"
+mode = "tcp"
+health_check = "web"
+[[backend.server]]
+name = "rs1"
+address = "10.99.0.11:80"
+"#
+    );
+    local_site_follows("gslbbe", &backend, "backend = \"web\"", DNS);
+}
+
+#[test]
+fn a_local_l4_service_is_the_health_of_its_site() {
+    let l4 = r#"[[l4_service]]
+name = "web"
+vip = "10.99.255.1"
+port = 80
+method = "dr"
+interface = "lb0"
+health_check = "web"
+[[l4_service.real]]
+address = "10.99.0.11"
+"#;
+    local_site_follows("gslbl4", l4, "l4_service = \"web\"", "10.99.255.1");
 }
