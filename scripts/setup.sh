@@ -10,6 +10,8 @@
 #   - the lab's tools and peers: iproute2, ethtool, nftables, curl, nginx-light,
 #     haproxy, wrk, ab (apache2-utils), tcpdump; keepalived and tshark (the VRRP
 #     interop test: its peer, and the decoder of sluice's adverts);
+#   - dig and kdig (the GSLB lab test's DNS clients), gdnsd and dnsperf (the
+#     GSLB benchmark's peer and load generator);
 #   - cargo-fuzz, for the fuzz targets in fuzz/ (benches/fuzz.sh).
 set -euo pipefail
 
@@ -20,6 +22,7 @@ APT_PACKAGES=(
   iproute2 iputils-ping ethtool nftables curl procps psmisc
   nginx-light haproxy wrk apache2-utils tcpdump nghttp2-client netsniff-ng bpftool fonts-dejavu-core
   keepalived tshark
+  bind9-dnsutils knot-dnsutils gdnsd dnsperf
 )
 BPF_LINKER_VERSION="0.13.0"
 # Builds with rustup's stable 1.95; drives libFuzzer through RUSTC_BOOTSTRAP=1.
@@ -43,7 +46,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts nothing here (no systemd as PID 1), but make sure the
   # packaged daemons do not hold ports the lab wants.
-  for svc in nginx haproxy keepalived; do
+  for svc in nginx haproxy keepalived gdnsd; do
     pkill -x "$svc" 2>/dev/null || true
   done
 else

@@ -28,6 +28,7 @@ const SECTIONS: &[&str] = &[
     "health_check",
     "vrrp_instance",
     "sync",
+    "gslb",
 ];
 
 const GLOBAL_KEYS: &[&str] = &[
@@ -197,11 +198,11 @@ pub(crate) fn build(cx: &mut Ctx<'_>, root: &DeTable<'_>) -> Config {
     let global = global(cx, &root);
     let defaults = defaults(cx, &root);
     let health_checks = health_checks(cx, &root, &mut rec);
-    let l4_services = tables(cx, &root, "l4_service")
+    let l4_services: Vec<L4Service> = tables(cx, &root, "l4_service")
         .iter()
         .map(|t| l4_service(cx, t, &mut rec))
         .collect();
-    let backends = tables(cx, &root, "backend")
+    let backends: Vec<Backend> = tables(cx, &root, "backend")
         .iter()
         .map(|t| backend(cx, t, &defaults, &mut rec))
         .collect();
@@ -214,6 +215,20 @@ pub(crate) fn build(cx: &mut Ctx<'_>, root: &DeTable<'_>) -> Config {
         .map(|t| vrrp_instance(cx, t, &mut rec))
         .collect();
     let sync = state_sync(cx, &root);
+    let gslb = {
+        let l4: Vec<&str> = l4_services.iter().map(|s| s.name.as_str()).collect();
+        let be: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+        let mut refs = Vec::new();
+        let g = crate::gslb::gslb(cx, &root, &l4, &be, &mut refs);
+        rec.check_refs
+            .extend(refs.into_iter().map(|(name, at, path)| CheckRef {
+                name,
+                at,
+                path,
+                dr_service: false,
+            }));
+        g
+    };
 
     let config = Config {
         global,
@@ -224,16 +239,18 @@ pub(crate) fn build(cx: &mut Ctx<'_>, root: &DeTable<'_>) -> Config {
         health_checks,
         vrrp_instances,
         sync,
+        gslb,
     };
     cross_check(cx, &rec);
     if config.l4_services.is_empty()
         && config.frontends.is_empty()
         && config.vrrp_instances.is_empty()
+        && config.gslb.is_none()
     {
         cx.error(
             0,
             "",
-            "the configuration defines nothing to run, expected at least one [[l4_service]], [[frontend]] or [[vrrp_instance]]",
+            "the configuration defines nothing to run, expected at least one [[l4_service]], [[frontend]], [[vrrp_instance]] or [gslb]",
         );
     }
     config

@@ -22,11 +22,13 @@
 mod build;
 mod diag;
 mod duration;
+mod gslb;
 mod model;
 mod value;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use duration::{DurationError, format_duration, parse_duration};
+pub use gslb::*;
 pub use model::*;
 
 use toml::de::DeTable;

@@ -373,6 +373,8 @@ pub struct Config {
     pub vrrp_instances: Vec<VrrpInstance>,
     /// `[sync]`.
     pub sync: StateSync,
+    /// `[gslb]`: the authoritative DNS zone (see docs/GSLB.md).
+    pub gslb: Option<crate::gslb::Gslb>,
 }
 
 /// `[global]`: process-wide settings.
@@ -769,6 +771,14 @@ impl Config {
             plural(self.health_checks.len(), "health check", "health checks"),
             plural(self.vrrp_instances.len(), "VRRP instance", "VRRP instances"),
         );
+        if let Some(g) = &self.gslb {
+            line.push_str(&format!(
+                ", GSLB zone {} ({}, {})",
+                g.zone,
+                plural(g.names.len(), "name", "names"),
+                plural(g.sites.len(), "site", "sites")
+            ));
+        }
         if self.sync.enabled {
             line.push_str(&format!(
                 ", state sync to {}",

@@ -568,7 +568,7 @@ fn sync_enabled_needs_listen_and_peers() {
 fn empty_config_has_nothing_to_run() {
     assert_eq!(
         only("# just a comment\n[global]\n"),
-        "t.toml:1:1: the configuration defines nothing to run, expected at least one [[l4_service]], [[frontend]] or [[vrrp_instance]]"
+        "t.toml:1:1: the configuration defines nothing to run, expected at least one [[l4_service]], [[frontend]], [[vrrp_instance]] or [gslb]"
     );
 }
 

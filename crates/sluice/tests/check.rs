@@ -204,3 +204,46 @@ fn missing_file_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/sluice.toml"), "{err}");
 }
+
+/// Bad `[gslb]` zone data: `sluice check` exits 1 with a positioned line
+/// per problem.
+#[test]
+fn gslb_zone_data_is_checked_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("gslb.toml");
+    std::fs::write(
+        &p,
+        r#"[gslb]
+listen = ["127.0.0.1:5300"]
+zone = "gslb.example.com"
+nameservers = ["ns1.example.com"]
+
+[[gslb.site]]
+name = "eu"
+addresses = ["192.0.2.1"]
+
+[[gslb.name]]
+name = "www"
+policy = "weighted"
+sites = ["eu", "us"]
+weights = [1, 2, 3]
+"#,
+    )
+    .unwrap();
+    let out = sluice().args(["check", "-c"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = p.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{file}:13:16: gslb.name[0].sites[1]: unknown site \"us\", did you mean \"eu\"?"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:14:11: gslb.name[0].weights: 3 weight(s) for 2 site(s)"
+        )),
+        "{err}"
+    );
+}

@@ -34,6 +34,8 @@ pub(crate) struct AdminState {
     pub(crate) sync: Option<Arc<sluice_ha::sync::SyncCounters>>,
     /// Reloads the configuration file.
     pub(crate) reloader: Arc<super::run::Reloader>,
+    /// The GSLB DNS server, if `[gslb]` is configured.
+    pub(crate) gslb: Option<Arc<super::run::Gslb>>,
 }
 
 impl AdminState {
@@ -94,6 +96,7 @@ fn control_status(e: &ControlError) -> StatusCode {
 
 async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Response<Full<Bytes>> {
     let method = req.method().clone();
+    let query = req.uri().query().unwrap_or_default().to_owned();
     let path: Vec<String> = req
         .uri()
         .path()
@@ -179,6 +182,9 @@ async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Respon
             None => error(StatusCode::NOT_FOUND, "connection sync is not enabled"),
         };
     }
+    if path == ["v1", "gslb"] && method == HttpMethod::GET {
+        return gslb(&state, &query);
+    }
     if path == ["metrics"] && method == HttpMethod::GET {
         return metrics(state).await;
     }
@@ -198,6 +204,29 @@ async fn admin(req: Request<hyper::body::Incoming>, state: AdminState) -> Respon
         Ok((s, v)) => json(s, &v),
         Err((s, m)) => error(s, m),
     }
+}
+
+/// `GET /v1/gslb[?client=ADDR]`: the zone's sites and names, with the
+/// answer `client` would get (default 127.0.0.1).
+fn gslb(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
+    let Some(g) = &state.gslb else {
+        return error(StatusCode::NOT_FOUND, "no [gslb] configured");
+    };
+    let mut client = IpAddr::from([127, 0, 0, 1]);
+    for kv in query.split('&') {
+        if let Some(v) = kv.strip_prefix("client=") {
+            match v.parse() {
+                Ok(a) => client = a,
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("client={v:?} is not an IP address"),
+                    );
+                }
+            }
+        }
+    }
+    json(StatusCode::OK, &g.view(client))
 }
 
 /// Runs `f` on the locked control plane in the blocking pool (map reads and
@@ -231,6 +260,9 @@ async fn metrics(state: AdminState) -> Response<Full<Bytes>> {
     }
     if let Some(c) = &state.sync {
         super::metrics::sync(&mut f, &c.snapshot());
+    }
+    if let Some(g) = &state.gslb {
+        super::metrics::gslb(&mut f, g.stats(), &g.zone().spec().sites);
     }
     if let Some(plane) = state.plane {
         let read = on_plane(plane, |g| {

@@ -60,6 +60,16 @@ pub(crate) enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// GSLB: each name's policy, sites and health, and the answer a client
+    /// would get now.
+    Gslb {
+        /// The client address answered for (topology); default 127.0.0.1.
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
+        /// Print the JSON the daemon returned.
+        #[arg(long)]
+        json: bool,
+    },
     /// Reload the daemon's configuration file (as SIGHUP): checked first,
     /// applied only if valid and reloadable, else nothing changes.
     Reload,
@@ -233,6 +243,19 @@ async fn ctl(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{v}");
             } else {
                 print!("{}", format_vrrp(&v));
+            }
+        }
+        CtlCommand::Gslb { client, json } => {
+            let path = match client {
+                Some(c) => format!("/v1/gslb?client={c}"),
+                None => "/v1/gslb".to_owned(),
+            };
+            let (s, v) = request(a, Method::GET, &path, None).await?;
+            check(s, &v)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", super::gslb_map::format_view(&v));
             }
         }
         CtlCommand::Reload => {

@@ -428,6 +428,59 @@ pub(crate) fn sync(f: &mut Families, counts: &[(&'static str, u64)]) {
     }
 }
 
+/// The GSLB DNS server: `sluice_gslb_*` (queries by transport, responses
+/// by code, answers per site, rate-limited responses).
+pub(crate) fn gslb(f: &mut Families, s: &sluice_gslb::Stats, sites: &[sluice_gslb::SiteSpec]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (t, c) in [("udp", &s.queries_udp), ("tcp", &s.queries_tcp)] {
+        f.counter(
+            "sluice_gslb_queries_total".into(),
+            "DNS queries received.",
+            &[("transport", t)],
+            c.load(Relaxed),
+        );
+    }
+    for (name, c) in sluice_gslb::server::RCODES.iter().zip(&s.responses) {
+        f.counter(
+            "sluice_gslb_responses_total".into(),
+            "DNS responses sent, by response code.",
+            &[("rcode", name)],
+            c.load(Relaxed),
+        );
+    }
+    f.counter(
+        "sluice_gslb_truncated_total".into(),
+        "Responses sent truncated (TC: too large for UDP, or rate-limited slips).",
+        &[],
+        s.truncated.load(Relaxed),
+    );
+    f.counter(
+        "sluice_gslb_dropped_total".into(),
+        "Datagrams dropped unanswered (not a query).",
+        &[],
+        s.dropped.load(Relaxed),
+    );
+    for (action, c) in [
+        ("dropped", &s.rate_limited_dropped),
+        ("slipped", &s.rate_limited_slipped),
+    ] {
+        f.counter(
+            "sluice_gslb_rate_limited_total".into(),
+            "UDP responses over the per-source rate limit.",
+            &[("action", action)],
+            c.load(Relaxed),
+        );
+    }
+    for (site, c) in sites.iter().zip(&s.site_answers) {
+        f.counter(
+            "sluice_gslb_site_answers_total".into(),
+            "Answers that held the site's addresses.",
+            &[("site", site.name.as_str())],
+            c.load(Relaxed),
+        );
+    }
+}
+
 /// VRRP instances: `sluice_vrrp_*`, labelled with the instance name.
 pub(crate) fn vrrp(f: &mut Families, instances: &[sluice_ha::InstanceStatus]) {
     use sluice_core::vrrp::State;

@@ -9,6 +9,7 @@ pub(crate) mod bench;
 pub(crate) mod check;
 pub(crate) mod ctl;
 pub(crate) mod doctor;
+pub(crate) mod gslb_map;
 pub(crate) mod health_map;
 pub(crate) mod l4_map;
 pub(crate) mod l7_map;

@@ -8,6 +8,7 @@
 use sluice_config::{Config, Diagnostics};
 use sluice_proxy::ProxyConfig;
 
+use super::gslb_map::{self, GslbPlan};
 use super::l4_map::{self, L4Plan};
 use super::l7_map;
 
@@ -34,6 +35,7 @@ impl Problem {
 pub(crate) struct Plan {
     pub(crate) l4: Option<L4Plan>,
     pub(crate) proxy: Option<ProxyConfig>,
+    pub(crate) gslb: Option<GslbPlan>,
 }
 
 /// The plan for `cfg`, or every problem found (all planes are checked).
@@ -44,12 +46,17 @@ pub(crate) fn plan(cfg: &Config) -> Result<Plan, Vec<Problem>> {
         None
     });
     problems.extend(l7_map::check_files(cfg));
+    let gslb = gslb_map::plan(cfg).unwrap_or_else(|p| {
+        problems.extend(p);
+        None
+    });
     if !problems.is_empty() {
         return Err(problems);
     }
     Ok(Plan {
         l4,
         proxy: l7_map::proxy_config(cfg),
+        gslb,
     })
 }
 

@@ -5,6 +5,7 @@
 //! connections get `hard_stop_after`) and detaches the XDP program.
 
 mod guard;
+mod gslb;
 mod ha;
 mod l4;
 mod l7;
@@ -21,6 +22,7 @@ use sluice_config::Config;
 
 use super::admin::{AdminState, admin_loop};
 use super::plan::Plan;
+pub(crate) use gslb::Gslb;
 pub(crate) use ha::Ha;
 pub(crate) use l4::Plane;
 pub(crate) use reload::{Refused, Reloader};
@@ -95,6 +97,14 @@ async fn serve(cfg: Config, plan: Plan, path: std::path::PathBuf) -> anyhow::Res
         None => (None, None),
     };
 
+    // GSLB: its sites may follow the L4 and L7 checks started above.
+    let gslb = match &plan.gslb {
+        Some(g) => Some(Arc::new(
+            gslb::start(&cfg, g, checks.clone(), l7_checks.clone()).await?,
+        )),
+        None => None,
+    };
+
     // VRRP last: a node takes part in the election only once what it
     // would serve is up (and its watchdog watches exactly that).
     let frontends: Vec<std::net::SocketAddr> = proxy
@@ -153,6 +163,7 @@ async fn serve(cfg: Config, plan: Plan, path: std::path::PathBuf) -> anyhow::Res
         ha: ha.clone(),
         sync: sync.as_ref().map(|h| h.counters().clone()),
         reloader: reloader.clone(),
+        gslb,
     };
     let admin_task = admin_loop(admin, state);
     tokio::pin!(admin_task);

@@ -86,6 +86,7 @@ pub(crate) fn needs_restart(
         &mut out,
     );
     differs("[sync]", old.sync == new.sync, &mut out);
+    differs("[gslb]", old.gslb == new.gslb, &mut out);
     match (old_l4, new_l4) {
         (None, None) => {}
         (Some(a), Some(b)) => {
