@@ -4,8 +4,8 @@
 //! endpoint, and on SIGINT/SIGTERM shuts the proxy down gracefully (open
 //! connections get `hard_stop_after`) and detaches the XDP program.
 
-mod guard;
 mod gslb;
+mod guard;
 mod ha;
 mod l4;
 mod l7;
