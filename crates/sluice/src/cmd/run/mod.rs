@@ -4,10 +4,12 @@
 //! endpoint, and on SIGINT/SIGTERM shuts the proxy down gracefully (open
 //! connections get `hard_stop_after`) and detaches the XDP program.
 
+mod caps;
 mod guard;
 mod ha;
 mod l4;
 mod l7;
+mod notify;
 mod sync;
 
 use std::{
@@ -44,6 +46,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("{}: invalid configuration", args.config.display());
         }
     };
+    caps::check(&cfg)?;
     // One runtime for everything: the proxy's workers (`global.threads`,
     // pinned per `global.cpu_map`), health checks and the admin endpoint.
     let threads = usize::from(cfg.global.threads.unwrap_or(0));
@@ -143,11 +146,15 @@ async fn serve(cfg: Config, plan: Plan) -> anyhow::Result<ExitCode> {
         ha: ha.clone(),
         sync: sync.as_ref().map(|h| h.counters().clone()),
     };
+    // Ready once everything serves and SIGTERM is handled (a stop right
+    // after READY=1 must be graceful).
+    notify::notify(notify::READY);
     tokio::select! {
         r = admin_loop(admin, state) => r?,
         _ = tokio::signal::ctrl_c() => eprintln!("sluice: SIGINT, shutting down"),
         _ = term.recv() => eprintln!("sluice: SIGTERM, shutting down"),
     }
+    notify::notify(notify::STOPPING);
     if let Some(h) = ha {
         // Hand the addresses over first (priority 0: the backup takes
         // over after its skew time, not after three intervals).
