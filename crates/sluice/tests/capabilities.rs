@@ -5,7 +5,8 @@
 //! service (XDP), a `tcp-half-open` check, a VRRP instance (with the HA
 //! guard's nftables table) and a proxy frontend on a port below 1024 all
 //! work; without any one of them `sluice run` refuses to start and names
-//! the missing capability. Needs root (and capsh, from libcap2-bin).
+//! the missing capability. A proxy alone on port 80 needs only
+//! `CAP_NET_BIND_SERVICE`. Needs root (and capsh, from libcap2-bin).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
@@ -84,9 +85,14 @@ address = "10.99.0.11:80"
 /// until it switches user).
 fn launcher(caps: &[&str]) -> Vec<String> {
     let list = caps.join(",");
+    let held = if caps.is_empty() {
+        String::new()
+    } else {
+        format!("{list}+eip ")
+    };
     let mut v = vec![
         "capsh".to_owned(),
-        format!("--caps={list}+eip cap_setpcap,cap_setuid,cap_setgid+ep"),
+        format!("--caps={held}cap_setpcap,cap_setuid,cap_setgid+ep"),
         "--keep=1".to_owned(),
         format!("--user={USER}"),
     ];
@@ -98,6 +104,46 @@ fn launcher(caps: &[&str]) -> Vec<String> {
     v
 }
 
+/// `sluice run` of `cfg` as [`USER`] with `caps` fails, naming `missing`.
+fn refused_naming(lab: &sluice_lab::Lab, cfg: &str, caps: &[&str], missing: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, cfg).unwrap();
+    readable_by_all(dir.path());
+    let argv: Vec<String> = launcher(caps)
+        .into_iter()
+        .chain(["run", "-c", file.to_str().unwrap()].map(String::from))
+        .collect();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = lab.exec(Node::Lb, &argv).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran without {missing}: {err}");
+    let name = missing.to_uppercase();
+    assert!(
+        err.contains("missing capabilities") && err.contains(&format!("  {name} ")),
+        "without {missing}, the error names it: {err}"
+    );
+}
+
+/// A proxy alone on port 80 needs `CAP_NET_BIND_SERVICE` and nothing else.
+#[test]
+fn a_proxy_on_port_80_needs_only_net_bind_service() {
+    let lab = l4_lab("capsl7", 1);
+    let cfg = format!(
+        "[global]\nadmin = \"{ADMIN}\"\n\n[[frontend]]\nname = \"www\"\n\
+         bind = [\"0.0.0.0:80\"]\nmode = \"http\"\ndefault_backend = \"app\"\n\n\
+         [[backend]]\nname = \"app\"\nmode = \"http\"\n\n[[backend.server]]\n\
+         name = \"s1\"\naddress = \"10.99.0.11:80\"\n"
+    );
+    refused_naming(&lab, &cfg, &[], "cap_net_bind_service");
+    let argv = launcher(&["cap_net_bind_service"]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let d = start_daemon_as(&lab, Node::Lb, &argv, &cfg, &[]);
+    let fe: SocketAddr = "10.99.0.1:80".parse().unwrap();
+    let (code, len, _) = get(&lab, fe, "/").unwrap();
+    assert_eq!((code, len), (200, 5120), "{}", read_all(&d.log));
+}
+
 #[test]
 fn run_works_with_only_its_capabilities_and_names_a_missing_one() {
     let lab = l4_lab("caps", 1);
@@ -107,23 +153,7 @@ fn run_works_with_only_its_capabilities_and_names_a_missing_one() {
     // naming it.
     for missing in NEEDED {
         let caps: Vec<&str> = NEEDED.iter().copied().filter(|c| *c != missing).collect();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("sluice.toml");
-        std::fs::write(&file, &cfg).unwrap();
-        readable_by_all(dir.path());
-        let argv: Vec<String> = launcher(&caps)
-            .into_iter()
-            .chain(["run", "-c", file.to_str().unwrap()].map(String::from))
-            .collect();
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let out = lab.exec(Node::Lb, &argv).unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "ran without {missing}: {err}");
-        let name = missing.to_uppercase();
-        assert!(
-            err.contains("missing capabilities") && err.contains(&format!("  {name} ")),
-            "without {missing}, the error names it: {err}"
-        );
+        refused_naming(&lab, &cfg, &caps, missing);
     }
 
     // The whole set: every plane works.
