@@ -11,7 +11,8 @@
 #     haproxy, wrk, ab (apache2-utils), tcpdump; keepalived and tshark (the VRRP
 #     interop test: its peer, and the decoder of sluice's adverts);
 #   - cargo-fuzz, for the fuzz targets in fuzz/ (benches/fuzz.sh);
-#   - capsh (libcap2-bin), systemd-analyze (systemd), dpkg-shlibdeps (dpkg-dev)
+#   - capsh (libcap2-bin), systemd-analyze (systemd; it looks up the unit's man
+#     pages with man-db), dpkg-shlibdeps (dpkg-dev)
 #     and cargo-deb: the least-privilege and packaging tests.
 set -euo pipefail
 
@@ -22,7 +23,7 @@ APT_PACKAGES=(
   iproute2 iputils-ping ethtool nftables curl procps psmisc
   nginx-light haproxy wrk apache2-utils tcpdump nghttp2-client netsniff-ng bpftool fonts-dejavu-core
   keepalived tshark
-  libcap2-bin systemd dpkg-dev
+  libcap2-bin systemd dpkg-dev man-db
 )
 BPF_LINKER_VERSION="0.13.0"
 # Builds with rustup's stable 1.95; drives libFuzzer through RUSTC_BOOTSTRAP=1.
