@@ -8,9 +8,9 @@
 //! - `CAP_BPF`: loading the XDP programs and creating their maps
 //!   (`[[l4_service]]`); `CAP_SYS_ADMIN` stands in for it, as in the kernel.
 //! - `CAP_PERFMON`: the verifier refuses `sluice_xdp` without it
-//!   (`pointer -= pointer prohibited`: `data_end - data`), allowed only
-//!   where pointer leaks are (`[[l4_service]]`); `CAP_SYS_ADMIN` stands in
-//!   for it too.
+//!   (`pointer -= pointer prohibited`: pointer subtraction is allowed only
+//!   where pointer leaks are) (`[[l4_service]]`); `CAP_SYS_ADMIN` stands
+//!   in for it too.
 //! - `CAP_NET_ADMIN`: attaching XDP to an interface, the `via_vip` checks'
 //!   marks and policy routes, VRRP's virtual addresses (netlink) and the
 //!   HA guard's nftables table.
