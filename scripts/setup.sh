@@ -12,7 +12,10 @@
 #     interop test: its peer, and the decoder of sluice's adverts);
 #   - dig and kdig (the GSLB lab test's DNS clients), gdnsd and dnsperf (the
 #     GSLB benchmark's peer and load generator);
-#   - cargo-fuzz, for the fuzz targets in fuzz/ (benches/fuzz.sh).
+#   - cargo-fuzz, for the fuzz targets in fuzz/ (benches/fuzz.sh);
+#   - capsh (libcap2-bin), systemd-analyze (systemd; it looks up the unit's man
+#     pages with man-db), dpkg-shlibdeps (dpkg-dev)
+#     and cargo-deb: the least-privilege and packaging tests.
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -23,10 +26,13 @@ APT_PACKAGES=(
   nginx-light haproxy wrk apache2-utils tcpdump nghttp2-client netsniff-ng bpftool fonts-dejavu-core
   keepalived tshark
   bind9-dnsutils knot-dnsutils gdnsd dnsperf
+  libcap2-bin systemd dpkg-dev man-db
 )
 BPF_LINKER_VERSION="0.13.0"
 # Builds with rustup's stable 1.95; drives libFuzzer through RUSTC_BOOTSTRAP=1.
 CARGO_FUZZ_VERSION="0.13.2"
+# Builds the Debian package (scripts/package.sh, tests/package.rs).
+CARGO_DEB_VERSION="3.8.0"
 
 if [ "$(id -u)" -ne 0 ]; then
   log "must run as root (installs Debian packages; the lab needs CAP_NET_ADMIN)"
@@ -76,6 +82,13 @@ if ! "$CARGO_BIN/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSIO
   cargo install "cargo-fuzz@$CARGO_FUZZ_VERSION" --locked
 else
   log "cargo-fuzz $CARGO_FUZZ_VERSION present"
+fi
+
+if ! "$CARGO_BIN/cargo-deb" --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  log "installing cargo-deb $CARGO_DEB_VERSION (about a minute)"
+  cargo install "cargo-deb@$CARGO_DEB_VERSION" --locked
+else
+  log "cargo-deb $CARGO_DEB_VERSION present"
 fi
 
 log "ready"

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod cmd;
 
@@ -45,6 +45,12 @@ enum Command {
     /// Check the kernel and NIC settings for a role and method; `--apply`
     /// fixes what it reports.
     Doctor(cmd::doctor::Args),
+    /// Write the man pages (packaging).
+    #[command(hide = true)]
+    Man(cmd::manual::ManArgs),
+    /// Write shell completions to standard output (packaging).
+    #[command(hide = true)]
+    Completions(cmd::manual::CompletionsArgs),
 }
 
 /// Environment variable with `tracing` filter directives (`RUST_LOG`
@@ -92,6 +98,8 @@ fn main() -> ExitCode {
         Command::Realserver(c) => cmd::realserver::run(c),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Man(args) => cmd::manual::man(args, Cli::command()),
+        Command::Completions(args) => cmd::manual::completions(args, Cli::command()),
     };
     match result {
         Ok(code) => code,

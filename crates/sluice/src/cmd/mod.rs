@@ -14,6 +14,7 @@ pub(crate) mod health_map;
 pub(crate) mod l4_map;
 pub(crate) mod l7_map;
 pub(crate) mod lab;
+pub(crate) mod manual;
 pub(crate) mod metrics;
 pub(crate) mod plan;
 pub(crate) mod realserver;

@@ -178,6 +178,19 @@ pub fn start_daemon_with(lab: &Lab, config: &str, extra: &[&str]) -> Daemon {
 
 /// [`start_daemon_with`] on `node` (an LB: [`Node::Lb`] or [`Node::PeerLb`]).
 pub fn start_daemon_on(lab: &Lab, node: Node, config: &str, extra: &[&str]) -> Daemon {
+    start_daemon_as(lab, node, &[SLUICE], config, extra)
+}
+
+/// [`start_daemon_on`] with `launcher` in front of `run -c FILE EXTRA`
+/// (`[SLUICE]`, or a wrapper such as capsh ending in the binary). The
+/// configuration is readable by every user.
+pub fn start_daemon_as(
+    lab: &Lab,
+    node: Node,
+    launcher: &[&str],
+    config: &str,
+    extra: &[&str],
+) -> Daemon {
     let sw_port = lab.topology().node(node).unwrap().switch_port.clone();
     let pass = lab
         .in_netns(Node::Switch, move || {
@@ -188,12 +201,13 @@ pub fn start_daemon_on(lab: &Lab, node: Node, config: &str, extra: &[&str]) -> D
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("sluice.toml");
     std::fs::write(&cfg, config).unwrap();
+    readable_by_all(dir.path());
     let log = dir.path().join("daemon.log");
     let logf = std::fs::File::create(&log).unwrap();
     let mut cmd = lab
         .command(
             node,
-            &[&[SLUICE, "run", "-c", cfg.to_str().unwrap()], extra].concat(),
+            &[launcher, &["run", "-c", cfg.to_str().unwrap()], extra].concat(),
         )
         .unwrap();
     cmd.stdout(logf.try_clone().unwrap()).stderr(logf);
@@ -229,6 +243,17 @@ pub fn start_daemon_on(lab: &Lab, node: Node, config: &str, extra: &[&str]) -> D
             std::fs::read_to_string(&d.log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Opens `dir` (a tempdir, 0700) and its files to every user, for a
+/// daemon started as another user (tests/capabilities.rs).
+pub fn readable_by_all(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
 }
 

@@ -39,7 +39,7 @@ pub(super) fn start(plan: &L4Plan, cfg: &Config) -> anyhow::Result<L4Plane<Kerne
     let mac = sluice_l4::neigh::iface_mac(iface)
         .with_context(|| format!("reading the MAC of interface {iface:?}"))?;
     let mut dp = Dataplane::load(plan.params.clone(), mac)
-        .context("loading the XDP program (needs root: CAP_BPF and CAP_NET_ADMIN)")?;
+        .context("loading the XDP program (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)")?;
     dp.attach(iface, plan.mode)?;
     if let Some(real_iface) = &plan.real_iface {
         two_arm(&mut dp, iface, real_iface, plan.mode)?;

@@ -4,11 +4,13 @@
 //! endpoint, and on SIGINT/SIGTERM shuts the proxy down gracefully (open
 //! connections get `hard_stop_after`) and detaches the XDP program.
 
+mod caps;
 mod gslb;
 mod guard;
 mod ha;
 mod l4;
 mod l7;
+mod notify;
 mod reload;
 mod sync;
 
@@ -48,6 +50,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("{}: invalid configuration", args.config.display());
         }
     };
+    caps::check(&cfg)?;
     // One runtime for everything: the proxy's workers (`global.threads`,
     // pinned per `global.cpu_map`), health checks and the admin endpoint.
     let threads = usize::from(cfg.global.threads.unwrap_or(0));
@@ -165,6 +168,9 @@ async fn serve(cfg: Config, plan: Plan, path: std::path::PathBuf) -> anyhow::Res
         reloader: reloader.clone(),
         gslb,
     };
+    // Ready once everything serves and SIGTERM is handled (a stop right
+    // after READY=1 must be graceful).
+    notify::notify(notify::READY);
     let admin_task = admin_loop(admin, state);
     tokio::pin!(admin_task);
     loop {
@@ -188,6 +194,7 @@ async fn serve(cfg: Config, plan: Plan, path: std::path::PathBuf) -> anyhow::Res
             }
         }
     }
+    notify::notify(notify::STOPPING);
     if let Some(h) = ha {
         // Hand the addresses over first (priority 0: the backup takes
         // over after its skew time, not after three intervals).
