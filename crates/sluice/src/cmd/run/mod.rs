@@ -5,6 +5,7 @@
 //! connections get `hard_stop_after`) and detaches the XDP program.
 
 mod caps;
+mod fdlimit;
 mod gslb;
 mod guard;
 mod ha;
@@ -51,6 +52,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     caps::check(&cfg)?;
+    fdlimit::apply(&cfg);
     // One runtime for everything: the proxy's workers (`global.threads`,
     // pinned per `global.cpu_map`), health checks and the admin endpoint.
     let threads = usize::from(cfg.global.threads.unwrap_or(0));
