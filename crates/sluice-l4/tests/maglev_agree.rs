@@ -13,11 +13,15 @@
 //! Needs root (CAP_BPF), like the golden table.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "common/resolver.rs"]
+mod resolver;
+
 use std::net::{IpAddr, Ipv4Addr};
 
+use resolver::Fixed;
 use sluice_core::sched::L4Scheduler;
 use sluice_core::service::{OnRealDown, OperatorState};
-use sluice_l4::{Dataplane, DataplaneParams, L4Plane, NeighbourResolver, RealSpec, ServiceSpec};
+use sluice_l4::{Dataplane, DataplaneParams, L4Plane, RealSpec, ServiceSpec};
 use sluice_testkit::frames::LB_MAC;
 use sluice_wire::maps::{Method, RealDef, addr_v4, family};
 
@@ -25,22 +29,6 @@ use sluice_wire::maps::{Method, RealDef, addr_v4, family};
 const RING: u32 = 251;
 const NAME: &str = "web";
 const VIP: [u8; 4] = [10, 96, 0, 1];
-
-/// Every real's MAC is its address, padded.
-#[derive(Debug)]
-struct Fixed;
-
-impl NeighbourResolver for Fixed {
-    fn resolve(&mut self, addr: IpAddr) -> Option<[u8; 6]> {
-        match addr {
-            IpAddr::V4(a) => {
-                let o = a.octets();
-                Some([0x02, 0x95, o[0], o[1], o[2], o[3]])
-            }
-            IpAddr::V6(_) => None,
-        }
-    }
-}
 
 fn addr(i: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 95, 0, i))

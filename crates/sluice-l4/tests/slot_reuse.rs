@@ -8,8 +8,12 @@
 //! Needs root (CAP_BPF), like the golden table.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "common/resolver.rs"]
+mod resolver;
+
 use std::net::{IpAddr, Ipv4Addr};
 
+use resolver::Fixed;
 use sluice_core::sched::L4Scheduler;
 use sluice_core::service::OnRealDown;
 use sluice_l4::{
@@ -23,22 +27,6 @@ const RING: u32 = 67;
 const CLIENT: [u8; 4] = [10, 94, 0, 2];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
-
-/// Every real's MAC is its address, padded: the output frame names the real.
-#[derive(Debug)]
-struct Fixed;
-
-impl NeighbourResolver for Fixed {
-    fn resolve(&mut self, addr: IpAddr) -> Option<[u8; 6]> {
-        match addr {
-            IpAddr::V4(a) => {
-                let o = a.octets();
-                Some([0x02, 0x95, o[0], o[1], o[2], o[3]])
-            }
-            IpAddr::V6(_) => None,
-        }
-    }
-}
 
 fn vip(service: u8) -> [u8; 4] {
     [10, 96, service, 1]

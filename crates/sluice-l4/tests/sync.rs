@@ -13,9 +13,13 @@
 //! leaves the process). Needs root (CAP_BPF).
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "common/resolver.rs"]
+mod resolver;
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use resolver::Fixed;
 use sluice_core::sched::L4Scheduler;
 use sluice_core::service::OnRealDown;
 use sluice_l4::sync::{Outcome, SessionFeed};
@@ -35,22 +39,6 @@ const REALS: u8 = 4;
 /// `fullnat`'s local address.
 const LOCAL: [u8; 4] = [10, 93, 9, 1];
 const LOCAL_PORT_MIN: u16 = 40000;
-
-/// Every real's MAC is its address, padded: the output frame names the real.
-#[derive(Debug)]
-struct Fixed;
-
-impl NeighbourResolver for Fixed {
-    fn resolve(&mut self, addr: IpAddr) -> Option<[u8; 6]> {
-        match addr {
-            IpAddr::V4(a) => {
-                let o = a.octets();
-                Some([0x02, 0x95, o[0], o[1], o[2], o[3]])
-            }
-            IpAddr::V6(_) => None,
-        }
-    }
-}
 
 fn ip(a: [u8; 4]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(a))
